@@ -1,0 +1,196 @@
+"""The voice family interface: what the daemon knows about any voice, whatever engine runs it.
+
+A *family* (Piper VITS, hibari) finds its voices and loads them; a loaded *voice* turns text into
+an iterator of audio chunks and checks a cancellation token between pieces of work. The daemon
+only ever talks to these types (through `VoiceStore`), never to a family module directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import Cancelled, InvalidParameter, UnknownSpeaker
+
+MIN_RATE: Final = 0.25
+MAX_RATE: Final = 4.0
+MAX_VOLUME: Final = 4.0
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """What is known about a voice without loading its model."""
+
+    voice_id: str
+    """Stable id: a Piper voice's file stem (`en_US-joe-medium`), `hibari-<name>` for hibari."""
+
+    family: str
+    """Family name: `piper` or `hibari`."""
+
+    language: str
+    """Language tag, BCP 47 style (`en-US`)."""
+
+    sample_rate_hz: int
+    """Rate of the audio the voice produces."""
+
+    speakers: tuple[str, ...] = ()
+    """Speaker names in id order; empty for a single-speaker voice."""
+
+    model_path: Path | None = None
+    """The model file, for hashing (cache keys, manifests) and diagnostics."""
+
+    source: str = ""
+    """Where the voice came from: a folder path or a PyPI package name."""
+
+    def speaker_id(self, speaker: str | int | None) -> int | None:
+        """Resolve a speaker name or id to an id; None means the voice's default speaker."""
+        if speaker is None:
+            return None
+        if not self.speakers:
+            if speaker in (0, "0"):
+                return None
+            raise UnknownSpeaker(f"voice {self.voice_id!r} has a single speaker; got {speaker!r}")
+        if isinstance(speaker, bool):
+            raise UnknownSpeaker(f"speaker must be a name or an id, got {speaker!r}")
+        if isinstance(speaker, int):
+            if 0 <= speaker < len(self.speakers):
+                return speaker
+            raise UnknownSpeaker(
+                f"voice {self.voice_id!r} has speaker ids 0..{len(self.speakers) - 1}; got {speaker}"
+            )
+        if speaker in self.speakers:
+            return self.speakers.index(speaker)
+        if speaker.isdigit() and int(speaker) < len(self.speakers):
+            return int(speaker)
+        raise UnknownSpeaker(f"voice {self.voice_id!r} has no speaker {speaker!r}")
+
+
+@dataclass(frozen=True)
+class SynthesisParams:
+    """Per-request synthesis settings; applied without reloading anything."""
+
+    speaker: str | int | None = None
+    """Speaker name or id for multi-speaker voices; None means the voice's default."""
+
+    rate: float = 1.0
+    """Speaking rate: 1.0 is the voice's own pace, 2.0 twice as fast (mapped to length scale)."""
+
+    volume: float = 1.0
+    """Fixed linear gain applied to every chunk (never a per-sentence normalization)."""
+
+    deterministic: bool = False
+    """Noise scales at 0 (Piper) or a fixed noise seed (hibari): the same text gives the same audio."""
+
+    def validated(self) -> SynthesisParams:
+        """Return self, or raise InvalidParameter naming the field that is out of range."""
+        if not MIN_RATE <= self.rate <= MAX_RATE:
+            raise InvalidParameter(f"rate must be in [{MIN_RATE}, {MAX_RATE}], got {self.rate}")
+        if not 0.0 <= self.volume <= MAX_VOLUME:
+            raise InvalidParameter(f"volume must be in [0, {MAX_VOLUME}], got {self.volume}")
+        return self
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """A piece of synthesized speech, mono float32 in [-1, 1]."""
+
+    samples: npt.NDArray[np.float32]
+    """The audio; may be empty only for a sentence that produced no sound."""
+
+    sample_rate_hz: int
+    """Rate of `samples`."""
+
+    sentence_index: int = 0
+    """Which sentence of the request this chunk belongs to (0-based)."""
+
+    sentence_end: bool = True
+    """True when this chunk is the last one of its sentence."""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate_hz
+
+
+@dataclass
+class CancelToken:
+    """One per job. `cancel()` from any thread; every stage checks it between pieces of work."""
+
+    _event: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""
+
+    def cancel(self, reason: str = "stopped") -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled(self.reason or "cancelled")
+
+
+class Voice(ABC):
+    """A loaded voice. Thread-safe: `stream` may be called from several worker threads."""
+
+    info: VoiceInfo
+
+    @abstractmethod
+    def stream(
+        self, text: str, params: SynthesisParams, cancel: CancelToken
+    ) -> Iterator[AudioChunk]:
+        """Synthesize `text`, yielding chunks as soon as each is ready.
+
+        Checks `cancel` between pieces of work and raises `Cancelled` when it is set.
+        """
+
+    def warm_up(self) -> None:
+        """Run one short synthesis so the first request does not pay for lazy initialization."""
+        for _ in self.stream("Ready.", SynthesisParams(deterministic=True), CancelToken()):
+            pass
+
+    def close(self) -> None:
+        """Release the model's memory. The default does nothing."""
+
+
+class VoiceFamily(ABC):
+    """Finds and loads the voices of one engine family."""
+
+    name: str
+
+    @abstractmethod
+    def discover(self, folders: Sequence[Path]) -> list[VoiceInfo]:
+        """Voices this family offers: from the given folders and from installed packages.
+
+        Cheap (reads metadata only) and never raises for one bad file: a broken voice file is
+        logged and skipped so that the other voices stay available.
+        """
+
+    @abstractmethod
+    def load(self, info: VoiceInfo, engine: EngineSettings) -> Voice:
+        """Load the voice's model; raises VoiceLoadError naming the file on any failure."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How a model is run."""
+
+    backend: str = "onnxruntime"
+    """Inference backend: `onnxruntime` (more in the INT8 work: `openvino`, `auto`)."""
+
+    threads: int = 0
+    """Intra-op threads; 0 means one per physical core."""
+
+
+def float_to_pcm16(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
+    """Float audio in [-1, 1] to little-endian 16-bit PCM, clipping (fixed gain, no normalization)."""
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+

@@ -1,0 +1,1 @@
+"""utterd.quantize"""
