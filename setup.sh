@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Sets utterd up on a fresh Debian or Raspberry Pi OS machine (Python 3.11) and starts it speaking.
+#   ./setup.sh                  install, then run `utterd serve` in the foreground with a greeting
+#   ./setup.sh --install-only   install and return (used by run-tests.sh)
+#   ./setup.sh --with-tests     also install the test tools (PulseAudio for the real-time sink)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+start=1
+with_tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --install-only) start=0 ;;
+    --with-tests) with_tests=1 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+# System packages: PortAudio for the sound device, venv for the virtualenv; the tests also need a
+# PulseAudio null sink (real-time pace) and ALSA's pulse plugin.
+debs=(libportaudio2 python3-venv)
+[ "$with_tests" = 1 ] && debs+=(pulseaudio pulseaudio-utils libasound2-plugins)
+missing=()
+for pkg in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# A pyenv or self-built Python has venv without Debian's python3-venv.
+if [[ " ${missing[*]} " == *" python3-venv "* ]] && python3 -c "import venv, ensurepip" 2>/dev/null; then
+  missing=("${missing[@]/python3-venv/}")
+fi
+missing=(${missing[@]+"${missing[@]}"})
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup.sh: installing ${missing[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup.sh: missing Debian packages: ${missing[*]}" >&2
+    echo "          install them first:  sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "setup.sh: utterd needs Python 3.11 or newer; $python is $("$python" --version 2>&1)" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+extras="piper"
+[ "$with_tests" = 1 ] && extras="piper,test"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[$extras]"
+
+[ "$start" = 1 ] || exit 0
+echo "setup.sh: starting utterd (Ctrl-C stops it; 'utterd say Hello' from another shell: .venv/bin/utterd say Hello)"
+exec .venv/bin/utterd serve --greeting "Hello. utterd is ready."
