@@ -1,1 +1,220 @@
-def main() -> None: print("hi")
+"""`utterd` command line: `serve` runs the daemon; the other subcommands are clients of it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from utterd.models.errors import UtterdError
+
+from .client import Client, NotRunning, RequestFailed
+from .config import apply_overrides, find_config_file, load_settings
+from .settings import Settings
+
+_TERMINAL = ("done", "stopped", "failed")
+
+
+def utterd_version() -> str:
+    try:
+        return version("utterd")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = Path(args.config) if args.config else find_config_file()
+    settings = load_settings(path)
+    overrides: dict[str, Any] = {}
+    if getattr(args, "voice_default", None):
+        overrides["voices.default"] = args.voice_default
+    if getattr(args, "tcp_port", None) is not None:
+        overrides["server.tcp_port"] = args.tcp_port
+    if getattr(args, "log_level", None):
+        overrides["log_level"] = args.log_level
+    if getattr(args, "greeting", None) is not None:
+        overrides["greeting"] = args.greeting or None
+    if getattr(args, "device", None) is not None:
+        overrides["audio.device"] = args.device
+    return apply_overrides(settings, overrides) if overrides else settings
+
+
+def _endpoint(args: argparse.Namespace) -> str:
+    if args.endpoint:
+        return str(args.endpoint)
+    return _settings(args).server.request_endpoints()[0]
+
+
+def _text(arg: str) -> str:
+    return sys.stdin.read() if arg == "-" else arg
+
+
+def _synth_data(args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = {"text": _text(args.text)}
+    for key in ("voice", "speaker", "rate", "volume"):
+        value = getattr(args, key)
+        if value is not None:
+            data[key] = int(value) if key == "speaker" and str(value).isdigit() else value
+    if args.deterministic:
+        data["deterministic"] = True
+    return data
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service import Daemon
+
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    return Daemon(settings, utterd_version()).run()
+
+
+def cmd_say(args: argparse.Namespace, client: Client) -> int:
+    header, _ = client.request("speak", _synth_data(args))
+    job = header["data"]["job"]
+    if not args.wait:
+        print(job)
+        return 0
+    while True:
+        status, _ = client.request("job", {"job": job})
+        state = status["data"]["state"]
+        if state in _TERMINAL:
+            if state != "done":
+                print(f"job {job} {state}: {status['data'].get('error')}", file=sys.stderr)
+                return 1
+            return 0
+        time.sleep(0.05)
+
+
+def cmd_synth(args: argparse.Namespace, client: Client) -> int:
+    data = _synth_data(args)
+    data["format"] = args.format
+    header, payload = client.request("synthesize", data, timeout_s=max(client.timeout_s, 300.0))
+    out = payload or b""
+    if args.output == "-":
+        sys.stdout.buffer.write(out)
+    else:
+        Path(args.output).write_bytes(out)
+        info = header["data"]
+        print(f"{args.output}: {info['duration_s']:.2f} s at {info['sample_rate_hz']} Hz ({info['voice']})")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace, client: Client) -> int:
+    header, _ = client.request("stop", {"job": args.job} if args.job else {})
+    jobs = header["data"]["jobs"]
+    print("stopped: " + (", ".join(jobs) if jobs else "nothing was speaking"))
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace, client: Client) -> int:
+    header, _ = client.request("describe")
+    info = header["data"]
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    dev = info["device"]
+    print(f"utterd {info['version']} ({info['state']}), up {info['uptime_s']:.0f} s")
+    print(f"default voice: {info['default_voice']}; backend {info['backend']['name']}")
+    device = "ok" if dev.get("available") else f"UNAVAILABLE: {dev.get('error')}"
+    print(f"device: {dev.get('device_name')} @ {dev.get('sample_rate_hz')} Hz, {device}")
+    print(f"queue: {info['queue']['length']} (max {info['queue']['max']})")
+    print("counters: " + ", ".join(f"{k}={v}" for k, v in info["counters"].items()))
+    return 0
+
+
+def cmd_voices(args: argparse.Namespace, client: Client) -> int:
+    header, _ = client.request("describe")
+    voices = header["data"]["voices"]
+    if args.json:
+        print(json.dumps(voices, indent=2))
+        return 0
+    for v in voices:
+        speakers = f", {len(v['speakers'])} speakers" if v["speakers"] else ""
+        state = "loaded" if v["loaded"] else ("FAILED: " + v["load_error"] if v["load_error"] else "")
+        print(f"{v['id']:<24} {v['family']:<7} {v['language']:<6} {v['sample_rate_hz']} Hz{speakers} {state}")
+    return 0
+
+
+def _add_synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", help="what to say; '-' reads standard input")
+    p.add_argument("--voice", help="voice id (see `utterd voices`)")
+    p.add_argument("--speaker", help="speaker name or id, for multi-speaker voices")
+    p.add_argument("--rate", type=float, help="speaking rate, 1.0 = the voice's own pace")
+    p.add_argument("--volume", type=float, help="linear gain, 1.0 = unchanged")
+    p.add_argument("--deterministic", action="store_true", help="no random noise: same text, same audio")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="utterd", description="Offline voice daemon")
+    parser.add_argument("--config", help="config file (default: $UTTERD_CONFIG, ~/.config/utterd/config.yaml, /etc/utterd/config.yaml)")
+    parser.add_argument("--endpoint", help="request endpoint, e.g. ipc:///run/utterd/utterd.sock")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
+    parser.add_argument("--version", action="version", version=f"utterd {utterd_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon")
+    serve.add_argument("--voice", dest="voice_default", help="default voice (overrides voices.default)")
+    serve.add_argument("--tcp-port", type=int, help="also listen on tcp://127.0.0.1:PORT")
+    serve.add_argument("--device", help="output device name or index (overrides audio.device)")
+    serve.add_argument("--greeting", help="say this once ready ('' for nothing)")
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    say = sub.add_parser("say", help="speak text on the daemon's sound device")
+    _add_synth_args(say)
+    say.add_argument("--wait", action="store_true", help="return when the speech has finished")
+
+    synth = sub.add_parser("synth", help="synthesize to a WAV file, no playback")
+    _add_synth_args(synth)
+    synth.add_argument("-o", "--output", required=True, help="output file ('-' for stdout)")
+    synth.add_argument("--format", choices=["wav", "pcm"], default="wav")
+
+    stop = sub.add_parser("stop", help="silence now and drop the queue")
+    stop.add_argument("--job", help="stop only this job")
+
+    for name in ("describe", "status"):
+        d = sub.add_parser(name, help="daemon state, voices, device, counters")
+        d.add_argument("--json", action="store_true")
+    voices = sub.add_parser("voices", help="list the voices")
+    voices.add_argument("--json", action="store_true")
+    return parser
+
+
+_CLIENT_COMMANDS = {
+    "say": cmd_say,
+    "synth": cmd_synth,
+    "stop": cmd_stop,
+    "describe": cmd_describe,
+    "status": cmd_describe,
+    "voices": cmd_voices,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        with Client(_endpoint(args), timeout_s=args.timeout) as client:
+            return _CLIENT_COMMANDS[args.command](args, client)
+    except NotRunning as exc:
+        print(f"utterd: {exc}", file=sys.stderr)
+        return 3
+    except RequestFailed as exc:
+        print(f"utterd: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except UtterdError as exc:
+        print(f"utterd: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,62 @@
-"""utterd.models"""
+"""utterd.models: voices and engines (voice store, Piper VITS runner, hibari, inference backends).
+
+Importing this package loads neither onnxruntime nor piper-tts; they load with the first voice.
+"""
+
+from .backend import Session, available_backends, open_session, register_backend
+from .errors import (
+    Cancelled,
+    InvalidParameter,
+    SynthesisError,
+    UnknownSpeaker,
+    UnknownVoice,
+    UtterdError,
+    VoiceLoadError,
+)
+from .hibari_family import HibariFamily, HibariVoice
+from .piper_family import PiperFamily, PiperVitsVoice
+from .voice import (
+    MAX_RATE,
+    MAX_VOLUME,
+    MIN_RATE,
+    AudioChunk,
+    CancelToken,
+    EngineSettings,
+    SynthesisParams,
+    Voice,
+    VoiceFamily,
+    VoiceInfo,
+    float_to_pcm16,
+)
+from .voice_store import VoiceStore, default_families
+
+__all__ = [
+    "MAX_RATE",
+    "MAX_VOLUME",
+    "MIN_RATE",
+    "AudioChunk",
+    "CancelToken",
+    "Cancelled",
+    "EngineSettings",
+    "HibariFamily",
+    "HibariVoice",
+    "InvalidParameter",
+    "PiperFamily",
+    "PiperVitsVoice",
+    "Session",
+    "SynthesisError",
+    "SynthesisParams",
+    "UnknownSpeaker",
+    "UnknownVoice",
+    "UtterdError",
+    "Voice",
+    "VoiceFamily",
+    "VoiceInfo",
+    "VoiceLoadError",
+    "VoiceStore",
+    "available_backends",
+    "default_families",
+    "float_to_pcm16",
+    "open_session",
+    "register_backend",
+]
