@@ -1,0 +1,445 @@
+"""Load and validate config.yaml into the frozen `Settings` dataclasses.
+
+Validation happens here, once: the loader walks the dataclass fields and their type hints, so a
+new setting in `settings.py` is validated without touching this file (a range check, if it needs
+one, is a line in `_CHECKS`). Every error is a `ConfigError` that names the file, the dotted key
+and the offending value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import math
+import os
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Union, get_args, get_origin, get_type_hints
+
+import yaml
+from utterd.models.errors import UtterdError
+
+from .settings import Settings
+
+__all__ = [
+    "BACKENDS",
+    "CONFIG_ENV",
+    "LOG_LEVELS",
+    "ConfigError",
+    "apply_overrides",
+    "config_search_paths",
+    "find_config_file",
+    "load_settings",
+    "settings_from_mapping",
+]
+
+BACKENDS: Final[tuple[str, ...]] = ("onnxruntime",)
+"""Inference backends `voices.backend` accepts; grows with the INT8 work (openvino, auto)."""
+
+LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR")
+"""Values `log_level` accepts."""
+
+CONFIG_ENV: Final = "UTTERD_CONFIG"
+"""Environment variable naming the config file; it wins over the search paths."""
+
+OVERRIDE_SOURCE: Final = "command line"
+"""What `ConfigError` names as the file for values given by `apply_overrides`."""
+
+_NONE_TYPE: Final = type(None)
+
+
+class ConfigError(UtterdError):
+    """The configuration is unreadable or invalid; the message names file, key and value."""
+
+    code = "invalid-config"
+
+    def __init__(self, source: str, key: str | None, problem: str) -> None:
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+        self.source = source
+        """The file (or `command line`) the bad value came from."""
+        self.key = key
+        """Dotted path of the bad key (`audio.latency_ms`, `voices.folders[1]`), if any."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Range checks: keyed by dotted path, applied after the type check.
+
+
+@dataclass(frozen=True)
+class _Range:
+    """A numeric bound; `low_open` makes the lower bound exclusive (`> 0` rather than `>= 0`)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    note: str = ""
+
+    def accepts(self, value: object) -> bool:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return True  # Not a number: the type check has already judged it.
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = f"in {_num(self.low)}..{_num(self.high)}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {_num(self.low)}"
+        else:
+            text = f"<= {_num(self.high if self.high is not None else 0)}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+@dataclass(frozen=True)
+class _OneOf:
+    """A string from a fixed set."""
+
+    choices: tuple[str, ...]
+
+    def accepts(self, value: object) -> bool:
+        return not isinstance(value, str) or value in self.choices
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+
+_Check = _Range | _OneOf
+
+_CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
+    {
+        # Events are served on tcp_port + 1, so the last usable request port is 65534.
+        "server.tcp_port": _Range(1, 65534, note="events use tcp_port + 1"),
+        "server.max_message_bytes": _Range(1024),
+        "server.synth_workers": _Range(1, 16),
+        "voices.backend": _OneOf(BACKENDS),
+        "voices.threads": _Range(0),
+        "audio.device": _Range(0),
+        "audio.sample_rate_hz": _Range(8000, 384_000),
+        "audio.latency_ms": _Range(0, low_open=True),
+        "audio.block_frames": _Range(16, 8192),
+        "audio.retry_interval_s": _Range(0, low_open=True),
+        "limits.max_text_chars": _Range(1),
+        "limits.max_queue": _Range(1),
+        "log_level": _OneOf(LOG_LEVELS),
+    }
+)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic conversion from YAML values to the types of the settings dataclasses.
+
+
+class _Invalid(Exception):
+    """Raised inside the walk; turned into a ConfigError once the source is known."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+def _show(value: object) -> str:
+    """The value as the user would recognise it, cut short so a pasted blob stays readable."""
+    text = repr(str(value)) if isinstance(value, Path) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _type_of(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return _show(value)
+
+
+def _is_union(hint: object) -> bool:
+    origin = get_origin(hint)
+    return origin is Union or origin is types.UnionType
+
+
+def _describe(hint: object, check: _Check | None) -> str:
+    """What a key expects, in words: `a number > 0`, `an integer in 1..65534 or null`."""
+    if _is_union(hint):
+        args = get_args(hint)
+        parts = [_describe(arg, check) for arg in args if arg is not _NONE_TYPE]
+        if _NONE_TYPE in args:
+            parts.append("null")
+        return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
+    if hint is bool:
+        return "true or false"
+    if hint is int or hint is float:
+        text = "an integer" if hint is int else "a number"
+        return f"{text} {check.describe()}" if isinstance(check, _Range) else text
+    if hint is str:
+        return check.describe() if isinstance(check, _OneOf) else "a non-empty string"
+    if hint is Path:
+        return "a path"
+    if get_origin(hint) is tuple:
+        item = get_args(hint)[0]
+        return "a list of " + ("paths" if item is Path else "strings" if item is str else "items")
+    if dataclasses.is_dataclass(hint):
+        return "a mapping of settings"
+    return str(hint)
+
+
+def _matches(hint: object, value: object) -> bool:
+    """Whether `value` has the YAML shape of `hint` (ranges are checked later)."""
+    if hint is _NONE_TYPE:
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is Path:
+        return isinstance(value, str | os.PathLike)
+    if get_origin(hint) is tuple:
+        return isinstance(value, list | tuple)
+    if dataclasses.is_dataclass(hint):
+        # An empty section (`audio:` with every key commented out) reads as null.
+        return value is None or isinstance(value, Mapping)
+    return False
+
+
+def _convert(hint: object, value: object, key: str, check: _Check | None) -> object:
+    expected = _describe(hint, check)
+
+    def invalid() -> _Invalid:
+        return _Invalid(key, f"expected {expected}, got {_type_of(value)}")
+
+    if _is_union(hint):
+        for arg in get_args(hint):
+            if _matches(arg, value):
+                if arg is _NONE_TYPE:
+                    return None
+                # The range is checked below, so that its error describes the whole union.
+                result = _convert(arg, value, key, None)
+                break
+        else:
+            raise invalid()
+    elif not _matches(hint, value):
+        raise invalid()
+    elif hint is float:
+        assert isinstance(value, int | float)
+        result = float(value)
+        if not math.isfinite(result):
+            raise invalid()
+    elif hint is str or hint is Path:
+        # An empty name or path is always a slip (it would mean "here" for a path); null says
+        # "not set" where a key allows that.
+        if not str(value).strip():
+            raise invalid()
+        result = Path(value) if hint is Path else value  # type: ignore[arg-type]
+    elif get_origin(hint) is tuple:
+        assert isinstance(value, list | tuple)
+        item = get_args(hint)[0]
+        return tuple(_convert(item, v, f"{key}[{i}]", None) for i, v in enumerate(value))
+    elif dataclasses.is_dataclass(hint):
+        assert isinstance(hint, type)
+        return _build(hint, value if isinstance(value, Mapping) else {}, key + ".")
+    else:
+        result = value
+    if check is not None and not check.accepts(result):
+        raise invalid()
+    return result
+
+
+def _build(cls: type[Any], data: Mapping[Any, object], prefix: str) -> Any:
+    """One dataclass from one mapping; keys absent from `data` keep their defaults."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = get_type_hints(cls)
+    for key in data:
+        if not isinstance(key, str) or key not in fields:
+            raise _Invalid(f"{prefix}{key}", _unknown_key_hint(str(key), sorted(fields), prefix))
+    kwargs = {
+        name: _convert(hints[name], value, prefix + name, _CHECKS.get(prefix + name))
+        for name, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def _unknown_key_hint(key: str, known: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    section = prefix.rstrip(".") or "the top level"
+    return f"unknown key; {guess}{section} has: {', '.join(known)}"
+
+
+def _check_cross_fields(settings: Settings) -> None:
+    """Rules that involve more than one key."""
+    server = settings.server
+    if not server.allow_non_loopback and not _is_loopback(server.tcp_host):
+        raise _Invalid(
+            "server.tcp_host",
+            f"{server.tcp_host!r} is not a loopback address; anyone who can reach it could make "
+            "the daemon speak, so set server.allow_non_loopback: true to allow it",
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    # Names other than localhost are not resolved here: what they resolve to can change later.
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API.
+
+
+def settings_from_mapping(data: Mapping[str, object] | None, source: str) -> Settings:
+    """Validate a parsed config (the YAML document) into `Settings`.
+
+    `None` (an empty file) gives the defaults. `source` is the file name used in error messages.
+    Raises ConfigError naming `source`, the dotted key and the value.
+    """
+    return _settings_from_document(data, source)
+
+
+def _settings_from_document(data: object, source: str) -> Settings:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, None, f"expected a mapping of settings, got {_type_of(data)}")
+    try:
+        settings: Settings = _build(Settings, data, "")
+        _check_cross_fields(settings)
+    except _Invalid as exc:
+        raise ConfigError(source, exc.key, exc.problem) from None
+    return settings
+
+
+def config_search_paths(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Where `find_config_file` looks when $UTTERD_CONFIG is not set, in order."""
+    env = os.environ if environ is None else environ
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
+    config_home = Path(xdg) if os.path.isabs(xdg) else Path("~/.config").expanduser()
+    return [config_home / "utterd" / "config.yaml", Path("/etc/utterd/config.yaml")]
+
+
+def find_config_file(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to use: $UTTERD_CONFIG, else the first search path that exists, else None.
+
+    $UTTERD_CONFIG is returned even if the file is missing, so that loading it fails loudly
+    instead of silently falling back to another file.
+    """
+    env = os.environ if environ is None else environ
+    named = env.get(CONFIG_ENV)
+    if named:
+        return Path(named).expanduser()
+    for candidate in config_search_paths(env):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read and validate a config file; with no path, the one `find_config_file` picks.
+
+    No file at all gives the defaults. Raises ConfigError for an unreadable file, a YAML syntax
+    error (naming the line) or an invalid setting (naming the key and the value).
+    """
+    if path is None:
+        path = find_config_file()
+        if path is None:
+            return Settings()
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, None, f"not UTF-8 at byte {exc.start}") from None
+    except OSError as exc:
+        raise ConfigError(source, None, f"cannot read: {exc.strerror or exc}") from None
+    return _settings_from_document(_parse_yaml(text, source), source)
+
+
+def apply_overrides(settings: Settings, /, **overrides: object) -> Settings:
+    """Settings with some keys replaced, validated like the file (cross-key rules included).
+
+    Keys are dotted paths (`voices.default`, `server.tcp_port`, `log_level`); pass them as
+    `**{"server.tcp_port": 5555}`. A value of None is skipped: it stands for a command-line flag
+    that was not given, which must not reset what the file says. Errors name `command line`.
+    """
+    merged: dict[str, Any] = dataclasses.asdict(settings)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *sections, leaf = key.split(".")
+        target = merged
+        for depth, name in enumerate(sections):
+            child = target.get(name)
+            if not isinstance(child, dict):
+                prefix = ".".join(sections[:depth])
+                known = sorted(target)
+                raise ConfigError(
+                    OVERRIDE_SOURCE, key, _unknown_key_hint(name, known, prefix + ".")
+                )
+            target = child
+        if leaf not in target:
+            raise ConfigError(
+                OVERRIDE_SOURCE, key, _unknown_key_hint(leaf, sorted(target), ".".join(sections))
+            )
+        if isinstance(target[leaf], dict):
+            raise ConfigError(OVERRIDE_SOURCE, key, "is a section; override one of its keys")
+        target[leaf] = value
+    return settings_from_mapping(merged, OVERRIDE_SOURCE)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML reading.
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys: YAML keeps the last silently, hiding a mistake."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        # Only scalar keys can be compared; a config has no other kind.
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _parse_yaml(text: str, source: str) -> object:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+            raise ConfigError(source, None, f"{where}: invalid YAML: {problem}") from None
+        raise ConfigError(source, None, f"invalid YAML: {problem}") from None
