@@ -1,0 +1,206 @@
+"""The voice store: every voice the families offer, loaded on first use and kept loaded.
+
+This is the daemon's only door to the models. Voice ids from clients are used only as keys into
+the discovered voices, never to build paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+from .errors import UnknownVoice, VoiceLoadError
+from .hibari_family import HibariFamily
+from .piper_family import PiperFamily
+from .voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def default_families() -> list[VoiceFamily]:
+    """The families utterd ships, in priority order (an id found by an earlier one wins)."""
+    return [HibariFamily(), PiperFamily()]
+
+
+@dataclass
+class _Slot:
+    """One discovered voice and its load state."""
+
+    info: VoiceInfo
+    """Metadata from discovery."""
+
+    family: VoiceFamily
+    """The family that found it and loads it."""
+
+    lock: threading.Lock
+    """Held while loading, so two threads asking at once load the model once."""
+
+    voice: Voice | None = None
+    """The loaded voice; None until the first successful `get`."""
+
+    load_seconds: float | None = None
+    """Wall time of the last successful load plus warm-up."""
+
+    load_error: VoiceLoadError | None = None
+    """Why the last load failed; cleared by a successful load."""
+
+
+class VoiceStore:
+    """Discovers voices once (and on `rescan`), loads each on first `get`, keeps it loaded.
+
+    Thread-safe: any method may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        families: Sequence[VoiceFamily],
+        folders: Sequence[str | PathLike[str]],
+        engine: EngineSettings,
+    ) -> None:
+        self._families = tuple(families)
+        self._folders = tuple(Path(folder).expanduser() for folder in folders)
+        self._engine = engine
+        self._lock = threading.Lock()  # guards _slots; never held while a model loads
+        self._slots: dict[str, _Slot] = {}
+        self.rescan()
+
+    @property
+    def engine(self) -> EngineSettings:
+        """How the store's voices are run."""
+        return self._engine
+
+    def rescan(self) -> list[VoiceInfo]:
+        """Discover again. Loaded voices whose metadata did not change stay loaded."""
+        discovered: dict[str, tuple[VoiceInfo, VoiceFamily]] = {}
+        for family in self._families:
+            try:
+                infos = family.discover(self._folders)
+            except Exception:  # a broken family must not hide the others' voices
+                _LOGGER.exception("family_discover_failed family=%s", family.name)
+                continue
+            for info in infos:
+                kept = discovered.get(info.voice_id)
+                if kept is not None:
+                    _LOGGER.info(
+                        "voice_duplicate id=%s kept=%s ignored=%s",
+                        info.voice_id,
+                        kept[0].model_path or kept[0].source,
+                        info.model_path or info.source,
+                    )
+                    continue
+                discovered[info.voice_id] = (info, family)
+
+        dropped: list[Voice] = []
+        with self._lock:
+            old = self._slots
+            self._slots = {}
+            for voice_id, (info, family) in discovered.items():
+                slot = old.pop(voice_id, None)
+                if slot is None or slot.info != info or slot.family is not family:
+                    if slot is not None and slot.voice is not None:
+                        dropped.append(slot.voice)
+                    slot = _Slot(info=info, family=family, lock=threading.Lock())
+                self._slots[voice_id] = slot
+            dropped.extend(s.voice for s in old.values() if s.voice is not None)
+        for voice in dropped:
+            voice.close()
+        _LOGGER.info(
+            "voices_discovered count=%d ids=%s", len(discovered), ",".join(sorted(discovered))
+        )
+        return self.infos()
+
+    def infos(self) -> list[VoiceInfo]:
+        """Every discovered voice, in discovery order (families in order)."""
+        with self._lock:
+            return [slot.info for slot in self._slots.values()]
+
+    def info(self, voice_id: str) -> VoiceInfo:
+        """The voice's metadata; UnknownVoice listing the available ids when there is none."""
+        return self._slot(voice_id).info
+
+    def get(self, voice_id: str) -> Voice:
+        """The loaded voice, loading and warming it up on first use.
+
+        Raises UnknownVoice, or VoiceLoadError (remembered in `load_error`; the next `get`
+        tries again, since the file may have been fixed).
+        """
+        slot = self._slot(voice_id)
+        voice = slot.voice
+        if voice is not None:
+            return voice
+        with slot.lock:
+            if slot.voice is not None:  # another thread loaded it while we waited
+                return slot.voice
+            return self._load(slot)
+
+    def _load(self, slot: _Slot) -> Voice:
+        info = slot.info
+        _LOGGER.info(
+            "voice_loading id=%s family=%s model=%s", info.voice_id, info.family, info.model_path
+        )
+        started = time.perf_counter()
+        voice: Voice | None = None
+        try:
+            voice = slot.family.load(info, self._engine)
+            loaded = time.perf_counter()
+            voice.warm_up()
+        except Exception as err:
+            if voice is not None:
+                voice.close()
+            error = (
+                err
+                if isinstance(err, VoiceLoadError)
+                else VoiceLoadError(
+                    f"cannot load voice {info.voice_id!r} ({info.model_path}): {err}"
+                )
+            )
+            slot.load_error = error
+            _LOGGER.error("voice_load_failed id=%s reason=%s", info.voice_id, error.message)
+            if error is err:
+                raise
+            raise error from err
+        ready = time.perf_counter()
+        slot.voice, slot.load_seconds, slot.load_error = voice, ready - started, None
+        _LOGGER.info(
+            "voice_loaded id=%s load_s=%.3f warm_up_s=%.3f",
+            info.voice_id,
+            loaded - started,
+            ready - loaded,
+        )
+        return voice
+
+    def is_loaded(self, voice_id: str) -> bool:
+        """True when `get` would return without loading."""
+        return self._slot(voice_id).voice is not None
+
+    def load_seconds(self, voice_id: str) -> float | None:
+        """Seconds the voice took to load and warm up; None when it is not loaded."""
+        slot = self._slot(voice_id)
+        return slot.load_seconds if slot.voice is not None else None
+
+    def load_error(self, voice_id: str) -> VoiceLoadError | None:
+        """Why the voice's last load failed; None when it never failed or has loaded since."""
+        return self._slot(voice_id).load_error
+
+    def close(self) -> None:
+        """Unload every voice; the store stays usable (the next `get` loads again)."""
+        with self._lock:
+            slots = list(self._slots.values())
+        for slot in slots:
+            with slot.lock:
+                voice, slot.voice, slot.load_seconds = slot.voice, None, None
+            if voice is not None:
+                voice.close()
+
+    def _slot(self, voice_id: str) -> _Slot:
+        with self._lock:
+            slot = self._slots.get(voice_id)
+            if slot is None:
+                available = ", ".join(self._slots) or "none"
+                raise UnknownVoice(f"unknown voice {voice_id!r}; available: {available}")
+            return slot
