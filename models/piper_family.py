@@ -85,7 +85,10 @@ def language_tag(code: str) -> str:
         return ""
     out = [parts[0].lower()]
     for part in parts[1:]:
-        if len(part) == 2 and part.isalpha():
+        # After a singleton (`x-`, `u-`) come extensions, whose subtags are lowercase.
+        if any(len(p) == 1 for p in out[1:]):
+            out.append(part.lower())
+        elif len(part) == 2 and part.isalpha():
             out.append(part.upper())
         elif len(part) == 4 and part.isalpha():
             out.append(part.title())
