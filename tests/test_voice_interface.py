@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from utterd.models import (
     MAX_RATE,
     MAX_VOLUME,
     MIN_RATE,
     AudioChunk,
-    CancelToken,
     Cancelled,
+    CancelToken,
     InvalidParameter,
     SynthesisParams,
     UnknownSpeaker,
