@@ -1,0 +1,222 @@
+"""hibari family with the real bundled `heart` voice: discovery, loading, synthesis."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hibari
+import hibari.voices
+import numpy as np
+import numpy.typing as npt
+import pytest
+from utterd.models import (
+    Cancelled,
+    CancelToken,
+    EngineSettings,
+    HibariFamily,
+    HibariVoice,
+    InvalidParameter,
+    SynthesisParams,
+    UnknownSpeaker,
+    VoiceInfo,
+    VoiceLoadError,
+)
+
+HEART_MODEL = Path(hibari.voices.voice_path("heart", download_missing=False))
+OOV_MODEL = HEART_MODEL.parent / "oov.onnx"
+SAMPLE_RATE_HZ = 24000
+
+TWO_SENTENCES = "The quick brown fox jumps over the lazy dog. She sells sea shells by the shore."
+THREE_SENTENCES = "This is the first sentence. Here comes the second one. And a third to finish."
+MIN_RMS = 0.01
+MIN_S_PER_CHAR, MAX_S_PER_CHAR = 0.03, 0.2
+
+
+def synth(voice: HibariVoice, text: str, **params: Any) -> npt.NDArray[np.float32]:
+    chunks = list(voice.stream(text, SynthesisParams(**params), CancelToken()))
+    if not chunks:
+        return np.zeros(0, np.float32)
+    return np.concatenate([c.samples for c in chunks])
+
+
+def rms(samples: npt.NDArray[np.float32]) -> float:
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+
+
+@pytest.fixture(autouse=True)
+def empty_hibari_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point hibari's download cache at an empty folder so only bundled voices are local."""
+    cache = tmp_path / "hibari-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HIBARI_HOME", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="module")
+def family() -> HibariFamily:
+    return HibariFamily()
+
+
+@pytest.fixture(scope="module")
+def heart_info(family: HibariFamily) -> VoiceInfo:
+    return {i.voice_id: i for i in family.discover([])}["hibari-heart"]
+
+
+@pytest.fixture(scope="module")
+def voice(family: HibariFamily, heart_info: VoiceInfo) -> Iterator[HibariVoice]:
+    loaded = family.load(heart_info, EngineSettings())
+    loaded.warm_up()
+    yield loaded
+    loaded.close()
+
+
+# -- discovery ----------------------------------------------------------------------------------
+
+
+def test_bundled_heart_voice_is_discovered(family: HibariFamily) -> None:
+    infos = family.discover([])
+    assert [i.voice_id for i in infos] == ["hibari-heart"]
+    heart = infos[0]
+    assert heart.family == "hibari"
+    assert heart.language == "en-US"
+    assert heart.sample_rate_hz == SAMPLE_RATE_HZ
+    assert heart.speakers == ()
+    assert heart.model_path == HEART_MODEL
+    assert heart.source == "hibari-tts"
+
+
+def test_cached_voice_is_discovered_without_downloading(
+    family: HibariFamily, empty_hibari_cache: Path
+) -> None:
+    emma_file = hibari.voices.VOICES["emma"]["file"]
+    shutil.copyfile(HEART_MODEL, empty_hibari_cache / emma_file)
+    infos = {i.voice_id: i for i in family.discover([])}
+    assert set(infos) == {"hibari-heart", "hibari-emma"}
+    assert infos["hibari-emma"].language == "en-GB"
+    assert infos["hibari-emma"].source == str(empty_hibari_cache)
+
+
+def test_british_voice_loads_the_british_g2p(
+    family: HibariFamily, empty_hibari_cache: Path
+) -> None:
+    # The heart weights under emma's name: what matters here is the British G2P and OOV net.
+    shutil.copyfile(HEART_MODEL, empty_hibari_cache / hibari.voices.VOICES["emma"]["file"])
+    info = {i.voice_id: i for i in family.discover([])}["hibari-emma"]
+    emma = family.load(info, EngineSettings(threads=1))
+    try:
+        assert rms(synth(emma, "Colour the flibbertigibbet.", deterministic=True)) > MIN_RMS
+    finally:
+        emma.close()
+
+
+# -- loading failures ---------------------------------------------------------------------------
+
+
+def test_truncated_model_fails_naming_the_file(
+    family: HibariFamily, heart_info: VoiceInfo, tmp_path: Path
+) -> None:
+    broken = tmp_path / "hibari.onnx"
+    broken.write_bytes(HEART_MODEL.read_bytes()[:200_000])
+    with pytest.raises(VoiceLoadError, match=str(broken)):
+        family.load(dataclasses.replace(heart_info, model_path=broken), EngineSettings())
+
+
+def test_graph_with_other_inputs_fails_naming_file_and_inputs(
+    family: HibariFamily, heart_info: VoiceInfo
+) -> None:
+    with pytest.raises(VoiceLoadError) as caught:
+        family.load(dataclasses.replace(heart_info, model_path=OOV_MODEL), EngineSettings())
+    assert str(OOV_MODEL) in caught.value.message
+    assert "'chars'" in caught.value.message
+
+
+def test_voice_outside_the_registry_is_refused(family: HibariFamily, heart_info: VoiceInfo) -> None:
+    with pytest.raises(VoiceLoadError, match="hibari-nobody"):
+        family.load(dataclasses.replace(heart_info, voice_id="hibari-nobody"), EngineSettings())
+
+
+# -- synthesis ----------------------------------------------------------------------------------
+
+
+def test_speech_is_audible_and_plausibly_long(voice: HibariVoice) -> None:
+    chunks = list(voice.stream(TWO_SENTENCES, SynthesisParams(), CancelToken()))
+    assert [(c.sentence_index, c.sentence_end) for c in chunks] == [(0, True), (1, True)]
+    assert all(c.sample_rate_hz == SAMPLE_RATE_HZ and c.samples.dtype == np.float32 for c in chunks)
+    audio = np.concatenate([c.samples for c in chunks])
+    assert rms(audio) > MIN_RMS
+    assert np.abs(audio).max() <= 1.0
+    duration_s = len(audio) / SAMPLE_RATE_HZ
+    assert MIN_S_PER_CHAR * len(TWO_SENTENCES) < duration_s < MAX_S_PER_CHAR * len(TWO_SENTENCES)
+
+
+def test_matches_hibari_itself_bit_for_bit(family: HibariFamily, heart_info: VoiceInfo) -> None:
+    # hibari runs one thread; ORT's float sums depend on the thread count, so match it.
+    ours = family.load(heart_info, EngineSettings(threads=1))
+    try:
+        reference = hibari.Hibari(voice="heart", threads=1)
+        for text in (TWO_SENTENCES, "On the 3rd of March 2024, 1,250 people paid $9.99 each."):
+            assert np.array_equal(synth(ours, text, deterministic=True), reference(text, seed=0))
+            assert np.array_equal(
+                synth(ours, text, deterministic=True, rate=1.5), reference(text, 1.5, seed=0)
+            )
+    finally:
+        ours.close()
+
+
+def test_deterministic_requests_are_bit_identical(voice: HibariVoice) -> None:
+    first = synth(voice, TWO_SENTENCES, deterministic=True)
+    second = synth(voice, TWO_SENTENCES, deterministic=True)
+    assert np.array_equal(first, second)
+
+
+def test_default_requests_carry_noise(voice: HibariVoice) -> None:
+    assert not np.array_equal(synth(voice, TWO_SENTENCES), synth(voice, TWO_SENTENCES))
+
+
+def test_faster_rate_gives_shorter_audio(voice: HibariVoice) -> None:
+    normal = synth(voice, TWO_SENTENCES, deterministic=True)
+    fast = synth(voice, TWO_SENTENCES, deterministic=True, rate=2.0)
+    assert len(fast) < 0.65 * len(normal)
+
+
+def test_volume_is_a_fixed_gain(voice: HibariVoice) -> None:
+    full = synth(voice, TWO_SENTENCES, deterministic=True)
+    half = synth(voice, TWO_SENTENCES, deterministic=True, volume=0.5)
+    assert len(half) == len(full)
+    unclipped = np.abs(full) < 1.0  # only clipped samples may differ from an exact half
+    assert np.array_equal(half[unclipped], full[unclipped] * np.float32(0.5))
+    assert not synth(voice, TWO_SENTENCES, deterministic=True, volume=0.0).any()
+
+
+def test_long_sentence_is_split_into_clauses_of_one_sentence(voice: HibariVoice) -> None:
+    long_sentence = ", ".join(["the little red house stood on the green hill"] * 16) + "."
+    chunks = list(voice.stream(long_sentence + " Short one.", SynthesisParams(), CancelToken()))
+    first = [c for c in chunks if c.sentence_index == 0]
+    assert len(first) > 1
+    assert [c.sentence_end for c in first] == [False] * (len(first) - 1) + [True]
+    assert [c.sentence_index for c in chunks[len(first) :]] == [1]
+
+
+def test_cancel_mid_stream_stops_before_the_next_sentence(voice: HibariVoice) -> None:
+    token = CancelToken()
+    stream = voice.stream(THREE_SENTENCES, SynthesisParams(), token)
+    assert next(stream).sentence_index == 0
+    token.cancel("stop")
+    with pytest.raises(Cancelled, match="stop"):
+        next(stream)
+
+
+def test_params_are_validated(voice: HibariVoice) -> None:
+    with pytest.raises(InvalidParameter, match="volume"):
+        next(voice.stream("Hi.", SynthesisParams(volume=-1.0), CancelToken()))
+    with pytest.raises(UnknownSpeaker):
+        next(voice.stream("Hi.", SynthesisParams(speaker="alice"), CancelToken()))
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\n"])
+def test_blank_text_gives_no_chunks(voice: HibariVoice, text: str) -> None:
+    assert list(voice.stream(text, SynthesisParams(), CancelToken())) == []
