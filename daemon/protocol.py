@@ -51,8 +51,9 @@ __all__ = [
     "error_reply",
     "event",
     "parse_request",
+    "peek_id",
     "reply",
-    "request",
+    "request_frames",
     "split_envelope",
 ]
 
@@ -366,6 +367,21 @@ def _decode_header(frame: bytes) -> object:
         raise InvalidJson(f"header is not JSON we accept: {exc}") from None
 
 
+def peek_id(body: Sequence[bytes]) -> RequestId:
+    """The request's id if it can be read, else None; never raises.
+
+    `parse_request` already puts the id on the ProtocolError it raises (`request_id`); this is
+    for callers that want the id before parsing.
+    """
+    if not body:
+        return None
+    try:
+        header = json.loads(bytes(body[0]).decode("utf-8"))
+        return _request_id(header) if isinstance(header, dict) else None
+    except (ValueError, RecursionError, ProtocolError):
+        return None
+
+
 def _request_id(header: dict[str, Any]) -> RequestId:
     request_id = header.get("id")
     if request_id is None or isinstance(request_id, str):
@@ -639,7 +655,7 @@ def event(kind: str, data: Mapping[str, object]) -> list[bytes]:
     return [kind.encode("utf-8"), _encode({"type": kind, "data": dict(data)})]
 
 
-def request(
+def request_frames(
     type: str,
     data: Mapping[str, object] | None = None,
     request_id: RequestId = None,
