@@ -1,0 +1,84 @@
+"""A small synchronous client for the daemon's ZeroMQ API (used by the CLI and the tests)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from . import protocol
+
+
+class NotRunning(Exception):
+    """No daemon answered on the endpoint."""
+
+
+class RequestFailed(Exception):
+    """The daemon answered with an error reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Client:
+    """One DEALER socket; requests carry ids so replies can be matched."""
+
+    def __init__(self, endpoint: str, timeout_s: float = 5.0) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._ids = itertools.count(1)
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._sock = self._context.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(endpoint)
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _not_running(self) -> NotRunning:
+        hint = ""
+        if self.endpoint.startswith("ipc://") and not Path(self.endpoint[6:]).exists():
+            hint = f" (no socket at {self.endpoint[6:]})"
+        return NotRunning(
+            f"utterd is not answering on {self.endpoint}{hint}; start it with `utterd serve`"
+        )
+
+    def send(self, type_: str, data: dict[str, Any] | None = None) -> str:
+        """Send a request without waiting; returns its id."""
+        request_id = f"c{next(self._ids)}"
+        self._sock.send_multipart(protocol.request_frames(type_, data or {}, request_id=request_id))
+        return request_id
+
+    def receive(self, timeout_s: float | None = None) -> tuple[dict[str, Any], bytes | None]:
+        """Next reply: (header, payload or None). Raises NotRunning on timeout."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        if not self._sock.poll(int(timeout * 1000), zmq.POLLIN):
+            raise self._not_running()
+        frames = self._sock.recv_multipart()
+        header: dict[str, Any] = json.loads(frames[0])
+        return header, (frames[1] if len(frames) > 1 else None)
+
+    def request(
+        self, type_: str, data: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """Send and wait for the matching reply; error replies raise RequestFailed."""
+        request_id = self.send(type_, data)
+        while True:
+            header, payload = self.receive(timeout_s)
+            if header.get("id") != request_id:
+                continue  # a late reply to an earlier, abandoned request
+            if header.get("type") == "error":
+                err = header.get("data", {})
+                raise RequestFailed(str(err.get("code")), str(err.get("message")))
+            return header, payload

@@ -1,0 +1,130 @@
+"""utterd's settings: frozen dataclasses, one per part of the daemon, nested in `Settings`.
+
+The defaults here are the defaults of `config.yaml` at the top of the repository (a test keeps the
+two equal). `config.py` loads and validates a YAML file into these types.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _default_voice_folders() -> tuple[Path, ...]:
+    return (Path("~/.local/share/utterd/voices"), Path("/var/lib/utterd/voices"))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how the daemon listens."""
+
+    runtime_dir: Path | None = None
+    """Folder for the ipc sockets, created owner-only. None: $RUNTIME_DIRECTORY (systemd),
+    else $XDG_RUNTIME_DIR/utterd, else /tmp/utterd-<uid>."""
+
+    tcp_port: int | None = None
+    """Also serve requests on tcp://tcp_host:tcp_port and events on tcp_port + 1. None: ipc only."""
+
+    tcp_host: str = "127.0.0.1"
+    """Address for the TCP endpoints; a non-loopback one needs allow_non_loopback."""
+
+    allow_non_loopback: bool = False
+    """Must be true to bind tcp_host to anything but a loopback address."""
+
+    max_message_bytes: int = 1_048_576
+    """Largest inbound message ZeroMQ accepts (ZMQ_MAXMSGSIZE); larger ones are dropped."""
+
+    synth_workers: int = 2
+    """Threads serving `synthesize` requests (speech for playback has its own thread)."""
+
+    def resolved_runtime_dir(self) -> Path:
+        if self.runtime_dir is not None:
+            return self.runtime_dir.expanduser()
+        systemd_dir = os.environ.get("RUNTIME_DIRECTORY")
+        if systemd_dir:
+            return Path(systemd_dir.split(":")[0])
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg:
+            return Path(xdg) / "utterd"
+        return Path(f"/tmp/utterd-{os.getuid()}")
+
+    def request_endpoints(self) -> list[str]:
+        eps = [f"ipc://{self.resolved_runtime_dir() / 'utterd.sock'}"]
+        if self.tcp_port is not None:
+            eps.append(f"tcp://{self.tcp_host}:{self.tcp_port}")
+        return eps
+
+    def event_endpoints(self) -> list[str]:
+        eps = [f"ipc://{self.resolved_runtime_dir() / 'utterd-events.sock'}"]
+        if self.tcp_port is not None:
+            eps.append(f"tcp://{self.tcp_host}:{self.tcp_port + 1}")
+        return eps
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    """Which voices exist and how their models run."""
+
+    default: str = "hibari-heart"
+    """Voice used when a request names none; loaded and warmed up at start-up."""
+
+    folders: tuple[Path, ...] = field(default_factory=_default_voice_folders)
+    """Folders searched for Piper voices (NAME.onnx beside NAME.onnx.json); missing ones are skipped."""
+
+    preload: tuple[str, ...] = ()
+    """Voices loaded at start-up besides the default; others load on first use."""
+
+    backend: str = "onnxruntime"
+    """Inference backend for every voice."""
+
+    threads: int = 0
+    """Intra-op threads per inference; 0 means one per physical core."""
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    """The sound device."""
+
+    device: str | int | None = None
+    """PortAudio output device, by name (substring) or index; None is the system default."""
+
+    sample_rate_hz: int | None = None
+    """Rate the device stream is opened at. None: the default voice's rate. Audio of another rate
+    is resampled (soxr); if the device refuses the rate, its own default rate is used."""
+
+    latency_ms: float = 20.0
+    """Device buffer the stream asks PortAudio for; lower stops faster, too low underruns."""
+
+    block_frames: int = 256
+    """Frames per PortAudio callback."""
+
+    retry_interval_s: float = 2.0
+    """How often a missing or failed device is tried again."""
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    """Bounds on what a client may ask."""
+
+    max_text_chars: int = 20_000
+    """Longest text accepted in one request, in characters."""
+
+    max_queue: int = 256
+    """Most jobs waiting for playback; beyond it `speak` answers `busy`."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon reads from config.yaml."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    voices: VoiceSettings = field(default_factory=VoiceSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+
+    greeting: str | None = None
+    """Spoken with the default voice once the daemon is ready; None says nothing."""
+
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
