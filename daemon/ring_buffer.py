@@ -1,0 +1,164 @@
+"""A bounded FIFO of int16 mono frames between synthesis and the PortAudio callback.
+
+One producer (the player, on behalf of synthesis threads) appends audio tagged with a job id and,
+when a job has no more audio, an end-of-job marker. One consumer (the PortAudio callback) copies
+frames out from the head into the device buffer and learns which jobs have had their last frame
+handed over. The frames live in one preallocated array, so reading never allocates sample memory;
+a short lock guards the bookkeeping because `clear()` may come from a third thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+_NO_JOBS: Final[tuple[str, ...]] = ()
+
+
+class _Segment:
+    """A run of frames of one job in FIFO order, or (frames == 0, is_end) a job's end marker."""
+
+    __slots__ = ("frames", "is_end", "job_id")
+
+    def __init__(self, job_id: str, frames: int, is_end: bool) -> None:
+        self.job_id = job_id
+        self.frames = frames
+        self.is_end = is_end
+
+
+class RingBuffer:
+    """Bounded single-producer/single-consumer buffer of int16 mono frames tagged with job ids."""
+
+    def __init__(self, capacity_frames: int) -> None:
+        if capacity_frames <= 0:
+            raise ValueError(f"capacity_frames must be positive, got {capacity_frames}")
+        self._data: npt.NDArray[np.int16] = np.zeros(capacity_frames, dtype=np.int16)
+        self._capacity_frames = capacity_frames
+        self._lock = threading.Lock()
+        self._read_pos = 0
+        self._buffered_frames = 0
+        self._segments: deque[_Segment] = deque()
+        # The job whose audio was appended last and has not been ended: frames after its first
+        # unended segment may be followed by more audio, so the consumer must not pad them.
+        self._open_job_id: str | None = None
+        self._open_frames = 0
+
+    @property
+    def capacity_frames(self) -> int:
+        """Most frames the buffer holds."""
+        return self._capacity_frames
+
+    @property
+    def buffered_frames(self) -> int:
+        """Frames waiting to be read."""
+        with self._lock:
+            return self._buffered_frames
+
+    @property
+    def free_frames(self) -> int:
+        """Frames that `write` accepts right now."""
+        with self._lock:
+            return self._capacity_frames - self._buffered_frames
+
+    @property
+    def open_job_id(self) -> str | None:
+        """The job that was written to last and has no end marker yet, if any."""
+        with self._lock:
+            return self._open_job_id
+
+    @property
+    def ended_frames(self) -> int:
+        """Buffered frames that belong to jobs already ended (no more audio follows them)."""
+        with self._lock:
+            return self._buffered_frames - min(self._open_frames, self._buffered_frames)
+
+    def snapshot(self) -> tuple[int, int, str | None]:
+        """(buffered_frames, ended_frames, open_job_id), read together under the lock."""
+        with self._lock:
+            open_frames = min(self._open_frames, self._buffered_frames)
+            return self._buffered_frames, self._buffered_frames - open_frames, self._open_job_id
+
+    def write(self, job_id: str, frames: npt.NDArray[np.int16]) -> int:
+        """Append as many of `frames` as fit; return how many were taken (never blocks)."""
+        with self._lock:
+            count = min(len(frames), self._capacity_frames - self._buffered_frames)
+            if count <= 0:
+                return 0
+            start = (self._read_pos + self._buffered_frames) % self._capacity_frames
+            first = min(count, self._capacity_frames - start)
+            self._data[start : start + first] = frames[:first]
+            if count > first:
+                self._data[: count - first] = frames[first:count]
+            self._buffered_frames += count
+            tail = self._segments[-1] if self._segments else None
+            if tail is not None and not tail.is_end and tail.job_id == job_id:
+                tail.frames += count
+            else:
+                self._segments.append(_Segment(job_id, count, is_end=False))
+            # Frames after the last end of the open job form the "open run"; if another job was
+            # still open its frames stay in the run, as nothing may be padded until both end.
+            self._open_job_id = job_id
+            self._open_frames += count
+            return count
+
+    def end_job(self, job_id: str) -> None:
+        """Append the end marker of `job_id`: reported by `read_into` once its frames are read."""
+        with self._lock:
+            self._segments.append(_Segment(job_id, 0, is_end=True))
+            if self._open_job_id == job_id:
+                self._open_job_id = None
+                self._open_frames = 0
+
+    def read_into(self, out: npt.NDArray[np.int16]) -> tuple[int, tuple[str, ...]]:
+        """Fill `out` from the head; return (frames_written, ids of jobs whose end was reached).
+
+        Never pads: frames of `out` past frames_written are left as they were. End markers at the
+        head are consumed even when `out` is empty, so a zero-length read reports jobs that ended
+        without (more) audio.
+        """
+        wanted = len(out)
+        written = 0
+        finished: list[str] | None = None
+        with self._lock:
+            segments = self._segments
+            while segments:
+                head = segments[0]
+                if head.is_end:
+                    segments.popleft()
+                    if finished is None:
+                        finished = []
+                    finished.append(head.job_id)
+                    continue
+                if written == wanted:
+                    break
+                count = min(head.frames, wanted - written)
+                self._copy_out(out, written, count)
+                written += count
+                head.frames -= count
+                if head.frames == 0:
+                    segments.popleft()
+            self._buffered_frames -= written
+            self._open_frames = min(self._open_frames, self._buffered_frames)
+        return written, (_NO_JOBS if finished is None else tuple(finished))
+
+    def clear(self) -> None:
+        """Drop every frame and marker; the next write starts a fresh FIFO."""
+        with self._lock:
+            self._segments.clear()
+            self._read_pos = 0
+            self._buffered_frames = 0
+            self._open_job_id = None
+            self._open_frames = 0
+
+    def _copy_out(self, out: npt.NDArray[np.int16], offset: int, count: int) -> None:
+        """Copy `count` frames from the read position into out[offset:], wrapping; lock held."""
+        start = self._read_pos
+        first = min(count, self._capacity_frames - start)
+        out[offset : offset + first] = self._data[start : start + first]
+        if count > first:
+            out[offset + first : offset + count] = self._data[: count - first]
+        self._read_pos = (start + count) % self._capacity_frames
