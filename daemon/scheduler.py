@@ -150,18 +150,25 @@ class Scheduler:
                     self._current = None
                     self._played.pop(job.job_id, None)
 
-    def _speak(self, job: Job) -> None:
+    def _begin(self, job: Job) -> None:
+        """The job's first audio goes to the player now (or it turned out to have none)."""
         job.state = JobState.SPEAKING
         self._emit("begin", {"job": job.job_id, "client": job.client, "voice": job.voice_id})
         _LOGGER.info("event=job-begin job=%s voice=%s chars=%d", job.job_id, job.voice_id, len(job.text))
+
+    def _speak(self, job: Job) -> None:
         _LOGGER.debug("job=%s text=%r", job.job_id, job.text)
         played = self._played[job.job_id]
         try:
             voice = self._voices.get(job.voice_id)
             for chunk in voice.stream(job.text, job.params, job.cancel):
                 job.cancel.raise_if_cancelled()
+                if job.state is JobState.QUEUED:
+                    self._begin(job)
                 self._player.play(job.job_id, chunk, job.cancel)
             job.cancel.raise_if_cancelled()
+            if job.state is JobState.QUEUED:
+                self._begin(job)
             self._player.end_job(job.job_id)
             while not played.wait(0.1):
                 job.cancel.raise_if_cancelled()

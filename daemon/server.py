@@ -1,0 +1,375 @@
+"""The socket loop: a ROUTER for requests, a PUB for events, never blocked by synthesis or audio.
+
+The loop only parses, validates and dispatches. `speak` goes to the scheduler's queue,
+`synthesize` to a worker pool; both answer through the outbox. Everything the loop answers
+itself (`ping`, `describe`, `job`, `stop`) is non-blocking.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import stat
+import threading
+import time
+import wave
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from utterd.models.errors import UtterdError
+from utterd.models.voice import CancelToken, SynthesisParams, VoiceInfo, float_to_pcm16
+from utterd.models.voice_store import VoiceStore
+
+from . import protocol
+from .jobs import Job
+from .player import DeviceUnavailable
+from .outbox import KIND_REPLY, OUTBOX_ENDPOINT, Outbox, decode
+from .scheduler import Scheduler
+from .settings import Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class AlreadyRunning(UtterdError):
+    """Another utterd answers on the configured socket."""
+
+    code = "already-running"
+
+
+class SocketDirError(UtterdError):
+    """The runtime folder for the ipc sockets is unsafe or cannot be made."""
+
+    code = "runtime-dir"
+
+
+def prepare_runtime_dir(path: Path) -> None:
+    """Create the socket folder owner-only *before* binding, so no one else can ever connect."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise SocketDirError(f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+def check_not_running(context: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
+    """Refuse to steal the socket of a daemon that still answers; remove a stale socket file."""
+    if not endpoint.startswith("ipc://"):
+        return
+    sock_path = Path(endpoint[len("ipc://") :])
+    if not sock_path.exists():
+        return
+    probe = context.socket(zmq.DEALER)
+    probe.setsockopt(zmq.LINGER, 0)
+    try:
+        probe.connect(endpoint)
+        probe.send_multipart(protocol.request_frames("ping", {}, request_id="probe"))
+        if probe.poll(300, zmq.POLLIN):
+            raise AlreadyRunning(f"another utterd is already serving {endpoint}")
+    finally:
+        probe.close(linger=0)
+    sock_path.unlink(missing_ok=True)
+
+
+def wav_bytes(pcm: bytes, sample_rate_hz: int) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate_hz)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
+class Server:
+    """Owns the ZeroMQ sockets; runs in the thread that calls `run()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        voices: VoiceStore,
+        scheduler_factory: Callable[[Callable[[str, dict[str, Any]], None]], Scheduler],
+        device_state: Callable[[], dict[str, Any]],
+        version: str,
+    ) -> None:
+        self.settings = settings
+        self.voices = voices
+        self.version = version
+        self._device_state = device_state
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.outbox = Outbox(self.context)
+        self.scheduler = scheduler_factory(self.emit)
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.server.synth_workers, thread_name_prefix="utterd-synth"
+        )
+        self._stop = threading.Event()
+        self._started_s = time.monotonic()
+        self.state = "starting"
+        self.counters: dict[str, int] = {"requests": 0, "errors": 0, "synthesized": 0}
+        self._router: zmq.Socket[bytes] | None = None
+        self._pub: zmq.Socket[bytes] | None = None
+        self._pull: zmq.Socket[bytes] | None = None
+        self.bound = threading.Event()
+        self._loop_ident: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def bind(self) -> None:
+        server = self.settings.server
+        prepare_runtime_dir(server.resolved_runtime_dir())
+        requests = server.request_endpoints()
+        check_not_running(self.context, requests[0])
+        self._pull = self.context.socket(zmq.PULL)
+        self._pull.bind(OUTBOX_ENDPOINT)
+        self._router = self.context.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, server.max_message_bytes)
+        self._pub = self.context.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        old_umask = os.umask(0o077)  # socket files owner-only, whatever the caller's umask
+        try:
+            for ep in requests:
+                self._router.bind(ep)
+            for ep in server.event_endpoints():
+                if ep.startswith("ipc://"):
+                    Path(ep[len("ipc://") :]).unlink(missing_ok=True)
+                self._pub.bind(ep)
+        finally:
+            os.umask(old_umask)
+        _LOGGER.info("event=bound requests=%s events=%s", requests, server.event_endpoints())
+        self.bound.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """The socket loop; returns after `request_stop()`."""
+        assert self._router is not None and self._pull is not None and self._pub is not None
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._pull, zmq.POLLIN)
+        self._loop_ident = threading.get_ident()
+        self.state = "started"
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(100):
+                if sock is self._router:
+                    self._drain_router()
+                else:
+                    self._drain_outbox()
+        self.state = "stopping"
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pull is not None:
+            self._drain_outbox()
+        self.outbox.close()
+        for sock in (self._router, self._pub, self._pull):
+            if sock is not None:
+                sock.close(linger=0)
+        for ep in self.settings.server.request_endpoints() + self.settings.server.event_endpoints():
+            if ep.startswith("ipc://"):
+                Path(ep[len("ipc://") :]).unlink(missing_ok=True)
+        self.context.term()
+        self.state = "stopped"
+
+    # -- I/O -----------------------------------------------------------------------------------
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        """Publish an event; callable from any thread."""
+        if threading.get_ident() == self._loop_ident and self._pub is not None:
+            self._pub.send_multipart(protocol.event(kind, data))
+        else:
+            self.outbox.event(protocol.event(kind, data))
+
+    def _drain_outbox(self) -> None:
+        assert self._pull is not None and self._router is not None and self._pub is not None
+        while True:
+            try:
+                frames = self._pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind, envelope, body = decode(frames)
+            try:
+                if kind == KIND_REPLY:
+                    self._router.send_multipart([*envelope, *body])
+                else:
+                    self._pub.send_multipart(body)
+            except zmq.ZMQError as exc:  # client gone: nothing to deliver to
+                _LOGGER.debug("event=undeliverable error=%s", exc)
+
+    def _drain_router(self) -> None:
+        assert self._router is not None
+        for _ in range(64):  # bounded, so the outbox is served between bursts
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle(frames)
+
+    def _send(self, envelope: list[bytes], frames: list[bytes]) -> None:
+        assert self._router is not None
+        try:
+            self._router.send_multipart([*envelope, *frames])
+        except zmq.ZMQError as exc:
+            _LOGGER.debug("event=undeliverable error=%s", exc)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        self.counters["requests"] += 1
+        envelope, body = protocol.split_envelope(frames)
+        request_id: str | int | None = None
+        try:
+            request_id = protocol.peek_id(body)
+            request = protocol.parse_request(body, self.settings.limits)
+            request_id = request.id
+            handler = getattr(self, "_on_" + request.type.replace("-", "_"))
+            handler(envelope, request)
+        except UtterdError as exc:
+            self.counters["errors"] += 1
+            _LOGGER.info("event=request-error code=%s message=%r", exc.code, exc.message)
+            self._send(envelope, protocol.error_reply(request_id, exc.code, exc.message))
+        except Exception as exc:  # a bug in one handler must not take the daemon down
+            self.counters["errors"] += 1
+            _LOGGER.exception("event=request-crash")
+            self._send(
+                envelope,
+                protocol.error_reply(request_id, "internal-error", f"{type(exc).__name__}: {exc}"),
+            )
+
+    # -- handlers (socket loop thread) -----------------------------------------------------------
+    def _resolve(self, msg: Any) -> tuple[VoiceInfo, SynthesisParams]:
+        voice_id = msg.voice or self.settings.voices.default
+        info = self.voices.info(voice_id)
+        info.speaker_id(msg.speaker)
+        return info, msg.synthesis_params().validated()
+
+    def _on_ping(self, envelope: list[bytes], request: protocol.Request) -> None:
+        self._send(envelope, protocol.reply(request.id, "pong", {"version": self.version}))
+
+    def _on_describe(self, envelope: list[bytes], request: protocol.Request) -> None:
+        self._send(envelope, protocol.reply(request.id, "info", self.describe()))
+
+    def describe(self) -> dict[str, Any]:
+        current = self.scheduler.current()
+        voices = []
+        for info in self.voices.infos():
+            err = self.voices.load_error(info.voice_id)
+            voices.append(
+                {
+                    "id": info.voice_id,
+                    "family": info.family,
+                    "language": info.language,
+                    "sample_rate_hz": info.sample_rate_hz,
+                    "speakers": list(info.speakers),
+                    "source": info.source,
+                    "loaded": self.voices.is_loaded(info.voice_id),
+                    "load_error": err,
+                }
+            )
+        return {
+            "name": "utterd",
+            "version": self.version,
+            "state": self.state,
+            "uptime_s": round(time.monotonic() - self._started_s, 3),
+            "default_voice": self.settings.voices.default,
+            "voices": voices,
+            "backend": {
+                "name": self.settings.voices.backend,
+                "threads": self.settings.voices.threads,
+            },
+            "device": self._device_state(),
+            "queue": {
+                "length": self.scheduler.queue_length(),
+                "max": self.settings.limits.max_queue,
+                "current": current.job_id if current else None,
+            },
+            "counters": {**self.counters, **self.scheduler.counters},
+        }
+
+    def _on_job(self, envelope: list[bytes], request: protocol.Request) -> None:
+        from .scheduler import UnknownJob
+
+        job = self.scheduler.jobs.get(request.message.job)
+        if job is None:
+            raise UnknownJob(f"no job {request.message.job!r}")
+        self._send(
+            envelope,
+            protocol.reply(
+                request.id, "job", {"job": job.job_id, "state": job.state.value, "error": job.error}
+            ),
+        )
+
+    def _on_stop(self, envelope: list[bytes], request: protocol.Request) -> None:
+        stopped = self.scheduler.stop(request.message.job)
+        self._send(envelope, protocol.reply(request.id, "stopped", {"jobs": stopped}))
+
+    def _on_speak(self, envelope: list[bytes], request: protocol.Request) -> None:
+        info, params = self._resolve(request.message)
+        device = self._device_state()
+        if not device.get("available"):
+            raise DeviceUnavailable(f"the sound device is unavailable: {device.get('error')}")
+        client = envelope[0].hex() if envelope else ""
+        job = Job(text=request.message.text, voice_id=info.voice_id, params=params, client=client)
+        self.scheduler.submit(job)
+        self._send(
+            envelope, protocol.reply(request.id, "queued", {"job": job.job_id, "voice": info.voice_id})
+        )
+
+    def _on_synthesize(self, envelope: list[bytes], request: protocol.Request) -> None:
+        info, params = self._resolve(request.message)
+        self._pool.submit(self._synthesize, envelope, request, info, params)
+
+    # -- synthesize (worker threads) -------------------------------------------------------------
+    def _synthesize(
+        self,
+        envelope: list[bytes],
+        request: protocol.Request,
+        info: VoiceInfo,
+        params: SynthesisParams,
+    ) -> None:
+        msg = request.message
+        try:
+            voice = self.voices.get(info.voice_id)
+            rate = info.sample_rate_hz
+            fmt = {"sample_rate_hz": rate, "sample_width": 2, "channels": 1, "voice": info.voice_id}
+            if msg.stream:
+                self.outbox.reply(envelope, protocol.reply(request.id, "audio-start", fmt))
+            parts: list[bytes] = []
+            total = 0
+            for chunk in voice.stream(msg.text, params, CancelToken()):
+                pcm = float_to_pcm16(chunk.samples).tobytes()
+                total += len(chunk.samples)
+                if msg.stream:
+                    self.outbox.reply(
+                        envelope,
+                        protocol.reply(
+                            request.id, "audio-chunk", {"sentence": chunk.sentence_index}, pcm
+                        ),
+                    )
+                else:
+                    parts.append(pcm)
+            duration = {"duration_s": round(total / rate, 4), "samples": total}
+            if msg.stream:
+                self.outbox.reply(envelope, protocol.reply(request.id, "audio-stop", duration))
+            else:
+                pcm_all = b"".join(parts)
+                payload = wav_bytes(pcm_all, rate) if msg.format == "wav" else pcm_all
+                self.outbox.reply(
+                    envelope,
+                    protocol.reply(
+                        request.id, "audio", {**fmt, **duration, "format": msg.format}, payload
+                    ),
+                )
+            self.counters["synthesized"] += 1
+        except UtterdError as exc:
+            self.outbox.reply(envelope, protocol.error_reply(request.id, exc.code, exc.message))
+        except Exception as exc:
+            _LOGGER.exception("event=synthesize-crash")
+            self.outbox.reply(
+                envelope,
+                protocol.error_reply(request.id, "internal-error", f"{type(exc).__name__}: {exc}"),
+            )
+

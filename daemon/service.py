@@ -1,0 +1,112 @@
+"""The daemon's lifecycle: build the parts from settings, start them in order, stop them cleanly."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from utterd.models.errors import UtterdError
+from utterd.models.voice import EngineSettings, SynthesisParams
+from utterd.models.voice_store import VoiceStore, default_families
+
+from .jobs import Job
+from .player import Player, PlayerEvent
+from .scheduler import Scheduler
+from .server import Server
+from .settings import Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    """Where the daemon is in its life."""
+
+    STARTING = "starting"
+    STARTED = "started"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Daemon:
+    """Voices, player, scheduler and socket loop, wired together."""
+
+    def __init__(self, settings: Settings, version: str) -> None:
+        self.settings = settings
+        self.version = version
+        self.state = State.STARTING
+        self._server: Server | None = None
+        self._underruns = 0
+
+    def _on_player_event(self, event: PlayerEvent) -> None:
+        server = self._server
+        if server is None:
+            return
+        if event.kind in ("played", "flushed"):
+            server.scheduler.on_played(event.job_id)
+        elif event.kind == "underrun":
+            self._underruns += 1
+            _LOGGER.info("event=underrun job=%s", event.job_id)
+        elif event.kind == "device":
+            _LOGGER.warning("event=device available=%s error=%r", event.available, event.error)
+            server.emit("device", {"available": event.available, "error": event.error})
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; returns the process exit code."""
+        started = time.monotonic()
+        cfg = self.settings
+        store = VoiceStore(
+            default_families(),
+            [p.expanduser() for p in cfg.voices.folders],
+            EngineSettings(backend=cfg.voices.backend, threads=cfg.voices.threads),
+        )
+        default = store.info(cfg.voices.default)  # unknown default voice: fail at start, clearly
+        player = Player(cfg.audio, default_rate_hz=default.sample_rate_hz, on_event=self._on_player_event)
+
+        def device_state() -> dict[str, Any]:
+            return {**dataclasses.asdict(player.state)}
+
+        server = Server(
+            cfg,
+            store,
+            lambda emit: Scheduler(store, player, emit, cfg.limits.max_queue),
+            device_state,
+            self.version,
+        )
+        self._server = server
+        server.bind()
+        player.start()
+        for voice_id in (cfg.voices.default, *cfg.voices.preload):
+            try:
+                store.get(voice_id)
+                _LOGGER.info("event=voice-loaded voice=%s load_s=%.3f", voice_id, store.load_seconds(voice_id))
+            except UtterdError as exc:  # the daemon still serves the other voices
+                _LOGGER.error("event=voice-load-failed voice=%s error=%r", voice_id, exc.message)
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            _LOGGER.info("event=signal signal=%s", signal.Signals(signum).name)
+            server.request_stop()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+        server.scheduler.start()
+        if cfg.greeting:
+            server.scheduler.submit(Job(text=cfg.greeting, voice_id=default.voice_id, params=SynthesisParams()))
+        self.state = State.STARTED
+        _LOGGER.info("event=ready start_s=%.3f version=%s", time.monotonic() - started, self.version)
+        try:
+            server.run()
+        finally:
+            self.state = State.STOPPING
+            server.close()
+            player.close()
+            store.close()
+            self.state = State.STOPPED
+            _LOGGER.info("event=stopped")
+        return 0
