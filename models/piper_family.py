@@ -4,6 +4,10 @@ We run the ONNX graph ourselves (through `backend.py`) instead of `piper.PiperVo
 so thread settings, cancellation between sentences and the fixed output gain are ours; piper-tts
 is used only for its espeak-ng phonemizer and its phoneme → id mapping. piper-tts is GPL and
 optional, so it is imported lazily: without it this family simply offers no voices.
+
+At load, the variant that runs is chosen from the voice's manifest in the model store (see
+`model_store.py`, written by `utterd quantize`): the fastest variant that passed the quality and
+speed gates on this machine for the configured backend, or the FP32 source when there is none.
 """
 
 from __future__ import annotations
@@ -23,8 +27,27 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from .backend import Session, open_session
+from .backend import (
+    AUTO,
+    ONNXRUNTIME,
+    OPENVINO,
+    FallbackSession,
+    PaddedInput,
+    Session,
+    SessionOptions,
+    open_session,
+)
+from .cpu_features import cpu_features
 from .errors import VoiceLoadError
+from .model_store import (
+    FP32_ONNXRUNTIME,
+    FP32_OPENVINO,
+    Manifest,
+    ModelStore,
+    Variant,
+    verify_files,
+    verify_source,
+)
 from .voice import (
     AudioChunk,
     CancelToken,
@@ -51,6 +74,14 @@ PACKAGED_VOICES: Final[tuple[tuple[str, str], ...]] = (
 
 _REQUIRED_INPUTS: Final = frozenset({"input", "input_lengths", "scales"})
 _SPEAKER_INPUT: Final = "sid"
+
+LENGTH_BUCKETS: Final = (32, 64, 128, 256, 512)
+"""Phoneme-id lengths OpenVINO inputs are padded up to, so a handful of shapes get compiled.
+
+A sentence is rarely over 300 ids; longer ones round up to multiples of 512. Padding is exact:
+VITS gives masked (padded) phonemes zero duration."""
+
+_PADDED_INPUTS: Final = (PaddedInput("input", axis=1, pad_value=0),)
 # piper.const's markers: phonemes_to_ids looks them up unconditionally, so the id map needs them.
 _BOS, _PAD, _EOS = "^", "_", "$"
 
@@ -196,20 +227,80 @@ class PiperSettings:
         return settings
 
 
+@dataclass(frozen=True)
+class VariantChoice:
+    """Which model file a voice runs, on which backend, and why."""
+
+    name: str
+    """Variant name from the manifest (`int8-ort-qdq`, ...) or `fp32-onnxruntime`/`fp32-openvino`."""
+
+    backend: str
+    """`onnxruntime` or `openvino`."""
+
+    precision: str
+    """`int8` or `fp32`."""
+
+    model_path: Path
+    """The file opened: the source `.onnx`, an INT8 `.onnx` or an OpenVINO `.xml`."""
+
+    fallback_path: Path
+    """The ONNX file ONNX Runtime runs when OpenVINO fails on a request (same as model_path on ORT)."""
+
+    reason: str
+    """Why this variant: for the load log line and `describe`."""
+
+
 class PiperVitsVoice(Voice):
     """A loaded Piper VITS voice: espeak-ng phonemes → ONNX graph → one chunk per sentence."""
 
-    def __init__(self, info: VoiceInfo, settings: PiperSettings, session: Session) -> None:
+    def __init__(
+        self,
+        info: VoiceInfo,
+        settings: PiperSettings,
+        session: Session,
+        variant: VariantChoice | None = None,
+    ) -> None:
         self.info = info
         self.settings = settings
         self._session: Session | None = session
         self._output_name = session.output_names[0]
         self._multi_speaker = settings.num_speakers > 1
+        self.variant = variant or VariantChoice(
+            name=f"fp32-{session.backend}",
+            backend=session.backend,
+            precision="fp32",
+            model_path=info.model_path or Path(),
+            fallback_path=info.model_path or Path(),
+            reason="session given directly",
+        )
+        """The variant that runs (chosen at load)."""
 
     @property
     def backend(self) -> str:
         """The inference backend running this voice."""
         return self._session.backend if self._session is not None else ""
+
+    @property
+    def session(self) -> Session | None:
+        """The session running the graph; None once closed."""
+        return self._session
+
+    def runtime_info(self) -> dict[str, Any]:
+        """How this voice runs, for `describe`: backend, precision, threads, CPU features."""
+        session = self._session
+        info: dict[str, Any] = session.runtime_info() if session is not None else {}
+        info.update(
+            {
+                "backend": self.variant.backend,
+                "precision": self.variant.precision,
+                "variant": self.variant.name,
+                "model_file": str(self.variant.model_path),
+                "variant_reason": self.variant.reason,
+                "cpu_features": list(cpu_features().features),
+                "cpu_model": cpu_features().model_name,
+            }
+        )
+        return info
 
     def stream(
         self, text: str, params: SynthesisParams, cancel: CancelToken
@@ -282,8 +373,17 @@ class PiperFamily(VoiceFamily):
 
     name = FAMILY
 
-    def __init__(self, packages: Sequence[tuple[str, str]] = PACKAGED_VOICES) -> None:
+    def __init__(
+        self,
+        packages: Sequence[tuple[str, str]] = PACKAGED_VOICES,
+        model_store: ModelStore | None = None,
+        *,
+        cpu_pinning: bool = False,
+    ) -> None:
         self._packages = tuple(packages)
+        self.model_store = model_store if model_store is not None else ModelStore()
+        """Where quantized variants and their manifests are looked up."""
+        self._cpu_pinning = cpu_pinning
 
     def discover(self, folders: Sequence[Path]) -> list[VoiceInfo]:
         if not piper_installed():
@@ -352,14 +452,157 @@ class PiperFamily(VoiceFamily):
             raise VoiceLoadError(f"cannot read voice config {config_path}: {err}") from err
         settings = PiperSettings.from_config(config, config_path)
 
-        session = open_session(model_path, engine, label=info.voice_id)
+        choice = self.choose_variant(info, engine.backend)
+        _LOGGER.info(
+            "voice_variant id=%s variant=%s backend=%s precision=%s file=%s reason=%s",
+            info.voice_id,
+            choice.name,
+            choice.backend,
+            choice.precision,
+            choice.model_path,
+            choice.reason,
+        )
+        session = self.open_variant(info, choice, engine)
         expected = set(_REQUIRED_INPUTS)
         if settings.num_speakers > 1:
             expected.add(_SPEAKER_INPUT)
         if set(session.input_names) != expected:
             session.close()
             raise VoiceLoadError(
-                f"{model_path} is not a Piper VITS graph for this config: expected inputs "
+                f"{choice.model_path} is not a Piper VITS graph for this config: expected inputs "
                 f"{sorted(expected)}, found {list(session.input_names)}"
             )
-        return PiperVitsVoice(info, settings, session)
+        return PiperVitsVoice(info, settings, session, choice)
+
+    def choose_variant(self, info: VoiceInfo, backend: str) -> VariantChoice:
+        """The variant to run for `backend` (`auto`, `onnxruntime`, `openvino`).
+
+        Reads and checks the voice's manifest (VoiceLoadError naming the manifest or the file
+        when it is malformed, made from another model, or a variant file is damaged).
+        """
+        if backend not in (AUTO, ONNXRUNTIME, OPENVINO):
+            raise VoiceLoadError(
+                f"unknown inference backend {backend!r} for {info.voice_id}; "
+                f"available: {AUTO}, {ONNXRUNTIME}, {OPENVINO}"
+            )
+        assert info.model_path is not None
+        source = info.model_path
+        manifest = self.model_store.load_manifest(info.voice_id)
+        fp32_backend = ONNXRUNTIME if backend == AUTO else backend
+        fp32 = VariantChoice(
+            name=FP32_ONNXRUNTIME if fp32_backend == ONNXRUNTIME else FP32_OPENVINO,
+            backend=fp32_backend,
+            precision="fp32",
+            model_path=source,
+            fallback_path=source,
+            reason="",
+        )
+        if manifest is None:
+            _LOGGER.info(
+                "voice_fp32 id=%s reason=no quantized variants in %s; "
+                "run `utterd quantize %s` to make and measure INT8 variants",
+                info.voice_id,
+                self.model_store.voice_dir(info.voice_id),
+                info.voice_id,
+            )
+            return _replace_reason(fp32, "no manifest: not quantized")
+        manifest_path = self.model_store.manifest_path(info.voice_id)
+        verify_source(manifest, source, manifest_path)
+
+        candidates = [
+            v
+            for v in manifest.variants
+            if v.passed and v.speed is not None and (backend == AUTO or v.backend == backend)
+        ]
+        if not candidates:
+            failed = "; ".join(
+                f"{v.name}: {', '.join(v.reasons)}" for v in manifest.variants if v.reasons
+            )
+            _LOGGER.info(
+                "voice_fp32 id=%s reason=no variant for backend %s passed the gates (%s)",
+                info.voice_id,
+                backend,
+                failed or "none measured",
+            )
+            return _replace_reason(fp32, f"no passing variant for backend {backend}")
+        best = min(candidates, key=lambda v: v.speed.rtf if v.speed is not None else float("inf"))
+        fallback = self._ort_fallback(manifest, source)
+        if best.model_file is None:  # an FP32 source variant (the reference or OpenVINO f32)
+            return VariantChoice(
+                name=best.name,
+                backend=best.backend,
+                precision=best.precision,
+                model_path=source,
+                fallback_path=fallback,
+                reason=_speed_reason(best),
+            )
+        folder = self.model_store.voice_dir(info.voice_id)
+        verify_files(best.files, folder, manifest_path)
+        return VariantChoice(
+            name=best.name,
+            backend=best.backend,
+            precision=best.precision,
+            model_path=self.model_store.variant_path(info.voice_id, best.model_file),
+            fallback_path=fallback,
+            reason=_speed_reason(best),
+        )
+
+    def _ort_fallback(self, manifest: Manifest, source: Path) -> Path:
+        """The ONNX file for ONNX Runtime fallback: its passing INT8 variant, else the source."""
+        ort_variants = [
+            v
+            for v in manifest.variants
+            if v.passed and v.backend == ONNXRUNTIME and v.model_file is not None
+        ]
+        if ort_variants:
+            best = min(ort_variants, key=lambda v: v.speed.rtf if v.speed else float("inf"))
+            assert best.model_file is not None
+            path = self.model_store.variant_path(manifest.voice_id, best.model_file)
+            if path.is_file():
+                return path
+        return source
+
+    def open_variant(
+        self, info: VoiceInfo, choice: VariantChoice, engine: EngineSettings
+    ) -> Session:
+        """Open the chosen variant's session; OpenVINO wrapped with the ONNX Runtime fallback."""
+        ort_engine = EngineSettings(backend=ONNXRUNTIME, threads=engine.threads)
+        options = SessionOptions(cpu_pinning=self._cpu_pinning)
+        if choice.backend == ONNXRUNTIME:
+            return open_session(choice.model_path, ort_engine, label=info.voice_id, options=options)
+        ov_options = SessionOptions(
+            cache_dir=self.model_store.openvino_cache_dir,
+            length_buckets=LENGTH_BUCKETS,
+            padded_inputs=_PADDED_INPUTS,
+            cpu_pinning=self._cpu_pinning,
+        )
+        ov_engine = EngineSettings(backend=OPENVINO, threads=engine.threads)
+        primary = open_session(
+            choice.model_path, ov_engine, label=info.voice_id, options=ov_options
+        )
+
+        def open_fallback() -> Session:
+            return open_session(
+                choice.fallback_path, ort_engine, label=info.voice_id, options=options
+            )
+
+        return FallbackSession(primary, open_fallback)
+
+
+def _replace_reason(choice: VariantChoice, reason: str) -> VariantChoice:
+    return VariantChoice(
+        name=choice.name,
+        backend=choice.backend,
+        precision=choice.precision,
+        model_path=choice.model_path,
+        fallback_path=choice.fallback_path,
+        reason=reason,
+    )
+
+
+def _speed_reason(variant: Variant) -> str:
+    assert variant.speed is not None
+    return (
+        f"fastest passing variant: rtf {variant.speed.rtf:.4f} vs fp32 "
+        f"{variant.speed.fp32_rtf:.4f} ({variant.speed.speedup:.2f}x) at quantize time"
+    )

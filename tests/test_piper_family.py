@@ -194,8 +194,8 @@ def test_graph_with_other_inputs_fails_naming_file_and_inputs(
 
 
 def test_unknown_backend_is_named(family: PiperFamily, joe_info: VoiceInfo) -> None:
-    with pytest.raises(VoiceLoadError, match="openvino"):
-        family.load(joe_info, EngineSettings(backend="openvino"))
+    with pytest.raises(VoiceLoadError, match="tensorrt"):
+        family.load(joe_info, EngineSettings(backend="tensorrt"))
 
 
 def test_missing_model_file_is_named(tmp_path: Path) -> None:
