@@ -46,6 +46,7 @@ class RingBuffer:
         # unended segment may be followed by more audio, so the consumer must not pad them.
         self._open_job_id: str | None = None
         self._open_frames = 0
+        self._last_read_job_id: str | None = None
 
     @property
     def capacity_frames(self) -> int:
@@ -69,6 +70,12 @@ class RingBuffer:
         """The job that was written to last and has no end marker yet, if any."""
         with self._lock:
             return self._open_job_id
+
+    @property
+    def last_read_job_id(self) -> str | None:
+        """The job of the last frame `read_into` copied out (None after `clear`)."""
+        with self._lock:
+            return self._last_read_job_id
 
     @property
     def ended_frames(self) -> int:
@@ -137,6 +144,7 @@ class RingBuffer:
                     break
                 count = min(head.frames, wanted - written)
                 self._copy_out(out, written, count)
+                self._last_read_job_id = head.job_id
                 written += count
                 head.frames -= count
                 if head.frames == 0:
@@ -153,6 +161,7 @@ class RingBuffer:
             self._buffered_frames = 0
             self._open_job_id = None
             self._open_frames = 0
+            self._last_read_job_id = None
 
     def _copy_out(self, out: npt.NDArray[np.int16], offset: int, count: int) -> None:
         """Copy `count` frames from the read position into out[offset:], wrapping; lock held."""
