@@ -302,6 +302,22 @@ class ModelStore:
         return self.voice_dir(voice_id) / file_name
 
 
+def best_variant(manifest: Manifest, backend: str) -> Variant | None:
+    """The fastest variant that passed both gates, for `backend` (`auto`: any backend).
+
+    Speeds are the ones measured at quantize time on the quantizing machine, in one interleaved
+    run, so they compare with each other. None when no variant passed.
+    """
+    candidates = [
+        v
+        for v in manifest.variants
+        if v.passed and v.speed is not None and (backend == "auto" or v.backend == backend)
+    ]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda v: v.speed.rtf if v.speed is not None else float("inf"))
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder, fsynced, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)

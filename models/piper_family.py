@@ -45,6 +45,7 @@ from .model_store import (
     Manifest,
     ModelStore,
     Variant,
+    best_variant,
     verify_files,
     verify_source,
 )
@@ -81,7 +82,8 @@ LENGTH_BUCKETS: Final = (32, 64, 128, 256, 512)
 A sentence is rarely over 300 ids; longer ones round up to multiples of 512. Padding is exact:
 VITS gives masked (padded) phonemes zero duration."""
 
-_PADDED_INPUTS: Final = (PaddedInput("input", axis=1, pad_value=0),)
+PADDED_INPUTS: Final = (PaddedInput("input", axis=1, pad_value=0),)
+"""Piper's phoneme-id input may be padded with the pad id 0 (its length is in `input_lengths`)."""
 # piper.const's markers: phonemes_to_ids looks them up unconditionally, so the id map needs them.
 _BOS, _PAD, _EOS = "^", "_", "$"
 
@@ -109,6 +111,17 @@ def _phonemize(
         return _espeak.phonemize(espeak_voice, text, vowel_clusters=vowel_clusters)
 
 
+def sentence_ids(settings: PiperSettings, text: str) -> list[list[int]]:
+    """Text → phoneme ids per sentence through espeak-ng (sentences without phonemes dropped)."""
+    from piper.phoneme_ids import phonemes_to_ids
+
+    return [
+        phonemes_to_ids(phonemes, settings.phoneme_id_map)
+        for phonemes in _phonemize(settings.espeak_voice, text, settings.vowel_clusters)
+        if "".join(phonemes).strip()
+    ]
+
+
 def language_tag(code: str) -> str:
     """`en_US` / `en-us` / `en-gb-x-rp` → `en-US` / `en-US` / `en-GB-x-rp` (BCP 47 casing)."""
     parts = [p for p in re.split(r"[-_]", code.strip()) if p]
@@ -133,7 +146,8 @@ def config_path_for(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
-def _read_config(config_path: Path) -> dict[str, Any]:
+def read_config(config_path: Path) -> dict[str, Any]:
+    """A Piper voice config as a dict; OSError, ValueError (bad JSON) or TypeError otherwise."""
     with config_path.open(encoding="utf-8") as config_file:
         config = json.load(config_file)
     if not isinstance(config, dict):
@@ -313,8 +327,6 @@ class PiperVitsVoice(Voice):
         if session is None:
             raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
 
-        from piper.phoneme_ids import phonemes_to_ids
-
         settings = self.settings
         noise_scale, noise_w = (
             (0.0, 0.0) if params.deterministic else (settings.noise_scale, settings.noise_w)
@@ -322,14 +334,10 @@ class PiperVitsVoice(Voice):
         scales = np.array(
             [noise_scale, settings.length_scale / params.rate, noise_w], dtype=np.float32
         )
-        sentences = _phonemize(settings.espeak_voice, text, settings.vowel_clusters)
+        sentences = self.sentence_ids(text)
         cancel.raise_if_cancelled()
 
-        index = 0
-        for phonemes in sentences:
-            if not "".join(phonemes).strip():
-                continue
-            ids = phonemes_to_ids(phonemes, settings.phoneme_id_map)
+        for index, ids in enumerate(sentences):
             cancel.raise_if_cancelled()
             started = time.perf_counter()
             samples = self._infer(session, ids, scales, speaker_id)
@@ -343,7 +351,26 @@ class PiperVitsVoice(Voice):
                 (time.perf_counter() - started) * 1e3,
             )
             yield AudioChunk(samples, self.info.sample_rate_hz, sentence_index=index)
-            index += 1
+
+    def sentence_ids(self, text: str) -> list[list[int]]:
+        """Text → phoneme ids per sentence, as the model was trained (empty sentences dropped)."""
+        return sentence_ids(self.settings, text)
+
+    def feeds(
+        self, ids: Sequence[int], scales: npt.NDArray[np.float32], speaker_id: int | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
+        """The graph's inputs for one sentence (`scales`: noise, length scale, noise_w)."""
+        feeds: dict[str, npt.NDArray[Any]] = {
+            "input": np.asarray([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": np.asarray(scales, dtype=np.float32),
+        }
+        if self._multi_speaker:
+            feeds[_SPEAKER_INPUT] = np.array(
+                [self.settings.default_speaker_id if speaker_id is None else speaker_id],
+                dtype=np.int64,
+            )
+        return feeds
 
     def _infer(
         self,
@@ -352,14 +379,7 @@ class PiperVitsVoice(Voice):
         scales: npt.NDArray[np.float32],
         speaker_id: int | None,
     ) -> npt.NDArray[np.float32]:
-        feeds: dict[str, npt.NDArray[Any]] = {
-            "input": np.asarray([ids], dtype=np.int64),
-            "input_lengths": np.array([len(ids)], dtype=np.int64),
-            "scales": scales,
-        }
-        if self._multi_speaker:
-            feeds[_SPEAKER_INPUT] = np.array([speaker_id or 0], dtype=np.int64)
-        audio = session.run([self._output_name], feeds)[0]
+        audio = session.run([self._output_name], self.feeds(ids, scales, speaker_id))[0]
         return np.asarray(audio, dtype=np.float32).reshape(-1)
 
     def close(self) -> None:
@@ -394,7 +414,7 @@ class PiperFamily(VoiceFamily):
             voice_id = model_path.name[: -len(MODEL_SUFFIX)]
             config_path = config_path_for(model_path)
             try:
-                info = info_from_config(voice_id, model_path, _read_config(config_path), source)
+                info = info_from_config(voice_id, model_path, read_config(config_path), source)
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
                 # json.JSONDecodeError is a ValueError
                 _LOGGER.warning("voice_skipped family=piper config=%s reason=%r", config_path, err)
@@ -447,7 +467,7 @@ class PiperFamily(VoiceFamily):
         model_path = info.model_path
         config_path = config_path_for(model_path)
         try:
-            config = _read_config(config_path)
+            config = read_config(config_path)
         except (OSError, ValueError, TypeError) as err:
             raise VoiceLoadError(f"cannot read voice config {config_path}: {err}") from err
         settings = PiperSettings.from_config(config, config_path)
@@ -509,12 +529,8 @@ class PiperFamily(VoiceFamily):
         manifest_path = self.model_store.manifest_path(info.voice_id)
         verify_source(manifest, source, manifest_path)
 
-        candidates = [
-            v
-            for v in manifest.variants
-            if v.passed and v.speed is not None and (backend == AUTO or v.backend == backend)
-        ]
-        if not candidates:
+        best = best_variant(manifest, backend)
+        if best is None:
             failed = "; ".join(
                 f"{v.name}: {', '.join(v.reasons)}" for v in manifest.variants if v.reasons
             )
@@ -525,7 +541,6 @@ class PiperFamily(VoiceFamily):
                 failed or "none measured",
             )
             return _replace_reason(fp32, f"no passing variant for backend {backend}")
-        best = min(candidates, key=lambda v: v.speed.rtf if v.speed is not None else float("inf"))
         fallback = self._ort_fallback(manifest, source)
         if best.model_file is None:  # an FP32 source variant (the reference or OpenVINO f32)
             return VariantChoice(
@@ -573,7 +588,7 @@ class PiperFamily(VoiceFamily):
         ov_options = SessionOptions(
             cache_dir=self.model_store.openvino_cache_dir,
             length_buckets=LENGTH_BUCKETS,
-            padded_inputs=_PADDED_INPUTS,
+            padded_inputs=PADDED_INPUTS,
             cpu_pinning=self._cpu_pinning,
         )
         ov_engine = EngineSettings(backend=OPENVINO, threads=engine.threads)
