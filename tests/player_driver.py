@@ -270,10 +270,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pause-s", type=float, default=0.3)
     parser.add_argument("--max-buffered-s", type=float, default=30.0)
     parser.add_argument("--no-portaudio", action="store_true")
+    parser.add_argument(
+        "--busy-threads", type=int, default=0, help="pure-Python threads competing for the GIL"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     if args.no_portaudio:
         sys.meta_path.insert(0, _NoPortAudio())
+
+    busy_until_s = time.monotonic() + 60.0
+
+    def busy() -> None:
+        total = 0
+        while time.monotonic() < busy_until_s:
+            for i in range(10_000):
+                total += i
+
+    for _ in range(args.busy_threads):
+        threading.Thread(target=busy, daemon=True).start()
 
     rec = Recorder()
     player = Player(
@@ -284,7 +298,12 @@ def main(argv: list[str]) -> int:
     result = SCENARIOS[args.scenario](args, player, rec)
     state_at_end = _state(player)
     player.close()
-    threads = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+    busy_until_s = 0.0
+    threads = sorted(
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and t.name.startswith("utterd")
+    )
     out = {
         **result,
         "state_at_start": state_at_start,

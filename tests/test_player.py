@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from audio_sinks import PulseNullSink, file_sink_env, nonsilent_bounds, read_s16
+from audio_sinks import (
+    PulseNullSink,
+    file_sink_env,
+    nonsilent_bounds,
+    read_s16,
+    strip_start_silences,
+)
 from player_driver import nonzero_signal, run_driver
 from utterd.daemon.player import DeviceUnavailable, Player, PlayerEvent
 from utterd.daemon.settings import AudioSettings
@@ -49,6 +55,8 @@ def _assert_exact_with_start_silences(
     """`played` is `expected` with only start-up silences and a final partial-block padding."""
     assert not (expected == 0).any()
     np.testing.assert_array_equal(played[played != 0], expected)
+    stripped = strip_start_silences(played, expected, BLOCK_FRAMES)
+    np.testing.assert_array_equal(stripped[: len(expected)], expected)
     runs = _zero_runs(played)
     trailing = runs.pop() if runs and runs[-1][0] + runs[-1][1] == len(played) else (0, 0)
     assert trailing[1] < BLOCK_FRAMES, f"more than one partial block of padding: {trailing}"
@@ -714,3 +722,30 @@ def test_fake_play_before_start_and_after_close(fake_sd: FakeSoundDevice) -> Non
 def tone_chunk(duration_s: float) -> AudioChunk:
     t = np.arange(round(duration_s * RATE_HZ)) / RATE_HZ
     return AudioChunk((0.5 * np.sin(2 * np.pi * 440.0 * t + 0.3)).astype(np.float32), RATE_HZ)
+
+
+# -- the file-sink helper for other tests -----------------------------------------------------------
+
+
+def test_strip_start_silences_undoes_restarts_even_with_zeros_in_the_audio() -> None:
+    rng = np.random.default_rng(7)
+    expected = rng.integers(-3000, 3000, 5000).astype(np.int16)
+    expected[:300] = 0  # speech often starts with exact silence
+    expected[1024:1536] = 0  # a silent block right where a restart happens
+    silence = np.zeros(768, np.int16)
+    played = np.concatenate(
+        [silence, expected[:1024], silence, expected[1024:4096], silence, expected[4096:]]
+    )
+    played = np.concatenate([played, np.zeros(100, np.int16)])
+    stripped = strip_start_silences(played, expected)
+    np.testing.assert_array_equal(stripped[: len(expected)], expected)
+    assert len(stripped) == len(expected) + 100
+
+
+def test_strip_start_silences_leaves_a_mismatch_visible() -> None:
+    expected = np.arange(1, 2001, dtype=np.int16)
+    played = np.concatenate([np.zeros(768, np.int16), expected])
+    played[1500] = -1
+    stripped = strip_start_silences(played, expected)
+    assert not np.array_equal(stripped[: len(expected)], expected)
+    assert np.array_equal(stripped[:512], expected[:512]), "the matching part is aligned"
