@@ -136,6 +136,7 @@ def strip_start_silences(
     expected: npt.NDArray[np.int16],
     block_frames: int = 256,
     max_buffer_blocks: int = 8,
+    atol: int = 0,
 ) -> npt.NDArray[np.int16]:
     """`played` (from a file sink) without the silence PortAudio writes at each stream start.
 
@@ -145,12 +146,13 @@ def strip_start_silences(
     to `expected` followed by less than a block of zero padding, and returns `played` with those
     silences removed, so `np.array_equal(result[: len(expected)], expected)` holds. If no such
     reading exists, the recognised part is followed by the rest of `played` unchanged, so that the
-    comparison fails where they part. Works for any `expected`, zeros included.
+    comparison fails where they part. Works for any `expected`, zeros included. With `atol` > 0,
+    audio matches within that many steps (for an `expected` resampled separately).
     """
     best_reached, best_silences, best_frames = -1, [], block_frames
     for buffer_blocks in range(1, max_buffer_blocks + 1):
         silence_frames = block_frames * buffer_blocks
-        found, reached, silences = _align(played, expected, block_frames, silence_frames)
+        found, reached, silences = _align(played, expected, block_frames, silence_frames, atol)
         if found:
             return _remove_runs(played, silences, silence_frames)
         if reached > best_reached:
@@ -163,6 +165,7 @@ def _align(
     expected: npt.NDArray[np.int16],
     block_frames: int,
     silence_frames: int,
+    atol: int = 0,
 ) -> tuple[bool, int, list[int]]:
     """Search (expected index, silences so far) states block by block; depth-first, matching
     audio before assuming a silence. Returns (found, furthest expected index, silence offsets)."""
@@ -189,7 +192,12 @@ def _align(
         ):
             stack.append((j, [*silences, i]))
         step = min(block_frames, len(expected) - j)
-        if np.array_equal(played[i : i + step], expected[j : j + step]):
+        got, want = played[i : i + step], expected[j : j + step]
+        if len(got) == step and (
+            np.array_equal(got, want)
+            if atol == 0
+            else np.abs(got.astype(np.int32) - want.astype(np.int32)).max() <= atol
+        ):
             stack.append((j + step, silences))
     return False, reached, reached_silences
 
