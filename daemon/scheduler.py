@@ -35,6 +35,12 @@ class UnknownJob(UtterdError):
     code = "unknown-job"
 
 
+class DeviceLost(UtterdError):
+    """The device failed while a job was playing; its remaining audio is lost."""
+
+    code = "device-unavailable"
+
+
 class VoiceSource(Protocol):
     def get(self, voice_id: str) -> Voice: ...
 
@@ -57,6 +63,7 @@ class Scheduler:
         self._current: Job | None = None
         self._cond = threading.Condition()
         self._played: dict[str, threading.Event] = {}
+        self._lost: dict[str, str] = {}
         self._closing = False
         self.jobs = JobTable()
         self.counters: dict[str, int] = {"accepted": 0, "done": 0, "stopped": 0, "failed": 0}
@@ -111,11 +118,15 @@ class Scheduler:
         return self._current
 
     # -- player events (player thread) -----------------------------------------------------------
-    def on_played(self, job_id: str | None) -> None:
+    def on_played(self, job_id: str | None, error: str | None = None) -> None:
+        """The player handed the job's last sample to the device, or dropped its audio (`error`
+        set when a device fault, not a stop, lost it)."""
         if job_id is None:
             return
         with self._cond:
             ev = self._played.get(job_id)
+            if ev is not None and error:
+                self._lost[job_id] = error
         if ev is not None:
             ev.set()
 
@@ -149,6 +160,7 @@ class Scheduler:
                 with self._cond:
                     self._current = None
                     self._played.pop(job.job_id, None)
+                    self._lost.pop(job.job_id, None)
 
     def _begin(self, job: Job) -> None:
         """The job's first audio goes to the player now (or it turned out to have none)."""
@@ -173,6 +185,10 @@ class Scheduler:
             while not played.wait(0.1):
                 job.cancel.raise_if_cancelled()
             job.cancel.raise_if_cancelled()
+            with self._cond:
+                lost = self._lost.pop(job.job_id, None)
+            if lost:
+                raise DeviceLost(f"the sound device failed during playback: {lost}")
         except Cancelled as exc:
             self._finish(job, JobState.STOPPED, exc.message)
             return

@@ -41,16 +41,16 @@ class Daemon:
         self.version = version
         self.state = State.STARTING
         self._server: Server | None = None
-        self._underruns = 0
 
     def _on_player_event(self, event: PlayerEvent) -> None:
         server = self._server
         if server is None:
             return
-        if event.kind in ("played", "flushed"):
+        if event.kind == "played":
             server.scheduler.on_played(event.job_id)
+        elif event.kind == "flushed":
+            server.scheduler.on_played(event.job_id, event.error)
         elif event.kind == "underrun":
-            self._underruns += 1
             _LOGGER.info("event=underrun job=%s", event.job_id)
         elif event.kind == "device":
             _LOGGER.warning("event=device available=%s error=%r", event.available, event.error)
