@@ -636,6 +636,7 @@ class PhraseCache:
         self._flights: dict[str, _Flight] = {}
         self._idle = threading.Condition(self._lock)
         self._generation = 0
+        self._last_stamp_ns = 0
         self._closing = False
         self._counts = {"ram_hits": 0, "ram_misses": 0, "disk_hits": 0, "disk_misses": 0}
         self._corrupt = 0
@@ -723,6 +724,7 @@ class PhraseCache:
                 continue
             found.append((st.st_mtime_ns, key, _disk_cost(size), voice_id))
         now = time.monotonic()
+        self._last_stamp_ns = max((mtime for mtime, *_ in found), default=0)
         for _, key, cost, voice_id in sorted(found):
             self._index[key] = _DiskRecord(cost, voice_id, now)
             self._disk_bytes += cost
@@ -813,17 +815,26 @@ class PhraseCache:
         record.stale_mtime = False
         return True
 
+    def _stamp_locked(self) -> int:
+        """A strictly increasing last-use time in ns, for file mtimes.
+
+        File times come from the kernel's coarse clock, so two uses a millisecond apart can
+        get the same mtime and the LRU order would be lost at the next start; explicit stamps
+        keep it exact.
+        """
+        self._last_stamp_ns = max(time.time_ns(), self._last_stamp_ns + 1)
+        return self._last_stamp_ns
+
     def _flush_last_use_locked(self) -> None:
         """Give entries used since their last touch increasing mtimes, in LRU order."""
         if self._disk_state is not DiskState.OK:
             return
-        stamp = time.time_ns()
         renewing = False
         for key, record in self._index.items():
             # Everything after the first stale entry is renewed, so the order stays exact.
             renewing = renewing or record.stale_mtime
             if renewing:
-                stamp += 1000
+                stamp = self._stamp_locked()
                 try:
                     os.utime(self._path(key), ns=(stamp, stamp))
                 except OSError as exc:
@@ -831,8 +842,10 @@ class PhraseCache:
                 record.stale_mtime = False
 
     def _touch(self, key: str) -> None:
+        with self._lock:
+            stamp = self._stamp_locked()
         try:
-            os.utime(self._path(key))
+            os.utime(self._path(key), ns=(stamp, stamp))
         except OSError as exc:
             _LOGGER.debug("event=cache-touch-failed key=%s error=%r", key, exc)
 
@@ -972,18 +985,27 @@ class PhraseCache:
             finally:
                 os.close(fd)
             with self._lock:
-                # Renamed under the lock so that the index always describes the file in place.
-                self._reserved_bytes -= cost
-                reserved = False
+                # Renamed under the lock so that the index always describes the file in place;
+                # the reservation is released only once its file is gone or indexed.
                 if generation != self._generation:  # cleared while we wrote
                     temp.unlink(missing_ok=True)
+                    self._reserved_bytes -= cost
+                    reserved = False
                     return
                 os.replace(temp, final)
+                self._reserved_bytes -= cost
+                reserved = False
                 old = self._index.pop(key, None)
                 if old is not None:
                     self._disk_bytes -= old.cost_bytes
                 self._index[key] = _DiskRecord(cost, entry.voice_id, time.monotonic())
                 self._disk_bytes += cost
+                # Stamped in index order, so a restart rebuilds the same LRU order.
+                stamp = self._stamp_locked()
+                try:
+                    os.utime(final, ns=(stamp, stamp))
+                except OSError as exc:
+                    _LOGGER.debug("event=cache-touch-failed key=%s error=%r", key, exc)
                 recovered = self._disk_state is not DiskState.OK
                 if recovered:
                     self._disk_state, self._disk_reason, self._retry_at_s = DiskState.OK, None, None

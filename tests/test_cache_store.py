@@ -291,6 +291,25 @@ def test_disk_eviction_keeps_the_most_recently_used(cache_dir: Path) -> None:
     reopened.close()
 
 
+def test_lru_order_survives_restart_even_within_one_clock_tick(cache_dir: Path) -> None:
+    # File times come from a coarse kernel clock; uses microseconds apart must still be ordered.
+    size = len(encode_entry(key_of("q0"), make_entry(0, samples=100)))
+    cost = -(-size // 4096) * 4096
+    cache = PhraseCache(cache_dir, 0, 12 * cost)
+    for i in range(12):
+        cache.put(key_of(f"q{i}"), make_entry(i, samples=100))
+    for i in range(0, 12, 2):  # the even ones become the most recently used, in order
+        assert cache.get(key_of(f"q{i}")) is not None
+    cache.close()
+    reopened = PhraseCache(cache_dir, 0, 12 * cost)
+    for extra in range(6):  # evicts exactly the six odd ones, oldest first
+        reopened.put(key_of(f"new{extra}"), make_entry(100 + extra, samples=100))
+        assert not reopened.contains(key_of(f"q{2 * extra + 1}"))
+        assert reopened.stats().disk.entries == 12
+    assert all(reopened.contains(key_of(f"q{i}")) for i in range(0, 12, 2))
+    reopened.close()
+
+
 def test_lowered_budget_is_enforced_at_start(cache_dir: Path) -> None:
     cache = PhraseCache(cache_dir, 0, MiB)
     for i in range(10):
