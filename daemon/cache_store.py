@@ -576,7 +576,7 @@ class _Flight:
         self.chunks: list[AudioChunk] = []
         self.state = _FlightState.RUNNING
         self.entry: CacheEntry | None = None
-        self.error: Exception | None = None
+        self.error: BaseException | None = None
         self.subscribers = 0
         """Streaming listeners; the cache lock guards it. At 0 a running flight is cancelled."""
         self.token = CancelToken()
@@ -700,10 +700,21 @@ class PhraseCache:
         self._lock_fd = fd
         return True
 
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
     def _scan(self, path: Path) -> None:
         found: list[tuple[int, str, int, str]] = []
         stale = 0
-        for name in os.listdir(path):
+        try:
+            names = os.listdir(path)
+        except OSError as exc:
+            self._release_lock()
+            self._set_off(f"cannot list {path}: {exc.strerror or exc}")
+            return
+        for name in names:
             item = path / name
             if name.endswith(TEMP_SUFFIX):
                 if self._disk_state is DiskState.OK:
@@ -754,9 +765,7 @@ class PhraseCache:
             _LOGGER.warning("event=cache-close-timeout in_flight=%d", len(self._flights))
         with self._lock:
             self._flush_last_use_locked()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            self._release_lock()
             self._disk_state = DiskState.OFF
             self._disk_reason = "cache closed"
 
@@ -959,7 +968,11 @@ class PhraseCache:
         with self._lock:
             if not self._writable() or generation != self._generation:
                 return
-        data = encode_entry(key, entry)
+        try:
+            data = encode_entry(key, entry)
+        except (ValueError, TypeError) as exc:  # e.g. metadata too large: RAM only, no crash
+            _LOGGER.warning("event=cache-skip key=%s reason=%r", key, str(exc))
+            return
         cost = _disk_cost(len(data))
         if cost > self._disk_budget:
             _LOGGER.info(
@@ -1083,7 +1096,7 @@ class PhraseCache:
         """The cached entry, or the one `producer` makes (stored in both tiers).
 
         Threads asking for the same missing key at once run `producer` once: the first runs it
-        in its own thread, the others wait and get its entry. If the producer raises, waiters
+        (in its own, calling thread), the others wait and get its entry. If the producer raises, waiters
         get the same exception, except `Cancelled` (the first requester was stopped): then one
         of the waiters runs its own producer. `refresh` skips the lookup and replaces the entry.
         """
@@ -1104,7 +1117,7 @@ class PhraseCache:
             if joined.kind is _JoinKind.LEAD:
                 try:
                     entry = producer()
-                except Exception as exc:
+                except BaseException as exc:  # even KeyboardInterrupt: never leave waiters hanging
                     self._fail(flight, exc)
                     raise
                 self._finish(flight, entry)
@@ -1305,7 +1318,7 @@ class PhraseCache:
         with self._idle:
             return self._idle.wait_for(lambda: not self._flights, timeout_s)
 
-    def _fail(self, flight: _Flight, exc: Exception) -> None:
+    def _fail(self, flight: _Flight, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
             _LOGGER.debug("event=cache-flight-abandoned key=%s reason=%r", flight.key, exc.message)
         else:
