@@ -868,3 +868,52 @@ def test_full_and_read_only_dirs_degrade_to_ram() -> None:
     assert result["ro_disk_hits"] == min(3, result["full_on_disk"])
     assert result["ro_new_served"] is True
     assert "event=cache-degraded" in proc.stderr
+
+
+# --- with the real voice ---------------------------------------------------------------------
+
+
+def test_real_voice_miss_then_hit_across_restart(cache_dir: Path) -> None:
+    pytest.importorskip("hibari")
+    from utterd.daemon.cache_key import CacheKeyParts, FileHasher, voice_model_files
+    from utterd.models import EngineSettings, HibariFamily
+    from utterd.models.voice import SynthesisParams
+
+    family = HibariFamily()
+    infos = {i.voice_id: i for i in family.discover([])}
+    if "hibari-heart" not in infos:
+        pytest.skip("the bundled hibari heart voice is not installed")
+    info = infos["hibari-heart"]
+    voice = family.load(info, EngineSettings(threads=1))
+    try:
+        params = SynthesisParams(deterministic=True)
+        text = "Battery low. Please charge the device."
+        parts = CacheKeyParts.for_request(
+            text,
+            info,
+            params,
+            model_sha256=FileHasher().digest(voice_model_files(info)),
+            backend="onnxruntime",
+            precision="fp32",
+            threads=1,
+        )
+        key = parts.digest()
+
+        def produce(token: CancelToken) -> Iterator[AudioChunk]:
+            return voice.stream(parts.text, params, token)
+
+        cache = PhraseCache(cache_dir, MiB, 16 * MiB)
+        miss = list(cache.stream(key, info.voice_id, produce, metadata={"text": parts.text}))
+        assert cache.wait_idle(10)
+        cache.close()
+        reopened = PhraseCache(cache_dir, MiB, 16 * MiB)
+        hit = list(reopened.stream(key, info.voice_id, produce))
+        assert reopened.stats().disk.hits == 1
+        assert np.array_equal(pcm_of(hit), pcm_of(miss))
+        assert {c.sentence_index for c in hit} == {c.sentence_index for c in miss} == {0, 1}
+        entry = reopened.get(key)
+        assert entry is not None and entry.metadata["text"] == parts.text
+        assert entry.sample_rate_hz == info.sample_rate_hz
+        reopened.close()
+    finally:
+        voice.close()
