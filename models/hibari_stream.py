@@ -1,0 +1,321 @@
+"""hibari's signal stage run window by window, so a sentence's first audio leaves after one window.
+
+hibari's network predicts, per 12.5 ms frame, the parts of a spectrum; `hibari.dsp.synth` turns
+the whole sentence into a waveform at once: a band-limited pulse train from F0, its STFT, the
+per-frame filters and noise, then one inverse STFT with overlap-add. Every step is local in time
+except three, handled here so that the windowed output is *identical* to `hibari.dsp.synth`:
+
+- **Pulse phase** is a running sum of the instantaneous frequency from the sentence start. We keep
+  the float64 running sum between windows and continue the same sequential `cumsum`, so each
+  sample's phase is computed by the same additions in the same order.
+- **Noise** is `rng.standard_normal((bins, 2·F))`: row-major, so frame 0's values are spread over
+  every row and depend on F. We make that one draw at the start of the sentence, exactly as
+  `synth` does (same generator, same shape, same position in the generator's stream), and slice
+  columns per window; the generator is then left where `synth` would leave it, so the next
+  sentence's noise lines up too.
+- **Edges**: the STFT reflect-pads the whole pulse train and the inverse STFT's normalization is
+  tapered at both ends of the sentence; we reflect at the sentence's ends (not the window's) and
+  use the whole sentence's normalization.
+
+Context needed per window (n_fft = 4 hops): output frame m is the overlap-add of STFT frames
+m−1 … m+2; STFT frame k reads pulse samples of frames k−2 … k+1, whose frequency interpolates
+F0 of frames k−3 … k+2. Those frames are all known (the network ran on the whole sentence), so a
+window costs only the frames it adds; nothing is computed twice.
+
+Per-element numpy math (sin, tanh, exp, complex products, per-row FFTs) does not depend on where
+an element sits in an array, so the result is bit-identical, with numpy's FFT and with scipy's; tests check it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from hibari import dsp
+
+from .backend import Session
+from .errors import SynthesisError
+from .stream_windows import window_plan
+from .voice import CancelToken
+
+_LOGGER = logging.getLogger(__name__)
+
+MODEL_OUTPUTS: Final = ("lh", "theta", "ln", "lr", "phi", "f0")
+"""The acoustic model's outputs in the order `hibari.dsp.synth` takes them."""
+
+DEFAULT_FIRST_WINDOW_FRAMES: Final = 4
+DEFAULT_WINDOW_FRAMES: Final = 32
+
+N_FFT: Final[int] = int(dsp.N_FFT)
+HOP: Final[int] = int(dsp.HOP)
+SAMPLE_RATE_HZ: Final[int] = int(dsp.SR)
+_HOPS_PER_FFT: Final = N_FFT // HOP
+_HALF: Final = N_FFT // 2
+# `hibari.dsp.pulses` defaults: voicing threshold and highest harmonic, in Hz.
+_VOICED_HZ: Final = 40.0
+_MAX_HARMONIC_HZ: Final = 11000.0
+# Below this many frames the whole-sentence reflect padding may reflect more than once (numpy
+# pads iteratively when the pad exceeds the signal): leave such slivers to `dsp.synth` itself.
+_MIN_WINDOWED_FRAMES: Final = _HOPS_PER_FFT + 1
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class HibariFrames:
+    """The acoustic model's outputs for one sentence piece (batch dimension removed)."""
+
+    lh: FloatArray
+    """Log magnitude of the harmonic filter, [bins, frames]."""
+
+    theta: FloatArray
+    """Phase of the harmonic filter before tanh·π, [bins, frames]."""
+
+    ln: FloatArray
+    """Log magnitude of the noise, [bins, frames]."""
+
+    lr: FloatArray
+    """Log magnitude of the free-phase branch, [bins, frames]."""
+
+    phi: FloatArray
+    """Phase of the free-phase branch, [bins, frames]."""
+
+    f0: FloatArray
+    """Fundamental frequency in Hz per frame, [frames]; below 40 Hz means unvoiced."""
+
+    @property
+    def frames(self) -> int:
+        return int(self.lh.shape[1])
+
+    @property
+    def bins(self) -> int:
+        return int(self.lh.shape[0])
+
+    @staticmethod
+    def from_outputs(outputs: Sequence[npt.NDArray[Any]]) -> HibariFrames:
+        """From the model's outputs in `MODEL_OUTPUTS` order, each with its batch of one."""
+        lh, theta, ln, lr, phi, f0 = (np.asarray(o[0], dtype=np.float32) for o in outputs)
+        return HibariFrames(lh, theta, ln, lr, phi, f0)
+
+
+@dataclass(frozen=True)
+class HibariPiece:
+    """A window of a sentence's audio."""
+
+    samples: FloatArray
+    """Mono float32 audio at 24 kHz of frames [start_frame, end_frame) (no gain applied)."""
+
+    start_frame: int
+    """First frame this piece covers (sample offset = start_frame · 300)."""
+
+    end_frame: int
+    """One past the last frame this piece covers."""
+
+    last: bool
+    """True for the sentence piece's last window."""
+
+
+@functools.lru_cache(maxsize=1)
+def _interpolation_weights() -> tuple[FloatArray, FloatArray]:
+    """`hibari.dsp._interp_w`: weight of the next frame (u) and of the previous one (1 − u)."""
+    u = (((np.arange(HOP) + 0.5) / HOP - 0.5) % 1.0).astype(np.float32)
+    return u, (1.0 - u).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _ola_norm(frames: int) -> FloatArray:
+    """`hibari.dsp._ola_norm`: 1 / summed squared window per output block of the whole sentence."""
+    window_sq = (dsp.WIN * dsp.WIN).reshape(_HOPS_PER_FFT, HOP)
+    wsum = np.zeros((frames + _HOPS_PER_FFT - 1, HOP), np.float32)
+    for k in range(_HOPS_PER_FFT):
+        wsum[k : k + frames] += window_sq[k]
+    norm = np.empty_like(wsum)
+    np.divide(1.0, np.maximum(wsum, 1e-11), out=norm)
+    return norm
+
+
+class _PulseTrain:
+    """`hibari.dsp.pulses`, computed a few frames at a time with the phase carried over."""
+
+    def __init__(self, f0: FloatArray) -> None:
+        self._padded_f0 = np.pad(np.asarray(f0, np.float32), 1, mode="edge")
+        self._frames = len(f0)
+        self.samples = np.zeros(self._frames * HOP, np.float32)
+        """The pulse train so far; filled frame by frame."""
+        self.done = 0
+        """Frames of `samples` computed."""
+        self._phase_sum = np.zeros(1, np.float64)  # Σ f so far, before the 1/SR scaling
+
+    def extend_to(self, frames: int) -> None:
+        """Compute the pulse train up to frame `frames` (exclusive)."""
+        start, stop = self.done, min(frames, self._frames)
+        if stop <= start:
+            return
+        n, h2 = stop - start, HOP // 2
+        u, v = _interpolation_weights()
+        fp = self._padded_f0
+        grid = np.empty((n, HOP), np.float32)
+        np.multiply(fp[start:stop, None], v[:h2], out=grid[:, :h2])
+        grid[:, :h2] += fp[start + 1 : stop + 1, None] * u[:h2]
+        np.multiply(fp[start + 1 : stop + 1, None], v[h2:], out=grid[:, h2:])
+        grid[:, h2:] += fp[start + 2 : stop + 2, None] * u[h2:]
+        f = grid.reshape(-1)
+        voiced = f > _VOICED_HZ
+        np.maximum(f, _VOICED_HZ, out=f)
+        # One sequential float64 running sum, continued from the previous window: the same
+        # additions, in the same order, as the whole-sentence cumsum.
+        t = np.cumsum(np.concatenate((self._phase_sum, f.astype(np.float64))))[1:]
+        self._phase_sum = t[-1:].copy()
+        t *= 1.0 / SAMPLE_RATE_HZ
+        np.modf(t, t)
+        t *= 2 * np.pi
+        t32 = t.astype(np.float32)
+        harmonics = np.floor(_MAX_HARMONIC_HZ / f)
+        harmonics += 0.5
+        s = np.sin(t32 * 0.5)
+        s *= 2
+        bad = np.abs(s) <= 2e-3
+        e = np.sin(harmonics * t32)
+        s[bad] = 1
+        e /= s
+        e[bad] = harmonics[bad]
+        e -= 0.5
+        e[~voiced] = 0
+        self.samples[start * HOP : stop * HOP] = e
+        self.done = stop
+
+
+def _reflect_indices(first: int, stop: int, length: int) -> npt.NDArray[np.intp]:
+    """Indices into a signal of `length` for padded positions [first, stop) (pad N_FFT/2, reflect)."""
+    j = np.arange(first, stop) - _HALF
+    j = np.where(j < 0, -j, j)
+    return np.where(j >= length, 2 * (length - 1) - j, j)
+
+
+class _WindowedSynth:
+    """State of one sentence piece's windowed synthesis."""
+
+    def __init__(self, frames: HibariFrames, rng: np.random.Generator) -> None:
+        self.f = frames
+        n = frames.frames
+        self.pulses = _PulseTrain(frames.f0)
+        # The one noise draw `dsp.synth` makes, same shape and order; see the module docstring.
+        self.noise = rng.standard_normal((frames.bins, 2 * n), dtype=np.float32).view(np.complex64)
+        self.norm = _ola_norm(n)
+        self.spec_done = 0
+        # Inverse-FFT'd, windowed frames not yet fully overlap-added: [frame, hop slot, sample].
+        self.pending = np.zeros((0, _HOPS_PER_FFT, HOP), np.float32)
+        self.pending_start = 0
+
+    def _spectra(self, start: int, stop: int) -> FloatArray:
+        """Time-domain windowed frames [start, stop) — `synth` then `ola`'s irfft and window."""
+        f, n = self.f, self.f.frames
+        self.pulses.extend_to(stop + 1)  # frame k reads pulse frames up to k + 1
+        positions = _reflect_indices(start * HOP, (stop - 1) * HOP + N_FFT, n * HOP)
+        padded = self.pulses.samples[positions]
+        windows = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP] * dsp.WIN_SRC
+        spec = np.ascontiguousarray(dsp.rfft(windows, 1).T)
+        cols = slice(start, stop)
+        rot = np.empty(spec.shape, np.complex64)
+        c = np.tanh(np.ascontiguousarray(f.theta[:, cols]))
+        c *= np.pi
+        np.cos(c, out=rot.real)
+        np.sin(c, out=rot.imag)
+        rot *= dsp.ex(np.ascontiguousarray(f.lh[:, cols]))
+        spec *= rot
+        z = np.ascontiguousarray(self.noise[:, cols])
+        z *= dsp.ex(np.ascontiguousarray(f.ln[:, cols]))
+        spec += z
+        phi = np.ascontiguousarray(f.phi[:, cols])
+        np.cos(phi, out=rot.real)
+        np.sin(phi, out=rot.imag)
+        rot *= dsp.ex(np.ascontiguousarray(f.lr[:, cols]))
+        spec += rot
+        time_frames: FloatArray = dsp.irfft(spec.T, N_FFT, 1)
+        time_frames *= dsp.WIN
+        return time_frames
+
+    def window(self, start: int, stop: int) -> FloatArray:
+        """Audio of output frames [start, stop); windows must come in order."""
+        n = self.f.frames
+        # Output frame m is overlap-add block m + 2, made of STFT frames m − 1 … m + 2.
+        need = min(n, stop + 2)
+        if need > self.spec_done:
+            new = self._spectra(self.spec_done, need).reshape(-1, _HOPS_PER_FFT, HOP)
+            self.pending = np.concatenate((self.pending, new))
+            self.spec_done = need
+        first_block, stop_block = start + 2, stop + 2
+        out = np.zeros((stop_block - first_block, HOP), np.float32)
+        # Same order of additions as `ola`: hop slot 0 (frame b), then slot 1 (frame b − 1), …
+        for slot in range(_HOPS_PER_FFT):
+            lo = max(first_block, self.pending_start + slot)
+            hi = min(stop_block, self.pending_start + len(self.pending) + slot)
+            if hi > lo:
+                frames = self.pending[
+                    lo - slot - self.pending_start : hi - slot - self.pending_start
+                ]
+                out[lo - first_block : hi - first_block] += frames[:, slot]
+        out *= self.norm[first_block:stop_block]
+        # Frames older than stop − 1 feed no later block.
+        drop = max(0, min(len(self.pending), stop - 1 - self.pending_start))
+        self.pending = self.pending[drop:]
+        self.pending_start += drop
+        return out.reshape(-1)
+
+
+def synthesize_windows(
+    frames: HibariFrames,
+    rng: np.random.Generator,
+    cancel: CancelToken,
+    *,
+    first_window_frames: int = DEFAULT_FIRST_WINDOW_FRAMES,
+    window_frames: int = DEFAULT_WINDOW_FRAMES,
+) -> Iterator[HibariPiece]:
+    """`hibari.dsp.synth` of `frames`, yielded window by window; checks `cancel` between windows.
+
+    Concatenated, the pieces equal `hibari.dsp.synth(..., rng)` with the generator in the same
+    state, and leave the generator in the same state after it.
+    """
+    plan = window_plan(frames.frames, first_window_frames, window_frames)
+    if frames.frames < _MIN_WINDOWED_FRAMES:
+        cancel.raise_if_cancelled()
+        whole = dsp.synth(frames.lh, frames.theta, frames.ln, frames.lr, frames.phi, frames.f0, rng)
+        yield HibariPiece(np.asarray(whole, np.float32), 0, frames.frames, last=True)
+        return
+    state = _WindowedSynth(frames, rng)
+    for number, (start, stop) in enumerate(plan):
+        cancel.raise_if_cancelled()
+        yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)
+
+
+def stream_ids(
+    session: Session,
+    ids: Sequence[int],
+    speed: float,
+    rng: np.random.Generator,
+    cancel: CancelToken,
+    *,
+    first_window_frames: int = DEFAULT_FIRST_WINDOW_FRAMES,
+    window_frames: int = DEFAULT_WINDOW_FRAMES,
+) -> Iterator[HibariPiece]:
+    """Run the acoustic model on one piece's phoneme ids (with the 0 pads), then stream its audio.
+
+    What `hibari.Hibari.from_ids` does, with our session and the signal stage in windows.
+    """
+    cancel.raise_if_cancelled()
+    outputs = session.run(
+        MODEL_OUTPUTS,
+        {"ids": np.asarray([ids], dtype=np.int64), "speed": np.array([speed], dtype=np.float32)},
+    )
+    if len(outputs) != len(MODEL_OUTPUTS):
+        raise SynthesisError(f"{session.label}: expected outputs {MODEL_OUTPUTS}")
+    frames = HibariFrames.from_outputs(outputs)
+    _LOGGER.debug("hibari_frames label=%s ids=%d frames=%d", session.label, len(ids), frames.frames)
+    yield from synthesize_windows(
+        frames, rng, cancel, first_window_frames=first_window_frames, window_frames=window_frames
+    )

@@ -1,0 +1,126 @@
+"""hibari's signal stage in windows, against hibari's own whole-sentence synthesis, bit for bit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import hibari
+import hibari.dsp
+import numpy as np
+import numpy.typing as npt
+import pytest
+from utterd.models import Cancelled, CancelToken, EngineSettings, Session
+from utterd.models.backend import open_session
+from utterd.models.hibari_stream import (
+    HOP,
+    MODEL_OUTPUTS,
+    HibariFrames,
+    HibariPiece,
+    stream_ids,
+    synthesize_windows,
+)
+
+HEART_MODEL = Path(hibari.voices.voice_path("heart", download_missing=False))
+TEXT = (
+    "Battery low. Your appointment is confirmed for Tuesday, June 14th, at 10:15. "
+    "Before you leave the building tonight, please make sure that every window on the ground "
+    "floor is closed, the lights in the meeting rooms are switched off, and the alarm panel next "
+    "to the main entrance shows a green light."
+)
+
+
+@pytest.fixture(scope="module")
+def reference() -> hibari.Hibari:
+    # hibari runs one ORT thread; float sums depend on the thread count, so ours matches it.
+    return hibari.Hibari(voice="heart", threads=1)
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[Session]:
+    opened = open_session(HEART_MODEL, EngineSettings(threads=1), label="hibari-heart")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def pieces_ids(reference: hibari.Hibari) -> list[list[int]]:
+    return [reference.ids(ps) for ps in reference.phonemize(TEXT)]
+
+
+@pytest.fixture(scope="module")
+def long_frames(session: Session, pieces_ids: list[list[int]]) -> HibariFrames:
+    ids = max(pieces_ids, key=len)
+    outputs = session.run(
+        MODEL_OUTPUTS, {"ids": np.asarray([ids], np.int64), "speed": np.ones(1, np.float32)}
+    )
+    return HibariFrames.from_outputs(outputs)
+
+
+def one_shot(frames: HibariFrames, seed: int) -> npt.NDArray[np.float32]:
+    f = frames
+    audio: npt.NDArray[np.float32] = hibari.dsp.synth(
+        f.lh, f.theta, f.ln, f.lr, f.phi, f.f0, np.random.default_rng(seed)
+    )
+    return audio
+
+
+def joined(pieces: list[HibariPiece]) -> npt.NDArray[np.float32]:
+    return np.concatenate([p.samples for p in pieces])
+
+
+@pytest.mark.parametrize(("first", "largest"), [(4, 32), (1, 1), (3, 7), (16, 64)])
+def test_windows_equal_the_whole_sentence_bit_for_bit(
+    long_frames: HibariFrames, first: int, largest: int
+) -> None:
+    pieces = list(
+        synthesize_windows(
+            long_frames,
+            np.random.default_rng(11),
+            CancelToken(),
+            first_window_frames=first,
+            window_frames=largest,
+        )
+    )
+    assert np.array_equal(joined(pieces), one_shot(long_frames, 11))
+    assert pieces[0].samples.size == first * HOP
+    assert [p.last for p in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert pieces[-1].end_frame == long_frames.frames
+
+
+def test_streamed_text_equals_hibari_itself(
+    reference: hibari.Hibari, session: Session, pieces_ids: list[list[int]]
+) -> None:
+    """One generator across the text's pieces, as hibari does: every draw lines up."""
+    rng = np.random.default_rng(0)
+    ours = [joined(list(stream_ids(session, ids, 1.0, rng, CancelToken()))) for ids in pieces_ids]
+    theirs = list(reference.stream(TEXT, seed=0))
+    assert len(ours) == len(theirs) == len(pieces_ids) >= 3
+    for mine, hers in zip(ours, theirs, strict=True):
+        assert np.array_equal(mine, hers)
+
+
+def test_a_few_frames_go_through_hibari_whole(long_frames: HibariFrames) -> None:
+    f = long_frames
+    tiny = HibariFrames(
+        f.lh[:, :3], f.theta[:, :3], f.ln[:, :3], f.lr[:, :3], f.phi[:, :3], f.f0[:3]
+    )
+    pieces = list(synthesize_windows(tiny, np.random.default_rng(2), CancelToken()))
+    assert len(pieces) == 1 and pieces[0].last
+    assert np.array_equal(pieces[0].samples, one_shot(tiny, 2))
+
+
+def test_cancel_between_windows(long_frames: HibariFrames) -> None:
+    cancel = CancelToken()
+    pieces = synthesize_windows(long_frames, np.random.default_rng(0), cancel)
+    next(pieces)
+    cancel.cancel("stop key")
+    with pytest.raises(Cancelled, match="stop key"):
+        next(pieces)
+
+
+def test_cancelled_before_the_model_runs(session: Session, pieces_ids: list[list[int]]) -> None:
+    cancel = CancelToken()
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        next(stream_ids(session, pieces_ids[0], 1.0, np.random.default_rng(0), cancel))
