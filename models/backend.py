@@ -505,9 +505,14 @@ def open_session(
 ) -> Session:
     """Load `model` (a file, or its bytes) with the backend `engine` names.
 
+    `auto` opens with ONNX Runtime (variant choice is the family's business, before this call).
     Raises VoiceLoadError naming the backend when it is unknown, or naming the file and the
     underlying reason when the model is missing, truncated or not a valid graph.
     """
+    if engine.backend == AUTO:
+        # Families that keep no measured variants (hibari) have nothing to choose from: `auto`
+        # means the reference backend for them.
+        engine = EngineSettings(backend=ONNXRUNTIME, threads=engine.threads)
     factory = _BACKENDS.get(engine.backend)
     if factory is None:
         raise VoiceLoadError(

@@ -191,3 +191,9 @@ def test_this_machines_features_are_reported(ov_voice: PiperVitsVoice) -> None:
     info = ov_voice.runtime_info()
     assert info["cpu_features"] == list(cpu_features().features)
     assert info["threads"] == 2
+
+
+def test_auto_opens_with_onnxruntime_for_families_without_variants() -> None:
+    session = open_session(JOE_MODEL, EngineSettings("auto", threads=1), label="joe")
+    assert session.backend == "onnxruntime"
+    session.close()
