@@ -62,6 +62,16 @@ def _synth_data(args: argparse.Namespace) -> dict[str, Any]:
             data[key] = int(value) if key == "speaker" and str(value).isdigit() else value
     if args.deterministic:
         data["deterministic"] = True
+    if args.cache:
+        data["cache"] = args.cache
+    if args.slot:
+        slots: dict[str, str] = {}
+        for item in args.slot:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise SystemExit(f"utterd: --slot takes NAME=VALUE, got {item!r}")
+            slots[name] = value
+        data["slots"] = slots
     return data
 
 
@@ -144,6 +154,37 @@ def cmd_voices(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace, client: Client) -> int:
+    if args.cache_command == "stats":
+        header, _ = client.request("describe")
+        cache = header["data"]["cache"]
+        if args.json:
+            print(json.dumps(cache, indent=2))
+            return 0
+        if not cache.get("enabled"):
+            print("phrase cache: disabled")
+            return 0
+        for tier in ("ram", "disk"):
+            t = cache[tier]
+            print(
+                f"{tier:<5} {t['entries']:>6} entries {t['size_bytes'] / 1e6:>9.1f} MB of "
+                f"{t['budget_bytes'] / 1e6:.0f} MB, hit rate {t['hit_rate']:.1%}"
+            )
+        warm = cache["prewarm"]
+        if warm["entries"]:
+            print(f"pre-warm: {warm['entries'] - warm['remaining']}/{warm['entries']} done")
+        return 0
+    if args.cache_command == "clear":
+        header, _ = client.request("cache-clear", {"voice": args.voice} if args.voice else {})
+        print(f"removed {header['data']['removed']} entries")
+        return 0
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    entries = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    header, _ = client.request("cache-warm", {"entries": entries})
+    print(f"warming {header['data']['entries']} prompts in the background (`utterd cache stats`)")
+    return 0
+
+
 def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="what to say; '-' reads standard input")
     p.add_argument("--voice", help="voice id (see `utterd voices`)")
@@ -151,6 +192,13 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, help="speaking rate, 1.0 = the voice's own pace")
     p.add_argument("--volume", type=float, help="linear gain, 1.0 = unchanged")
     p.add_argument("--deterministic", action="store_true", help="no random noise: same text, same audio")
+    p.add_argument("--cache", choices=["auto", "refresh", "off"], help="phrase cache use (default auto)")
+    p.add_argument(
+        "--slot",
+        action="append",
+        metavar="NAME=VALUE",
+        help="fill a template slot: TEXT is then a template like 'Your balance is {amount}.'",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--json", action="store_true")
     voices = sub.add_parser("voices", help="list the voices")
     voices.add_argument("--json", action="store_true")
+
+    cache = sub.add_parser("cache", help="the phrase cache")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    warm = cache_sub.add_parser("warm", help="render prompts from FILE into the cache in the background")
+    warm.add_argument("file", help="one prompt a line, pre-warm syntax of config.yaml; '-' for stdin")
+    stats = cache_sub.add_parser("stats", help="entries, bytes and hit rate per tier")
+    stats.add_argument("--json", action="store_true")
+    clear = cache_sub.add_parser("clear", help="remove cached phrases")
+    clear.add_argument("--voice", help="only this voice's entries")
     return parser
 
 
@@ -195,6 +252,7 @@ _CLIENT_COMMANDS = {
     "describe": cmd_describe,
     "status": cmd_describe,
     "voices": cmd_voices,
+    "cache": cmd_cache,
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 import yaml
 from utterd.models.errors import UtterdError
 
-from .settings import Settings
+from .settings import DETERMINISTIC_POLICIES, Settings
 
 __all__ = [
     "BACKENDS",
@@ -125,6 +125,10 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "audio.retry_interval_s": _Range(0, low_open=True),
         "limits.max_text_chars": _Range(1),
         "limits.max_queue": _Range(1),
+        "cache.ram_budget_bytes": _Range(0),
+        "cache.disk_budget_bytes": _Range(0),
+        "cache.deterministic": _OneOf(DETERMINISTIC_POLICIES),
+        "cache.max_text_chars": _Range(1),
         "log_level": _OneOf(LOG_LEVELS),
     }
 )

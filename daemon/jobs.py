@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from utterd.models.voice import CancelToken, SynthesisParams
 
+from .protocol import CacheMode
+
 
 class JobState(enum.Enum):
     """Where a job is. Every accepted job reaches exactly one terminal state."""
@@ -48,6 +50,12 @@ class Job:
 
     params: SynthesisParams
     """Speaker, rate, volume, determinism."""
+
+    cache: CacheMode = "auto"
+    """Phrase cache use for this job: auto, refresh or off."""
+
+    slots: dict[str, str] | None = None
+    """Template slot values; when set, `text` is a template."""
 
     client: str = ""
     """Hex of the ZeroMQ routing id of the client that asked (for events and per-client stop)."""

@@ -27,6 +27,9 @@ __all__ = [
     "PAYLOAD_TYPES",
     "REQUEST_TYPES",
     "AudioFormat",
+    "CacheClear",
+    "CacheMode",
+    "CacheWarm",
     "Describe",
     "EmptyText",
     "InvalidHeader",
@@ -59,6 +62,9 @@ __all__ = [
 
 RequestId = str | int | None
 """A request's `id` as the client sent it; echoed in the reply. None: the client sent none."""
+
+CacheMode = Literal["auto", "refresh", "off"]
+"""How a request uses the phrase cache."""
 
 AudioFormat = Literal["wav", "pcm"]
 """`wav`: a complete RIFF/WAVE file. `pcm`: raw signed 16-bit little-endian mono samples."""
@@ -200,6 +206,14 @@ class _SpeechRequest:
     deterministic: bool = False
     """Synthesize without random noise: the same request gives the same audio."""
 
+    cache: CacheMode = "auto"
+    """Phrase cache use: `auto` (replay a hit, store a miss), `refresh` (synthesize anew and
+    replace the entry), `off` (neither read nor store)."""
+
+    slots: dict[str, str] | None = None
+    """Values for a templated prompt: `text` is then a template such as
+    `Your balance is {amount}.`; the fixed parts come from the cache, the slots are synthesized."""
+
     def synthesis_params(self) -> SynthesisParams:
         """The engine's view of this request."""
         return SynthesisParams(
@@ -252,7 +266,24 @@ class JobQuery:
     """Job id, as returned in `queued`; required."""
 
 
-Message = Speak | Synthesize | Stop | Describe | Ping | JobQuery
+@dataclass(frozen=True)
+class CacheClear:
+    """Remove phrase-cache entries. Reply: `cache-cleared`."""
+
+    voice: str | None = None
+    """Only the entries of this voice id; None clears everything."""
+
+
+@dataclass(frozen=True)
+class CacheWarm:
+    """Render prompts into the phrase cache in the background. Reply: `cache-warming`."""
+
+    entries: list[str]
+    """Pre-warm entries, one prompt each, in the pre-warm syntax of config.yaml
+    (`Battery low.` or `voice=en_US-joe-medium rate=1.1 | Battery low.`)."""
+
+
+Message = Speak | Synthesize | Stop | Describe | Ping | JobQuery | CacheClear | CacheWarm
 """The `data` of any request, decoded."""
 
 REQUEST_TYPES: Final[Mapping[str, type[Message]]] = types.MappingProxyType(
@@ -263,6 +294,8 @@ REQUEST_TYPES: Final[Mapping[str, type[Message]]] = types.MappingProxyType(
         "describe": Describe,
         "ping": Ping,
         "job": JobQuery,
+        "cache-clear": CacheClear,
+        "cache-warm": CacheWarm,
     }
 )
 """Request type name → the dataclass of its `data`. The one table the parser and docs follow."""
@@ -483,6 +516,27 @@ def _parse_value(spec: _FieldSpec, value: object, limits: LimitsSettings) -> obj
         return _parse_string(spec, value, limits)
     if isinstance(value, float | int) and not isinstance(value, bool):
         return _parse_number(spec, value)
+    if isinstance(value, dict | list):
+        return _parse_strings(spec, value, limits)
+    return value
+
+
+def _parse_strings(
+    spec: _FieldSpec, value: dict[str, str] | list[str], limits: LimitsSettings
+) -> dict[str, str] | list[str]:
+    """An object or array of strings: every string valid Unicode, the total within the text limit."""
+    strings = [*value.keys(), *value.values()] if isinstance(value, dict) else list(value)
+    total = sum(len(v) for v in strings)
+    if total > limits.max_text_chars:
+        raise TextTooLong(
+            f"field {spec.name!r} holds {total} characters; the limit is {limits.max_text_chars}",
+            field=spec.name,
+        )
+    for item in strings:
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidValue(f"field {spec.name!r} has a lone surrogate", field=spec.name) from None
     return value
 
 
@@ -569,6 +623,10 @@ def _matches(hint: object, value: object) -> bool:
             return True
         if (member is str or get_origin(member) is Literal) and isinstance(value, str):
             return True
+        if get_origin(member) is dict and isinstance(value, dict):
+            return all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        if get_origin(member) is list and isinstance(value, list):
+            return all(isinstance(v, str) for v in value)
     return False
 
 
@@ -581,10 +639,19 @@ _WIRE_NAMES: Final[Mapping[object, str]] = {
 }
 
 
+def _wire_name(member: object) -> str:
+    origin = get_origin(member)
+    if origin is Literal:
+        return "string"
+    if origin is dict:
+        return "object of strings"
+    if origin is list:
+        return "array of strings"
+    return _WIRE_NAMES.get(member, str(member))
+
+
 def _expected(hint: object) -> str:
-    names = [
-        "string" if get_origin(m) is Literal else _WIRE_NAMES.get(m, str(m)) for m in _members(hint)
-    ]
+    names = [_wire_name(m) for m in _members(hint)]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 

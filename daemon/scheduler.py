@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from utterd.models.errors import Cancelled, UtterdError
-from utterd.models.voice import AudioChunk, CancelToken, Voice
+from utterd.models.voice import AudioChunk, CancelToken, SynthesisParams
 
 from .jobs import Job, JobState, JobTable
+from .protocol import CacheMode
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,8 +42,17 @@ class DeviceLost(UtterdError):
     code = "device-unavailable"
 
 
-class VoiceSource(Protocol):
-    def get(self, voice_id: str) -> Voice: ...
+class SpeechSource(Protocol):
+    def stream(
+        self,
+        text: str,
+        voice_id: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        mode: CacheMode = "auto",
+        slots: Mapping[str, str] | None = None,
+    ) -> Iterator[AudioChunk]: ...
 
 
 class AudioSink(Protocol):
@@ -54,8 +64,8 @@ class AudioSink(Protocol):
 class Scheduler:
     """FIFO speech queue with stop; emits `begin`, `end`, `stopped` and `failed` events."""
 
-    def __init__(self, voices: VoiceSource, player: AudioSink, emit: EmitFn, max_queue: int) -> None:
-        self._voices = voices
+    def __init__(self, source: SpeechSource, player: AudioSink, emit: EmitFn, max_queue: int) -> None:
+        self._source = source
         self._player = player
         self._emit = emit
         self._max_queue = max_queue
@@ -172,8 +182,10 @@ class Scheduler:
         _LOGGER.debug("job=%s text=%r", job.job_id, job.text)
         played = self._played[job.job_id]
         try:
-            voice = self._voices.get(job.voice_id)
-            for chunk in voice.stream(job.text, job.params, job.cancel):
+            chunks = self._source.stream(
+                job.text, job.voice_id, job.params, job.cancel, mode=job.cache, slots=job.slots
+            )
+            for chunk in chunks:
                 job.cancel.raise_if_cancelled()
                 if job.state is JobState.QUEUED:
                     self._begin(job)

@@ -14,7 +14,7 @@ import stat
 import threading
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,9 @@ from utterd.models.voice_store import VoiceStore
 
 from . import protocol
 from .jobs import Job
+from .phrase_source import PhraseSource
+from .phrase_templates import parse_template
+from .prewarm import Prewarmer, PrewarmSpec, parse_prewarm_entry
 from .player import DeviceUnavailable
 from .outbox import KIND_REPLY, OUTBOX_ENDPOINT, Outbox, decode
 from .scheduler import Scheduler
@@ -93,12 +96,17 @@ class Server:
         self,
         settings: Settings,
         voices: VoiceStore,
+        source: PhraseSource,
         scheduler_factory: Callable[[Callable[[str, dict[str, Any]], None]], Scheduler],
         device_state: Callable[[], dict[str, Any]],
         version: str,
     ) -> None:
         self.settings = settings
         self.voices = voices
+        self.source = source
+        self._warmers: list[Prewarmer] = []
+        self._synth_in_flight = 0
+        self._synth_lock = threading.Lock()
         self.version = version
         self._device_state = device_state
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -163,6 +171,8 @@ class Server:
         self.state = "stopping"
 
     def close(self) -> None:
+        for warmer in self._warmers:
+            warmer.stop()
         self.scheduler.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._pull is not None:
@@ -287,6 +297,7 @@ class Server:
                 "current": current.job_id if current else None,
             },
             "counters": {**self.counters, **self.scheduler.counters},
+            "cache": {**self.source.stats(), "prewarm": self.warming_progress()},
         }
 
     def _on_job(self, envelope: list[bytes], request: protocol.Request) -> None:
@@ -311,16 +322,88 @@ class Server:
         device = self._device_state()
         if not device.get("available"):
             raise DeviceUnavailable(f"the sound device is unavailable: {device.get('error')}")
+        msg = request.message
+        self._check_template(msg.text, msg.slots)
         client = envelope[0].hex() if envelope else ""
-        job = Job(text=request.message.text, voice_id=info.voice_id, params=params, client=client)
+        job = Job(
+            text=msg.text,
+            voice_id=info.voice_id,
+            params=params,
+            cache=msg.cache,
+            slots=msg.slots,
+            client=client,
+        )
         self.scheduler.submit(job)
         self._send(
             envelope, protocol.reply(request.id, "queued", {"job": job.job_id, "voice": info.voice_id})
         )
 
+    def _check_template(self, text: str, slots: dict[str, str] | None) -> None:
+        """A templated request is parsed at the edge, so its errors are answered at once."""
+        if slots is None:
+            return
+        template = parse_template(text)
+        template.render(slots)
+        length = len(template.text(slots))
+        if length > self.settings.limits.max_text_chars:
+            raise protocol.TextTooLong(
+                f"the filled-in template has {length} characters; the limit is "
+                f"{self.settings.limits.max_text_chars}"
+            )
+
     def _on_synthesize(self, envelope: list[bytes], request: protocol.Request) -> None:
         info, params = self._resolve(request.message)
+        self._check_template(request.message.text, request.message.slots)
+        with self._synth_lock:
+            self._synth_in_flight += 1
         self._pool.submit(self._synthesize, envelope, request, info, params)
+
+    def _on_cache_clear(self, envelope: list[bytes], request: protocol.Request) -> None:
+        voice = request.message.voice
+        if voice is not None:
+            self.voices.info(voice)
+        removed = self.source.cache.clear(voice) if self.source.cache is not None else 0
+        self._send(envelope, protocol.reply(request.id, "cache-cleared", {"removed": removed}))
+
+    def _on_cache_warm(self, envelope: list[bytes], request: protocol.Request) -> None:
+        specs: list[PrewarmSpec] = []
+        for index, entry in enumerate(request.message.entries):
+            specs.extend(parse_prewarm_entry(entry, f"request entries[{index}]"))
+        for spec in specs:
+            self.voices.info(spec.voice or self.settings.voices.default)
+        self.start_warming(specs)
+        self._send(envelope, protocol.reply(request.id, "cache-warming", {"entries": len(specs)}))
+
+    # -- pre-warming (background, lowest priority) ------------------------------------------------
+    def start_warming(self, specs: Sequence[PrewarmSpec]) -> None:
+        if not specs or self.source.cache is None:
+            return
+        default = self.settings.voices.default
+
+        def render(spec: PrewarmSpec, cancel: CancelToken) -> None:
+            for _ in self.source.stream(spec.text, spec.voice or default, spec.params, cancel):
+                pass
+
+        def is_cached(spec: PrewarmSpec) -> bool:
+            return self.source.is_cached(spec.text, spec.voice or default, spec.params)
+
+        def is_busy() -> bool:
+            return self.scheduler.queue_length() > 0 or self._synth_in_flight > 0
+
+        self._warmers = [w for w in self._warmers if w.progress().remaining > 0]
+        warmer = Prewarmer(specs, render, is_cached, is_busy)
+        self._warmers.append(warmer)
+        warmer.start()
+
+    def warming_progress(self) -> dict[str, Any]:
+        totals: dict[str, Any] = {"entries": 0, "remaining": 0}
+        for warmer in self._warmers:
+            p = warmer.progress()
+            totals["entries"] += p.total
+            totals["remaining"] += p.remaining
+            for k in ("rendered", "cached", "failed", "preempted"):
+                totals[k] = totals.get(k, 0) + getattr(p, k)
+        return totals
 
     # -- synthesize (worker threads) -------------------------------------------------------------
     def _synthesize(
@@ -332,14 +415,16 @@ class Server:
     ) -> None:
         msg = request.message
         try:
-            voice = self.voices.get(info.voice_id)
             rate = info.sample_rate_hz
             fmt = {"sample_rate_hz": rate, "sample_width": 2, "channels": 1, "voice": info.voice_id}
             if msg.stream:
                 self.outbox.reply(envelope, protocol.reply(request.id, "audio-start", fmt))
             parts: list[bytes] = []
             total = 0
-            for chunk in voice.stream(msg.text, params, CancelToken()):
+            chunks = self.source.stream(
+                msg.text, info.voice_id, params, CancelToken(), mode=msg.cache, slots=msg.slots
+            )
+            for chunk in chunks:
                 pcm = float_to_pcm16(chunk.samples).tobytes()
                 total += len(chunk.samples)
                 if msg.stream:
@@ -365,11 +450,16 @@ class Server:
                 )
             self.counters["synthesized"] += 1
         except UtterdError as exc:
+            self.counters["errors"] += 1
             self.outbox.reply(envelope, protocol.error_reply(request.id, exc.code, exc.message))
         except Exception as exc:
+            self.counters["errors"] += 1
             _LOGGER.exception("event=synthesize-crash")
             self.outbox.reply(
                 envelope,
                 protocol.error_reply(request.id, "internal-error", f"{type(exc).__name__}: {exc}"),
             )
+        finally:
+            with self._synth_lock:
+                self._synth_in_flight -= 1
 

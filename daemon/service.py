@@ -15,7 +15,10 @@ from utterd.models.errors import UtterdError
 from utterd.models.voice import EngineSettings, SynthesisParams
 from utterd.models.voice_store import VoiceStore, default_families
 
+from .cache_store import PhraseCache
 from .jobs import Job
+from .phrase_source import PhraseSource
+from .prewarm import load_prewarm_list
 from .player import Player, PlayerEvent
 from .scheduler import Scheduler
 from .server import Server
@@ -66,6 +69,13 @@ class Daemon:
             EngineSettings(backend=cfg.voices.backend, threads=cfg.voices.threads),
         )
         default = store.info(cfg.voices.default)  # unknown default voice: fail at start, clearly
+        prewarm = load_prewarm_list(cfg.cache.prewarm, cfg.cache.prewarm_file)
+        cache = None
+        if cfg.cache.enabled:
+            cache = PhraseCache(
+                cfg.cache.resolved_dir(), cfg.cache.ram_budget_bytes, cfg.cache.disk_budget_bytes
+            )
+        source = PhraseSource(store, cache, cfg.cache, store.engine)
         player = Player(cfg.audio, default_rate_hz=default.sample_rate_hz, on_event=self._on_player_event)
 
         def device_state() -> dict[str, Any]:
@@ -74,7 +84,8 @@ class Daemon:
         server = Server(
             cfg,
             store,
-            lambda emit: Scheduler(store, player, emit, cfg.limits.max_queue),
+            source,
+            lambda emit: Scheduler(source, player, emit, cfg.limits.max_queue),
             device_state,
             self.version,
         )
@@ -98,6 +109,7 @@ class Daemon:
         server.scheduler.start()
         if cfg.greeting:
             server.scheduler.submit(Job(text=cfg.greeting, voice_id=default.voice_id, params=SynthesisParams()))
+        server.start_warming(prewarm)
         self.state = State.STARTED
         _LOGGER.info("event=ready start_s=%.3f version=%s", time.monotonic() - started, self.version)
         try:
@@ -106,6 +118,8 @@ class Daemon:
             self.state = State.STOPPING
             server.close()
             player.close()
+            if cache is not None:
+                cache.close()
             store.close()
             self.state = State.STOPPED
             _LOGGER.info("event=stopped")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 
 def _default_voice_folders() -> tuple[Path, ...]:
@@ -114,6 +115,52 @@ class LimitsSettings:
     """Most jobs waiting for playback; beyond it `speak` answers `busy`."""
 
 
+DETERMINISTIC_POLICIES: Final[tuple[str, ...]] = ("always", "request")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The phrase cache: a RAM tier in front of a disk tier, both with byte budgets."""
+
+    enabled: bool = True
+    """false: nothing is looked up or stored; every request is synthesized."""
+
+    dir: Path | None = None
+    """Folder of the disk tier, created owner-only. None: $CACHE_DIRECTORY/phrases (systemd),
+    else $XDG_CACHE_HOME/utterd/phrases, else ~/.cache/utterd/phrases."""
+
+    ram_budget_bytes: int = 64 * 1024 * 1024
+    """Most bytes of audio kept in memory (64 MiB is about 25 minutes at 22 kHz)."""
+
+    disk_budget_bytes: int = 512 * 1024 * 1024
+    """Most bytes the folder may hold, temporary files included; 0 keeps the cache in RAM only."""
+
+    deterministic: str = "always"
+    """How cached audio is made repeatable. `always`: every cached phrase is synthesized with
+    `deterministic` on, whatever the request says (Piper: noise scales 0; hibari: fixed noise
+    seed). `request`: only requests that ask for `deterministic` use the cache."""
+
+    max_text_chars: int = 500
+    """Longer requests bypass the cache (it is for prompts, and a miss holds its audio in RAM)."""
+
+    prewarm: tuple[str, ...] = ()
+    """Prompts rendered in the background after start-up; syntax in daemon/prewarm.py
+    (`voice=en_US-joe-medium rate=1.1 | Battery low.`)."""
+
+    prewarm_file: Path | None = None
+    """A UTF-8 file of pre-warm entries, one a line, after the inline ones. None: no file."""
+
+    def resolved_dir(self) -> Path:
+        if self.dir is not None:
+            return self.dir.expanduser()
+        systemd_dir = os.environ.get("CACHE_DIRECTORY")
+        if systemd_dir:
+            return Path(systemd_dir.split(":")[0]) / "phrases"
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = Path(xdg) if os.path.isabs(xdg) else Path("~/.cache").expanduser()
+        return base / "utterd" / "phrases"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the daemon reads from config.yaml."""
@@ -122,6 +169,7 @@ class Settings:
     voices: VoiceSettings = field(default_factory=VoiceSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     greeting: str | None = None
     """Spoken with the default voice once the daemon is ready; None says nothing."""

@@ -108,6 +108,14 @@ class HibariVoice(Voice):
         """The inference backend running this voice."""
         return self._session.backend if self._session is not None else ""
 
+    def runtime_info(self) -> dict[str, Any]:
+        """How this voice runs: hibari ships its model already quantized to int8."""
+        return {
+            **(self._session.runtime_info() if self._session is not None else {}),
+            "precision": "int8",
+            "model_file": str(self.info.model_path),
+        }
+
     def stream(
         self, text: str, params: SynthesisParams, cancel: CancelToken
     ) -> Iterator[AudioChunk]:

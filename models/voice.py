@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -156,6 +156,11 @@ class Voice(ABC):
         """Run one short synthesis so the first request does not pay for lazy initialization."""
         for _ in self.stream("Ready.", SynthesisParams(deterministic=True), CancelToken()):
             pass
+
+    def runtime_info(self) -> dict[str, Any]:
+        """How this voice runs (backend, precision, threads, model_file), for `describe` and for
+        phrase-cache keys. The default knows nothing."""
+        return {}
 
     def close(self) -> None:
         """Release the model's memory. The default does nothing."""

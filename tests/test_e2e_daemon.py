@@ -81,14 +81,16 @@ def test_pcm_and_streamed_synthesis_equal_the_wav(sink_daemon: tuple[RunningDaem
     assert info["format"] == "pcm" and np.array_equal(np.frombuffer(pcm, "<i2"), expected)
     with d.client() as c:
         rid = c.send("synthesize", {"text": text, "voice": JOE, "deterministic": True, "stream": True})
-        kinds, chunks = [], []
+        kinds, chunks, sentences = [], [], []
         while not kinds or kinds[-1] != "audio-stop":
             header, payload = c.receive(120)
             assert header["id"] == rid
             kinds.append(header["type"])
             if header["type"] == "audio-chunk":
                 chunks.append(np.frombuffer(payload or b"", "<i2"))
-    assert kinds[0] == "audio-start" and kinds.count("audio-chunk") == 2
+                sentences.append(header["data"]["sentence"])
+    assert kinds[0] == "audio-start" and kinds.count("audio-chunk") >= 2
+    assert sentences == sorted(sentences) and set(sentences) == {0, 1}
     assert np.array_equal(np.concatenate(chunks), expected)
 
 
