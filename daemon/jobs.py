@@ -73,7 +73,17 @@ class Job:
     """Why the job failed or was stopped."""
 
     created_s: float = field(default_factory=time.monotonic)
-    """When the request was accepted (monotonic clock)."""
+    """When the request was received (monotonic clock)."""
+
+    first_audio_s: float | None = None
+    """When the job's first sample was handed to the device (monotonic clock)."""
+
+    @property
+    def first_audio_ms(self) -> float | None:
+        """Time to first audio: request received to first sample handed to the device."""
+        if self.first_audio_s is None:
+            return None
+        return round((self.first_audio_s - self.created_s) * 1000.0, 3)
 
 
 class JobTable:

@@ -66,7 +66,7 @@ class DeviceUnavailable(UtterdError):
     code = "device-unavailable"
 
 
-EventKind = Literal["played", "flushed", "underrun", "device"]
+EventKind = Literal["started", "played", "flushed", "underrun", "device"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class PlayerEvent:
     """Something the player reports, always from its own events thread."""
 
     kind: EventKind
-    """`played`: the job's last sample went to the device; `flushed`: the job's audio was dropped
+    """`started`: the job's first sample went to the device (`at_s` says when); `played`: the
+    job's last sample went to the device; `flushed`: the job's audio was dropped
     (flush, device fault, close); `underrun`: the job's audio ran out mid-job; `device`: the
     device became unavailable or available again."""
 
@@ -87,6 +88,10 @@ class PlayerEvent:
     error: str | None = None
     """For `device` when unavailable: why, naming the device. For `flushed`: why the audio was
     dropped when it was not a `flush()` call (device lost, player closed)."""
+
+    at_s: float | None = None
+    """For `started`: `time.monotonic()` when the PortAudio callback copied the job's first
+    sample into the device buffer."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,9 @@ class Player:
 
         # Written by the PortAudio callback, read by the supervisor: plain attributes, no locks.
         self._cb_finished: deque[str] = deque()
+        # (job id, monotonic time) of each job whose first sample a callback copied out.
+        self._cb_started: deque[tuple[str, float]] = deque()
+        self._cb_last_job: str | None = None
         self._run_id = 0
         self._cb_stop_run_id = -1
         self._cb_error: str | None = None
@@ -411,6 +419,11 @@ class Player:
         written, finished = ring.read_into(out[:take])
         if written < frames:
             out[written:] = 0
+        if written and ring.last_read_job_id != self._cb_last_job:
+            self._cb_last_job = ring.last_read_job_id
+            if self._cb_last_job is not None:
+                self._cb_started.append((self._cb_last_job, time.monotonic()))
+                self._wake.set()
         if finished:
             self._cb_finished.extend(finished)
             self._wake.set()
@@ -464,6 +477,9 @@ class Player:
         return 1.0
 
     def _deliver_played(self) -> None:
+        while self._cb_started:
+            job_id, at_s = self._cb_started.popleft()
+            self._emit(PlayerEvent("started", job_id, at_s=at_s))
         if self._cb_finished:
             with self._lock:
                 self._deliver_played_locked()

@@ -128,6 +128,12 @@ class Scheduler:
         return self._current
 
     # -- player events (player thread) -----------------------------------------------------------
+    def on_started(self, job_id: str | None, at_s: float | None) -> None:
+        """The player handed the job's first sample to the device at `at_s` (monotonic)."""
+        job = self.jobs.get(job_id) if job_id else None
+        if job is not None and job.first_audio_s is None:
+            job.first_audio_s = at_s
+
     def on_played(self, job_id: str | None, error: str | None = None) -> None:
         """The player handed the job's last sample to the device, or dropped its audio (`error`
         set when a device fault, not a stop, lost it)."""
@@ -218,7 +224,11 @@ class Scheduler:
     def _finish(self, job: Job, state: JobState, reason: str | None, code: str | None = None) -> None:
         job.state = state
         job.error = reason
-        data: dict[str, Any] = {"job": job.job_id, "client": job.client}
+        data: dict[str, Any] = {
+            "job": job.job_id,
+            "client": job.client,
+            "first_audio_ms": job.first_audio_ms,
+        }
         with self._cond:
             self.counters[state.value] += 1
         if state is JobState.DONE:

@@ -124,6 +124,7 @@ class Server:
         self._pull: zmq.Socket[bytes] | None = None
         self.bound = threading.Event()
         self._loop_ident: int | None = None
+        self._received_s = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def bind(self) -> None:
@@ -228,6 +229,7 @@ class Server:
             _LOGGER.debug("event=undeliverable error=%s", exc)
 
     def _handle(self, frames: list[bytes]) -> None:
+        self._received_s = time.monotonic()  # time to first audio counts from here
         self.counters["requests"] += 1
         envelope, body = protocol.split_envelope(frames)
         request_id: str | int | None = None
@@ -309,7 +311,14 @@ class Server:
         self._send(
             envelope,
             protocol.reply(
-                request.id, "job", {"job": job.job_id, "state": job.state.value, "error": job.error}
+                request.id,
+                "job",
+                {
+                    "job": job.job_id,
+                    "state": job.state.value,
+                    "error": job.error,
+                    "first_audio_ms": job.first_audio_ms,
+                },
             ),
         )
 
@@ -332,6 +341,7 @@ class Server:
             cache=msg.cache,
             slots=msg.slots,
             client=client,
+            created_s=self._received_s,
         )
         self.scheduler.submit(job)
         self._send(

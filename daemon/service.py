@@ -49,7 +49,9 @@ class Daemon:
         server = self._server
         if server is None:
             return
-        if event.kind == "played":
+        if event.kind == "started":
+            server.scheduler.on_started(event.job_id, event.at_s)
+        elif event.kind == "played":
             server.scheduler.on_played(event.job_id)
         elif event.kind == "flushed":
             server.scheduler.on_played(event.job_id, event.error)

@@ -78,7 +78,7 @@ def test_file_sink_holds_exactly_the_samples_in_order(tmp_path: Path, sizes: lis
     env, sink = file_sink_env(tmp_path)
     result, stderr = run_driver(env, "chunks", "--sizes", *map(str, sizes))
     assert result["played"]
-    assert [(e["kind"], e["job_id"]) for e in result["events"] if e["kind"] != "underrun"] == [
+    assert [(e["kind"], e["job_id"]) for e in result["events"] if e["kind"] not in ("underrun", "started")] == [
         ("played", "job-1"),
         ("played", "job-empty"),  # a job without audio still gets its "played", in order
     ]
@@ -403,7 +403,7 @@ class Events:
         self.items.append(event)
 
     def kinds(self) -> list[tuple[str, str | None]]:
-        return [(e.kind, e.job_id) for e in self.items]
+        return [(e.kind, e.job_id) for e in self.items if e.kind != "started"]
 
 
 @pytest.fixture
@@ -446,8 +446,13 @@ def test_fake_jobs_play_back_to_back_and_the_stream_stops_when_idle(
         stream = fake_sd.streams[-1]
         _wait(lambda: stream.active)
         stream.pump()
-        _wait(lambda: len(events.items) == 2)
+        _wait(lambda: len(events.kinds()) == 2)
         assert events.kinds() == [("played", "a"), ("played", "b")]
+        started = [e for e in events.items if e.kind == "started"]
+        assert [e.job_id for e in started] == ["a", "b"], "each job's first sample is reported"
+        assert all(e.at_s is not None and e.at_s <= time.monotonic() for e in started)
+        order = [(e.kind, e.job_id) for e in events.items]
+        assert order.index(("started", "a")) < order.index(("played", "a"))
         out = stream.output()
         expected = np.concatenate([_pcm(1000, 1), _pcm(300, 2)])
         np.testing.assert_array_equal(out[: len(expected)], expected)
