@@ -7,8 +7,8 @@ same `normalize` before words are compared, so "$127.45" in the text and "$127.4
 1. currency ``$1,250.00`` → "one thousand two hundred fifty dollars", ``$18.99`` → "eighteen
    dollars ninety nine cents";
 2. phone-style digit groups joined by dashes (``1-800-555-0199``) → one word per digit;
-3. clock times lose their separator, ``7:45`` and ``7.45`` → ``745`` (Whisper writes a spoken
-   "seven forty-five" as any of ``7:45``, ``7.45`` or ``745``), then step 6 reads them;
+3. clock times lose their separator, ``7:45``, ``7.45`` and ``7 45`` → ``745`` (Whisper writes a
+   spoken "seven forty-five" as any of these or as ``745``), then step 6 reads them;
 4. ``a.m.``/``pm`` after a number → "a m"/"p m";
 5. ``30%`` → "thirty percent"; written ordinals count as their number (``14th`` → "fourteen":
    Whisper writes "June fourteenth" as ``June 14`` or ``June 14th``); ``&`` → "and";
@@ -33,7 +33,7 @@ from num2words import num2words
 
 _CURRENCY: Final = re.compile(r"\$\s?(\d[\d,]*)(?:\.(\d{1,2}))?\b")
 _PHONE: Final = re.compile(r"\b\d+(?:-\d+)+\b")
-_TIME: Final = re.compile(r"\b(\d{1,2})[:.](\d{2})\b")
+_TIME: Final = re.compile(r"\b(\d{1,2})[:. ]([0-5]\d)\b")
 _MERIDIEM: Final = re.compile(r"(\d)\s*([ap])\.?\s?m\b\.?", re.IGNORECASE)
 _PERCENT: Final = re.compile(r"(\d[\d,.]*)\s?%")
 _ORDINAL: Final = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)

@@ -102,6 +102,7 @@ def test_wer_normalizer_reads_numbers_alike() -> None:
         sys.path.remove(str(BENCH))
     # A listener's spellings of the same speech normalize to the same words.
     assert wer.normalize("at 7:45") == wer.normalize("At 745.") == wer.normalize("at 7.45")
+    assert wer.normalize("to 5:30 p.m.") == wer.normalize("to 5 30 PM")
     assert wer.normalize("$127.45") == wer.normalize("127 dollars and 45 cents")
     assert wer.normalize("number 4 7 2 9 1") == wer.normalize("number 47291")
     digits = ["one", "eight", "zero", "zero", "five", "five", "five", "zero", "one", "nine", "nine"]
