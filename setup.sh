@@ -45,11 +45,18 @@ python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "setup.sh: utterd needs Python 3.11 or newer; $python is $("$python" --version 2>&1)" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extras="piper"
-[ "$with_tests" = 1 ] && extras="piper,test"
+extras="piper,quantize"
+[ "$with_tests" = 1 ] && extras="piper,quantize,test"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$extras]"
 
 [ "$start" = 1 ] || exit 0
+
+# INT8 variants of the Piper voice, gated on this machine (quality and speed against FP32); a
+# variant that loses is not used. Done once: later runs find the manifest and skip this.
+if ! ls "${XDG_DATA_HOME:-$HOME/.local/share}"/utterd/models/*/manifest.json >/dev/null 2>&1; then
+  echo "setup.sh: quantizing en_US-joe-medium for this CPU (a few minutes, once)"
+  .venv/bin/utterd quantize en_US-joe-medium || echo "setup.sh: quantization failed; utterd uses FP32" >&2
+fi
 echo "setup.sh: starting utterd (Ctrl-C stops it; 'utterd say Hello' from another shell: .venv/bin/utterd say Hello)"
 exec .venv/bin/utterd serve --greeting "Hello. utterd is ready."

@@ -87,6 +87,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return Daemon(settings, utterd_version()).run()
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from utterd.quantize import cli as quantize_cli
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(message)s")
+    if args.voices_folder is None:
+        args.voices_folder = [p.expanduser() for p in settings.voices.folders]
+    if args.model_store is None:
+        args.model_store = settings.voices.resolved_model_store()
+    return quantize_cli.run(args)
+
+
 def cmd_say(args: argparse.Namespace, client: Client) -> int:
     header, _ = client.request("speak", _synth_data(args))
     job = header["data"]["job"]
@@ -234,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     voices = sub.add_parser("voices", help="list the voices")
     voices.add_argument("--json", action="store_true")
 
+    from utterd.quantize.cli import add_arguments as add_quantize_arguments
+
+    quantize = sub.add_parser(
+        "quantize", help="make and gate INT8 variants of a Piper voice on this machine"
+    )
+    add_quantize_arguments(quantize)
+
     cache = sub.add_parser("cache", help="the phrase cache")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     warm = cache_sub.add_parser("warm", help="render prompts from FILE into the cache in the background")
@@ -261,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "quantize":
+            return cmd_quantize(args)
         with Client(_endpoint(args), timeout_s=args.timeout) as client:
             return _CLIENT_COMMANDS[args.command](args, client)
     except NotRunning as exc:

@@ -36,7 +36,7 @@ __all__ = [
     "settings_from_mapping",
 ]
 
-BACKENDS: Final[tuple[str, ...]] = ("onnxruntime",)
+BACKENDS: Final[tuple[str, ...]] = ("auto", "onnxruntime", "openvino")
 """Inference backends `voices.backend` accepts; grows with the INT8 work (openvino, auto)."""
 
 LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -21,6 +21,8 @@ from typing import Any
 
 import zmq
 
+from utterd.models.backend import intra_op_threads
+from utterd.models.cpu_features import cpu_features
 from utterd.models.errors import UtterdError
 from utterd.models.voice import CancelToken, SynthesisParams, VoiceInfo, float_to_pcm16
 from utterd.models.voice_store import VoiceStore
@@ -36,6 +38,9 @@ from .scheduler import Scheduler
 from .settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
+
+# Reported once under `backend`, not repeated for every voice.
+_CPU_KEYS = frozenset({"cpu_model", "cpu_features"})
 
 
 class AlreadyRunning(UtterdError):
@@ -266,9 +271,12 @@ class Server:
 
     def describe(self) -> dict[str, Any]:
         current = self.scheduler.current()
+        cpu = cpu_features()
         voices = []
         for info in self.voices.infos():
             err = self.voices.load_error(info.voice_id)
+            loaded = self.voices.is_loaded(info.voice_id)
+            runtime = self.voices.get(info.voice_id).runtime_info() if loaded else {}
             voices.append(
                 {
                     "id": info.voice_id,
@@ -277,8 +285,9 @@ class Server:
                     "sample_rate_hz": info.sample_rate_hz,
                     "speakers": list(info.speakers),
                     "source": info.source,
-                    "loaded": self.voices.is_loaded(info.voice_id),
-                    "load_error": err,
+                    "loaded": loaded,
+                    "load_error": err.message if err is not None else None,
+                    "runtime": {k: v for k, v in runtime.items() if k not in _CPU_KEYS},
                 }
             )
         return {
@@ -290,7 +299,9 @@ class Server:
             "voices": voices,
             "backend": {
                 "name": self.settings.voices.backend,
-                "threads": self.settings.voices.threads,
+                "threads": intra_op_threads(self.voices.engine),
+                "cpu_model": cpu.model_name,
+                "cpu_features": list(cpu.features),
             },
             "device": self._device_state(),
             "queue": {

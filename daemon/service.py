@@ -66,7 +66,7 @@ class Daemon:
         started = time.monotonic()
         cfg = self.settings
         store = VoiceStore(
-            default_families(),
+            default_families(cfg.voices.resolved_model_store(), cpu_pinning=cfg.voices.cpu_pinning),
             [p.expanduser() for p in cfg.voices.folders],
             EngineSettings(backend=cfg.voices.backend, threads=cfg.voices.threads),
         )

@@ -76,11 +76,31 @@ class VoiceSettings:
     preload: tuple[str, ...] = ()
     """Voices loaded at start-up besides the default; others load on first use."""
 
-    backend: str = "onnxruntime"
-    """Inference backend for every voice."""
+    backend: str = "auto"
+    """Inference backend for every voice: `auto` (the fastest variant that passed the quality
+    and speed gates on this machine, from `utterd quantize`; FP32 on ONNX Runtime otherwise),
+    `onnxruntime` or `openvino`."""
 
     threads: int = 0
     """Intra-op threads per inference; 0 means one per physical core."""
+
+    model_store: Path | None = None
+    """Folder of quantized variants and their manifest (written by `utterd quantize`). None:
+    $STATE_DIRECTORY/models (systemd), else $XDG_DATA_HOME/utterd/models, else
+    ~/.local/share/utterd/models."""
+
+    cpu_pinning: bool = False
+    """Pin inference threads to cores (OpenVINO); helps on a busy machine, hurts a shared one."""
+
+    def resolved_model_store(self) -> Path:
+        if self.model_store is not None:
+            return self.model_store.expanduser()
+        state = os.environ.get("STATE_DIRECTORY")
+        if state:
+            return Path(state.split(":")[0]) / "models"
+        data_home = os.environ.get("XDG_DATA_HOME")
+        base = Path(data_home) if data_home else Path("~/.local/share").expanduser()
+        return base / "utterd" / "models"
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,22 @@ from pathlib import Path
 
 from .errors import UnknownVoice, VoiceLoadError
 from .hibari_family import HibariFamily
+from .model_store import ModelStore
 from .piper_family import PiperFamily
 from .voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)
 
 
-def default_families() -> list[VoiceFamily]:
-    """The families utterd ships, in priority order (an id found by an earlier one wins)."""
-    return [HibariFamily(), PiperFamily()]
+def default_families(
+    model_store: Path | None = None, *, cpu_pinning: bool = False
+) -> list[VoiceFamily]:
+    """The families utterd ships, in priority order (an id found by an earlier one wins).
+
+    `model_store` is where Piper voices' quantized variants live (None: the default folder).
+    """
+    store = ModelStore(model_store) if model_store is not None else None
+    return [HibariFamily(), PiperFamily(model_store=store, cpu_pinning=cpu_pinning)]
 
 
 @dataclass

@@ -184,7 +184,7 @@ def test_wrong_types(data: Any, key: str, shown: str) -> None:
         ("server.synth_workers", [0, 17], [1, 16]),
         ("voices.threads", [-1], [0, 8]),
         ("log_level", ["debug", "TRACE"], ["DEBUG", "ERROR"]),
-        ("voices.backend", ["openvino", "ONNXRUNTIME"], ["onnxruntime"]),
+        ("voices.backend", ["tensorrt", "ONNXRUNTIME"], ["onnxruntime", "openvino", "auto"]),
     ],
 )
 def test_ranges(key: str, bad: list[Any], good: list[Any]) -> None:

@@ -202,6 +202,10 @@ def test_describe_answers_while_a_long_text_is_synthesized(sink_daemon: tuple[Ru
     info = header["data"]
     assert {v["id"] for v in info["voices"]} >= {HIBARI, JOE}
     assert info["device"]["available"] is True
+    assert isinstance(info["backend"]["cpu_features"], list) and info["backend"]["threads"] >= 1
+    joe = next(v for v in info["voices"] if v["id"] == JOE)
+    assert joe["loaded"] and joe["runtime"]["backend"] in ("onnxruntime", "openvino")
+    assert joe["runtime"]["precision"] in ("fp32", "int8")
 
 
 def test_ipc_sockets_are_owner_only(sink_daemon: tuple[RunningDaemon, Path]) -> None:
