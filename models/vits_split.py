@@ -8,7 +8,8 @@ little context on each side and give the same samples as the whole-sentence run.
 
 - **encoder**: the stock inputs (`input`, `input_lengths`, `scales`, `sid` for multi-speaker
   voices) → `latent` [1, C, frames] and `durations` [1, 1, phonemes] (frames per phoneme id);
-- **decoder**: a window of `latent` frames → `audio` [1, 1, frames · hop].
+- **decoder**: a window of `latent` frames → `audio`, shaped like the stock output
+  ([1, 1, 1, frames · hop] for Piper).
 
 Where the cut lies is a choice (`flow_in_decoder`). By default the flow goes to the decoder side:
 `latent` is the prior sample `z_p` and the decoder graph runs flow + generator, with a `trim` input
@@ -24,8 +25,9 @@ prior sample is the sum fed by the graph's last `RandomNormalLike`, and the dura
 stages are computed from the convolution attributes; an op that could mix frames from afar (an
 attention, a reshape of the time axis, a reduction) makes the split fail with `VoiceLoadError`.
 
-Split models are cached in a folder, keyed by the source file's sha256, so the cut (a few seconds
-of protobuf work for a 60 MB model) happens once per model, not at every start.
+Split models are cached in a folder, keyed by the source file's sha256, so the cut (about a
+second of protobuf work for a 60 MB model, and the `onnx` package) happens once per model, not at
+every start.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ class SplitInfo:
     """Decoder input int64 [2]: flow context frames to drop left and right; None without flow."""
 
     decoder_audio: str = AUDIO
-    """Decoder output [1, 1, samples]: hop_length samples per latent frame kept after `trim`."""
+    """Decoder output, shaped like the stock output ([1, 1, 1, samples] for Piper): hop_length
+    samples per latent frame kept after `trim`."""
 
     stock_latent_tensor: str = ""
     """Name in the stock graph of the tensor `latent` was cut at (for diagnostics)."""
