@@ -2,9 +2,11 @@
 
 Threads and who does what:
 
-- callers (the speech worker): `play` converts and resamples outside any lock, then appends to the
-  ring (blocking only when ~max_buffered_s is already queued); `end_job` appends an end marker;
-  `flush` aborts the stream and clears the ring.
+- callers (the speech worker): `play` converts and resamples outside any lock, then appends a
+  piece marker (carrying the chunk's mark, if any) and the audio to the ring (blocking only when
+  ~max_buffered_s is already queued); `end_job` appends an end marker; `flush` aborts the stream
+  and clears the ring; `pause` asks the callback to hold at the job's next piece marker (nothing
+  is dropped: the rest stays in the ring) and `resume` lets it go on.
 - the PortAudio callback only copies from the ring, pads zeros, and notes what it saw in plain
   attributes; it never takes the player's locks, logs or emits.
 - the supervisor thread (`utterd-player`) starts the stream when audio is queued, stops it once
@@ -66,7 +68,9 @@ class DeviceUnavailable(UtterdError):
     code = "device-unavailable"
 
 
-EventKind = Literal["started", "played", "flushed", "underrun", "device"]
+EventKind = Literal[
+    "started", "played", "flushed", "underrun", "device", "mark", "paused", "resumed"
+]
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,9 @@ class PlayerEvent:
     """`started`: the job's first sample went to the device (`at_s` says when); `played`: the
     job's last sample went to the device; `flushed`: the job's audio was dropped
     (flush, device fault, close); `underrun`: the job's audio ran out mid-job; `device`: the
-    device became unavailable or available again."""
+    device became unavailable or available again; `mark`: the callback reached a mark given to
+    `play` (its chunk's first sample goes to the device now); `paused`: a `pause` took effect,
+    the job's audio holds at a piece boundary; `resumed`: a paused job's audio goes on."""
 
     job_id: str | None = None
     """The job concerned; None for `device`."""
@@ -90,8 +96,11 @@ class PlayerEvent:
     dropped when it was not a `flush()` call (device lost, player closed)."""
 
     at_s: float | None = None
-    """For `started`: `time.monotonic()` when the PortAudio callback copied the job's first
-    sample into the device buffer."""
+    """For `started` and `mark`: `time.monotonic()` when the PortAudio callback copied the job's
+    first sample (of the marked chunk) into the device buffer."""
+
+    mark: object = None
+    """For `mark`: the value given to `play`."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +206,13 @@ class Player:
         self._cb_starved_job: str | None = None
         # PortAudio stream time at which the last real sample has been heard.
         self._tail_until_s: float | None = None
+        # (job id, mark, monotonic time) of each mark a callback passed.
+        self._cb_marks: deque[tuple[str, object, float]] = deque()
+        # Pause: the job to hold at its next piece marker (set by `pause`, read by the callback),
+        # the job the callback holds now, and the job whose `paused` event went out.
+        self._hold_job: str | None = None
+        self._cb_held_job: str | None = None
+        self._reported_held: str | None = None
 
         self._supervisor = threading.Thread(
             target=self._supervise, name="utterd-player", daemon=True
@@ -233,9 +249,17 @@ class Player:
             self._install(*opened)
         self._supervisor.start()
 
-    def play(self, job_id: str, chunk: AudioChunk, cancel: CancelToken | None = None) -> None:
+    def play(
+        self,
+        job_id: str,
+        chunk: AudioChunk,
+        cancel: CancelToken | None = None,
+        mark: object = None,
+    ) -> None:
         """Queue a chunk of `job_id` for playback, after everything queued before it.
 
+        The chunk is one piece: a pause takes effect before a piece, never inside one. `mark`, if
+        not None, comes back in a `mark` event when the chunk starts to play.
         Blocks while ~max_buffered_s is already queued, until there is room or the job is
         flushed. Audio of a flushed job, or one whose `cancel` token is set, is dropped.
         Raises DeviceUnavailable while the device is missing.
@@ -247,7 +271,33 @@ class Player:
             job = self._pending.setdefault(job_id, _Job())
             device_rate_hz = self._device_rate_hz
         assert device_rate_hz is not None
-        self._enqueue(job_id, self._to_device_pcm(job, chunk, device_rate_hz), cancel)
+        self._enqueue(
+            job_id, self._to_device_pcm(job, chunk, device_rate_hz), cancel, piece=True, mark=mark
+        )
+
+    def pause(self, job_id: str) -> None:
+        """Hold `job_id`'s audio at its next piece boundary, keeping the rest for `resume`.
+
+        Returns at once; a `paused` event follows when the hold takes effect (not if the job
+        ends first). The device plays out what it already has and goes quiet.
+        """
+        with self._lock:
+            if job_id in self._flushed:
+                return
+            self._hold_job = job_id
+        self._wake.set()
+
+    def resume(self, job_id: str) -> None:
+        """Let `job_id`'s audio go on from where `pause` held it; `resumed` if it was held."""
+        with self._lock:
+            if self._hold_job != job_id and self._cb_held_job != job_id:
+                return
+            self._hold_job = None
+            self._cb_held_job = None
+            if self._reported_held == job_id:
+                self._emit(PlayerEvent("resumed", job_id))
+            self._reported_held = None
+        self._wake.set()
 
     def end_job(self, job_id: str) -> None:
         """No more audio comes for `job_id`: emit `played` once its last sample is on its way.
@@ -301,6 +351,7 @@ class Player:
             with self._lock:
                 self._ring.clear()
                 self._cb_starved_job = None
+                self._clear_hold_locked()
                 self._deliver_played_locked()
                 self._flush_pending_locked()
         _LOGGER.debug("event=flushed")
@@ -322,6 +373,7 @@ class Player:
                 _close_quietly(stream)
             with self._lock:
                 self._ring.clear()
+                self._clear_hold_locked()
                 self._deliver_played_locked()
                 self._flush_pending_locked("the player is closed")
                 self._available = False
@@ -363,8 +415,16 @@ class Player:
         # Resample in float, convert once: soxr's overshoot is clipped by float_to_pcm16.
         return float_to_pcm16(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
-    def _enqueue(self, job_id: str, pcm: npt.NDArray[np.int16], cancel: CancelToken | None) -> None:
-        """Append to the ring, waiting for room; returns early if the job is flushed."""
+    def _enqueue(
+        self,
+        job_id: str,
+        pcm: npt.NDArray[np.int16],
+        cancel: CancelToken | None,
+        piece: bool = False,
+        mark: object = None,
+    ) -> None:
+        """Append to the ring (after a piece marker if `piece`), waiting for room; returns early
+        if the job is flushed."""
         offset = 0
         with self._room:
             while True:
@@ -372,6 +432,9 @@ class Player:
                 if self._dropped(job_id, cancel):
                     return
                 self._pending.setdefault(job_id, _Job())
+                if piece:
+                    self._ring.start_piece(job_id, mark)
+                    piece = False
                 taken = self._ring.write(job_id, pcm[offset:])
                 if taken and self._cb_starved_job == job_id:
                     self._count_underrun_locked(job_id)
@@ -412,13 +475,24 @@ class Player:
         `now_s` and `dac_s` are PortAudio's stream time now and when this block will be heard.
         """
         ring = self._ring
+        hold = self._hold_job
         buffered, ended, _ = ring.snapshot()
         # A partial block is only played (and padded) at the end of an ended job: padding inside
         # a job would put silence into speech, and on a file sink into the recording.
         take = frames if buffered >= frames else ended
-        written, finished = ring.read_into(out[:take])
+        if hold is None:
+            written, finished = ring.read_into(out[:take])
+            held = False
+        else:
+            written, finished = ring.read_into(out[:take], hold)
+            held = ring.held
         if written < frames:
             out[written:] = 0
+        marks = ring.take_marks()
+        if marks:
+            at_s = time.monotonic()
+            self._cb_marks.extend((job_id, mark, at_s) for job_id, mark in marks)
+            self._wake.set()
         if written and ring.last_read_job_id != self._cb_last_job:
             self._cb_last_job = ring.last_read_job_id
             if self._cb_last_job is not None:
@@ -427,17 +501,21 @@ class Player:
         if finished:
             self._cb_finished.extend(finished)
             self._wake.set()
+        if held and self._cb_held_job != hold:
+            self._cb_held_job = hold
+            self._wake.set()
         buffered, ended, open_job = ring.snapshot()
-        # Silence after some of an open job's audio: a gap in it if more of it comes.
-        starving = open_job is not None and open_job == ring.last_read_job_id
+        # Silence after some of an open job's audio: a gap in it if more of it comes (a pause's
+        # silence is wanted, not a gap).
+        starving = not held and open_job is not None and open_job == ring.last_read_job_id
         if written < frames and starving:
             self._cb_starved_job = open_job
-        if buffered >= frames or ended > 0:
+        if not held and (buffered >= frames or ended > 0):
             self._tail_until_s = None
             return False
-        # Dry. PortAudio's ALSA drain (after CallbackStop) drops what the device still buffers,
-        # so play silence until our last sample has been heard, then stop; a device that reports
-        # no delay (the file sink) stops at once and records no extra silence.
+        # Dry or held. PortAudio's ALSA drain (after CallbackStop) drops what the device still
+        # buffers, so play silence until our last sample has been heard, then stop; a device that
+        # reports no delay (the file sink) stops at once and records no extra silence.
         if written > 0:
             self._tail_until_s = dac_s + written / self._stream_rate_hz if dac_s > now_s else now_s
         if self._tail_until_s is not None and now_s < self._tail_until_s:
@@ -480,16 +558,34 @@ class Player:
         while self._cb_started:
             job_id, at_s = self._cb_started.popleft()
             self._emit(PlayerEvent("started", job_id, at_s=at_s))
-        if self._cb_finished:
+        while self._cb_marks:
+            job_id, mark, at_s = self._cb_marks.popleft()
+            self._emit(PlayerEvent("mark", job_id, at_s=at_s, mark=mark))
+        if self._cb_finished or self._cb_held_job != self._reported_held:
             with self._lock:
+                held = self._cb_held_job
+                if held is not None and held != self._hold_job:
+                    # Resumed (or flushed) while the callback was stopping there: not held.
+                    self._cb_held_job = held = None
+                if held is not None and held != self._reported_held:
+                    self._reported_held = held
+                    self._emit(PlayerEvent("paused", held))
                 self._deliver_played_locked()
 
     def _deliver_played_locked(self) -> None:
         """Emit `played` for jobs whose end marker the callback passed; _lock held."""
         while self._cb_finished:
             job_id = self._cb_finished.popleft()
+            if self._hold_job == job_id:
+                self._hold_job = None  # it ended before a piece boundary: nothing left to hold
             if self._pending.pop(job_id, None) is not None:
                 self._emit(PlayerEvent("played", job_id))
+
+    def _clear_hold_locked(self) -> None:
+        """Forget any pause (the ring it held was cleared); _lock held."""
+        self._hold_job = None
+        self._cb_held_job = None
+        self._reported_held = None
 
     def _tend_stream(self) -> None:
         """Notice a stream that ended, start one when audio waits; PortAudio calls only here."""
@@ -513,7 +609,8 @@ class Player:
                     self._fault_locked(f"stopping the audio stream failed: {exc}")
                     return
             buffered, ended, _ = self._ring.snapshot()
-            if buffered >= self._block_frames or ended > 0:
+            holding = self._cb_held_job is not None
+            if not holding and (buffered >= self._block_frames or ended > 0):
                 self._run_id += 1
                 self._cb_error = None
                 self._tail_until_s = None
@@ -524,9 +621,14 @@ class Player:
                     return
                 self._stream_phase = _Phase.STARTED
             else:
-                # Nothing to play: end markers at the head are jobs whose audio is all out.
-                _, finished = self._ring.read_into(_NO_FRAMES)
+                # Nothing to play (or paused): end markers at the head are jobs whose audio is
+                # all out; a held piece marker stays.
+                _, finished = self._ring.read_into(_NO_FRAMES, self._hold_job)
                 self._cb_finished.extend(finished)
+                marks = self._ring.take_marks()
+                if marks:
+                    at_s = time.monotonic()
+                    self._cb_marks.extend((job_id, mark, at_s) for job_id, mark in marks)
 
     # -- device open, fault and retry ---------------------------------------------------------------
 
@@ -624,6 +726,7 @@ class Player:
                     )
                     self._ring = RingBuffer(capacity)
                 self._ring.clear()
+                self._clear_hold_locked()
                 self._device_name = name
                 self._device_rate_hz = rate_hz
                 self._stream_rate_hz = float(rate_hz)
@@ -656,6 +759,7 @@ class Player:
             self._available = False
             self._error = error
             self._ring.clear()
+            self._clear_hold_locked()
             self._reported_unavailable = True
             self._emit(PlayerEvent("device", available=False, error=error))
             self._deliver_played_locked()

@@ -1,9 +1,11 @@
 """A bounded FIFO of int16 mono frames between synthesis and the PortAudio callback.
 
 One producer (the player, on behalf of synthesis threads) appends audio tagged with a job id and,
-when a job has no more audio, an end-of-job marker. One consumer (the PortAudio callback) copies
-frames out from the head into the device buffer and learns which jobs have had their last frame
-handed over. The frames live in one preallocated array, so reading never allocates sample memory;
+when a job has no more audio, an end-of-job marker; before each piece of a job's audio it may put
+a piece marker, optionally carrying a mark (a sentence start). One consumer (the PortAudio
+callback) copies frames out from the head into the device buffer, learns which jobs have had
+their last frame handed over and which marks it passed, and can be told to hold at the next piece
+marker of a job (pause at a piece boundary, keeping everything after it). The frames live in one preallocated array, so reading never allocates sample memory;
 a short lock guards the bookkeeping because `clear()` may come from a third thread.
 """
 
@@ -19,15 +21,22 @@ import numpy.typing as npt
 _NO_JOBS: Final[tuple[str, ...]] = ()
 
 
+_FRAMES: Final = 0
+_END: Final = 1
+_PIECE: Final = 2
+
+
 class _Segment:
-    """A run of frames of one job in FIFO order, or (frames == 0, is_end) a job's end marker."""
+    """A run of frames of one job in FIFO order, or a zero-length marker: a job's end, or the
+    start of one of its pieces (with an optional mark)."""
 
-    __slots__ = ("frames", "is_end", "job_id")
+    __slots__ = ("frames", "job_id", "kind", "mark")
 
-    def __init__(self, job_id: str, frames: int, is_end: bool) -> None:
+    def __init__(self, job_id: str, frames: int, kind: int, mark: object = None) -> None:
         self.job_id = job_id
         self.frames = frames
-        self.is_end = is_end
+        self.kind = kind
+        self.mark = mark
 
 
 class RingBuffer:
@@ -47,6 +56,8 @@ class RingBuffer:
         self._open_job_id: str | None = None
         self._open_frames = 0
         self._last_read_job_id: str | None = None
+        self._marks: list[tuple[str, object]] = []
+        self._held = False
 
     @property
     def capacity_frames(self) -> int:
@@ -83,6 +94,18 @@ class RingBuffer:
         with self._lock:
             return self._buffered_frames - min(self._open_frames, self._buffered_frames)
 
+    @property
+    def held(self) -> bool:
+        """The last `read_into` stopped at a piece marker of its `hold_job_id`."""
+        with self._lock:
+            return self._held
+
+    def take_marks(self) -> list[tuple[str, object]]:
+        """(job id, mark) of every mark `read_into` passed since the last call, in order."""
+        with self._lock:
+            marks, self._marks = self._marks, []
+            return marks
+
     def snapshot(self) -> tuple[int, int, str | None]:
         """(buffered_frames, ended_frames, open_job_id), read together under the lock."""
         with self._lock:
@@ -102,10 +125,10 @@ class RingBuffer:
                 self._data[: count - first] = frames[first:count]
             self._buffered_frames += count
             tail = self._segments[-1] if self._segments else None
-            if tail is not None and not tail.is_end and tail.job_id == job_id:
+            if tail is not None and tail.kind == _FRAMES and tail.job_id == job_id:
                 tail.frames += count
             else:
-                self._segments.append(_Segment(job_id, count, is_end=False))
+                self._segments.append(_Segment(job_id, count, _FRAMES))
             # Frames after the last end of the open job form the "open run"; if another job was
             # still open its frames stay in the run, as nothing may be padded until both end.
             self._open_job_id = job_id
@@ -115,30 +138,48 @@ class RingBuffer:
     def end_job(self, job_id: str) -> None:
         """Append the end marker of `job_id`: reported by `read_into` once its frames are read."""
         with self._lock:
-            self._segments.append(_Segment(job_id, 0, is_end=True))
+            self._segments.append(_Segment(job_id, 0, _END))
             if self._open_job_id == job_id:
                 self._open_job_id = None
                 self._open_frames = 0
 
-    def read_into(self, out: npt.NDArray[np.int16]) -> tuple[int, tuple[str, ...]]:
+    def start_piece(self, job_id: str, mark: object = None) -> None:
+        """Append a piece marker of `job_id`: a place where playback may hold (pause); `mark`,
+        if not None, is reported by `take_marks` once the reader passes it."""
+        with self._lock:
+            self._segments.append(_Segment(job_id, 0, _PIECE, mark))
+
+    def read_into(
+        self, out: npt.NDArray[np.int16], hold_job_id: str | None = None
+    ) -> tuple[int, tuple[str, ...]]:
         """Fill `out` from the head; return (frames_written, ids of jobs whose end was reached).
 
-        Never pads: frames of `out` past frames_written are left as they were. End markers at the
-        head are consumed even when `out` is empty, so a zero-length read reports jobs that ended
-        without (more) audio.
+        Never pads: frames of `out` past frames_written are left as they were. End and piece
+        markers at the head are consumed even when `out` is empty, so a zero-length read reports
+        jobs that ended without (more) audio. With `hold_job_id`, reading stops at that job's next
+        piece marker, which stays at the head (`held` is then True).
         """
         wanted = len(out)
         written = 0
         finished: list[str] | None = None
         with self._lock:
+            self._held = False
             segments = self._segments
             while segments:
                 head = segments[0]
-                if head.is_end:
+                if head.kind == _END:
                     segments.popleft()
                     if finished is None:
                         finished = []
                     finished.append(head.job_id)
+                    continue
+                if head.kind == _PIECE:
+                    if hold_job_id is not None and head.job_id == hold_job_id:
+                        self._held = True
+                        break
+                    segments.popleft()
+                    if head.mark is not None:
+                        self._marks.append((head.job_id, head.mark))
                     continue
                 if written == wanted:
                     break
@@ -162,6 +203,8 @@ class RingBuffer:
             self._open_job_id = None
             self._open_frames = 0
             self._last_read_job_id = None
+            self._marks = []
+            self._held = False
 
     def _copy_out(self, out: npt.NDArray[np.int16], offset: int, count: int) -> None:
         """Copy `count` frames from the read position into out[offset:], wrapping; lock held."""
