@@ -41,6 +41,8 @@ WARM_UP_TEXT: Final = "Ready."
 
 JOE_VOICE_ID: Final = "en_US-joe-medium"
 HIBARI_VOICE_ID: Final = "hibari-heart"
+HIBARI_DETERMINISTIC_SEED: Final = 0
+"""Noise seed of utterd's hibari voices for `deterministic=True` requests (models/hibari_family.py)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,14 @@ class Engine(ABC):
     def stream(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
         """Synthesize `text` with default parameters, yielding float32 mono pieces (one a sentence)."""
 
+    @abstractmethod
+    def stream_deterministic(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
+        """Synthesize `text` without random noise (or with a fixed seed) and with fixed gain.
+
+        utterd's `deterministic=True` against the baseline's own way of saying the same, so that
+        the two engines of a pair can be compared sample by sample (`equivalence.py`).
+        """
+
     def extra(self) -> dict[str, Any]:
         """Engine-specific facts for the JSON (e.g. what the engine reports about itself)."""
         return {}
@@ -153,6 +163,12 @@ class UtterdEngine(Engine):
         from utterd.models.voice import CancelToken, SynthesisParams
 
         for chunk in self._voice.stream(text, SynthesisParams(), CancelToken()):
+            yield chunk.samples
+
+    def stream_deterministic(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
+        from utterd.models.voice import CancelToken, SynthesisParams
+
+        for chunk in self._voice.stream(text, SynthesisParams(deterministic=True), CancelToken()):
             yield chunk.samples
 
     def extra(self) -> dict[str, Any]:
@@ -208,6 +224,14 @@ class PiperBaseline(Engine):
         for chunk in self._voice.synthesize(text, syn_config=SynthesisConfig()):
             yield chunk.audio_float_array
 
+    def stream_deterministic(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
+        from piper import SynthesisConfig
+
+        # utterd's deterministic mode: both noise scales at 0, and never peak-normalized.
+        config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False)
+        for chunk in self._voice.synthesize(text, syn_config=config):
+            yield chunk.audio_float_array
+
     def close(self) -> None:
         self._voice = None
 
@@ -237,6 +261,10 @@ class HibariBaseline(Engine):
 
     def stream(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
         yield from self._tts.stream(text)
+
+    def stream_deterministic(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
+        # Seed 0: the seed utterd's hibari family uses for deterministic requests.
+        yield from self._tts.stream(text, seed=HIBARI_DETERMINISTIC_SEED)
 
     def close(self) -> None:
         self._tts = None

@@ -109,3 +109,14 @@ def test_wer_normalizer_reads_numbers_alike() -> None:
     assert wer.normalize("dial 1-800-555-0199") == ["dial", *digits]
     assert wer.edit_distance(["a", "b", "c"], ["a", "x", "c", "d"]) == 2
     assert wer.corpus_wer([(["a", "b"], ["a", "b"]), (["c", "d"], [])]) == 0.5
+
+
+def test_equivalence_quick(tmp_path: Path) -> None:
+    data = _run("equivalence.py", tmp_path / "equivalence.json")
+    assert data["text_set"]["lines"] == 2
+    assert set(data["pairs"]) == {"joe", "hibari"}
+    for pair in data["pairs"].values():
+        for key in ("lines", "length_mismatches", "max_abs_diff", "identical_lines"):
+            assert key in pair, key
+        assert pair["lines"] == 2 and pair["max_abs_diff"] >= 0
+        assert all(item["samples_utterd"] > 0 for item in pair["items"])
