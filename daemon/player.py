@@ -147,6 +147,9 @@ class _Job:
     resampler_in_rate_hz: int = 0
     """Input rate of `resampler`."""
 
+    next_mark: object = None
+    """Mark for the next chunk (`mark_next`), None if none."""
+
 
 class Player:
     """Plays jobs' audio chunks on one PortAudio output device, in order."""
@@ -249,17 +252,17 @@ class Player:
             self._install(*opened)
         self._supervisor.start()
 
-    def play(
-        self,
-        job_id: str,
-        chunk: AudioChunk,
-        cancel: CancelToken | None = None,
-        mark: object = None,
-    ) -> None:
+    def mark_next(self, job_id: str, mark: object) -> None:
+        """Report `mark` (in a `mark` event) when the next chunk `play` gets for `job_id` starts
+        to play."""
+        with self._lock:
+            if job_id not in self._flushed:
+                self._pending.setdefault(job_id, _Job()).next_mark = mark
+
+    def play(self, job_id: str, chunk: AudioChunk, cancel: CancelToken | None = None) -> None:
         """Queue a chunk of `job_id` for playback, after everything queued before it.
 
-        The chunk is one piece: a pause takes effect before a piece, never inside one. `mark`, if
-        not None, comes back in a `mark` event when the chunk starts to play.
+        The chunk is one piece: a pause takes effect before a piece, never inside one.
         Blocks while ~max_buffered_s is already queued, until there is room or the job is
         flushed. Audio of a flushed job, or one whose `cancel` token is set, is dropped.
         Raises DeviceUnavailable while the device is missing.
@@ -269,6 +272,7 @@ class Player:
             if self._dropped(job_id, cancel):
                 return
             job = self._pending.setdefault(job_id, _Job())
+            mark, job.next_mark = job.next_mark, None
             device_rate_hz = self._device_rate_hz
         assert device_rate_hz is not None
         self._enqueue(

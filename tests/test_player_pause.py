@@ -25,8 +25,10 @@ def test_fake_pause_holds_at_the_next_piece_and_resume_loses_nothing(
     events = Events()
     player = _player(events)
     try:
-        player.play("a", _noise(1000, 1), mark="first")
-        player.play("a", _noise(700, 2), mark="second")
+        player.mark_next("a", "first")
+        player.play("a", _noise(1000, 1))
+        player.mark_next("a", "second")
+        player.play("a", _noise(700, 2))
         stream = fake_sd.streams[-1]
         _wait(lambda: stream.active)
         stream.pump(max_blocks=1)  # 256 frames of the first piece are out
