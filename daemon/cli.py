@@ -100,8 +100,18 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_say(args: argparse.Namespace, client: Client) -> int:
-    header, _ = client.request("speak", _synth_data(args))
-    job = header["data"]["job"]
+    if args.stream:
+        if args.text != "-" or args.slot:
+            raise SystemExit("utterd: --stream reads standard input: give '-' as TEXT, no --slot")
+        args.text = ""  # read line by line below, not all at once
+    data = _synth_data(args)
+    if args.priority:
+        data["priority"] = args.priority
+    if args.stream:
+        job = _say_streamed(client, data)
+    else:
+        header, _ = client.request("speak", data)
+        job = header["data"]["job"]
     if not args.wait:
         print(job)
         return 0
@@ -114,6 +124,17 @@ def cmd_say(args: argparse.Namespace, client: Client) -> int:
                 return 1
             return 0
         time.sleep(0.05)
+
+
+def _say_streamed(client: Client, data: dict[str, Any]) -> str:
+    """speak-start, then standard input line by line as speak-chunks, then speak-stop."""
+    data.pop("text")
+    header, _ = client.request("speak-start", data)
+    job = str(header["data"]["job"])
+    for line in sys.stdin:
+        client.request("speak-chunk", {"job": job, "text": line})
+    client.request("speak-stop", {"job": job})
+    return job
 
 
 def cmd_synth(args: argparse.Namespace, client: Client) -> int:
@@ -131,9 +152,18 @@ def cmd_synth(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, client: Client) -> int:
-    header, _ = client.request("stop", {"job": args.job} if args.job else {})
+    # Without --job: silence everything and empty the queue (the protocol's `cancel`).
+    kind, data = ("stop", {"job": args.job}) if args.job else ("cancel", {})
+    header, _ = client.request(kind, data)
     jobs = header["data"]["jobs"]
     print("stopped: " + (", ".join(jobs) if jobs else "nothing was speaking"))
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace, client: Client) -> int:
+    header, _ = client.request(args.command, {"job": args.job} if args.job else {})
+    jobs = header["data"]["jobs"]
+    print(f"{args.command}d: " + (", ".join(jobs) if jobs else "no job now"))
     return 0
 
 
@@ -231,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     say = sub.add_parser("say", help="speak text on the daemon's sound device")
     _add_synth_args(say)
     say.add_argument("--wait", action="store_true", help="return when the speech has finished")
+    say.add_argument(
+        "--priority",
+        choices=["important", "message", "text", "notification", "progress"],
+        help="how it competes with other speech (default text; see docs/protocol.md)",
+    )
+    say.add_argument(
+        "--stream",
+        action="store_true",
+        help="with TEXT '-': speak standard input sentence by sentence as lines arrive",
+    )
 
     synth = sub.add_parser("synth", help="synthesize to a WAV file, no playback")
     _add_synth_args(synth)
@@ -239,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stop = sub.add_parser("stop", help="silence now and drop the queue")
     stop.add_argument("--job", help="stop only this job")
+    for name, what in (("pause", "pause speech at the next piece"), ("resume", "end a pause")):
+        cmd = sub.add_parser(name, help=what + " (everything, or --job)")
+        cmd.add_argument("--job", help="only this job")
 
     for name in ("describe", "status"):
         d = sub.add_parser(name, help="daemon state, voices, device, counters")
@@ -268,6 +311,8 @@ _CLIENT_COMMANDS = {
     "say": cmd_say,
     "synth": cmd_synth,
     "stop": cmd_stop,
+    "pause": cmd_pause,
+    "resume": cmd_pause,
     "describe": cmd_describe,
     "status": cmd_describe,
     "voices": cmd_voices,

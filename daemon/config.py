@@ -125,6 +125,7 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "audio.retry_interval_s": _Range(0, low_open=True),
         "limits.max_text_chars": _Range(1),
         "limits.max_queue": _Range(1),
+        "limits.stream_idle_s": _Range(0, low_open=True),
         "cache.ram_budget_bytes": _Range(0),
         "cache.disk_budget_bytes": _Range(0),
         "cache.deterministic": _OneOf(DETERMINISTIC_POLICIES),

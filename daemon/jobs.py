@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from utterd.models.voice import CancelToken, SynthesisParams
 
-from .protocol import CacheMode
+from .protocol import CacheMode, Priority
+from .text_stream import TextStream
 
 
 class JobState(enum.Enum):
@@ -40,7 +41,7 @@ def new_job_id() -> str:
 
 @dataclass
 class Job:
-    """One `speak` request."""
+    """One `speak` request (or `speak-start` with the text that follows it)."""
 
     text: str
     """What to say."""
@@ -59,6 +60,21 @@ class Job:
 
     client: str = ""
     """Hex of the ZeroMQ routing id of the client that asked (for events and per-client stop)."""
+
+    priority: Priority = "text"
+    """How the job competes with others (daemon/priorities.py)."""
+
+    stream: TextStream | None = None
+    """For `speak-start`: the text as it arrives (`text` is then empty); None for `speak`."""
+
+    promoted: bool = False
+    """A `progress` job kept as the last of its series: it waits with the `message` rank."""
+
+    seq: int = 0
+    """Arrival order (renewed on promotion), to keep first come, first served within a rank."""
+
+    paused: bool = False
+    """Its audio is held by a pause (the device went quiet at a piece boundary)."""
 
     job_id: str = field(default_factory=new_job_id)
     """Stable id returned to the client and carried by every event of this job."""

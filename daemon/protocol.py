@@ -25,11 +25,13 @@ from .settings import LimitsSettings
 __all__ = [
     "ERROR_CODES",
     "PAYLOAD_TYPES",
+    "PRIORITIES",
     "REQUEST_TYPES",
     "AudioFormat",
     "CacheClear",
     "CacheMode",
     "CacheWarm",
+    "Cancel",
     "Describe",
     "EmptyText",
     "InvalidHeader",
@@ -40,11 +42,17 @@ __all__ = [
     "MalformedFrames",
     "Message",
     "MissingField",
+    "Pause",
     "Ping",
+    "Priority",
     "ProtocolError",
     "Request",
     "RequestId",
+    "Resume",
     "Speak",
+    "SpeakChunk",
+    "SpeakStart",
+    "SpeakStop",
     "Stop",
     "Synthesize",
     "TextTooLong",
@@ -69,11 +77,21 @@ CacheMode = Literal["auto", "refresh", "off"]
 AudioFormat = Literal["wav", "pcm"]
 """`wav`: a complete RIFF/WAVE file. `pcm`: raw signed 16-bit little-endian mono samples."""
 
+Priority = Literal["important", "message", "text", "notification", "progress"]
+"""A `speak` job's priority, with speech-dispatcher's (SSIP) rules; see daemon/priorities.py."""
+
+PRIORITIES: Final[tuple[str, ...]] = get_args(Priority)
+"""Every priority, most urgent first."""
+
 _RANGE: Final = "range"
 """Field-metadata key: inclusive (low, high) bounds of a number."""
 
 _TEXT: Final = "text"
 """Field-metadata key: the field is the text to speak (empty-text and text-too-long apply)."""
+
+_PIECE: Final = "piece"
+"""Field-metadata key: the field is a piece of a text sent in parts: it may be empty or only
+whitespace (a space between two words is a piece), and text-too-long applies."""
 
 _HEADER_KEYS: Final = ("type", "id", "data")
 
@@ -228,6 +246,67 @@ class _SpeechRequest:
 class Speak(_SpeechRequest):
     """Queue text for playback on the sound device. Reply: `queued` with the job id."""
 
+    priority: Priority = "text"
+    """How the job competes with the others (SSIP's rules, docs/protocol.md): `important`,
+    `message`, `text` (the default, as in speech-dispatcher), `notification`, `progress`."""
+
+
+@dataclass(frozen=True)
+class SpeakStart:
+    """Open a `speak` job whose text follows in `speak-chunk`s and ends with `speak-stop`;
+    sentences are spoken as they are complete. Reply: `queued` with the job id."""
+
+    voice: str | None = None
+    """Voice id; None means the configured default voice."""
+
+    speaker: str | int | None = None
+    """Speaker name or id (>= 0) of a multi-speaker voice; None means the voice's default."""
+
+    rate: float = field(default=1.0, metadata={_RANGE: (MIN_RATE, MAX_RATE)})
+    """Speaking rate: 1.0 is the voice's own pace, 2.0 twice as fast; 0.25..4.0."""
+
+    volume: float = field(default=1.0, metadata={_RANGE: (0.0, MAX_VOLUME)})
+    """Linear gain applied to every chunk: 0 is silent, 1.0 unchanged; 0..4.0."""
+
+    deterministic: bool = False
+    """Synthesize without random noise: the same request gives the same audio."""
+
+    cache: CacheMode = "auto"
+    """Phrase cache use for each sentence, as for `speak`."""
+
+    priority: Priority = "text"
+    """As for `speak`; the rules apply when `speak-start` arrives."""
+
+    def synthesis_params(self) -> SynthesisParams:
+        """The engine's view of this request."""
+        return SynthesisParams(
+            speaker=self.speaker,
+            rate=self.rate,
+            volume=self.volume,
+            deterministic=self.deterministic,
+        )
+
+
+@dataclass(frozen=True)
+class SpeakChunk:
+    """More text for a job opened by `speak-start`. Reply: `chunk-queued`."""
+
+    job: str
+    """The job id, as returned to `speak-start`."""
+
+    text: str = field(metadata={_PIECE: True})
+    """The next piece of the text, joined to the previous ones as it is (put the spaces in);
+    may be only whitespace. At most `limits.max_text_chars` characters may wait unspoken."""
+
+
+@dataclass(frozen=True)
+class SpeakStop:
+    """No more text for a job opened by `speak-start`: its last sentence is complete and the job
+    ends once everything is spoken. Reply: `text-closed`."""
+
+    job: str
+    """The job id, as returned to `speak-start`."""
+
 
 @dataclass(frozen=True)
 class Synthesize(_SpeechRequest):
@@ -241,11 +320,37 @@ class Synthesize(_SpeechRequest):
 
 
 @dataclass(frozen=True)
-class Stop:
-    """Stop speaking. Reply: `stopped`."""
+class _Target:
+    """Whose speech a `stop`, `cancel`, `pause` or `resume` is about (SSIP's id | self | all)."""
 
     job: str | None = None
-    """Job id to stop; None stops the current job and drops every queued one."""
+    """One job id. Leave out `job` and `client` for every client's jobs."""
+
+    client: str | None = None
+    """`self` for the sender's own jobs, or a client id as events carry it (the hex of a ZeroMQ
+    routing id) for that client's jobs; not together with `job`."""
+
+
+@dataclass(frozen=True)
+class Stop(_Target):
+    """Silence the speaking job of the target (a named job is also dropped if it waits); the
+    queue goes on. Reply: `stopped`."""
+
+
+@dataclass(frozen=True)
+class Cancel(_Target):
+    """Like `stop`, and drop the target's waiting jobs as well. Reply: `cancelled`."""
+
+
+@dataclass(frozen=True)
+class Pause(_Target):
+    """Pause the target's speech at the next piece boundary, keeping the rest; its waiting (and
+    later) jobs wait until `resume`. Reply: `paused`."""
+
+
+@dataclass(frozen=True)
+class Resume(_Target):
+    """End a pause made with the same target (no target ends every pause). Reply: `resumed`."""
 
 
 @dataclass(frozen=True)
@@ -283,14 +388,35 @@ class CacheWarm:
     (`Battery low.` or `voice=en_US-joe-medium rate=1.1 | Battery low.`)."""
 
 
-Message = Speak | Synthesize | Stop | Describe | Ping | JobQuery | CacheClear | CacheWarm
+Message = (
+    Speak
+    | SpeakStart
+    | SpeakChunk
+    | SpeakStop
+    | Synthesize
+    | Stop
+    | Cancel
+    | Pause
+    | Resume
+    | Describe
+    | Ping
+    | JobQuery
+    | CacheClear
+    | CacheWarm
+)
 """The `data` of any request, decoded."""
 
 REQUEST_TYPES: Final[Mapping[str, type[Message]]] = types.MappingProxyType(
     {
         "speak": Speak,
         "synthesize": Synthesize,
+        "speak-start": SpeakStart,
+        "speak-chunk": SpeakChunk,
+        "speak-stop": SpeakStop,
         "stop": Stop,
+        "cancel": Cancel,
+        "pause": Pause,
+        "resume": Resume,
         "describe": Describe,
         "ping": Ping,
         "job": JobQuery,
@@ -541,7 +667,14 @@ def _parse_strings(
 
 
 def _parse_string(spec: _FieldSpec, value: str, limits: LimitsSettings) -> str:
-    if spec.metadata.get(_TEXT):
+    if spec.metadata.get(_PIECE):
+        if len(value) > limits.max_text_chars:
+            raise TextTooLong(
+                f"field {spec.name!r} has {len(value)} characters; the limit is "
+                f"{limits.max_text_chars}",
+                field=spec.name,
+            )
+    elif spec.metadata.get(_TEXT):
         if not value.strip():
             raise EmptyText(f"field {spec.name!r} is empty or only whitespace", field=spec.name)
         if len(value) > limits.max_text_chars:

@@ -1,8 +1,9 @@
 """The socket loop: a ROUTER for requests, a PUB for events, never blocked by synthesis or audio.
 
-The loop only parses, validates and dispatches. `speak` goes to the scheduler's queue,
-`synthesize` to a worker pool; both answer through the outbox. Everything the loop answers
-itself (`ping`, `describe`, `job`, `stop`) is non-blocking.
+The loop only parses, validates and dispatches. `speak` (and `speak-start`) goes to the
+scheduler's queue, `synthesize` to a worker pool; both answer through the outbox. Everything the
+loop answers itself (`ping`, `describe`, `job`, `stop`, `cancel`, `pause`, `resume`,
+`speak-chunk`, `speak-stop`) is non-blocking.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -34,10 +36,14 @@ from .phrase_templates import parse_template
 from .prewarm import Prewarmer, PrewarmSpec, parse_prewarm_entry
 from .player import DeviceUnavailable
 from .outbox import KIND_REPLY, OUTBOX_ENDPOINT, Outbox, decode
-from .scheduler import Scheduler
+from .scheduler import Scheduler, Target, UnknownJob
 from .settings import Settings
+from .text_stream import TextStream
 
 _LOGGER = logging.getLogger(__name__)
+
+_CLIENT_ID = re.compile(r"[0-9a-f]{2,510}")
+"""A client id as events carry it: the hex of a ZeroMQ routing id (1..255 bytes)."""
 
 # Reported once under `backend`, not repeated for every voice.
 _CPU_KEYS = frozenset({"cpu_model", "cpu_features"})
@@ -308,14 +314,14 @@ class Server:
                 "length": self.scheduler.queue_length(),
                 "max": self.settings.limits.max_queue,
                 "current": current.job_id if current else None,
+                "current_priority": current.priority if current else None,
+                "paused": self.scheduler.pause_state(),
             },
             "counters": {**self.counters, **self.scheduler.counters},
             "cache": {**self.source.stats(), "prewarm": self.warming_progress()},
         }
 
     def _on_job(self, envelope: list[bytes], request: protocol.Request) -> None:
-        from .scheduler import UnknownJob
-
         job = self.scheduler.jobs.get(request.message.job)
         if job is None:
             raise UnknownJob(f"no job {request.message.job!r}")
@@ -329,35 +335,110 @@ class Server:
                     "state": job.state.value,
                     "error": job.error,
                     "first_audio_ms": job.first_audio_ms,
+                    "priority": job.priority,
+                    "paused": job.paused,
                 },
             ),
         )
 
+    @staticmethod
+    def _client_of(envelope: list[bytes]) -> str:
+        """The sender's client id, as events carry it."""
+        return envelope[0].hex() if envelope else ""
+
+    def _target(self, envelope: list[bytes], msg: Any) -> Target:
+        """The `job` / `client` fields of stop, cancel, pause and resume, with `self` resolved."""
+        if msg.job is not None and msg.client is not None:
+            raise protocol.InvalidValue(
+                "give 'job' or 'client', not both: a job belongs to one client", field="client"
+            )
+        client: str | None = msg.client
+        if client == "self":
+            client = self._client_of(envelope)
+        elif client is not None:
+            client = client.lower()
+            if not _CLIENT_ID.fullmatch(client) or len(client) % 2:
+                raise protocol.InvalidValue(
+                    f"field 'client' must be 'self' or a client id as events carry it (hex), "
+                    f"got {msg.client!r}",
+                    field="client",
+                )
+        return Target(job=msg.job, client=client)
+
     def _on_stop(self, envelope: list[bytes], request: protocol.Request) -> None:
-        stopped = self.scheduler.stop(request.message.job)
+        _LOGGER.info("event=stop-request received_s=%.6f", self._received_s)
+        stopped = self.scheduler.stop(self._target(envelope, request.message))
         self._send(envelope, protocol.reply(request.id, "stopped", {"jobs": stopped}))
 
-    def _on_speak(self, envelope: list[bytes], request: protocol.Request) -> None:
-        info, params = self._resolve(request.message)
+    def _on_cancel(self, envelope: list[bytes], request: protocol.Request) -> None:
+        _LOGGER.info("event=cancel-request received_s=%.6f", self._received_s)
+        stopped = self.scheduler.cancel(self._target(envelope, request.message))
+        self._send(envelope, protocol.reply(request.id, "cancelled", {"jobs": stopped}))
+
+    def _on_pause(self, envelope: list[bytes], request: protocol.Request) -> None:
+        paused = self.scheduler.pause(self._target(envelope, request.message))
+        self._send(envelope, protocol.reply(request.id, "paused", {"jobs": paused}))
+
+    def _on_resume(self, envelope: list[bytes], request: protocol.Request) -> None:
+        resumed = self.scheduler.resume(self._target(envelope, request.message))
+        self._send(envelope, protocol.reply(request.id, "resumed", {"jobs": resumed}))
+
+    def _check_device(self) -> None:
         device = self._device_state()
         if not device.get("available"):
             raise DeviceUnavailable(f"the sound device is unavailable: {device.get('error')}")
+
+    def _queue(self, envelope: list[bytes], request: protocol.Request, job: Job) -> None:
+        self.scheduler.submit(job)
+        self._send(
+            envelope,
+            protocol.reply(
+                request.id,
+                "queued",
+                {"job": job.job_id, "voice": job.voice_id, "priority": job.priority},
+            ),
+        )
+
+    def _on_speak(self, envelope: list[bytes], request: protocol.Request) -> None:
+        info, params = self._resolve(request.message)
+        self._check_device()
         msg = request.message
         self._check_template(msg.text, msg.slots)
-        client = envelope[0].hex() if envelope else ""
         job = Job(
             text=msg.text,
             voice_id=info.voice_id,
             params=params,
             cache=msg.cache,
             slots=msg.slots,
-            client=client,
+            client=self._client_of(envelope),
+            priority=msg.priority,
             created_s=self._received_s,
         )
-        self.scheduler.submit(job)
-        self._send(
-            envelope, protocol.reply(request.id, "queued", {"job": job.job_id, "voice": info.voice_id})
+        self._queue(envelope, request, job)
+
+    def _on_speak_start(self, envelope: list[bytes], request: protocol.Request) -> None:
+        info, params = self._resolve(request.message)
+        self._check_device()
+        msg = request.message
+        job = Job(
+            text="",
+            voice_id=info.voice_id,
+            params=params,
+            cache=msg.cache,
+            client=self._client_of(envelope),
+            priority=msg.priority,
+            stream=TextStream(self.settings.limits.max_text_chars),
+            created_s=self._received_s,
         )
+        self._queue(envelope, request, job)
+
+    def _on_speak_chunk(self, envelope: list[bytes], request: protocol.Request) -> None:
+        self.scheduler.feed(request.message.job, request.message.text)
+        self._send(envelope, protocol.reply(request.id, "chunk-queued", {"job": request.message.job}))
+
+    def _on_speak_stop(self, envelope: list[bytes], request: protocol.Request) -> None:
+        self.scheduler.close_text(request.message.job)
+        self._send(envelope, protocol.reply(request.id, "text-closed", {"job": request.message.job}))
 
     def _check_template(self, text: str, slots: dict[str, str] | None) -> None:
         """A templated request is parsed at the edge, so its errors are answered at once."""

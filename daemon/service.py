@@ -55,6 +55,12 @@ class Daemon:
             server.scheduler.on_played(event.job_id)
         elif event.kind == "flushed":
             server.scheduler.on_played(event.job_id, event.error)
+        elif event.kind == "mark":
+            server.scheduler.on_mark(event.job_id, event.mark)
+        elif event.kind == "paused":
+            server.scheduler.on_paused(event.job_id)
+        elif event.kind == "resumed":
+            server.scheduler.on_resumed(event.job_id)
         elif event.kind == "underrun":
             _LOGGER.info("event=underrun job=%s", event.job_id)
         elif event.kind == "device":
@@ -87,7 +93,9 @@ class Daemon:
             cfg,
             store,
             source,
-            lambda emit: Scheduler(source, player, emit, cfg.limits.max_queue),
+            lambda emit: Scheduler(
+                source, player, emit, cfg.limits.max_queue, cfg.limits.stream_idle_s
+            ),
             device_state,
             self.version,
         )

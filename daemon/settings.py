@@ -134,6 +134,10 @@ class LimitsSettings:
     max_queue: int = 256
     """Most jobs waiting for playback; beyond it `speak` answers `busy`."""
 
+    stream_idle_s: float = 30.0
+    """A streamed `speak` (`speak-start`) that waits this long for its next text while it has
+    the device fails with `stream-idle`, so a vanished client cannot hold the speech forever."""
+
 
 DETERMINISTIC_POLICIES: Final[tuple[str, ...]] = ("always", "request")
 
