@@ -1,5 +1,5 @@
 """The priority rules (SSIP) as pure decisions, one test per rule; the end-to-end tests in
-test_e2e_priorities.py check the same rules on a running daemon."""
+test_e2e_scheduler.py check the same rules on a running daemon."""
 
 from __future__ import annotations
 
