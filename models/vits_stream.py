@@ -26,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from .backend import Session, open_session
+from .backend import Session, SessionOptions, open_session
 from .errors import InvalidParameter, VoiceLoadError
 from .stream_windows import window_plan
 from .vits_split import SplitInfo, split_vits
@@ -297,18 +297,25 @@ def open_streaming_runner(
     cache_dir: Path | None = None,
     settings: StreamSettings | None = None,
     flow_in_decoder: bool = True,
+    encoder_options: SessionOptions | None = None,
+    decoder_options: SessionOptions | None = None,
 ) -> StreamingVitsRunner:
     """Split `model_path` (cached in `cache_dir`) and open both parts with `engine`'s backend.
 
-    Raises VoiceLoadError naming the model when the graph cannot be split or a part not loaded.
+    `encoder_options` / `decoder_options` go to `open_session` for each part (e.g. OpenVINO
+    length buckets: the decoder's `latent` must never be padded, or the last window's audio
+    changes). Raises VoiceLoadError naming the model when the graph cannot be split or a part
+    not loaded.
     """
     started = time.perf_counter()
     encoder_bytes, decoder_bytes, info = split_vits(
         model_path, cache_dir, flow_in_decoder=flow_in_decoder
     )
-    encoder = open_session(encoder_bytes, engine, label=f"{label}:encoder")
+    encoder = open_session(encoder_bytes, engine, label=f"{label}:encoder", options=encoder_options)
     try:
-        decoder = open_session(decoder_bytes, engine, label=f"{label}:decoder")
+        decoder = open_session(
+            decoder_bytes, engine, label=f"{label}:decoder", options=decoder_options
+        )
     except VoiceLoadError:
         encoder.close()
         raise
