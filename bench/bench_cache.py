@@ -251,6 +251,25 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD").strip() or "unknown", "dirty_files": dirty}
 
 
+def snapshot_head(dest: Path) -> str:
+    """Export HEAD's daemon/, models/ and quantize/ as dest/utterd/...; returns the commit.
+
+    The checkout is shared and edited while a long run goes on: a daemon started from the work
+    tree would run whatever is on disk at its start. Put `dest` first on the daemon's PYTHONPATH
+    and it imports this snapshot instead (the editable install's finder comes after PathFinder).
+    """
+    commit = str(git_state()["commit"])
+    package = dest / "utterd"
+    package.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_DIR), "archive", commit, "daemon", "models", "quantize"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(package)], input=archive.stdout, check=True)
+    return commit
+
+
 # -- statistics ---------------------------------------------------------------------------------
 
 
@@ -594,6 +613,8 @@ def install_probe(out_path: str) -> None:
     from utterd.daemon import player as player_mod
     from utterd.daemon import scheduler as scheduler_mod
 
+    # Which code this daemon imported (a HEAD snapshot or the work tree), for the report.
+    Path(out_path + ".code").write_text(str(player_mod.__file__), encoding="utf-8")
     records: deque[tuple[str, str | None, float]] = deque()
     state: dict[str, Any] = {"job": None, "await_callback": False}
     seen_jobs: set[str] = set()
@@ -751,18 +772,28 @@ def slowest(samples: Sequence[dict[str, Any]], count: int) -> list[dict[str, Any
 
 
 def start_daemon(
-    tmp: Path, sink_env: dict[str, str], voices: Sequence[str], threads: int, probe: bool
+    tmp: Path,
+    sink_env: dict[str, str],
+    voices: Sequence[str],
+    threads: int,
+    probe: bool,
+    code_dir: Path | None,
 ) -> tuple[RunningDaemon, Path | None]:
-    """A daemon on the null sink at log level INFO; with `probe`, the probe is installed in it."""
+    """A daemon on the null sink at log level INFO, running the code in `code_dir` (None: the
+    work tree); with `probe`, the probe is installed in it."""
     tmp.mkdir(parents=True, exist_ok=True)
     env = clean_env(sink_env)
+    paths = [str(code_dir)] if code_dir is not None else []
     probe_out: Path | None = None
     if probe:
         probe_out = tmp / "probe.jsonl"
-        site_dir = profile_sitecustomize(tmp / "site")
+        paths.insert(0, str(profile_sitecustomize(tmp / "site")))
         env[PROBE_ENV] = str(probe_out)
         env[PROBE_BENCH_DIR_ENV] = str(BENCH_DIR)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site_dir), env.get("PYTHONPATH")) if p)
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     return RunningDaemon(tmp, env, daemon_config(tmp, voices, threads, "INFO")), probe_out
 
 
@@ -785,9 +816,12 @@ def run_main(
     args: argparse.Namespace,
     voices: Sequence[str],
     rng: random.Random,
+    code_dir: Path | None,
 ) -> dict[str, Any]:
     """Parts 1 and 2 on one probed daemon; every sample gets its stage breakdown afterwards."""
-    daemon, probe_out = start_daemon(tmp, sink_env, voices, args.threads, probe=not args.no_probe)
+    daemon, probe_out = start_daemon(
+        tmp, sink_env, voices, args.threads, probe=not args.no_probe, code_dir=code_dir
+    )
     prompts = list(KIOSK_PROMPTS[: args.prompts])
     result: dict[str, Any] = {"hits": {}}
     with daemon:
@@ -814,6 +848,10 @@ def run_main(
     result["probe"] = probe_out is not None
     if probe_out is None:
         return result
+    code_file = probe_out.with_name(probe_out.name + ".code")
+    result["daemon"]["player_module"] = (
+        code_file.read_text(encoding="utf-8") if code_file.exists() else None
+    )
     marks = read_probe(probe_out)
     if not marks:
         raise RuntimeError(f"the probe wrote nothing to {probe_out}; log:\n{daemon.log()[-3000:]}")
@@ -841,9 +879,10 @@ def run_control(
     args: argparse.Namespace,
     voices: Sequence[str],
     rng: random.Random,
+    code_dir: Path | None,
 ) -> dict[str, Any]:
     """Part 1 again, smaller, on a daemon without the probe: shows the probe moved no figure."""
-    daemon, _ = start_daemon(tmp, sink_env, voices, args.threads, probe=False)
+    daemon, _ = start_daemon(tmp, sink_env, voices, args.threads, probe=False, code_dir=code_dir)
     prompts = list(KIOSK_PROMPTS[: args.control_prompts])
     result: dict[str, Any] = {}
     with daemon:
@@ -991,6 +1030,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--control-rounds", type=int, default=2)
     parser.add_argument("--no-probe", action="store_true", help="run the main daemon unprobed")
+    parser.add_argument(
+        "--code",
+        choices=("head", "worktree"),
+        default="head",
+        help="daemon code: a snapshot of the committed HEAD (default; immune to edits during the "
+        "run) or the work tree as it is",
+    )
     parser.add_argument("--threads", type=int, default=2, help="voices.threads of the daemon")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
@@ -1051,10 +1097,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp_name:
         tmp = Path(tmp_name)
+        code_dir: Path | None = None
+        if args.code == "head":
+            code_dir = tmp / "code"
+            report["daemon_code"] = f"snapshot of HEAD {snapshot_head(code_dir)}"
+        else:
+            report["daemon_code"] = "work tree (as on disk when each daemon started)"
         with PulseNullSink(tmp / "pulse") as sink:
-            report.update(run_main(tmp / "main", sink.env, args, voices, rng))
+            report.update(run_main(tmp / "main", sink.env, args, voices, rng, code_dir))
             if args.control_prompts > 0:
-                report["control"] = run_control(tmp / "control", sink.env, args, voices, rng)
+                report["control"] = run_control(
+                    tmp / "control", sink.env, args, voices, rng, code_dir
+                )
     report["load_average_end"] = load_average()
     report["duration_s"] = round((datetime.now(UTC) - started).total_seconds(), 1)
     out = args.out or RESULTS_DIR / f"bench_cache-{started.strftime('%Y%m%dT%H%M%S')}.json"
