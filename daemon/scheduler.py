@@ -185,7 +185,8 @@ class Scheduler:
                     other.promoted = True
                     other.seq = next(self._seq)
                 self._waiting.sort(key=lambda j: (rank(j), j.seq))
-                if admission.interrupt_current and current is not None:
+                # A job that a pause holds cannot speak now, so it silences nothing.
+                if admission.interrupt_current and current is not None and not self._held(job):
                     self._interrupt_locked(current, admission.reason)
             self._cond.notify_all()
         _LOGGER.info(
