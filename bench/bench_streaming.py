@@ -56,7 +56,12 @@ JOE_RATE_HZ: Final = 22050
 HIBARI_RATE_HZ: Final = 24000
 
 ENGINES: Final = ("joe-whole", "joe-stream", "hibari-pkg", "hibari-whole", "hibari-stream")
-STREAMED: Final = ("joe-stream", "hibari-stream")
+NO_SPIN_ENGINES: Final = ("joe-stream-nospin", "hibari-stream-nospin")
+"""With `--spinning both`: the streamed engines again on sessions whose idle threads sleep."""
+
+
+def _streamed(name: str) -> bool:
+    return "-stream" in name
 
 
 @dataclass(frozen=True)
@@ -214,7 +219,13 @@ def _first_and_gaps(
     return first_ms, worst_ms, late
 
 
-def run_ttfa(texts: list[str], joe: Joe, hib: Hibari, repeats: int) -> dict[str, Any]:
+def run_ttfa(
+    texts: list[str],
+    joe: Joe,
+    hib: Hibari,
+    repeats: int,
+    no_spin: tuple[Joe, Hibari] | None = None,
+) -> dict[str, Any]:
     """Per engine: ms to first audio per line (list over repeats), plus gap figures."""
     import hibari.dsp
     from utterd.models.hibari_stream import MODEL_OUTPUTS
@@ -224,15 +235,18 @@ def run_ttfa(texts: list[str], joe: Joe, hib: Hibari, repeats: int) -> dict[str,
         joe.whole(joe.sentences(text)[0], joe.scales)
         return (time.perf_counter() - started) * 1e3, 0.0, 0
 
-    def joe_stream(text: str) -> tuple[float, float, int]:
-        started = time.perf_counter()
+    def joe_stream_with(voice: Joe) -> Callable[[str], tuple[float, float, int]]:
+        def joe_stream(text: str) -> tuple[float, float, int]:
+            started = time.perf_counter()
 
-        def pieces() -> Iterator[npt.NDArray[Any]]:
-            for ids in joe.sentences(text):
-                for piece in joe.runner.stream(ids, joe.scales, CancelToken()):
-                    yield piece.samples
+            def pieces() -> Iterator[npt.NDArray[Any]]:
+                for ids in voice.sentences(text):
+                    for piece in voice.runner.stream(ids, voice.scales, CancelToken()):
+                        yield piece.samples
 
-        return _first_and_gaps(started, pieces(), JOE_RATE_HZ)
+            return _first_and_gaps(started, pieces(), JOE_RATE_HZ)
+
+        return joe_stream
 
     def hibari_pkg(text: str) -> tuple[float, float, int]:
         started = time.perf_counter()
@@ -249,28 +263,34 @@ def run_ttfa(texts: list[str], joe: Joe, hib: Hibari, repeats: int) -> dict[str,
         hibari.dsp.synth(lh, th, ln, lr, phi, f0, np.random.default_rng())
         return (time.perf_counter() - started) * 1e3, 0.0, 0
 
-    def hibari_stream(text: str) -> tuple[float, float, int]:
-        started = time.perf_counter()
-        rng = np.random.default_rng()
+    def hibari_stream_with(voice: Hibari) -> Callable[[str], tuple[float, float, int]]:
+        def hibari_stream(text: str) -> tuple[float, float, int]:
+            started = time.perf_counter()
+            rng = np.random.default_rng()
 
-        def pieces() -> Iterator[npt.NDArray[Any]]:
-            for ids in hib.pieces_ids(text):
-                for piece in stream_ids(hib.session, ids, 1.0, rng, CancelToken()):
-                    yield piece.samples
+            def pieces() -> Iterator[npt.NDArray[Any]]:
+                for ids in voice.pieces_ids(text):
+                    for piece in stream_ids(voice.session, ids, 1.0, rng, CancelToken()):
+                        yield piece.samples
 
-        return _first_and_gaps(started, pieces(), HIBARI_RATE_HZ)
+            return _first_and_gaps(started, pieces(), HIBARI_RATE_HZ)
+
+        return hibari_stream
 
     runs: dict[str, Callable[[str], tuple[float, float, int]]] = {
         "joe-whole": joe_whole,
-        "joe-stream": joe_stream,
+        "joe-stream": joe_stream_with(joe),
         "hibari-pkg": hibari_pkg,
         "hibari-whole": hibari_whole,
-        "hibari-stream": hibari_stream,
+        "hibari-stream": hibari_stream_with(hib),
     }
+    if no_spin is not None:
+        runs["joe-stream-nospin"] = joe_stream_with(no_spin[0])
+        runs["hibari-stream-nospin"] = hibari_stream_with(no_spin[1])
     ttfa: dict[str, list[list[float]]] = {name: [[] for _ in texts] for name in runs}
     # Per streamed engine, line and repeat: (wall ms for the whole line, late pieces, worst ms).
     lines: dict[str, list[list[tuple[float, int, float]]]] = {
-        name: [[] for _ in texts] for name in STREAMED
+        name: [[] for _ in texts] for name in runs if _streamed(name)
     }
     for repeat in range(repeats):
         order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
@@ -279,7 +299,7 @@ def run_ttfa(texts: list[str], joe: Joe, hib: Hibari, repeats: int) -> dict[str,
                 started = time.perf_counter()
                 first_ms, worst_ms, late_pieces = runs[name](text)
                 ttfa[name][line].append(first_ms)
-                if name in STREAMED:
+                if _streamed(name):
                     total_ms = (time.perf_counter() - started) * 1e3
                     lines[name][line].append((total_ms, late_pieces, worst_ms))
         print(f"  repeat {repeat + 1}/{repeats} done", file=sys.stderr)
@@ -290,7 +310,7 @@ def summarize_ttfa(
     texts: list[str], joe: Joe, raw: dict[str, Any]
 ) -> dict[str, dict[str, float | str]]:
     summary: dict[str, dict[str, float | str]] = {}
-    for name in ENGINES:
+    for name in raw["ttfa"]:
         per_line = raw["ttfa"][name]
         medians = [statistics.median(v) for v in per_line]
         floors = [min(v) for v in per_line]
@@ -299,7 +319,7 @@ def summarize_ttfa(
             "ttfa_ms_p90": _percentile(medians, 0.9),
             "ttfa_ms_floor_p50": statistics.median(floors),
         }
-        if name in STREAMED:
+        if _streamed(name):
             runs = [run for line in raw["lines"][name] for run in line]
             # The least disturbed repeat of each line: other jobs on the machine only add time.
             quietest = [min(line) for line in raw["lines"][name]]
@@ -310,27 +330,30 @@ def summarize_ttfa(
         summary[name] = row
     first_lengths = [len(joe.sentences(t)[0]) for t in texts]
     longest = int(np.argmax(first_lengths))
-    whole = statistics.median(raw["ttfa"]["joe-whole"][longest])
-    stream = statistics.median(raw["ttfa"]["joe-stream"][longest])
-    summary["joe-longest-first-sentence"] = {
-        "text": texts[longest][:60],
-        "phoneme_ids": float(first_lengths[longest]),
-        "whole_ms": whole,
-        "stream_ms": stream,
-        "ratio": whole / stream,
-        "ratio_floor": min(raw["ttfa"]["joe-whole"][longest])
-        / min(raw["ttfa"]["joe-stream"][longest]),
-    }
-    for pair, whole_name, stream_name in (
-        ("joe", "joe-whole", "joe-stream"),
-        ("hibari", "hibari-pkg", "hibari-stream"),
-    ):
+    pairs = [("joe", "joe-whole", "joe-stream"), ("hibari", "hibari-pkg", "hibari-stream")]
+    if "joe-stream-nospin" in raw["ttfa"]:
+        pairs += [
+            ("joe-nospin", "joe-whole", "joe-stream-nospin"),
+            ("hibari-nospin", "hibari-pkg", "hibari-stream-nospin"),
+        ]
+    for pair, whole_name, stream_name in pairs:
         summary[f"{pair}-ratio"] = {
             "p50_ratio": float(summary[whole_name]["ttfa_ms_p50"])
             / float(summary[stream_name]["ttfa_ms_p50"]),
             "floor_p50_ratio": float(summary[whole_name]["ttfa_ms_floor_p50"])
             / float(summary[stream_name]["ttfa_ms_floor_p50"]),
         }
+        if pair.startswith("joe"):
+            whole = raw["ttfa"][whole_name][longest]
+            stream = raw["ttfa"][stream_name][longest]
+            summary[f"{pair}-longest-first-sentence"] = {
+                "text": texts[longest][:60],
+                "phoneme_ids": float(first_lengths[longest]),
+                "whole_ms": statistics.median(whole),
+                "stream_ms": statistics.median(stream),
+                "ratio": statistics.median(whole) / statistics.median(stream),
+                "ratio_floor": min(whole) / min(stream),
+            }
     return summary
 
 
@@ -400,10 +423,10 @@ def run_settings(texts: list[str], joe: Joe, repeats: int) -> list[dict[str, Any
 def print_tables(summary: dict[str, Any], settings: list[dict[str, Any]] | None) -> None:
     print("\nTime to first audio (text → first piece in hand), ms")
     print(
-        f"{'engine':<16}{'p50':>9}{'p90':>9}{'floor p50':>11}{'gaps':>7}{'worst late':>12}"
+        f"{'engine':<22}{'p50':>9}{'p90':>9}{'floor p50':>11}{'gaps':>7}{'worst late':>12}"
         f"{'gaps (quietest)':>17}"
     )
-    for name in ENGINES:
+    for name in [n for n in (*ENGINES, *NO_SPIN_ENGINES) if n in summary]:
         row = summary[name]
         gaps = f"{row['gaps']:.0f}" if "gaps" in row else "-"
         worst = f"{row['worst_lateness_ms']:.1f}" if "worst_lateness_ms" in row else "-"
@@ -413,23 +436,26 @@ def print_tables(summary: dict[str, Any], settings: list[dict[str, Any]] | None)
             else "-"
         )
         print(
-            f"{name:<16}{row['ttfa_ms_p50']:>9.1f}{row['ttfa_ms_p90']:>9.1f}"
+            f"{name:<22}{row['ttfa_ms_p50']:>9.1f}{row['ttfa_ms_p90']:>9.1f}"
             f"{row['ttfa_ms_floor_p50']:>11.1f}{gaps:>7}{worst:>12}{quiet:>17}"
         )
-    longest = summary["joe-longest-first-sentence"]
-    print(
-        f"\njoe, longest first sentence ({longest['phoneme_ids']:.0f} ids, "
-        f"{longest['text']!r}...): whole {longest['whole_ms']:.0f} ms, "
-        f"stream {longest['stream_ms']:.0f} ms, ratio {longest['ratio']:.1f}x "
-        f"(floor {longest['ratio_floor']:.1f}x)"
-    )
-    for pair in ("joe", "hibari"):
+    for pair in ("joe", "hibari", "joe-nospin", "hibari-nospin"):
+        if f"{pair}-ratio" not in summary:
+            continue
         ratio = summary[f"{pair}-ratio"]
-        baseline = "whole sentence" if pair == "joe" else "hibari.stream()"
+        baseline = "whole sentence" if pair.startswith("joe") else "hibari.stream()"
         print(
             f"{pair}: p50 ratio {baseline} / streamed {ratio['p50_ratio']:.2f}x "
             f"(floor {ratio['floor_p50_ratio']:.2f}x)"
         )
+        longest = summary.get(f"{pair}-longest-first-sentence")
+        if longest:
+            print(
+                f"  longest first sentence ({longest['phoneme_ids']:.0f} ids, "
+                f"{longest['text']!r}...): whole {longest['whole_ms']:.0f} ms, "
+                f"stream {longest['stream_ms']:.0f} ms, ratio {longest['ratio']:.1f}x "
+                f"(floor {longest['ratio_floor']:.1f}x)"
+            )
     if settings:
         print("\njoe window settings (noise 0; SNR vs stock one-shot over the first sentences)")
         print(f"{'setting':<52}{'SNR min':>9}{'SNR p50':>9}{'1st win ms':>12}{'decode/whole':>14}")
@@ -488,10 +514,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument(
         "--spinning",
-        choices=("on", "off"),
+        choices=("on", "off", "both"),
         default="on",
         help="ORT intra-op thread spinning for utterd's sessions: on = backend.py as it is; off = "
-        "a variant backend with session.intra_op.allow_spinning=0 (a proposed change)",
+        "a variant backend with session.intra_op.allow_spinning=0 (a proposed change); both = "
+        "backend.py, plus the streamed engines again without spinning, in the same run",
     )
     args = parser.parse_args(argv)
 
@@ -505,9 +532,15 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
 
-    backend = "onnxruntime" if args.spinning == "on" else _register_no_spin_backend()
+    no_spin_backend = _register_no_spin_backend()
+    backend = no_spin_backend if args.spinning == "off" else "onnxruntime"
     joe = Joe(args.threads, cache_dir, backend)
     hib = Hibari(args.threads, backend)
+    no_spin = (
+        (Joe(args.threads, cache_dir, no_spin_backend), Hibari(args.threads, no_spin_backend))
+        if args.spinning == "both"
+        else None
+    )
     # Warm-up: the first runs of a session pay for allocations and lazy initialization.
     for text in ("Ready.", texts[0]):
         ids = joe.sentences(text)[0]
@@ -515,14 +548,23 @@ def main(argv: list[str] | None = None) -> int:
         for _ in joe.runner.stream(ids, joe.scales, CancelToken()):
             pass
         list(hib.package.stream(text))
-        for ids in hib.pieces_ids(text):
-            list(stream_ids(hib.session, ids, 1.0, np.random.default_rng(), CancelToken()))
-    raw = run_ttfa(texts, joe, hib, repeats)
+        for voice, hib_voice in ((joe, hib), *([no_spin] if no_spin else [])):
+            for _ in voice.runner.stream(voice.sentences(text)[0], voice.scales, CancelToken()):
+                pass
+            for ids in hib_voice.pieces_ids(text):
+                list(
+                    stream_ids(hib_voice.session, ids, 1.0, np.random.default_rng(), CancelToken())
+                )
+    raw = run_ttfa(texts, joe, hib, repeats, no_spin)
     summary = summarize_ttfa(texts, joe, raw)
     settings = (
         None
         if args.no_settings
-        else run_settings(texts, joe, 1 if args.quick else args.settings_repeats)
+        # Decode times without spinning when measured: other sessions' spinning threads would
+        # otherwise be what the table measures.
+        else run_settings(
+            texts, no_spin[0] if no_spin else joe, 1 if args.quick else args.settings_repeats
+        )
     )
     load_after = os.getloadavg()
 

@@ -49,6 +49,7 @@ def test_bench_streaming_quick(tmp_path: Path) -> None:
     for name in ("joe-stream", "hibari-stream"):
         assert summary[name]["gaps"] >= 0 and "gaps_quietest_run" in summary[name]
     assert summary["joe-longest-first-sentence"]["ratio"] > 0
+    assert summary["hibari-ratio"]["p50_ratio"] > 0
     by_name = {row["setting"]: row for row in data["settings"]}
     assert min(row["snr_db_min"] for row in data["settings"] if row["flow_in_decoder"]) < 30
     assert by_name["exact: 8/64, context 11, flow context 32 (= RFs)"]["snr_db_min"] > 90
