@@ -23,10 +23,10 @@ import hibari.dsp
 import hibari.tts
 import hibari.voices
 import numpy as np
-import numpy.typing as npt
 
 from .backend import Session, open_session
 from .errors import VoiceLoadError
+from .hibari_stream import stream_ids
 from .voice import (
     AudioChunk,
     CancelToken,
@@ -139,40 +139,25 @@ class HibariVoice(Voice):
             for piece_index, ids in enumerate(pieces):
                 cancel.raise_if_cancelled()
                 started = time.perf_counter()
-                samples = self._synthesize(session, ids, speed, rng)
-                samples = np.clip(samples * np.float32(params.volume), -1.0, 1.0)
+                # The signal stage runs in windows (bit-identical to hibari.dsp.synth), so the
+                # first audio leaves after one small window instead of after the sentence.
+                for window in stream_ids(session, ids, float(speed[0]), rng, cancel):
+                    samples = np.clip(window.samples * np.float32(params.volume), -1.0, 1.0)
+                    yield AudioChunk(
+                        samples,
+                        SAMPLE_RATE_HZ,
+                        sentence_index=index,
+                        sentence_end=window.last and piece_index == len(pieces) - 1,
+                    )
                 _LOGGER.debug(
-                    "sentence_synthesized voice=%s index=%d phoneme_ids=%d audio_s=%.3f "
-                    "synth_ms=%.1f",
+                    "sentence_synthesized voice=%s index=%d phoneme_ids=%d synth_ms=%.1f",
                     self.info.voice_id,
                     index,
                     len(ids),
-                    len(samples) / SAMPLE_RATE_HZ,
                     (time.perf_counter() - started) * 1e3,
-                )
-                yield AudioChunk(
-                    samples,
-                    SAMPLE_RATE_HZ,
-                    sentence_index=index,
-                    sentence_end=piece_index == len(pieces) - 1,
                 )
             if pieces:
                 index += 1
-
-    @staticmethod
-    def _synthesize(
-        session: Session,
-        ids: Sequence[int],
-        speed: npt.NDArray[np.float32],
-        rng: np.random.Generator,
-    ) -> npt.NDArray[np.float32]:
-        """What `hibari.Hibari.from_ids` does, with our session."""
-        outputs = session.run(
-            _MODEL_OUTPUTS, {"ids": np.asarray([ids], dtype=np.int64), "speed": speed}
-        )
-        lh, theta, ln, lr, phi, f0 = (o[0] for o in outputs)
-        audio = hibari.dsp.synth(lh, theta, ln, lr, phi, f0, rng)
-        return np.asarray(audio, dtype=np.float32).reshape(-1)
 
     def close(self) -> None:
         if self._session is not None:

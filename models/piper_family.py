@@ -38,7 +38,7 @@ from .backend import (
     open_session,
 )
 from .cpu_features import cpu_features
-from .errors import VoiceLoadError
+from .errors import InvalidParameter, VoiceLoadError
 from .model_store import (
     FP32_ONNXRUNTIME,
     FP32_OPENVINO,
@@ -49,6 +49,7 @@ from .model_store import (
     verify_files,
     verify_source,
 )
+from .vits_stream import StreamingVitsRunner, open_streaming_runner
 from .voice import (
     AudioChunk,
     CancelToken,
@@ -273,10 +274,13 @@ class PiperVitsVoice(Voice):
         settings: PiperSettings,
         session: Session,
         variant: VariantChoice | None = None,
+        runner: StreamingVitsRunner | None = None,
     ) -> None:
         self.info = info
         self.settings = settings
         self._session: Session | None = session
+        self._runner = runner
+        """Split encoder + windowed decoder; None: whole-sentence inference only."""
         self._output_name = session.output_names[0]
         self._multi_speaker = settings.num_speakers > 1
         self.variant = variant or VariantChoice(
@@ -337,8 +341,20 @@ class PiperVitsVoice(Voice):
         sentences = self.sentence_ids(text)
         cancel.raise_if_cancelled()
 
+        runner = self._runner
         for index, ids in enumerate(sentences):
             cancel.raise_if_cancelled()
+            if runner is not None:
+                # Sub-sentence streaming: the first window's audio leaves before the sentence
+                # is decoded; the seams match the whole-sentence output (docs/benchmarks.md).
+                for piece in runner.stream(ids, scales, cancel, speaker_id):
+                    yield AudioChunk(
+                        np.clip(piece.samples * np.float32(params.volume), -1.0, 1.0),
+                        self.info.sample_rate_hz,
+                        sentence_index=index,
+                        sentence_end=piece.last,
+                    )
+                continue
             started = time.perf_counter()
             samples = self._infer(session, ids, scales, speaker_id)
             samples = np.clip(samples * np.float32(params.volume), -1.0, 1.0)
@@ -383,6 +399,9 @@ class PiperVitsVoice(Voice):
         return np.asarray(audio, dtype=np.float32).reshape(-1)
 
     def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -399,7 +418,9 @@ class PiperFamily(VoiceFamily):
         model_store: ModelStore | None = None,
         *,
         cpu_pinning: bool = False,
+        streaming: bool = True,
     ) -> None:
+        self._streaming = streaming
         self._packages = tuple(packages)
         self.model_store = model_store if model_store is not None else ModelStore()
         """Where quantized variants and their manifests are looked up."""
@@ -492,7 +513,31 @@ class PiperFamily(VoiceFamily):
                 f"{choice.model_path} is not a Piper VITS graph for this config: expected inputs "
                 f"{sorted(expected)}, found {list(session.input_names)}"
             )
-        return PiperVitsVoice(info, settings, session, choice)
+        return PiperVitsVoice(info, settings, session, choice, self._open_runner(info, choice, engine))
+
+    def _open_runner(
+        self, info: VoiceInfo, choice: VariantChoice, engine: EngineSettings
+    ) -> StreamingVitsRunner | None:
+        """The split streaming runner for the chosen variant, or None (whole sentences)."""
+        if not self._streaming:
+            return None
+        split_dir = self.model_store.root / "split"
+        try:
+            return open_streaming_runner(
+                choice.model_path,
+                EngineSettings(backend=choice.backend, threads=engine.threads),
+                label=info.voice_id,
+                cache_dir=split_dir,
+            )
+        except (VoiceLoadError, InvalidParameter) as err:
+            # The voice still speaks, a sentence at a time.
+            _LOGGER.warning(
+                "voice_streaming_unavailable id=%s file=%s reason=%s",
+                info.voice_id,
+                choice.model_path,
+                err.message,
+            )
+            return None
 
     def choose_variant(self, info: VoiceInfo, backend: str) -> VariantChoice:
         """The variant to run for `backend` (`auto`, `onnxruntime`, `openvino`).

@@ -214,7 +214,11 @@ def test_backend_defaults() -> None:
 
 def test_speech_is_audible_and_plausibly_long(voice: PiperVitsVoice) -> None:
     chunks = list(voice.stream(TWO_SENTENCES, SynthesisParams(), CancelToken()))
-    assert [c.sentence_index for c in chunks] == [0, 1]
+    # Streamed in windows: several chunks per sentence, in order, each sentence's last marked.
+    assert sorted({c.sentence_index for c in chunks}) == [0, 1]
+    assert [c.sentence_index for c in chunks] == sorted(c.sentence_index for c in chunks)
+    assert [c.sentence_index for c in chunks if c.sentence_end] == [0, 1]
+    assert len(chunks) > 2, "the voice streams below the sentence"
     assert all(c.sample_rate_hz == 22050 and c.samples.dtype == np.float32 for c in chunks)
     audio = np.concatenate([c.samples for c in chunks])
     assert rms(audio) > MIN_RMS
