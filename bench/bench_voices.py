@@ -45,7 +45,6 @@ from typing import Any, Final
 import engines as eng
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
-REPO_DIR: Final = BENCH_DIR.parent
 DEFAULT_TEXT: Final = BENCH_DIR / "text" / "prompts_en.txt"
 RESULTS_DIR: Final = BENCH_DIR / "results"
 TTFA_TEXT: Final = "Motion detected at the back door."
@@ -247,17 +246,6 @@ def steal_percent(before: list[int], after: list[int]) -> float | None:
     return 100.0 * deltas[7] / total if total else None
 
 
-def git_commit() -> str:
-    """The checkout's HEAD commit, or "unknown"."""
-    completed = subprocess.run(
-        ["git", "-C", str(REPO_DIR), "rev-parse", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return completed.stdout.strip() or "unknown"
-
-
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
@@ -353,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     limit = QUICK_LINES if args.quick else None
 
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    started_utc, commit = eng.utc_now_iso(), eng.git_commit()
     load_before, stat_before = os.getloadavg(), cpu_times()
     for repeat in range(args.repeats):
         for name in run_order(names, repeat):
@@ -368,10 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "bench_voices",
         "date_utc": eng.utc_now_iso(),
+        "started_utc": started_utc,
         "command": " ".join(
             ["python", "bench/bench_voices.py", *(argv if argv is not None else sys.argv[1:])]
         ),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "cpu_model": eng.cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],

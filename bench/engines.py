@@ -24,6 +24,7 @@ Fairness rules, applied here once for every script:
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -324,6 +325,20 @@ def read_text_set(path: Path, limit: int | None = None) -> list[str]:
         if line.strip() and not line.lstrip().startswith("#")
     ]
     return lines[:limit] if limit is not None else lines
+
+
+def git_commit() -> str:
+    """HEAD of the checkout the benchmark runs from ("unknown" outside git).
+
+    Read at the start of a run: other work may be committed while a long run goes on.
+    """
+    completed = subprocess.run(
+        ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return completed.stdout.strip() or "unknown"
 
 
 def utc_now_iso() -> str:

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     """Compare every pair and write the JSON."""
     args = parse_args(argv)
     lines = eng.read_text_set(args.text, QUICK_LINES if args.quick else None)
+    started_utc, commit = eng.utc_now_iso(), eng.git_commit()
     pairs = {}
     for pair in eng.PAIRS:
         print(f"{pair} ...", file=sys.stderr, flush=True)
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "equivalence",
         "date_utc": eng.utc_now_iso(),
+        "started_utc": started_utc,
+        "git_commit": commit,
         "command": " ".join(
             ["python", "bench/equivalence.py", *(argv if argv is not None else sys.argv[1:])]
         ),

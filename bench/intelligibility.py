@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown engine(s) {unknown}; known: {list(eng.ENGINES_BY_NAME)}")
     lines = eng.read_text_set(args.text, QUICK_LINES if args.quick else None)
+    started_utc, commit = eng.utc_now_iso(), eng.git_commit()
 
     from faster_whisper import WhisperModel
 
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "intelligibility",
         "date_utc": eng.utc_now_iso(),
+        "started_utc": started_utc,
+        "git_commit": commit,
         "command": " ".join(
             ["python", "bench/intelligibility.py", *(argv if argv is not None else sys.argv[1:])]
         ),
