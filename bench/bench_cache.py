@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -68,7 +68,7 @@ if str(TESTS_DIR) not in sys.path:
 
 from audio_sinks import NULL_SINK_RATE_HZ, PulseNullSink
 from daemon_harness import RunningDaemon, clean_env, next_event
-from utterd.daemon.client import Client
+from utterd.daemon.client import Client, RequestFailed
 
 DEFAULT_VOICE: Final = "hibari-heart"
 """The daemon's default voice (config.yaml voices.default), used for warming and live requests."""
@@ -316,15 +316,37 @@ class Speaker:
         self.events.close(linger=0)
         self.client.close()
 
-    def speak(self, text: str, voice: str, cache: str) -> tuple[str, float]:
-        """Speak `text` and wait for its `end` event; returns (job id, first_audio_ms)."""
-        header, _ = self.client.request("speak", {"text": text, "voice": voice, "cache": cache})
+    def speak(self, text: str, voice: str, cache: str) -> dict[str, Any]:
+        """Speak `text` and wait for the job's terminal event.
+
+        Returns {"job", "first_audio_ms", "error"}: first_audio_ms from the `end` event, or None
+        with `error` (code: message) when the request was refused or the job did not end well.
+        A device fault is a result too (it is what a kiosk would have heard): after one, this
+        waits for the daemon to reopen the device so that the run goes on.
+        """
+        try:
+            header, _ = self.client.request("speak", {"text": text, "voice": voice, "cache": cache})
+        except RequestFailed as exc:
+            self.wait_for_device()
+            return {"job": None, "first_audio_ms": None, "error": f"{exc.code}: {exc.message}"}
         job = str(header["data"]["job"])
         event = next_event(self.events, {"end", "stopped", "failed"}, job, _JOB_TIMEOUT_S)
         first_audio_ms = event["data"].get("first_audio_ms")
-        if event["type"] != "end" or first_audio_ms is None:
-            raise RuntimeError(f"job {job} ({text!r}, {voice}, cache {cache}) ended as {event}")
-        return job, float(first_audio_ms)
+        if event["type"] == "end" and first_audio_ms is not None:
+            return {"job": job, "first_audio_ms": float(first_audio_ms), "error": None}
+        data = event["data"]
+        error = f"{event['type']} {data.get('code', '')}: {data.get('message', data)}"
+        print(f"job {job} ({text!r}, {voice}, cache {cache}): {error}", file=sys.stderr)
+        self.wait_for_device()
+        return {"job": job, "first_audio_ms": None, "error": error}
+
+    def wait_for_device(self, timeout_s: float = 60.0) -> None:
+        """Return once `describe` says the sound device is available (the daemon retries it)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.describe()["device"]["available"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sound device stayed unavailable for {timeout_s} s")
+            time.sleep(0.2)
 
     def describe(self) -> dict[str, Any]:
         """The daemon's `info` reply."""
@@ -372,15 +394,8 @@ def measure_hits(
     samples: list[dict[str, Any]] = []
 
     def one(index: int, kind: str, cache: str, round_index: int) -> None:
-        job, first_audio_ms = speaker.speak(prompts[index], voice, cache)
-        sample = {
-            "voice": voice,
-            "kind": kind,
-            "prompt": index,
-            "round": round_index,
-            "job": job,
-            "first_audio_ms": first_audio_ms,
-        }
+        outcome = speaker.speak(prompts[index], voice, cache)
+        sample = {"voice": voice, "kind": kind, "prompt": index, "round": round_index, **outcome}
         samples.append(sample)
         time.sleep(gap_s)
 
@@ -401,7 +416,7 @@ def measure_hits(
     after = speaker.cache_stats()
 
     def values(kind: str) -> list[float]:
-        return [s["first_audio_ms"] for s in samples if s["kind"] == kind]
+        return [s["first_audio_ms"] for s in samples if s["kind"] == kind and s["error"] is None]
 
     hit, uncached = summarize(values("hit")), summarize(values("uncached"))
     return {
@@ -428,6 +443,11 @@ def measure_hits(
             "expected_hits": rounds * len(prompts),
             "misses_during_hit_rounds": after["misses"] - before_hits["misses"],
         },
+        "failures": [
+            {k: s[k] for k in ("kind", "prompt", "round", "job", "error")}
+            for s in samples
+            if s["error"] is not None
+        ],
         "load_average": {"before": load_before, "after": load_average()},
         "samples": samples,
     }
@@ -494,8 +514,8 @@ def measure_warming(
         text = LIVE_PROMPTS[live_index % len(LIVE_PROMPTS)]
         live_index += 1
         starts.append(time.monotonic())
-        job, first_audio_ms = speaker.speak(text, DEFAULT_VOICE, "off")
-        out.append({"phase": phase, "job": job, "text": text, "first_audio_ms": first_audio_ms})
+        outcome = speaker.speak(text, DEFAULT_VOICE, "off")
+        out.append({"phase": phase, "text": text, **outcome})
         time.sleep(live_gap_s)
 
     before: list[dict[str, Any]] = []
@@ -530,7 +550,7 @@ def measure_warming(
     verify_misses = stats_verified["misses"] - stats_after_live["misses"]
 
     def ms(rows: list[dict[str, Any]]) -> list[float]:
-        return [r["first_audio_ms"] for r in rows]
+        return [r["first_audio_ms"] for r in rows if r["error"] is None]
 
     baseline = summarize(ms(before) + ms(after))
     while_warming = summarize(ms(during))
@@ -577,6 +597,11 @@ def measure_warming(
             "warming_end": load_during_end,
             "after": load_average(),
         },
+        "failures": [
+            {k: r[k] for k in ("phase", "job", "error")}
+            for r in before + during + after
+            if r["error"] is not None
+        ],
         "samples": before + during + after,
     }
 
@@ -744,7 +769,7 @@ def stages_of(marks: dict[str, float]) -> dict[str, float] | None:
 def attach_stages(samples: Sequence[dict[str, Any]], marks: dict[str, dict[str, float]]) -> None:
     """Add each sample's `stages_ms` (None when the probe saw no stream start for its job)."""
     for sample in samples:
-        sample["stages_ms"] = stages_of(marks.get(sample["job"], {}))
+        sample["stages_ms"] = stages_of(marks.get(sample["job"] or "", {}))
 
 
 def breakdown(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -760,7 +785,8 @@ def breakdown(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def slowest(samples: Sequence[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     """The `count` slowest samples with their stages: what the high percentiles are made of."""
-    ranked = sorted(samples, key=lambda s: s["first_audio_ms"], reverse=True)[:count]
+    done = [s for s in samples if s["first_audio_ms"] is not None]
+    ranked = sorted(done, key=lambda s: s["first_audio_ms"], reverse=True)[:count]
     return [
         {
             k: s.get(k)
@@ -817,6 +843,7 @@ def run_main(
     voices: Sequence[str],
     rng: random.Random,
     code_dir: Path | None,
+    save: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
     """Parts 1 and 2 on one probed daemon; every sample gets its stage breakdown afterwards."""
     daemon, probe_out = start_daemon(
@@ -833,6 +860,7 @@ def run_main(
                 result["hits"][voice] = measure_hits(
                     speaker, voice, prompts, args.rounds, args.gap_s, rng
                 )
+                save(result)
             if args.warm_entries > 0:
                 print(f"warming {args.warm_entries} ...", file=sys.stderr, flush=True)
                 result["warming"] = measure_warming(
@@ -842,6 +870,7 @@ def run_main(
                     args.live_gap_s,
                     args.warm_timeout_s,
                 )
+                save(result)
         finally:
             speaker.close()
         time.sleep(3 * _PROBE_FLUSH_S)
@@ -946,8 +975,13 @@ def format_table(report: dict[str, Any]) -> str:
             f"  hit/uncached p50 {_fmt(r['p50'], 3)}, p99 {_fmt(r['p99'], 3)}; target "
             f"p50<={t['hit_p50_ms']:g} {'met' if t['p50_met'] else 'MISSED'}, "
             f"p99<={t['hit_p99_ms']:g} {'met' if t['p99_met'] else 'MISSED'}; "
-            f"cache hits counted {c['hits']}/{c['expected_hits']}"
+            f"cache hits counted {c['hits']}/{c['expected_hits']}; "
+            f"failed jobs {len(part['failures'])}"
         )
+        for failure in part["failures"]:
+            lines.append(
+                f"  FAILED {failure['kind']} prompt {failure['prompt']}: {failure['error']}"
+            )
     for voice, part in report.get("control", {}).items():
         for kind in ("hit", "uncached"):
             lines.append(_row(f"{voice} {kind} (no probe)", part[kind]))
@@ -966,8 +1000,10 @@ def format_table(report: dict[str, Any]) -> str:
             f"  during/baseline p50 {_fmt(r['p50'], 3)}, p99 {_fmt(r['p99'], 3)}; warming took "
             f"{_fmt(warm['duration_s'])} s; prewarm {warm['prewarm']}; verified hits "
             f"{warm['verify']['hits']}/{warm['verify']['expected_hits']}; all cached: "
-            f"{warm['all_cached']}"
+            f"{warm['all_cached']}; failed live jobs {len(warm['failures'])}"
         )
+        for failure in warm["failures"]:
+            lines.append(f"  FAILED live {failure['phase']}: {failure['error']}")
     if report["hits"] and any("breakdown" in p for p in report["hits"].values()):
         lines += [
             "",
@@ -1095,6 +1131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "copied the job's first sample into the device buffer (daemon-measured, from `end` events)",
         "percentiles": "numpy.percentile, linear interpolation",
     }
+    out = args.out or RESULTS_DIR / f"bench_cache-{started.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(data: dict[str, Any]) -> None:
+        out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+    def checkpoint(part: dict[str, Any]) -> None:
+        # A long run on a shared machine can die late: keep what was measured so far.
+        write({**report, **part, "complete": False})
+
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp_name:
         tmp = Path(tmp_name)
         code_dir: Path | None = None
@@ -1104,16 +1150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             report["daemon_code"] = "work tree (as on disk when each daemon started)"
         with PulseNullSink(tmp / "pulse") as sink:
-            report.update(run_main(tmp / "main", sink.env, args, voices, rng, code_dir))
+            report.update(run_main(tmp / "main", sink.env, args, voices, rng, code_dir, checkpoint))
             if args.control_prompts > 0:
                 report["control"] = run_control(
                     tmp / "control", sink.env, args, voices, rng, code_dir
                 )
     report["load_average_end"] = load_average()
     report["duration_s"] = round((datetime.now(UTC) - started).total_seconds(), 1)
-    out = args.out or RESULTS_DIR / f"bench_cache-{started.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report["complete"] = True
+    write(report)
     print(format_table(report))
     print(f"\nJSON: {out}")
     return 0
