@@ -483,3 +483,17 @@ def test_bad_targets_are_refused(daemon: tuple[RunningDaemon, PulseNullSink], ev
             with pytest.raises(RequestFailed) as err:
                 c.request(kind, data)
             assert err.value.code == code, (kind, data)
+
+
+def test_cli_streams_standard_input_and_pauses(
+    daemon: tuple[RunningDaemon, PulseNullSink], events: EventLog
+) -> None:
+    d, _ = daemon
+    r = d.cli("say", "--stream", "--wait", "--priority", "message", "-", input_text="One line.\nTwo")
+    assert r.returncode == 0, r.stderr
+    r = d.cli("pause")
+    assert r.returncode == 0 and r.stdout.startswith("paused"), (r.stdout, r.stderr)
+    r = d.cli("resume")
+    assert r.returncode == 0 and r.stdout.startswith("resumed"), (r.stdout, r.stderr)
+    r = d.cli("resume")
+    assert r.returncode == 1 and "not-paused" in r.stderr
