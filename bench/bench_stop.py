@@ -65,6 +65,8 @@ if str(TESTS_DIR) not in sys.path:
 from audio_sinks import NULL_SINK_RATE_HZ, PulseNullSink, Recording
 from daemon_harness import RunningDaemon, clean_env, next_event
 
+from utterd.models.cpu_features import cpu_features
+
 STOP_P99_TARGET_MS: Final = 30.0
 """Issue 4: stop request arriving -> last sample leaving the device, p99."""
 
@@ -73,17 +75,6 @@ _UNDERRUN: Final = re.compile(r"event=underrun job=(\S+)")
 _JOB_TIMEOUT_S: Final = 300.0
 _SILENT_BEFORE_MS: Final = -20.0
 """A last sample this long before the stop means the speech was silent there already."""
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def git_state() -> dict[str, Any]:
@@ -301,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "bench_stop",
         "date": started.isoformat(timespec="seconds"),
         "command": shlex.join(["python", "bench/bench_stop.py", *raw_argv]),
-        "cpu_model": cpu_model(),
+        "cpu_model": cpu_features().model_name or "unknown",
         "cpu_count": os.cpu_count(),
         "threads": args.threads,
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
