@@ -64,7 +64,6 @@ if str(TESTS_DIR) not in sys.path:
 
 from audio_sinks import NULL_SINK_RATE_HZ, PulseNullSink, Recording
 from daemon_harness import RunningDaemon, clean_env, next_event
-
 from utterd.models.cpu_features import cpu_features
 
 STOP_P99_TARGET_MS: Final = 30.0
