@@ -88,6 +88,9 @@ PROBE_ENV: Final = "UTTERD_BENCH_PROBE"
 PROBE_BENCH_DIR_ENV: Final = "UTTERD_BENCH_DIR"
 """Environment variable telling the profiled daemon's sitecustomize where this module lives."""
 
+DEFAULT_MAX_TEXT_CHARS: Final = 20000
+"""config.yaml limits.max_text_chars default."""
+
 _JOB_TIMEOUT_S: Final = 120.0
 _PROBE_FLUSH_S: Final = 0.1
 _WARM_POLL_S: Final = 0.1
@@ -370,13 +373,30 @@ def device_open_line(log: str) -> str | None:
     return None
 
 
-def daemon_config(tmp: Path, voices: Sequence[str], threads: int, log_level: str) -> dict[str, Any]:
-    """The benchmark daemon's config: defaults, except a private cache folder and preloads."""
-    return {
+def daemon_config(
+    tmp: Path, voices: Sequence[str], threads: int, log_level: str, warm_entries: int = 0
+) -> dict[str, Any]:
+    """The benchmark daemon's config: defaults, except a private cache folder and preloads, and
+    limits.max_text_chars raised when the warm list needs it (see warm_chars_needed)."""
+    config: dict[str, Any] = {
         "cache": {"dir": str(tmp / "phrases")},
         "voices": {"preload": [v for v in voices if v != DEFAULT_VOICE], "threads": threads},
         "log_level": log_level,
     }
+    needed = warm_chars_needed(warm_entries)
+    if needed > DEFAULT_MAX_TEXT_CHARS:
+        config["limits"] = {"max_text_chars": needed}
+    return config
+
+
+def warm_chars_needed(entries: int) -> int:
+    """limits.max_text_chars that one `cache-warm` of `entries` prompts needs.
+
+    The daemon counts all entries of a `cache-warm` together against limits.max_text_chars (1,000
+    prompts are ~46,500 characters), and each `cache-warm` request starts its own warming thread,
+    so splitting the list would warm in parallel threads instead of one: the limit is raised.
+    """
+    return sum(len(prompt) for prompt in warm_prompts(entries)) if entries else 0
 
 
 # -- part 1: hits against uncached ------------------------------------------------------------------
@@ -804,6 +824,7 @@ def start_daemon(
     threads: int,
     probe: bool,
     code_dir: Path | None,
+    warm_entries: int = 0,
 ) -> tuple[RunningDaemon, Path | None]:
     """A daemon on the null sink at log level INFO, running the code in `code_dir` (None: the
     work tree); with `probe`, the probe is installed in it."""
@@ -820,7 +841,8 @@ def start_daemon(
         paths.append(env["PYTHONPATH"])
     if paths:
         env["PYTHONPATH"] = os.pathsep.join(paths)
-    return RunningDaemon(tmp, env, daemon_config(tmp, voices, threads, "INFO")), probe_out
+    config = daemon_config(tmp, voices, threads, "INFO", warm_entries)
+    return RunningDaemon(tmp, env, config), probe_out
 
 
 def daemon_facts(speaker: Speaker) -> dict[str, Any]:
@@ -847,7 +869,13 @@ def run_main(
 ) -> dict[str, Any]:
     """Parts 1 and 2 on one probed daemon; every sample gets its stage breakdown afterwards."""
     daemon, probe_out = start_daemon(
-        tmp, sink_env, voices, args.threads, probe=not args.no_probe, code_dir=code_dir
+        tmp,
+        sink_env,
+        voices,
+        args.threads,
+        probe=not args.no_probe,
+        code_dir=code_dir,
+        warm_entries=args.warm_entries,
     )
     prompts = list(KIOSK_PROMPTS[: args.prompts])
     result: dict[str, Any] = {"hits": {}}
@@ -1125,6 +1153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "control_prompts": args.control_prompts,
             "control_rounds": args.control_rounds,
             "seed": args.seed,
+        },
+        "config_overrides": {
+            "limits.max_text_chars": (
+                warm_chars_needed(args.warm_entries)
+                if warm_chars_needed(args.warm_entries) > DEFAULT_MAX_TEXT_CHARS
+                else None
+            ),
         },
         "sink": {"kind": "pulseaudio-null-sink", "rate_hz": NULL_SINK_RATE_HZ, "real_time": True},
         "definition": "first_audio_ms: daemon received the speak request -> the PortAudio callback "
