@@ -39,8 +39,11 @@ entry and temporary files never exceed the budget, even with several writers at 
 Degraded modes never fail a request: no folder configured or an unusable one (cannot be
 created, not a folder, locked by another utterd process) turns the disk tier `off` (RAM only);
 a read-only or full folder, or any write error, makes it `read-only`: existing entries are still
-served, new ones stay in RAM, and a write is tried again after a minute. `stats()` reports the
-state and the reason, which is also logged once as `event=cache-degraded`.
+served, new ones stay in RAM, and a write is tried again after `write_retry_s` (a minute by
+default); the first write that succeeds makes it `ok` again. `stats()` reports the state and the
+reason, which is also logged once as `event=cache-degraded`; `on_disk_fault` is told the fault
+code (`cache-read-only`, `cache-full`, `cache-write-failed`, `cache-unavailable`) when it
+changes and None when the tier recovers (the daemon's fault registry listens).
 
 Single flight: identical requests in flight are synthesized once. `stream()` is the playback
 form: on a miss it starts synthesis in a background thread of its own ("flight") and every
@@ -79,6 +82,8 @@ import numpy as np
 import numpy.typing as npt
 from utterd.models.errors import Cancelled, UtterdError
 from utterd.models.voice import AudioChunk, CancelToken, float_to_pcm16
+
+from .faults import CACHE_FULL, CACHE_READ_ONLY, CACHE_UNAVAILABLE, CACHE_WRITE_FAILED
 
 __all__ = [
     "CACHE_MODES",
@@ -619,6 +624,8 @@ class PhraseCache:
         disk_budget_bytes: int,
         *,
         hit_chunk_samples: int = _DEFAULT_HIT_CHUNK_SAMPLES,
+        write_retry_s: float = _RETRY_WRITE_S,
+        on_disk_fault: Callable[[str | None, str | None], None] | None = None,
     ) -> None:
         if ram_budget_bytes < 0 or disk_budget_bytes < 0:
             raise ValueError("cache budgets must be >= 0 bytes")
@@ -645,6 +652,12 @@ class PhraseCache:
         self._disk_state = DiskState.OFF
         self._disk_reason: str | None = None
         self._retry_at_s: float | None = None
+        self._write_retry_s = write_retry_s
+        # Told (fault code, reason) when the disk tier degrades for a fault, (None, None) when it
+        # recovers; called without the cache's main lock held.
+        self._on_disk_fault = on_disk_fault
+        self._fault: tuple[str | None, str | None] = (None, None)
+        self._fault_lock = threading.Lock()  # held while telling, so changes arrive in order
         self._open_disk()
 
     # -- opening --------------------------------------------------------------------------------
@@ -661,7 +674,7 @@ class PhraseCache:
             if not path.is_dir():
                 raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
         except OSError as exc:
-            self._set_off(f"cannot use {path}: {exc.strerror or exc}")
+            self._set_off(f"cannot use {path}: {exc.strerror or exc}", CACHE_UNAVAILABLE)
             return
         if not self._take_lock(path):
             return
@@ -674,9 +687,11 @@ class PhraseCache:
             self._degrade(exc)
         self._scan(path)
 
-    def _set_off(self, reason: str) -> None:
+    def _set_off(self, reason: str, fault_code: str | None = None) -> None:
         self._disk_state = DiskState.OFF
         self._disk_reason = reason
+        if fault_code is not None:
+            self._notify_fault(fault_code, reason)
         if self._dir is not None:
             _LOGGER.warning(
                 "event=cache-degraded tier=disk state=off dir=%s reason=%r", self._dir, reason
@@ -695,7 +710,7 @@ class PhraseCache:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            self._set_off(f"{path} is in use by another utterd process")
+            self._set_off(f"{path} is in use by another utterd process", CACHE_UNAVAILABLE)
             return False
         self._lock_fd = fd
         return True
@@ -712,7 +727,7 @@ class PhraseCache:
             names = os.listdir(path)
         except OSError as exc:
             self._release_lock()
-            self._set_off(f"cannot list {path}: {exc.strerror or exc}")
+            self._set_off(f"cannot list {path}: {exc.strerror or exc}", CACHE_UNAVAILABLE)
             return
         for name in names:
             item = path / name
@@ -1024,6 +1039,7 @@ class PhraseCache:
                     self._disk_state, self._disk_reason, self._retry_at_s = DiskState.OK, None, None
             if recovered:
                 _LOGGER.info("event=cache-recovered tier=disk dir=%s", self._dir)
+                self._notify_fault(None, None)
             self._fsync_dir()
         except OSError as exc:
             try:
@@ -1045,23 +1061,33 @@ class PhraseCache:
 
     def _degrade(self, exc: OSError) -> None:
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            reason = f"cache dir is read-only: {exc.strerror}"
+            reason, code = f"cache dir is read-only: {exc.strerror}", CACHE_READ_ONLY
         elif exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            reason = f"cache dir is full: {exc.strerror}"
+            reason, code = f"cache dir is full: {exc.strerror}", CACHE_FULL
         else:
-            reason = f"cache write failed: {exc.strerror or exc}"
+            reason, code = f"cache write failed: {exc.strerror or exc}", CACHE_WRITE_FAILED
         with self._lock:
             first = self._disk_state is DiskState.OK
             self._disk_state = DiskState.READ_ONLY
             self._disk_reason = reason
-            self._retry_at_s = time.monotonic() + _RETRY_WRITE_S
+            self._retry_at_s = time.monotonic() + self._write_retry_s
         if first:
             _LOGGER.warning(
-                "event=cache-degraded tier=disk state=read-only dir=%s reason=%r retry_s=%d",
+                "event=cache-degraded tier=disk state=read-only dir=%s reason=%r retry_s=%g",
                 self._dir,
                 reason,
-                _RETRY_WRITE_S,
+                self._write_retry_s,
             )
+        self._notify_fault(code, f"{reason} ({self._dir})")
+
+    def _notify_fault(self, code: str | None, reason: str | None) -> None:
+        """Tell `on_disk_fault` about a change of the disk tier's fault (not a repeat of it)."""
+        with self._fault_lock:
+            if self._fault == (code, reason):
+                return
+            self._fault = (code, reason)
+            if self._on_disk_fault is not None:
+                self._on_disk_fault(code, reason)
 
     # -- clearing -------------------------------------------------------------------------------
     def clear(self, voice_id: str | None = None) -> int:

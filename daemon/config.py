@@ -130,6 +130,7 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "cache.disk_budget_bytes": _Range(0),
         "cache.deterministic": _OneOf(DETERMINISTIC_POLICIES),
         "cache.max_text_chars": _Range(1),
+        "cache.write_retry_s": _Range(0, low_open=True),
         "log_level": _OneOf(LOG_LEVELS),
     }
 )

@@ -167,6 +167,10 @@ class CacheSettings:
     max_text_chars: int = 500
     """Longer requests bypass the cache (it is for prompts, and a miss holds its audio in RAM)."""
 
+    write_retry_s: float = 60.0
+    """After a failed disk write (read-only or full folder), how long new entries stay in RAM
+    only before a write is tried again; the first write that succeeds clears the fault."""
+
     prewarm: tuple[str, ...] = ()
     """Prompts rendered in the background after start-up; syntax in daemon/prewarm.py
     (`voice=en_US-joe-medium rate=1.1 | Battery low.`)."""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from utterd.daemon.cache_store import CacheEntry, DiskState, PhraseCache
 from utterd.daemon.faults import (
     CACHE_FULL,
     CACHE_READ_ONLY,
+    CACHE_UNAVAILABLE,
+    CACHE_WRITE_FAILED,
     DEVICE_UNAVAILABLE,
     FAULT_CODES,
     VOICE_FILE_MISSING,
@@ -202,6 +207,47 @@ def test_every_code_is_described() -> None:
     assert all(FAULT_CODES.values())
     with pytest.raises(ValueError):
         FaultRegistry(poll_interval_s=0)
+
+
+def _entry(n: int) -> CacheEntry:
+    return CacheEntry(bytes(2 * n), 16000, (0,), "v")
+
+
+def test_cache_reports_a_write_fault_and_its_recovery(tmp_path: Path) -> None:
+    told: list[tuple[str | None, str | None]] = []
+    folder = tmp_path / "phrases"
+    cache = PhraseCache(
+        folder, 1 << 20, 1 << 20, write_retry_s=0.05, on_disk_fault=lambda *f: told.append(f)
+    )
+    try:
+        cache.put("a" * 64, _entry(100))
+        assert told == []
+        shutil.rmtree(folder)  # every write now fails (root ignores mode bits; this does not)
+        cache.put("b" * 64, _entry(100))
+        cache.put("c" * 64, _entry(100))  # within the retry interval: not even tried
+        assert [code for code, _ in told] == [CACHE_WRITE_FAILED]
+        assert str(folder) in (told[0][1] or "")
+        assert cache.get("b" * 64) is not None, "kept in RAM"
+        folder.mkdir()
+        time.sleep(0.06)
+        cache.put("d" * 64, _entry(100))
+        assert told[-1] == (None, None)
+        assert cache.disk_state is DiskState.OK and (folder / ("d" * 64 + ".upc")).exists()
+    finally:
+        cache.close()
+
+
+def test_cache_reports_an_unusable_folder_at_open(tmp_path: Path) -> None:
+    told: list[tuple[str | None, str | None]] = []
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    cache = PhraseCache(not_a_dir, 1 << 20, 1 << 20, on_disk_fault=lambda *f: told.append(f))
+    cache.close()
+    assert [code for code, _ in told] == [CACHE_UNAVAILABLE]
+    # No folder configured is a choice, not a fault.
+    told.clear()
+    PhraseCache(None, 1 << 20, 1 << 20, on_disk_fault=lambda *f: told.append(f)).close()
+    assert told == []
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
