@@ -22,6 +22,7 @@ from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 import yaml
 from utterd.models.errors import UtterdError
 
+from .access import is_z85_key
 from .settings import DETERMINISTIC_POLICIES, Settings
 
 __all__ = [
@@ -125,6 +126,9 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "audio.retry_interval_s": _Range(0, low_open=True),
         "limits.max_text_chars": _Range(1),
         "limits.max_queue": _Range(1),
+        "limits.max_queue_per_client": _Range(1),
+        "limits.requests_per_s": _Range(0, low_open=True),
+        "limits.request_burst": _Range(1),
         "limits.stream_idle_s": _Range(0, low_open=True),
         "cache.ram_budget_bytes": _Range(0),
         "cache.disk_budget_bytes": _Range(0),
@@ -294,6 +298,19 @@ def _check_cross_fields(settings: Settings) -> None:
             f"{server.tcp_host!r} is not a loopback address; anyone who can reach it could make "
             "the daemon speak, so set server.allow_non_loopback: true to allow it",
         )
+    if not server.curve and not _is_loopback(server.tcp_host):
+        raise _Invalid(
+            "server.curve",
+            f"tcp_host {server.tcp_host!r} is not a loopback address, so the TCP endpoints must "
+            "use CurveZMQ: set server.curve: true and allow client keys (docs/protocol.md, "
+            "Security)",
+        )
+    for index, key in enumerate(server.curve_clients):
+        if not is_z85_key(key):
+            raise _Invalid(
+                f"server.curve_clients[{index}]",
+                f"expected a Z85 Curve public key (40 characters), got {_show(key)}",
+            )
 
 
 def _is_loopback(host: str) -> bool:

@@ -61,6 +61,10 @@ class Job:
     client: str = ""
     """Hex of the ZeroMQ routing id of the client that asked (for events and per-client stop)."""
 
+    owner: str = ""
+    """Whom `limits.max_queue_per_client` counts the job against: the client's Curve key, else
+    its routing id (daemon/access.py `client_id`); empty for the daemon's own jobs (no limit)."""
+
     priority: Priority = "text"
     """How the job competes with others (daemon/priorities.py)."""
 

@@ -845,9 +845,15 @@ def reply(
     return frames
 
 
-def error_reply(request_id: RequestId, code: str, message: str) -> list[bytes]:
-    """The body of an `error` reply: data `{"code": code, "message": message}`."""
-    return reply(request_id, "error", {"code": code, "message": message})
+def error_reply(
+    request_id: RequestId,
+    code: str,
+    message: str,
+    details: Mapping[str, object] | None = None,
+) -> list[bytes]:
+    """The body of an `error` reply: data `{"code": code, "message": message}`, plus `details`
+    (such as `retry_after_s` of `rate-limited`)."""
+    return reply(request_id, "error", {"code": code, "message": message, **(details or {})})
 
 
 def event(kind: str, data: Mapping[str, object]) -> list[bytes]:

@@ -135,11 +135,13 @@ class Scheduler:
         emit: EmitFn,
         max_queue: int,
         stream_idle_s: float = 30.0,
+        max_queue_per_client: int | None = None,
     ) -> None:
         self._source = source
         self._player = player
         self._emit = emit
         self._max_queue = max_queue
+        self._max_per_client = max_queue_per_client
         self._stream_idle_s = stream_idle_s
         self._waiting: list[Job] = []  # sorted by (rank, seq)
         self._current: Job | None = None
@@ -165,6 +167,13 @@ class Scheduler:
         with self._cond:
             if len(self._waiting) >= self._max_queue:
                 raise Busy(f"the speech queue is full ({self._max_queue} jobs); try again later")
+            if self._max_per_client is not None and job.owner:
+                mine = sum(1 for j in self._waiting if j.owner == job.owner)
+                if mine >= self._max_per_client:
+                    raise Busy(
+                        f"this client already has {mine} jobs waiting "
+                        f"(limits.max_queue_per_client); try again later"
+                    )
             job.seq = next(self._seq)
             self.jobs.add(job)
             self.counters["accepted"] += 1

@@ -94,7 +94,12 @@ class Daemon:
             store,
             source,
             lambda emit: Scheduler(
-                source, player, emit, cfg.limits.max_queue, cfg.limits.stream_idle_s
+                source,
+                player,
+                emit,
+                cfg.limits.max_queue,
+                cfg.limits.stream_idle_s,
+                max_queue_per_client=cfg.limits.max_queue_per_client,
             ),
             device_state,
             self.version,

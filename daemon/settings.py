@@ -31,7 +31,26 @@ class ServerSettings:
     """Address for the TCP endpoints; a non-loopback one needs allow_non_loopback."""
 
     allow_non_loopback: bool = False
-    """Must be true to bind tcp_host to anything but a loopback address."""
+    """Must be true to bind tcp_host to anything but a loopback address (curve must be on too)."""
+
+    client_group: str | None = None
+    """Group whose members may also use the ipc sockets (folder 2710, sockets 0770, set before
+    they are bound). None: owner only."""
+
+    curve: bool = False
+    """CurveZMQ (encryption, and ZAP checking client keys) on the TCP endpoints. Required when
+    tcp_host is not loopback. The ipc sockets stay plain (file permissions guard them)."""
+
+    curve_dir: Path | None = None
+    """Folder of the server key pair (server.key public, server.key_secret secret), made on the
+    first start with curve on. None: $STATE_DIRECTORY/curve (systemd), else
+    $XDG_DATA_HOME/utterd/curve, else ~/.local/share/utterd/curve."""
+
+    curve_clients_dir: Path | None = None
+    """Folder of allowed client public keys (*.key files). None: curve_dir/clients."""
+
+    curve_clients: tuple[str, ...] = ()
+    """Allowed client public keys in Z85 (40 characters), besides those in curve_clients_dir."""
 
     max_message_bytes: int = 1_048_576
     """Largest inbound message ZeroMQ accepts (ZMQ_MAXMSGSIZE); larger ones are dropped."""
@@ -49,6 +68,21 @@ class ServerSettings:
         if xdg:
             return Path(xdg) / "utterd"
         return Path(f"/tmp/utterd-{os.getuid()}")
+
+    def resolved_curve_dir(self) -> Path:
+        if self.curve_dir is not None:
+            return self.curve_dir.expanduser()
+        state = os.environ.get("STATE_DIRECTORY")
+        if state:
+            return Path(state.split(":")[0]) / "curve"
+        data_home = os.environ.get("XDG_DATA_HOME", "")
+        base = Path(data_home) if os.path.isabs(data_home) else Path("~/.local/share").expanduser()
+        return base / "utterd" / "curve"
+
+    def resolved_curve_clients_dir(self) -> Path:
+        if self.curve_clients_dir is not None:
+            return self.curve_clients_dir.expanduser()
+        return self.resolved_curve_dir() / "clients"
 
     def request_endpoints(self) -> list[str]:
         eps = [f"ipc://{self.resolved_runtime_dir() / 'utterd.sock'}"]
@@ -132,7 +166,19 @@ class LimitsSettings:
     """Longest text accepted in one request, in characters."""
 
     max_queue: int = 256
-    """Most jobs waiting for playback; beyond it `speak` answers `busy`."""
+    """Most jobs waiting for playback; beyond it `speak` answers `busy`. Also the most
+    `synthesize` requests waiting or running."""
+
+    max_queue_per_client: int = 64
+    """Most jobs one client may have waiting for playback (and `synthesize` requests in
+    progress); beyond it that client's requests answer `busy`, other clients' do not."""
+
+    requests_per_s: float = 100.0
+    """Requests per second one client may send, sustained (its token bucket's refill rate);
+    beyond it requests answer `rate-limited` with `retry_after_s`."""
+
+    request_burst: int = 200
+    """Requests one client may send at once above that rate (its token bucket's size)."""
 
     stream_idle_s: float = 30.0
     """A streamed `speak` (`speak-start`) that waits this long for its next text while it has

@@ -208,7 +208,12 @@ def test_non_loopback_needs_permission() -> None:
     assert error.key == "server.tcp_host"
     assert "'0.0.0.0'" in str(error)
     assert "allow_non_loopback" in str(error)
-    allowed = {"server": {"tcp_host": "0.0.0.0", "tcp_port": 7000, "allow_non_loopback": True}}
+    # Permission alone is not enough: a non-loopback address needs CurveZMQ too.
+    permitted = {"server": {"tcp_host": "0.0.0.0", "tcp_port": 7000, "allow_non_loopback": True}}
+    error = _error(permitted)
+    assert error.key == "server.curve"
+    assert "'0.0.0.0'" in str(error) and "curve: true" in str(error)
+    allowed = {"server": {**permitted["server"], "curve": True}}
     assert settings_from_mapping(allowed, "c").server.tcp_host == "0.0.0.0"
     for host in ("127.0.0.1", "127.5.0.1", "::1", "[::1]", "localhost"):
         settings_from_mapping({"server": {"tcp_host": host}}, "c")
@@ -344,6 +349,11 @@ def test_bad_overrides(overrides: dict[str, Any], key: str, text: str) -> None:
 
 def test_override_allow_non_loopback_together() -> None:
     settings = apply_overrides(
-        Settings(), **{"server.tcp_host": "0.0.0.0", "server.allow_non_loopback": True}
+        Settings(),
+        **{
+            "server.tcp_host": "0.0.0.0",
+            "server.allow_non_loopback": True,
+            "server.curve": True,
+        },
     )
     assert settings.server.allow_non_loopback
