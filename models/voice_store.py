@@ -237,6 +237,27 @@ class VoiceStore:
                 missing[info.voice_id] = gone
         return missing
 
+    def missing_files(self) -> dict[str, tuple[Path, ...]]:
+        """Discovered voices whose files are gone from disk: voice id -> the missing paths.
+
+        The files are the model and, for Piper, its `.onnx.json`. A loaded voice keeps speaking
+        from memory and stays loaded; one not loaded yet fails to load (VoiceLoadError naming
+        the file) until its files are back. A few stat calls per voice: cheap to poll.
+        """
+        with self._lock:
+            infos = [slot.info for slot in self._slots.values()]
+        missing: dict[str, tuple[Path, ...]] = {}
+        for info in infos:
+            if info.model_path is None:
+                continue
+            files = [info.model_path]
+            if info.family == "piper":
+                files.append(config_path_for(info.model_path))
+            gone = tuple(path for path in files if not path.exists())
+            if gone:
+                missing[info.voice_id] = gone
+        return missing
+
     def close(self) -> None:
         """Unload every voice; the store stays usable (the next `get` loads again)."""
         with self._lock:
