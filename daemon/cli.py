@@ -13,6 +13,7 @@ from typing import Any
 
 from utterd.models.errors import UtterdError
 
+from .access import CurveClientKeys, new_key_pair, server_public_key, write_key_pair
 from .client import Client, NotRunning, RequestFailed
 from .config import apply_overrides, find_config_file, load_settings
 from .settings import Settings
@@ -227,6 +228,33 @@ def cmd_cache(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """CurveZMQ keys: print the daemon's public key, or make a client key pair."""
+    if args.keys_command == "server":
+        print(server_public_key(_settings(args).server.resolved_curve_dir()).decode("ascii"))
+        return 0
+    folder = Path(args.dir)
+    pair = new_key_pair()
+    public_path, secret_path = write_key_pair(folder, args.name, pair)
+    clients_dir = _settings(args).server.resolved_curve_clients_dir()
+    print(pair.public.decode("ascii"))
+    print(
+        f"wrote {public_path} (public: copy it into the daemon's {clients_dir}, or list the key "
+        f"above in server.curve_clients) and {secret_path} (secret, mode 0600: use it with "
+        f"`utterd --client-key {secret_path} --server-key KEY`)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _curve_keys(args: argparse.Namespace) -> CurveClientKeys | None:
+    if args.server_key is None and args.client_key is None:
+        return None
+    if args.server_key is None or args.client_key is None:
+        raise SystemExit("utterd: --server-key and --client-key go together")
+    return CurveClientKeys.load(args.server_key, args.client_key)
+
+
 def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="what to say; '-' reads standard input")
     p.add_argument("--voice", help="voice id (see `utterd voices`)")
@@ -248,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="config file (default: $UTTERD_CONFIG, ~/.config/utterd/config.yaml, /etc/utterd/config.yaml)")
     parser.add_argument("--endpoint", help="request endpoint, e.g. ipc:///run/utterd/utterd.sock")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
+    parser.add_argument(
+        "--server-key",
+        metavar="KEY",
+        help="CurveZMQ: the daemon's public key, Z85 text or a .key file (`utterd keys server`)",
+    )
+    parser.add_argument(
+        "--client-key",
+        metavar="FILE",
+        help="CurveZMQ: this client's .key_secret file (`utterd keys client NAME`)",
+    )
     parser.add_argument("--version", action="version", version=f"utterd {utterd_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -304,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     clear = cache_sub.add_parser("clear", help="remove cached phrases")
     clear.add_argument("--voice", help="only this voice's entries")
+
+    keys = sub.add_parser("keys", help="CurveZMQ keys for TCP clients (server.curve)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("server", help="print the daemon's public key (made by its first start)")
+    client_keys = keys_sub.add_parser(
+        "client", help="make a client key pair NAME.key, NAME.key_secret"
+    )
+    client_keys.add_argument("name", help="file name stem, e.g. the client's host name")
+    client_keys.add_argument("--dir", default=".", help="folder to write them in (default: here)")
     return parser
 
 
@@ -327,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "quantize":
             return cmd_quantize(args)
-        with Client(_endpoint(args), timeout_s=args.timeout) as client:
+        if args.command == "keys":
+            return cmd_keys(args)
+        with Client(_endpoint(args), timeout_s=args.timeout, curve=_curve_keys(args)) as client:
             return _CLIENT_COMMANDS[args.command](args, client)
     except NotRunning as exc:
         print(f"utterd: {exc}", file=sys.stderr)

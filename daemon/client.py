@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import zmq
 
 from . import protocol
+from .access import CurveClientKeys
 
 
 class NotRunning(Exception):
@@ -26,21 +27,30 @@ class RequestFailed(Exception):
 
 
 class Client:
-    """One DEALER socket; requests carry ids so replies can be matched."""
+    """One DEALER socket; requests carry ids so replies can be matched.
 
-    def __init__(self, endpoint: str, timeout_s: float = 5.0) -> None:
+    `curve`: the keys for a daemon whose TCP endpoint uses CurveZMQ (`server.curve`). Without
+    them, or with a key the daemon does not allow, a Curve endpoint never answers.
+    """
+
+    def __init__(
+        self, endpoint: str, timeout_s: float = 5.0, curve: CurveClientKeys | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.curve = curve
         self._ids = itertools.count(1)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._sock = self._context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.apply(self._sock)
         self._sock.connect(endpoint)
 
     def close(self) -> None:
         self._sock.close(linger=0)
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -50,6 +60,13 @@ class Client:
         hint = ""
         if self.endpoint.startswith("ipc://") and not Path(self.endpoint[6:]).exists():
             hint = f" (no socket at {self.endpoint[6:]})"
+        elif self.endpoint.startswith("tcp://"):
+            hint = (
+                " (a daemon with server.curve answers only clients with an allowed key: "
+                "--server-key and --client-key)"
+                if self.curve is None
+                else " (or it does not allow this client key, or --server-key is not its key)"
+            )
         return NotRunning(
             f"utterd is not answering on {self.endpoint}{hint}; start it with `utterd serve`"
         )
