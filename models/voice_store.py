@@ -22,21 +22,6 @@ from .voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)
 
-_SHOWN_ID_CHARS = 80
-"""An unknown id is echoed in the error cut to this many characters."""
-
-
-def is_plain_voice_id(voice_id: str) -> bool:
-    """Whether `voice_id` is a name and nothing else: no path separator, NUL or other control
-    character, not `.` or `..`, at most 255 characters (a file name's limit)."""
-    return (
-        0 < len(voice_id) <= 255
-        and voice_id not in (".", "..")
-        and "/" not in voice_id
-        and "\\" not in voice_id
-        and voice_id.isprintable()
-    )
-
 
 def default_families(
     model_store: Path | None = None, *, cpu_pinning: bool = False
@@ -106,13 +91,6 @@ class VoiceStore:
                 _LOGGER.exception("family_discover_failed family=%s", family.name)
                 continue
             for info in infos:
-                if not is_plain_voice_id(info.voice_id):
-                    _LOGGER.warning(
-                        "voice_skipped family=%s id=%r reason=not a plain name",
-                        family.name,
-                        info.voice_id,
-                    )
-                    continue
                 kept = discovered.get(info.voice_id)
                 if kept is not None:
                     _LOGGER.info(
@@ -215,27 +193,6 @@ class VoiceStore:
     def load_error(self, voice_id: str) -> VoiceLoadError | None:
         """Why the voice's last load failed; None when it never failed or has loaded since."""
         return self._slot(voice_id).load_error
-
-    def missing_files(self) -> dict[str, tuple[Path, ...]]:
-        """Discovered voices whose files are gone from disk: voice id -> the missing paths.
-
-        The files are the model and, for Piper, its `.onnx.json`. A loaded voice keeps speaking
-        from memory and stays loaded; one not loaded yet fails to load (VoiceLoadError naming
-        the file) until its files are back. A few stat calls per voice: cheap to poll.
-        """
-        with self._lock:
-            infos = [slot.info for slot in self._slots.values()]
-        missing: dict[str, tuple[Path, ...]] = {}
-        for info in infos:
-            if info.model_path is None:
-                continue
-            files = [info.model_path]
-            if info.family == "piper":
-                files.append(config_path_for(info.model_path))
-            gone = tuple(path for path in files if not path.exists())
-            if gone:
-                missing[info.voice_id] = gone
-        return missing
 
     def missing_files(self) -> dict[str, tuple[Path, ...]]:
         """Discovered voices whose files are gone from disk: voice id -> the missing paths.
