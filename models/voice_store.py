@@ -1,7 +1,8 @@
 """The voice store: every voice the families offer, loaded on first use and kept loaded.
 
 This is the daemon's only door to the models. Voice ids from clients are used only as keys into
-the discovered voices, never to build paths.
+the discovered voices, never to build paths; and an id that looks like a path (separators, NUL,
+`.` or `..`, control characters) is neither discovered nor looked up, so it can never become one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,21 @@ from .piper_family import PiperFamily, config_path_for
 from .voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)
+
+_SHOWN_ID_CHARS = 80
+"""An unknown id is echoed in the error cut to this many characters."""
+
+
+def is_plain_voice_id(voice_id: str) -> bool:
+    """Whether `voice_id` is a name and nothing else: no path separator, NUL or other control
+    character, not `.` or `..`, at most 255 characters (a file name's limit)."""
+    return (
+        0 < len(voice_id) <= 255
+        and voice_id not in (".", "..")
+        and "/" not in voice_id
+        and "\\" not in voice_id
+        and voice_id.isprintable()
+    )
 
 
 def default_families(
@@ -91,6 +107,13 @@ class VoiceStore:
                 _LOGGER.exception("family_discover_failed family=%s", family.name)
                 continue
             for info in infos:
+                if not is_plain_voice_id(info.voice_id):
+                    _LOGGER.warning(
+                        "voice_skipped family=%s id=%r reason=not a plain name",
+                        family.name,
+                        info.voice_id,
+                    )
+                    continue
                 kept = discovered.get(info.voice_id)
                 if kept is not None:
                     _LOGGER.info(
@@ -227,8 +250,11 @@ class VoiceStore:
 
     def _slot(self, voice_id: str) -> _Slot:
         with self._lock:
-            slot = self._slots.get(voice_id)
+            slot = self._slots.get(voice_id) if is_plain_voice_id(voice_id) else None
             if slot is None:
                 available = ", ".join(self._slots) or "none"
-                raise UnknownVoice(f"unknown voice {voice_id!r}; available: {available}")
+                shown = repr(voice_id[:_SHOWN_ID_CHARS])
+                if len(voice_id) > _SHOWN_ID_CHARS:
+                    shown += f" (cut; {len(voice_id)} characters)"
+                raise UnknownVoice(f"unknown voice {shown}; available: {available}")
             return slot
