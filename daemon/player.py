@@ -123,6 +123,21 @@ class DeviceState:
     """How often a job's audio ran out before the job ended (synthesis slower than playback)."""
 
 
+@dataclass(frozen=True)
+class PlayerHealth:
+    """Whether the player's threads are moving, for the service watchdog (daemon/watchdog.py)."""
+
+    supervisor_beat_s: float
+    """`time.monotonic()` when the supervisor thread last went round its loop."""
+
+    supervisor_sleep_s: float
+    """The longest the supervisor said it would sleep after that beat before going round again."""
+
+    callback_s: float | None
+    """While the device stream is started: `time.monotonic()` of the PortAudio callback's last
+    run (or of the start, if it has not run since); None while the stream is stopped."""
+
+
 class _DeviceError(Exception):
     """Opening or rescanning the device failed; the message is for DeviceState.error."""
 
@@ -216,6 +231,11 @@ class Player:
         self._hold_job: str | None = None
         self._cb_held_job: str | None = None
         self._reported_held: str | None = None
+        # Liveness for the watchdog: (time, planned sleep) of the supervisor's last turn, the
+        # callback's last run and the last stream start (plain attributes, no locks).
+        self._supervisor_beat: tuple[float, float] = (time.monotonic(), 0.0)
+        self._cb_ran_s = 0.0
+        self._stream_started_s = 0.0
 
         self._supervisor = threading.Thread(
             target=self._supervise, name="utterd-player", daemon=True
@@ -237,6 +257,16 @@ class Player:
                 error=self._error,
                 underruns=self._underruns,
             )
+
+    def health(self) -> PlayerHealth:
+        """How recently the supervisor and the callback ran (see PlayerHealth)."""
+        beat_s, sleep_s = self._supervisor_beat
+        started = self._stream_phase is _Phase.STARTED and not self._closing
+        return PlayerHealth(
+            supervisor_beat_s=beat_s,
+            supervisor_sleep_s=sleep_s,
+            callback_s=max(self._cb_ran_s, self._stream_started_s) if started else None,
+        )
 
     def start(self) -> None:
         """Open the device (the stream starts only when audio comes); on failure retry later."""
@@ -454,6 +484,7 @@ class Player:
         self, outdata: npt.NDArray[np.int16], frames: int, time_info: Any, status: Any
     ) -> None:
         run_id = self._run_id
+        self._cb_ran_s = time.monotonic()
         try:
             stop = self._fill(
                 outdata[:, 0], frames, time_info.currentTime, time_info.outputBufferDacTime, run_id
@@ -537,7 +568,9 @@ class Player:
 
     def _supervise(self) -> None:
         while True:
-            self._wake.wait(self._supervisor_timeout_s())
+            sleep_s = self._supervisor_timeout_s()
+            self._supervisor_beat = (time.monotonic(), sleep_s)
+            self._wake.wait(sleep_s)
             self._wake.clear()
             if self._closing:
                 return
@@ -624,6 +657,7 @@ class Player:
                     self._fault_locked(f"starting the audio stream failed: {exc}")
                     return
                 self._stream_phase = _Phase.STARTED
+                self._stream_started_s = time.monotonic()
             else:
                 # Nothing to play (or paused): end markers at the head are jobs whose audio is
                 # all out; a held piece marker stays.
