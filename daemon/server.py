@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import re
-import stat
 import threading
 import time
 import wave
@@ -29,7 +28,7 @@ from utterd.models.errors import UtterdError
 from utterd.models.voice import CancelToken, SynthesisParams, VoiceInfo, float_to_pcm16
 from utterd.models.voice_store import VoiceStore
 
-from . import protocol
+from . import access, protocol
 from .jobs import Job
 from .phrase_source import PhraseSource
 from .phrase_templates import parse_template
@@ -62,14 +61,14 @@ class SocketDirError(UtterdError):
     code = "runtime-dir"
 
 
-def prepare_runtime_dir(path: Path) -> None:
-    """Create the socket folder owner-only *before* binding, so no one else can ever connect."""
+def prepare_runtime_dir(path: Path, perms: access.SocketPermissions = access.OWNER_ONLY) -> None:
+    """Create the socket folder owner-only (or owner and `server.client_group`) *before*
+    binding, so no one else can ever connect."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.stat()
     if st.st_uid != os.getuid():
         raise SocketDirError(f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})")
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        os.chmod(path, 0o700)
+    perms.apply_to_dir(path)
 
 
 def check_not_running(context: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
@@ -130,7 +129,14 @@ class Server:
         self._stop = threading.Event()
         self._started_s = time.monotonic()
         self.state = "starting"
-        self.counters: dict[str, int] = {"requests": 0, "errors": 0, "synthesized": 0}
+        self.counters: dict[str, int] = {
+            "requests": 0,
+            "errors": 0,
+            "synthesized": 0,
+            "rate_limited": 0,
+        }
+        self.access = access.AccessControl(settings.server, settings.limits)
+        self._owner = ""  # the per-client limits' id of the request being handled
         self._router: zmq.Socket[bytes] | None = None
         self._pub: zmq.Socket[bytes] | None = None
         self._pull: zmq.Socket[bytes] | None = None
@@ -145,7 +151,8 @@ class Server:
     # -- lifecycle ---------------------------------------------------------------------------
     def bind(self) -> None:
         server = self.settings.server
-        prepare_runtime_dir(server.resolved_runtime_dir())
+        perms = self.access.socket_permissions()  # an unknown group fails before any socket
+        prepare_runtime_dir(server.resolved_runtime_dir(), perms)
         requests = server.request_endpoints()
         check_not_running(self.context, requests[0])
         self._pull = self.context.socket(zmq.PULL)
@@ -155,16 +162,24 @@ class Server:
         self._router.setsockopt(zmq.MAXMSGSIZE, server.max_message_bytes)
         self._pub = self.context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, 0)
-        old_umask = os.umask(0o077)  # socket files owner-only, whatever the caller's umask
+        self.access.start_curve(self.context)  # the ZAP handler runs before any TCP bind
+        old_umask = os.umask(perms.umask)  # socket files' final mode, whatever the caller's umask
         try:
-            for ep in requests:
+            for ep in access.bind_order(requests):
+                if ep.startswith("tcp://"):
+                    self.access.secure(self._router)
                 self._router.bind(ep)
-            for ep in server.event_endpoints():
+            for ep in access.bind_order(server.event_endpoints()):
                 if ep.startswith("ipc://"):
                     Path(ep[len("ipc://") :]).unlink(missing_ok=True)
+                if ep.startswith("tcp://"):
+                    self.access.secure(self._pub)
                 self._pub.bind(ep)
         finally:
             os.umask(old_umask)
+        for ep in requests + server.event_endpoints():
+            if ep.startswith("ipc://"):
+                perms.check_socket(Path(ep[len("ipc://") :]))
         _LOGGER.info("event=bound requests=%s events=%s", requests, server.event_endpoints())
         self.bound.set()
 
@@ -202,6 +217,7 @@ class Server:
         for ep in self.settings.server.request_endpoints() + self.settings.server.event_endpoints():
             if ep.startswith("ipc://"):
                 Path(ep[len("ipc://") :]).unlink(missing_ok=True)
+        self.access.close()  # the ZAP thread's sockets, before the context ends
         self.context.term()
         self.state = "stopped"
 
@@ -233,10 +249,10 @@ class Server:
         assert self._router is not None
         for _ in range(64):  # bounded, so the outbox is served between bursts
             try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK)
+                frames, curve_key = access.receive(self._router)
             except zmq.Again:
                 return
-            self._handle(frames)
+            self._handle(frames, curve_key)
 
     def _send(self, envelope: list[bytes], frames: list[bytes]) -> None:
         assert self._router is not None
@@ -245,17 +261,24 @@ class Server:
         except zmq.ZMQError as exc:
             _LOGGER.debug("event=undeliverable error=%s", exc)
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], curve_key: str | None = None) -> None:
         self._received_s = time.monotonic()  # time to first audio counts from here
         self.counters["requests"] += 1
         envelope, body = protocol.split_envelope(frames)
         request_id: str | int | None = None
+        self._owner = access.client_id(envelope, curve_key)
         try:
             request_id = protocol.peek_id(body)
+            self.access.admit(self._owner)  # before parsing: a flood costs as little as possible
             request = protocol.parse_request(body, self.settings.limits)
             request_id = request.id
             handler = getattr(self, "_on_" + request.type.replace("-", "_"))
             handler(envelope, request)
+        except access.RateLimited as exc:
+            self.counters["rate_limited"] += 1
+            _LOGGER.debug("event=rate-limited client=%s", self._owner)
+            details = {"retry_after_s": exc.retry_after_s}
+            self._send(envelope, protocol.error_reply(request_id, exc.code, exc.message, details))
         except UtterdError as exc:
             self.counters["errors"] += 1
             _LOGGER.info("event=request-error code=%s message=%r", exc.code, exc.message)
@@ -418,6 +441,7 @@ class Server:
             cache=msg.cache,
             slots=msg.slots,
             client=self._client_of(envelope),
+            owner=self._owner,
             priority=msg.priority,
             created_s=self._received_s,
         )
@@ -433,6 +457,7 @@ class Server:
             params=params,
             cache=msg.cache,
             client=self._client_of(envelope),
+            owner=self._owner,
             priority=msg.priority,
             stream=TextStream(self.settings.limits.max_text_chars),
             created_s=self._received_s,
@@ -463,9 +488,10 @@ class Server:
     def _on_synthesize(self, envelope: list[bytes], request: protocol.Request) -> None:
         info, params = self._resolve(request.message)
         self._check_template(request.message.text, request.message.slots)
+        self.access.synth.acquire(self._owner)  # Busy: the worker pool's queue stays bounded
         with self._synth_lock:
             self._synth_in_flight += 1
-        self._pool.submit(self._synthesize, envelope, request, info, params)
+        self._pool.submit(self._synthesize, envelope, request, info, params, self._owner)
 
     def _on_cache_clear(self, envelope: list[bytes], request: protocol.Request) -> None:
         voice = request.message.voice
@@ -521,6 +547,7 @@ class Server:
         request: protocol.Request,
         info: VoiceInfo,
         params: SynthesisParams,
+        owner: str = "",
     ) -> None:
         msg = request.message
         try:
@@ -569,6 +596,6 @@ class Server:
                 protocol.error_reply(request.id, "internal-error", f"{type(exc).__name__}: {exc}"),
             )
         finally:
+            self.access.synth.release(owner)
             with self._synth_lock:
                 self._synth_in_flight -= 1
-
