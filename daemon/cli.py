@@ -28,8 +28,15 @@ def utterd_version() -> str:
         return "0+unknown"
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    path = Path(args.config) if args.config else find_config_file()
+def _config_path(args: argparse.Namespace) -> Path | None:
+    return Path(args.config) if args.config else find_config_file()
+
+
+def _settings(args: argparse.Namespace, path: Path | None = None) -> Settings:
+    """The config file's settings (`path`, else the one `--config` or the search finds) with the
+    command line's overrides."""
+    if path is None:
+        path = _config_path(args)
     settings = load_settings(path)
     overrides: dict[str, Any] = {}
     if getattr(args, "voice_default", None):
@@ -42,7 +49,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["greeting"] = args.greeting or None
     if getattr(args, "device", None) is not None:
         overrides["audio.device"] = args.device
-    return apply_overrides(settings, overrides) if overrides else settings
+    return apply_overrides(settings, **overrides) if overrides else settings
 
 
 def _endpoint(args: argparse.Namespace) -> str:
@@ -77,15 +84,25 @@ def _synth_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .sdnotify import Notifier
     from .service import Daemon
 
-    settings = _settings(args)
+    # Found once: SIGHUP re-reads this same file, with the same command-line overrides.
+    path = _config_path(args)
+    settings = _settings(args, path)
     logging.basicConfig(
         level=settings.log_level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    return Daemon(settings, utterd_version()).run()
+    daemon = Daemon(
+        settings,
+        utterd_version(),
+        reload_settings=lambda: _settings(args, path),
+        config_file=path,
+        notifier=Notifier.from_environ(),
+    )
+    return daemon.run()
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:

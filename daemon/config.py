@@ -23,7 +23,7 @@ import yaml
 from utterd.models.errors import UtterdError
 
 from .access import is_z85_key
-from .settings import DETERMINISTIC_POLICIES, Settings
+from .settings import DETERMINISTIC_POLICIES, SHUTDOWN_MODES, Settings
 
 __all__ = [
     "BACKENDS",
@@ -117,6 +117,8 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "server.tcp_port": _Range(1, 65534, note="events use tcp_port + 1"),
         "server.max_message_bytes": _Range(1024),
         "server.synth_workers": _Range(1, 16),
+        "server.on_shutdown": _OneOf(SHUTDOWN_MODES),
+        "server.shutdown_finish_s": _Range(0, 600, low_open=True),
         "voices.backend": _OneOf(BACKENDS),
         "voices.threads": _Range(0),
         "audio.device": _Range(0),

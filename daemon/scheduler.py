@@ -303,6 +303,16 @@ class Scheduler:
             raise StreamClosed(f"job {job_id} has ended ({job.state.value}); its text is closed")
         return job.stream
 
+    def finish(self) -> Job | None:
+        """Start no job after the one speaking (shutdown with `finish`); returns that job, if any.
+
+        Waiting jobs stay queued until `close` drops them.
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            return self._live_current()
+
     def queue_length(self) -> int:
         with self._cond:
             return len(self._waiting) + (1 if self._current else 0)

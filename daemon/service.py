@@ -1,30 +1,74 @@
-"""The daemon's lifecycle: build the parts from settings, start them in order, stop them cleanly."""
+"""The daemon's lifecycle: build the parts from settings, start them in order, stop them cleanly.
+
+Signals (handled on the `utterd-control` thread; the handlers only queue the signal number):
+
+- SIGTERM / SIGINT: stop serving. `server.on_shutdown` says what happens to the job speaking:
+  `stop` silences it now, `finish` waits up to `server.shutdown_finish_s` for it to end (a second
+  signal cuts the wait short). Then the queue is dropped, the phrase cache's pending writes are
+  flushed, and the process exits 0.
+- SIGHUP: re-read the config file `serve` was started with (and re-apply its command-line
+  overrides), validate it fully, and apply the keys in LIVE_KEYS; any other changed key is logged
+  as taking effect at restart. An invalid file is rejected with a logged reason and the settings
+  in force stay. Either way an event goes out (`config-reloaded` / `config-rejected`) and
+  `describe` shows the result under `config`.
+
+Under systemd (`Type=notify`, see daemon/sdnotify.py) the daemon reports STATUS lines at each
+start-up phase, READY=1 once the sockets are bound and the default voice is loaded and warm,
+RELOADING=1 / READY=1 around a reload, STOPPING=1 at shutdown, and WATCHDOG=1 while the socket
+loop and the audio path are alive (daemon/watchdog.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import logging
+import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 from utterd.models.errors import UtterdError
 from utterd.models.voice import EngineSettings, SynthesisParams
 from utterd.models.voice_store import VoiceStore, default_families
 
 from .cache_store import PhraseCache
+from .config import ConfigError
 from .jobs import Job
 from .phrase_source import PhraseSource
-from .prewarm import load_prewarm_list
 from .player import Player, PlayerEvent
+from .prewarm import PrewarmSpec, load_prewarm_list
 from .scheduler import Scheduler
+from .sdnotify import Notifier
 from .server import Server
 from .settings import Settings
+from .watchdog import Watchdog
 
 _LOGGER = logging.getLogger(__name__)
+
+LIVE_KEYS: Final[frozenset[str]] = frozenset(
+    {
+        "log_level",
+        "limits.max_text_chars",
+        "cache.max_text_chars",
+        "cache.deterministic",
+        "cache.prewarm",
+        "cache.prewarm_file",
+        "server.on_shutdown",
+        "server.shutdown_finish_s",
+    }
+)
+"""Dotted keys a SIGHUP reload applies at once; every other key takes effect at restart."""
+
+_STARTED: Final = -1
+"""Queued on the control thread once start-up is complete (a reload may wait for it)."""
+
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
 
 class State(enum.Enum):
@@ -36,14 +80,91 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
+def flatten(settings: object, prefix: str = "") -> dict[str, Any]:
+    """Settings as {dotted key: value}, leaves only (a list is one value)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):  # type: ignore[arg-type]
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = value
+    return out
+
+
+def _replace_key(settings: Any, dotted: str, value: object) -> Any:
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return dataclasses.replace(settings, **{head: value})
+    return dataclasses.replace(
+        settings, **{head: _replace_key(getattr(settings, head), rest, value)}
+    )
+
+
+def merge_live(current: Settings, new: Settings) -> tuple[Settings, list[str], list[str]]:
+    """(settings to run with, live keys that changed, restart keys that differ from `current`).
+
+    The result is `current` with the LIVE_KEYS of `new`: keys needing a restart keep the value
+    the daemon runs with, so `describe` never shows a value that is not in force.
+    """
+    old_flat, new_flat = flatten(current), flatten(new)
+    changed = sorted(k for k in LIVE_KEYS if old_flat[k] != new_flat[k])
+    restart = sorted(k for k in old_flat if k not in LIVE_KEYS and old_flat[k] != new_flat[k])
+    merged = current
+    for key in changed:
+        merged = _replace_key(merged, key, new_flat[key])
+    return merged, changed, restart
+
+
+@dataclasses.dataclass
+class ConfigStatus:
+    """The config in force and the last reload's outcome, for `describe` and the events."""
+
+    file: str | None
+    """The file read at start and at every reload; None: defaults (no file was found)."""
+
+    generation: int = 1
+    """1 for the config read at start, +1 for every reload applied."""
+
+    restart_required: list[str] = dataclasses.field(default_factory=list)
+    """Keys whose value in the file differs from the value in force until a restart."""
+
+    last_reload: dict[str, Any] | None = None
+    """`{"result": "applied" | "rejected", "at": ISO time, ...}` of the last SIGHUP; None if none."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
 class Daemon:
     """Voices, player, scheduler and socket loop, wired together."""
 
-    def __init__(self, settings: Settings, version: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        version: str,
+        *,
+        reload_settings: Callable[[], Settings] | None = None,
+        config_file: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        """`reload_settings` reads the config again for SIGHUP (None: reloads are refused)."""
         self.settings = settings
         self.version = version
         self.state = State.STARTING
+        self._reload_settings = reload_settings
+        self._notifier = notifier if notifier is not None else Notifier(None)
+        self._config = ConfigStatus(str(config_file) if config_file is not None else None)
+        self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._server: Server | None = None
+        self._player: Player | None = None
+        self._store: VoiceStore | None = None
+        self._watchdog: Watchdog | None = None
+        self._stop_requested = threading.Event()
 
     def _on_player_event(self, event: PlayerEvent) -> None:
         server = self._server
@@ -67,24 +188,55 @@ class Daemon:
             _LOGGER.warning("event=device available=%s error=%r", event.available, event.error)
             server.emit("device", {"available": event.available, "error": event.error})
 
+    def _status(self, text: str) -> None:
+        """A start-up or shutdown phase, for `systemctl status` and the log."""
+        _LOGGER.debug("event=status status=%r", text)
+        self._notifier.status(text)
+        if self._watchdog is not None:
+            self._watchdog.forget_status()
+
+    def status_line(self) -> str:
+        """`ready: 2/2 voices loaded, queue 0, device ok` (STATUS while serving)."""
+        server, store, player = self._server, self._store, self._player
+        if server is None or store is None or player is None:
+            return self.state.value
+        infos = store.infos()
+        loaded = sum(1 for info in infos if store.is_loaded(info.voice_id))
+        device = player.state
+        return (
+            f"ready: {loaded}/{len(infos)} voices loaded, queue {server.scheduler.queue_length()}, "
+            f"device {'ok' if device.available else 'unavailable'}"
+            + ("" if self._config.generation == 1 else f", config #{self._config.generation}")
+        )
+
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; returns the process exit code."""
         started = time.monotonic()
         cfg = self.settings
+        # Handlers first: until they are in place SIGHUP would kill the process.
+        control = threading.Thread(target=self._control, name="utterd-control", daemon=True)
+        control.start()
+        self._install_signal_handlers()
+        self._status("starting: finding voices")
         store = VoiceStore(
             default_families(cfg.voices.resolved_model_store(), cpu_pinning=cfg.voices.cpu_pinning),
             [p.expanduser() for p in cfg.voices.folders],
             EngineSettings(backend=cfg.voices.backend, threads=cfg.voices.threads),
         )
+        self._store = store
         default = store.info(cfg.voices.default)  # unknown default voice: fail at start, clearly
         prewarm = load_prewarm_list(cfg.cache.prewarm, cfg.cache.prewarm_file)
         cache = None
         if cfg.cache.enabled:
+            self._status("starting: opening the phrase cache")
             cache = PhraseCache(
                 cfg.cache.resolved_dir(), cfg.cache.ram_budget_bytes, cfg.cache.disk_budget_bytes
             )
         source = PhraseSource(store, cache, cfg.cache, store.engine)
-        player = Player(cfg.audio, default_rate_hz=default.sample_rate_hz, on_event=self._on_player_event)
+        player = Player(
+            cfg.audio, default_rate_hz=default.sample_rate_hz, on_event=self._on_player_event
+        )
+        self._player = player
 
         def device_state() -> dict[str, Any]:
             return {**dataclasses.asdict(player.state)}
@@ -105,37 +257,246 @@ class Daemon:
             self.version,
         )
         self._server = server
+        if self._stop_requested.is_set():  # a stop signal came while the parts were built
+            server.request_stop()
+        server.describe_sections["config"] = self._config.as_dict
+        self._status("starting: binding sockets")
         server.bind()
         player.start()
         for voice_id in (cfg.voices.default, *cfg.voices.preload):
+            if self._stop_requested.is_set():
+                break
+            self._status(f"starting: loading voice {voice_id}")
             try:
                 store.get(voice_id)
-                _LOGGER.info("event=voice-loaded voice=%s load_s=%.3f", voice_id, store.load_seconds(voice_id))
+                _LOGGER.info(
+                    "event=voice-loaded voice=%s load_s=%.3f",
+                    voice_id,
+                    store.load_seconds(voice_id),
+                )
             except UtterdError as exc:  # the daemon still serves the other voices
                 _LOGGER.error("event=voice-load-failed voice=%s error=%r", voice_id, exc.message)
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            _LOGGER.info("event=signal signal=%s", signal.Signals(signum).name)
-            server.request_stop()
-
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
         server.scheduler.start()
         if cfg.greeting:
-            server.scheduler.submit(Job(text=cfg.greeting, voice_id=default.voice_id, params=SynthesisParams()))
+            server.scheduler.submit(
+                Job(text=cfg.greeting, voice_id=default.voice_id, params=SynthesisParams())
+            )
         server.start_warming(prewarm)
+        watchdog = Watchdog(self._notifier, server.heartbeat, player.health, self.status_line)
+        self._watchdog = watchdog
+        server.describe_sections["watchdog"] = lambda: {
+            "enabled": watchdog.enabled,
+            "stale_after_s": watchdog.stale_after_s,
+            "problem": watchdog.problem,
+        }
+        server.heartbeat.beat()
+        watchdog.start()
         self.state = State.STARTED
-        _LOGGER.info("event=ready start_s=%.3f version=%s", time.monotonic() - started, self.version)
+        self._notifier.ready(self.status_line())
+        _LOGGER.info(
+            "event=ready start_s=%.3f version=%s", time.monotonic() - started, self.version
+        )
+        self._signals.put(_STARTED)
         try:
             server.run()
         finally:
             self.state = State.STOPPING
+            self._notifier.stopping("stopping")
+            watchdog.stop()
             server.close()
             player.close()
             if cache is not None:
+                # close() lets writes under way land (fsync, rename) and stamps last-use times.
                 cache.close()
+                stats = cache.stats()
+                _LOGGER.info(
+                    "event=cache-flushed disk_entries=%d in_flight=%d",
+                    stats.disk.entries,
+                    stats.in_flight,
+                )
             store.close()
             self.state = State.STOPPED
             _LOGGER.info("event=stopped")
         return 0
+
+    # -- signals -------------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (tests): the caller stops the daemon
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            # SimpleQueue.put is reentrant: safe in a handler that may interrupt anything.
+            self._signals.put(signum)
+
+        for signum in (*_STOP_SIGNALS, signal.SIGHUP):
+            signal.signal(signum, on_signal)
+
+    def _control(self) -> None:
+        """Act on signals, one at a time, off the socket loop."""
+        started = False
+        reload_pending = False
+        while True:
+            signum = self._signals.get()
+            if signum == _STARTED:
+                started = True
+                if reload_pending:
+                    reload_pending = False
+                    self._reload_safely()
+                continue
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                if started:
+                    _LOGGER.info("event=signal signal=%s action=reload", name)
+                    self._reload_safely()
+                else:
+                    _LOGGER.info("event=signal signal=%s action=reload-after-start", name)
+                    reload_pending = True
+                continue
+            self._shutdown(name, started)
+            return
+
+    def _shutdown(self, name: str, started: bool) -> None:
+        self._stop_requested.set()
+        server = self._server
+        if server is None:  # still building the parts: run() sees the flag
+            _LOGGER.info("event=signal signal=%s action=stop", name)
+            return
+        settings = server.settings.server
+        finish = settings.on_shutdown == "finish" and started
+        current = server.scheduler.finish() if finish else None
+        if current is not None and not current.state.terminal:
+            _LOGGER.info(
+                "event=signal signal=%s action=finish job=%s wait_s=%.1f",
+                name,
+                current.job_id,
+                settings.shutdown_finish_s,
+            )
+            self._notifier.stopping(f"stopping: finishing job {current.job_id}")
+            deadline_s = time.monotonic() + settings.shutdown_finish_s
+            while not current.state.terminal:
+                left_s = deadline_s - time.monotonic()
+                if left_s <= 0:
+                    _LOGGER.warning("event=shutdown-finish-timeout job=%s", current.job_id)
+                    break
+                try:
+                    again = self._signals.get(timeout=min(0.05, left_s))
+                except queue.Empty:
+                    continue
+                if again in _STOP_SIGNALS:
+                    _LOGGER.info(
+                        "event=signal signal=%s action=stop-now", signal.Signals(again).name
+                    )
+                    break
+                # SIGHUP while stopping: nothing to reload into.
+        else:
+            _LOGGER.info("event=signal signal=%s action=stop", name)
+            self._notifier.stopping("stopping")
+        server.request_stop()
+
+    # -- reload ----------------------------------------------------------------------------------
+    def _reload_safely(self) -> None:
+        try:
+            self._reload()
+        except Exception:  # a bug in a reload must not end signal handling (and so SIGTERM)
+            _LOGGER.exception("event=config-reload-crash")
+            self._notifier.ready(self.status_line())
+
+    def _reload(self) -> None:
+        """Re-read the config; apply it if valid, keep the one in force if not."""
+        server = self._server
+        assert server is not None
+        self._notifier.reloading("reloading config")
+        status = self._config
+        try:
+            if self._reload_settings is None:
+                raise ConfigError(
+                    "command line", None, "this daemon was started without a config loader"
+                )
+            new = self._reload_settings()
+            merged, changed, restart = merge_live(server.settings, new)
+            prewarm: tuple[PrewarmSpec, ...] | None = None
+            if {"cache.prewarm", "cache.prewarm_file"} & set(changed):
+                # Parsed before anything is applied, so a bad entry rejects the whole file.
+                prewarm = load_prewarm_list(
+                    merged.cache.prewarm,
+                    merged.cache.prewarm_file,
+                    config_source=status.file or "config",
+                )
+        except UtterdError as exc:
+            key = getattr(exc, "key", None)
+            source = getattr(exc, "source", status.file)
+            status.last_reload = {
+                "result": "rejected",
+                "at": _now_iso(),
+                "error": exc.message,
+                "key": key,
+            }
+            _LOGGER.error(
+                "event=config-rejected file=%s key=%s generation=%d reason=%r",
+                source,
+                key,
+                status.generation,
+                exc.message,
+            )
+            server.emit(
+                "config-rejected",
+                {
+                    "file": source,
+                    "key": key,
+                    "reason": exc.message,
+                    "generation": status.generation,
+                },
+            )
+            self._notifier.ready(f"{self.status_line()}; config reload rejected: {exc.message}")
+            self._forget_status()
+            return
+        self._apply(server, merged, changed, prewarm)
+        status.generation += 1
+        status.restart_required = restart
+        status.last_reload = {
+            "result": "applied",
+            "at": _now_iso(),
+            "error": None,
+            "changed": changed,
+            "restart_required": restart,
+        }
+        _LOGGER.info(
+            "event=config-reloaded file=%s generation=%d changed=%s",
+            status.file,
+            status.generation,
+            ",".join(changed) or "-",
+        )
+        for key in restart:
+            _LOGGER.warning("event=config-needs-restart key=%s file=%s", key, status.file)
+        server.emit(
+            "config-reloaded",
+            {
+                "file": status.file,
+                "generation": status.generation,
+                "changed": changed,
+                "restart_required": restart,
+            },
+        )
+        self._notifier.ready(self.status_line())
+        self._forget_status()
+
+    def _apply(
+        self,
+        server: Server,
+        merged: Settings,
+        changed: list[str],
+        prewarm: tuple[PrewarmSpec, ...] | None,
+    ) -> None:
+        """Put the live keys of a validated config into force."""
+        if "log_level" in changed:
+            logging.getLogger().setLevel(merged.log_level)
+        # The socket loop reads limits from server.settings per request; one reference swap.
+        server.source.settings = merged.cache
+        server.settings = merged
+        self.settings = merged
+        if prewarm is not None:
+            server.start_warming(prewarm)
+
+    def _forget_status(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.forget_status()

@@ -58,6 +58,13 @@ class ServerSettings:
     synth_workers: int = 2
     """Threads serving `synthesize` requests (speech for playback has its own thread)."""
 
+    on_shutdown: str = "stop"
+    """What SIGTERM does to the job speaking: `stop` silences it at once; `finish` lets it end,
+    waiting at most shutdown_finish_s. Waiting jobs are dropped either way."""
+
+    shutdown_finish_s: float = 10.0
+    """With on_shutdown `finish`: longest wait for the job speaking before it is stopped."""
+
     def resolved_runtime_dir(self) -> Path:
         if self.runtime_dir is not None:
             return self.runtime_dir.expanduser()
@@ -186,6 +193,9 @@ class LimitsSettings:
 
 
 DETERMINISTIC_POLICIES: Final[tuple[str, ...]] = ("always", "request")
+
+SHUTDOWN_MODES: Final[tuple[str, ...]] = ("stop", "finish")
+"""Values of `server.on_shutdown`."""
 
 
 @dataclass(frozen=True)
