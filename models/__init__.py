@@ -3,6 +3,8 @@
 Importing this package loads neither onnxruntime nor piper-tts; they load with the first voice.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .backend import Session, available_backends, open_session, register_backend
 from .errors import (
     Cancelled,
@@ -13,7 +15,7 @@ from .errors import (
     UtterdError,
     VoiceLoadError,
 )
-from .hibari_family import HibariFamily, HibariVoice
+from .hibari_family import HibariFamily
 from .piper_family import PiperFamily, PiperVitsVoice
 from .voice import (
     MAX_RATE,
@@ -29,6 +31,19 @@ from .voice import (
     float_to_pcm16,
 )
 from .voice_store import VoiceStore, default_families
+
+if TYPE_CHECKING:
+    from .hibari_voice import HibariVoice
+
+
+def __getattr__(name: str) -> Any:
+    # HibariVoice imports hibari and scipy (about 0.2 s): only when someone asks for it.
+    if name == "HibariVoice":
+        from .hibari_voice import HibariVoice
+
+        return HibariVoice
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_RATE",

@@ -1,168 +1,63 @@
 """hibari voices: small English models (24 kHz) from the hibari-tts package.
 
-hibari's network predicts a spectrum per frame and `hibari.dsp.synth` turns it into a waveform.
-We keep hibari's text side (sentence splitting, G2P, phoneme ids) and its DSP, but run both ONNX
-graphs (the acoustic model and the G2P's out-of-vocabulary net) through `backend.py`, so thread
-settings and error handling match every other voice. Only voices whose model file is already on
-disk are offered: hibari would download the others, and utterd never downloads at run time.
+Discovery only reads hibari's voice registry (`hibari/voices.py` and its `voices.json`), without
+importing the `hibari` package, whose DSP pulls in scipy (about 0.2 s): a daemon that speaks only
+Piper voices never pays for it. `load` imports `hibari_voice.py`, which runs the voice. Only
+voices whose model file is already on disk are offered: hibari would download the others, and
+utterd never downloads at run time.
 """
 
 from __future__ import annotations
 
-import json
+import functools
+import importlib.util
 import logging
-import os
-import threading
-import time
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from types import ModuleType
+from typing import Final
 
-import hibari
-import hibari.dsp
-import hibari.tts
-import hibari.voices
-import numpy as np
-
-from .backend import Session, open_session
 from .errors import VoiceLoadError
-from .hibari_stream import stream_ids
-from .voice import (
-    AudioChunk,
-    CancelToken,
-    EngineSettings,
-    SynthesisParams,
-    Voice,
-    VoiceFamily,
-    VoiceInfo,
-)
+from .voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)
 
 FAMILY: Final = "hibari"
 VOICE_ID_PREFIX: Final = "hibari-"
 PACKAGE: Final = "hibari-tts"
-SAMPLE_RATE_HZ: Final[int] = int(hibari.SAMPLE_RATE)
-
-_MODEL_INPUTS: Final = frozenset({"ids", "speed"})
-_MODEL_OUTPUTS: Final = ("lh", "theta", "ln", "lr", "phi", "f0")
-"""The acoustic model's outputs in the order `hibari.dsp.synth` takes them."""
-
-_OOV_INPUTS: Final = frozenset({"chars"})
-_MIN_IDS: Final = 3  # the two 0 pads plus one phoneme; Hibari.from_ids returns silence below this
+SAMPLE_RATE_HZ: Final[int] = 24_000
+"""hibari's output rate (`hibari.SAMPLE_RATE`); `hibari_voice.load_voice` checks they agree."""
 
 
-class HibariFrontend(hibari.Hibari):  # type: ignore[misc]  # hibari ships no type hints
-    """hibari's text side only: split_sentences, phonemize (G2P) and ids.
+@functools.cache
+def _registry() -> ModuleType | None:
+    """hibari's `voices` module (registry + where each model lives), or None if hibari is absent.
 
-    `hibari.Hibari.__init__` opens its own ONNX session with its own thread settings; we skip it
-    and set just the attributes the text methods read, because our session comes from backend.py.
+    The module only needs the standard library, so it is loaded from its file on its own when
+    the package has not been imported yet; importing `hibari.voices` would run `hibari/__init__`.
     """
-
-    def __init__(self, voice: str, g2p: Any) -> None:
-        self.voice = voice
-        self.model_path = None
-        with open(os.path.join(hibari.tts.ASSETS, "vocab.json"), encoding="utf-8") as vocab_file:
-            self.vocab = json.load(vocab_file)
-        self._g2p = g2p
+    loaded = sys.modules.get("hibari.voices")
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.find_spec("hibari")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "voices.py"
+    file_spec = importlib.util.spec_from_file_location("_utterd_hibari_registry", path)
+    if file_spec is None or file_spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(file_spec)
+    try:
+        file_spec.loader.exec_module(module)
+    except (OSError, ValueError) as err:
+        _LOGGER.warning("hibari_registry_unreadable path=%s reason=%r", path, err)
+        return None
+    return module
 
 
 def _hibari_name(info: VoiceInfo) -> str:
     return info.voice_id.removeprefix(VOICE_ID_PREFIX)
-
-
-def _open_oov_net(name: str, engine: EngineSettings, label: str) -> Any:
-    """hibari's out-of-vocabulary word net, run through our backend.
-
-    One ONNX call per unknown word on a 0.65M-parameter net: extra threads only add overhead,
-    so it gets one thread whatever the voice uses.
-    """
-    from hibari.g2p.oov import ASSETS, OOV
-
-    british = bool(hibari.voices.VOICES[name]["british"])
-    oov_path = Path(ASSETS) / ("oov_gb.onnx" if british else "oov.onnx")
-    session = open_session(
-        oov_path, EngineSettings(backend=engine.backend, threads=1), label=f"{label}:oov"
-    )
-    if set(session.input_names) != _OOV_INPUTS:
-        raise VoiceLoadError(
-            f"{oov_path}: expected inputs {sorted(_OOV_INPUTS)}, found {list(session.input_names)}"
-        )
-    # OOV only calls session.run(None, feeds), which our Session provides.
-    return OOV(str(oov_path), session=session)
-
-
-class HibariVoice(Voice):
-    """A loaded hibari voice: hibari G2P → our ONNX session → hibari DSP, one chunk per sentence."""
-
-    def __init__(self, info: VoiceInfo, frontend: HibariFrontend, session: Session) -> None:
-        self.info = info
-        self._frontend = frontend
-        self._session: Session | None = session
-        # hibari's G2P (tokenizer, tagger, lexicon) is not documented as thread-safe; it is
-        # cheap next to the model, so it is serialized per voice while inference runs in parallel.
-        self._frontend_lock = threading.Lock()
-
-    @property
-    def backend(self) -> str:
-        """The inference backend running this voice."""
-        return self._session.backend if self._session is not None else ""
-
-    def runtime_info(self) -> dict[str, Any]:
-        """How this voice runs: hibari ships its model already quantized to int8."""
-        return {
-            **(self._session.runtime_info() if self._session is not None else {}),
-            "precision": "int8",
-            "model_file": str(self.info.model_path),
-        }
-
-    def stream(
-        self, text: str, params: SynthesisParams, cancel: CancelToken
-    ) -> Iterator[AudioChunk]:
-        params = params.validated()
-        self.info.speaker_id(params.speaker)  # single speaker: rejects anything but None/0
-        session = self._session
-        if session is None:
-            raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
-        # One generator per request, as Hibari.stream does; seeded when the caller wants
-        # the same audio for the same text.
-        rng = np.random.default_rng(0) if params.deterministic else np.random.default_rng()
-        speed = np.array([params.rate], dtype=np.float32)
-
-        index = 0
-        for sentence in HibariFrontend.split_sentences(text):
-            cancel.raise_if_cancelled()
-            with self._frontend_lock:
-                # Long sentences come back as several clause-sized phoneme strings.
-                pieces = [self._frontend.ids(ps) for ps in self._frontend.phonemize(sentence)]
-            pieces = [ids for ids in pieces if len(ids) >= _MIN_IDS]
-            for piece_index, ids in enumerate(pieces):
-                cancel.raise_if_cancelled()
-                started = time.perf_counter()
-                # The signal stage runs in windows (bit-identical to hibari.dsp.synth), so the
-                # first audio leaves after one small window instead of after the sentence.
-                for window in stream_ids(session, ids, float(speed[0]), rng, cancel):
-                    samples = np.clip(window.samples * np.float32(params.volume), -1.0, 1.0)
-                    yield AudioChunk(
-                        samples,
-                        SAMPLE_RATE_HZ,
-                        sentence_index=index,
-                        sentence_end=window.last and piece_index == len(pieces) - 1,
-                    )
-                _LOGGER.debug(
-                    "sentence_synthesized voice=%s index=%d phoneme_ids=%d synth_ms=%.1f",
-                    self.info.voice_id,
-                    index,
-                    len(ids),
-                    (time.perf_counter() - started) * 1e3,
-                )
-            if pieces:
-                index += 1
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
 
 
 class HibariFamily(VoiceFamily):
@@ -172,10 +67,14 @@ class HibariFamily(VoiceFamily):
 
     def discover(self, folders: Sequence[Path]) -> list[VoiceInfo]:
         # Folders hold Piper voices; hibari's own registry says where its models are.
+        registry = _registry()
+        if registry is None:
+            _LOGGER.debug("family_unavailable family=hibari reason='hibari-tts not installed'")
+            return []
         found: list[VoiceInfo] = []
-        for name, entry in hibari.voices.VOICES.items():
+        for name, entry in registry.VOICES.items():
             try:
-                model_path = Path(hibari.voices.voice_path(name, download_missing=False))
+                model_path = Path(registry.voice_path(name, download_missing=False))
             except (FileNotFoundError, ValueError, OSError) as err:
                 _LOGGER.debug("voice_not_local family=hibari name=%s reason=%r", name, err)
                 continue
@@ -194,31 +93,11 @@ class HibariFamily(VoiceFamily):
             )
         return found
 
-    def load(self, info: VoiceInfo, engine: EngineSettings) -> HibariVoice:
+    def load(self, info: VoiceInfo, engine: EngineSettings) -> Voice:
         name = _hibari_name(info)
-        if name not in hibari.voices.VOICES:
+        registry = _registry()
+        if registry is None or name not in registry.VOICES:
             raise VoiceLoadError(f"voice {info.voice_id!r} is not in hibari's voice registry")
-        if info.model_path is None:
-            raise VoiceLoadError(f"voice {info.voice_id!r} has no model file")
-        session = open_session(info.model_path, engine, label=info.voice_id)
-        outputs = set(session.output_names)
-        if set(session.input_names) != _MODEL_INPUTS or not outputs.issuperset(_MODEL_OUTPUTS):
-            session.close()
-            raise VoiceLoadError(
-                f"{info.model_path} is not a hibari model: expected inputs {sorted(_MODEL_INPUTS)} "
-                f"and outputs {list(_MODEL_OUTPUTS)}, found inputs {list(session.input_names)} "
-                f"and outputs {list(session.output_names)}"
-            )
-        try:
-            from hibari.g2p import G2P
+        from .hibari_voice import load_voice
 
-            british = bool(hibari.voices.VOICES[name]["british"])
-            g2p = G2P(oov=_open_oov_net(name, engine, info.voice_id), british=british)
-            frontend = HibariFrontend(name, g2p)
-        except VoiceLoadError:
-            session.close()
-            raise
-        except (OSError, ValueError, KeyError) as err:
-            session.close()
-            raise VoiceLoadError(f"cannot load hibari G2P for {info.voice_id!r}: {err}") from err
-        return HibariVoice(info, frontend, session)
+        return load_voice(info, name, engine)

@@ -1,0 +1,213 @@
+"""A loaded hibari voice: hibari's G2P and DSP around our own ONNX sessions.
+
+hibari's network predicts a spectrum per frame and `hibari.dsp.synth` turns it into a waveform.
+We keep hibari's text side (sentence splitting, G2P, phoneme ids) and its DSP, but run both ONNX
+graphs (the acoustic model and the G2P's out-of-vocabulary net) through `backend.py`, so thread
+settings and error handling match every other voice.
+
+Importing this module imports hibari (and through its DSP, scipy: about 0.2 s), so only
+`HibariFamily.load` imports it; discovery (hibari_family.py) reads the registry without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import hibari
+import hibari.dsp
+import hibari.tts
+import hibari.voices
+import numpy as np
+
+from .backend import Session, open_session
+from .errors import VoiceLoadError
+from .hibari_stream import stream_ids
+from .voice import (
+    AudioChunk,
+    CancelToken,
+    EngineSettings,
+    SynthesisParams,
+    Voice,
+    VoiceInfo,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+SAMPLE_RATE_HZ: Final[int] = int(hibari.SAMPLE_RATE)
+
+_MODEL_INPUTS: Final = frozenset({"ids", "speed"})
+_MODEL_OUTPUTS: Final = ("lh", "theta", "ln", "lr", "phi", "f0")
+"""The acoustic model's outputs in the order `hibari.dsp.synth` takes them."""
+
+_OOV_INPUTS: Final = frozenset({"chars"})
+_WHOLE_PIECE_FRAMES: Final = 1 << 30
+"""A signal-stage window larger than any piece: the piece in one go (throughput)."""
+_MIN_IDS: Final = 3  # the two 0 pads plus one phoneme; Hibari.from_ids returns silence below this
+
+
+class HibariFrontend(hibari.Hibari):  # type: ignore[misc]  # hibari ships no type hints
+    """hibari's text side only: split_sentences, phonemize (G2P) and ids.
+
+    `hibari.Hibari.__init__` opens its own ONNX session with its own thread settings; we skip it
+    and set just the attributes the text methods read, because our session comes from backend.py.
+    """
+
+    def __init__(self, voice: str, g2p: Any) -> None:
+        self.voice = voice
+        self.model_path = None
+        with open(os.path.join(hibari.tts.ASSETS, "vocab.json"), encoding="utf-8") as vocab_file:
+            self.vocab = json.load(vocab_file)
+        self._g2p = g2p
+
+
+def _open_oov_net(name: str, engine: EngineSettings, label: str) -> Any:
+    """hibari's out-of-vocabulary word net, run through our backend.
+
+    One ONNX call per unknown word on a 0.65M-parameter net: extra threads only add overhead,
+    so it gets one thread whatever the voice uses.
+    """
+    from hibari.g2p.oov import ASSETS, OOV
+
+    british = bool(hibari.voices.VOICES[name]["british"])
+    oov_path = Path(ASSETS) / ("oov_gb.onnx" if british else "oov.onnx")
+    session = open_session(
+        oov_path, EngineSettings(backend=engine.backend, threads=1), label=f"{label}:oov"
+    )
+    if set(session.input_names) != _OOV_INPUTS:
+        raise VoiceLoadError(
+            f"{oov_path}: expected inputs {sorted(_OOV_INPUTS)}, found {list(session.input_names)}"
+        )
+    # OOV only calls session.run(None, feeds), which our Session provides.
+    return OOV(str(oov_path), session=session)
+
+
+class HibariVoice(Voice):
+    """A loaded hibari voice: hibari G2P → our ONNX session → hibari DSP, one chunk per sentence."""
+
+    def __init__(self, info: VoiceInfo, frontend: HibariFrontend, session: Session) -> None:
+        self.info = info
+        self._frontend = frontend
+        self._session: Session | None = session
+        # hibari's G2P (tokenizer, tagger, lexicon) is not documented as thread-safe; it is
+        # cheap next to the model, so it is serialized per voice while inference runs in parallel.
+        self._frontend_lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        """The inference backend running this voice."""
+        return self._session.backend if self._session is not None else ""
+
+    def runtime_info(self) -> dict[str, Any]:
+        """How this voice runs: hibari ships its model already quantized to int8."""
+        return {
+            **(self._session.runtime_info() if self._session is not None else {}),
+            "precision": "int8",
+            "model_file": str(self.info.model_path),
+        }
+
+    def stream(
+        self,
+        text: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        low_latency: bool = True,
+    ) -> Iterator[AudioChunk]:
+        params = params.validated()
+        self.info.speaker_id(params.speaker)  # single speaker: rejects anything but None/0
+        session = self._session
+        if session is None:
+            raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
+        # One generator per request, as Hibari.stream does; seeded when the caller wants
+        # the same audio for the same text.
+        rng = np.random.default_rng(0) if params.deterministic else np.random.default_rng()
+        speed = np.array([params.rate], dtype=np.float32)
+
+        index = 0
+        for sentence in HibariFrontend.split_sentences(text):
+            cancel.raise_if_cancelled()
+            with self._frontend_lock:
+                # Long sentences come back as several clause-sized phoneme strings.
+                pieces = [self._frontend.ids(ps) for ps in self._frontend.phonemize(sentence)]
+            pieces = [ids for ids in pieces if len(ids) >= _MIN_IDS]
+            for piece_index, ids in enumerate(pieces):
+                cancel.raise_if_cancelled()
+                started = time.perf_counter()
+                # The signal stage runs in windows (bit-identical to hibari.dsp.synth), so the
+                # first audio leaves after one small window instead of after the sentence.
+                windows = (
+                    stream_ids(session, ids, float(speed[0]), rng, cancel)
+                    if low_latency
+                    # One signal-stage window per piece; bit-identical either way.
+                    else stream_ids(
+                        session,
+                        ids,
+                        float(speed[0]),
+                        rng,
+                        cancel,
+                        first_window_frames=_WHOLE_PIECE_FRAMES,
+                        window_frames=_WHOLE_PIECE_FRAMES,
+                    )
+                )
+                for window in windows:
+                    samples = np.clip(window.samples * np.float32(params.volume), -1.0, 1.0)
+                    yield AudioChunk(
+                        samples,
+                        SAMPLE_RATE_HZ,
+                        sentence_index=index,
+                        sentence_end=window.last and piece_index == len(pieces) - 1,
+                    )
+                _LOGGER.debug(
+                    "sentence_synthesized voice=%s index=%d phoneme_ids=%d synth_ms=%.1f",
+                    self.info.voice_id,
+                    index,
+                    len(ids),
+                    (time.perf_counter() - started) * 1e3,
+                )
+            if pieces:
+                index += 1
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def load_voice(info: VoiceInfo, name: str, engine: EngineSettings) -> HibariVoice:
+    """Open hibari voice `name` (a registry entry) from `info.model_path` with `engine`."""
+    if info.model_path is None:
+        raise VoiceLoadError(f"voice {info.voice_id!r} has no model file")
+    if SAMPLE_RATE_HZ != info.sample_rate_hz:
+        raise VoiceLoadError(
+            f"voice {info.voice_id!r}: hibari renders at {SAMPLE_RATE_HZ} Hz, "
+            f"its registry entry says {info.sample_rate_hz} Hz"
+        )
+    session = open_session(info.model_path, engine, label=info.voice_id)
+    outputs = set(session.output_names)
+    if set(session.input_names) != _MODEL_INPUTS or not outputs.issuperset(_MODEL_OUTPUTS):
+        session.close()
+        raise VoiceLoadError(
+            f"{info.model_path} is not a hibari model: expected inputs {sorted(_MODEL_INPUTS)} "
+            f"and outputs {list(_MODEL_OUTPUTS)}, found inputs {list(session.input_names)} "
+            f"and outputs {list(session.output_names)}"
+        )
+    try:
+        from hibari.g2p import G2P
+
+        british = bool(hibari.voices.VOICES[name]["british"])
+        g2p = G2P(oov=_open_oov_net(name, engine, info.voice_id), british=british)
+        frontend = HibariFrontend(name, g2p)
+    except VoiceLoadError:
+        session.close()
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        session.close()
+        raise VoiceLoadError(f"cannot load hibari G2P for {info.voice_id!r}: {err}") from err
+    return HibariVoice(info, frontend, session)
