@@ -17,6 +17,9 @@ Figures per engine (lower is better for every one):
   fastest try);
 - ``rtf``: real-time factor = wall seconds spent synthesizing the whole text set / seconds of audio
   produced (0.1 = ten times faster than real time), ``--passes`` passes over the set pooled;
+  utterd runs its throughput path (``low_latency=False``: what a `synthesize` request for a WAV
+  and the phrase cache's rendering use); its streaming path's first-audio figures are
+  ``ttfa_ms_*`` here and bench_streaming.py's;
 - ``cpu_rtf``: CPU seconds (user + system, all threads) / seconds of audio, less noisy than ``rtf``
   on a shared machine and shows how many cores an engine really keeps busy;
 - ``rtf_floor`` / ``cpu_rtf_floor``: the same over the whole set, but each line counted by its
@@ -119,9 +122,17 @@ def run_worker(
     for _ in range(passes):
         for index, line in enumerate(lines):
             cpu_start, start = _cpu_seconds(), time.perf_counter()
-            samples = sum(len(piece) for piece in engine.stream(line))
+            samples = sum(len(piece) for piece in engine.synthesize(line))
             elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
             tries[index].append((elapsed, cpu, samples / rate))
+    # utterd's streaming path over the same set, one pass: the extra CPU its windows cost.
+    stream_cpu_s = stream_audio_s = 0.0
+    if engine.synthesize.__func__ is not eng.Engine.synthesize:  # type: ignore[attr-defined]
+        for line in lines:
+            cpu_start = _cpu_seconds()
+            samples = sum(len(piece) for piece in engine.stream(line))
+            stream_cpu_s += _cpu_seconds() - cpu_start
+            stream_audio_s += samples / rate
     flat = [t for line_tries in tries for t in line_tries]
     synth_s, cpu_s, audio_s = (sum(t[k] for t in flat) for k in range(3))
     best_wall = [min(line_tries, key=lambda t: t[0] / t[2]) for line_tries in tries]
@@ -148,6 +159,7 @@ def run_worker(
         "cpu_rtf": cpu_s / audio_s,
         "rtf_floor": sum(t[0] for t in best_wall) / sum(t[2] for t in best_wall),
         "cpu_rtf_floor": sum(t[1] for t in best_cpu) / sum(t[2] for t in best_cpu),
+        "stream_cpu_rtf": stream_cpu_s / stream_audio_s if stream_audio_s else None,
         "sample_rate_hz": engine.sample_rate_hz,
         "lines": len(lines),
         "per_line": per_line,
@@ -388,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_rtf": "user+system CPU seconds synthesizing the text set / seconds of audio, "
             "all passes pooled",
             "cpu_rtf_floor": "the same with, for each line, only its lowest-CPU pass",
+            "stream_cpu_rtf": "utterd only: CPU RTF of its low-latency streaming path over the "
+            "set, one pass (the other figures use its throughput path)",
             "ttfa_ms_min": "fastest of the tries",
             "ttfa_ms_p50": "request to first chunk in hand, median of all tries after warm-up",
             "load_s": "model load + one warm-up synthesis of 'Ready.' in a fresh process",

@@ -108,6 +108,14 @@ class Engine(ABC):
     def stream(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
         """Synthesize `text` with default parameters, yielding float32 mono pieces (one a sentence)."""
 
+    def synthesize(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
+        """Like `stream`, on the engine's throughput path (nobody waits for the first piece).
+
+        The baselines have one path only. utterd's is `low_latency=False`: what a `synthesize`
+        request for a WAV and the phrase cache's rendering use, one decoder call per sentence.
+        """
+        return self.stream(text)
+
     @abstractmethod
     def stream_deterministic(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
         """Synthesize `text` without random noise (or with a fixed seed) and with fixed gain.
@@ -164,6 +172,13 @@ class UtterdEngine(Engine):
         from utterd.models.voice import CancelToken, SynthesisParams
 
         for chunk in self._voice.stream(text, SynthesisParams(), CancelToken()):
+            yield chunk.samples
+
+    def synthesize(self, text: str) -> Iterator[npt.NDArray[np.float32]]:
+        from utterd.models.voice import CancelToken, SynthesisParams
+
+        chunks = self._voice.stream(text, SynthesisParams(), CancelToken(), low_latency=False)
+        for chunk in chunks:
             yield chunk.samples
 
     def stream_deterministic(self, text: str) -> Iterator[npt.NDArray[np.float32]]:

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from utterd.models.backend import intra_op_threads
-from utterd.models.voice import AudioChunk, CancelToken, EngineSettings, SynthesisParams, Voice, float_to_pcm16
+from utterd.models.voice import (
+    AudioChunk,
+    CancelToken,
+    EngineSettings,
+    SynthesisParams,
+    Voice,
+    float_to_pcm16,
+)
 from utterd.models.voice_store import VoiceStore
 
 from .cache_key import CacheKeyParts, FileHasher, normalize_text, voice_model_files
@@ -55,7 +62,9 @@ class PhraseSource:
         self._hasher = FileHasher()
         self._front_end = {f: _package_version(p) for f, p in _FRONT_END_PACKAGES.items()}
 
-    def key(self, text: str, voice: Voice, params: SynthesisParams) -> tuple[str, SynthesisParams] | None:
+    def key(
+        self, text: str, voice: Voice, params: SynthesisParams
+    ) -> tuple[str, SynthesisParams] | None:
         """The cache key and the parameters to synthesize with; None if the request bypasses it."""
         cs = self.settings
         if self.cache is None or len(text) > cs.max_text_chars:
@@ -66,7 +75,9 @@ class PhraseSource:
         runtime: Mapping[str, Any] = voice.runtime_info()
         files = list(voice_model_files(voice.info))
         if runtime.get("model_file"):
-            files.append(Path(str(runtime["model_file"])))  # the variant actually run (INT8 or FP32)
+            files.append(
+                Path(str(runtime["model_file"]))
+            )  # the variant actually run (INT8 or FP32)
         parts = CacheKeyParts.for_request(
             text,
             voice.info,
@@ -94,22 +105,27 @@ class PhraseSource:
         *,
         mode: CacheMode = "auto",
         slots: Mapping[str, str] | None = None,
+        low_latency: bool = True,
     ) -> Iterator[AudioChunk]:
-        """The audio of one request, chunk by chunk; `slots` makes `text` a template."""
+        """The audio of one request, chunk by chunk; `slots` makes `text` a template.
+
+        `low_latency`: someone is waiting for the first sound (see `Voice.stream`); False for
+        files and pre-warming, which want throughput.
+        """
         if slots is not None:
-            yield from self._template(text, slots, voice_id, params, cancel, mode)
+            yield from self._template(text, slots, voice_id, params, cancel, mode, low_latency)
             return
         voice = self.voices.get(voice_id)
         keyed = None if mode == "off" else self.key(text, voice, params)
         if keyed is None or self.cache is None:
-            yield from voice.stream(text, params, cancel)
+            yield from voice.stream(text, params, cancel, low_latency=low_latency)
             return
         key, cached_params = keyed
         normalized = normalize_text(text)  # what the key names is what is synthesized
         yield from self.cache.stream(
             key,
             voice_id,
-            lambda token: voice.stream(normalized, cached_params, token),
+            lambda token: voice.stream(normalized, cached_params, token, low_latency=low_latency),
             cancel,
             mode=mode,
         )
@@ -122,6 +138,7 @@ class PhraseSource:
         params: SynthesisParams,
         cancel: CancelToken,
         mode: CacheMode,
+        low_latency: bool,
     ) -> Iterator[AudioChunk]:
         """Fixed parts from the cache, slot values synthesized, joined without clicks."""
         pieces = parse_template(source).render(slots)
@@ -129,8 +146,19 @@ class PhraseSource:
         last = len(pieces) - 1
         for index, piece in enumerate(pieces):
             piece_mode: CacheMode = mode if piece.cached else "off"
-            chunks = list(self.stream(piece.text, voice_id, params, cancel, mode=piece_mode))
-            audio = np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
+            chunks = list(
+                self.stream(
+                    piece.text,
+                    voice_id,
+                    params,
+                    cancel,
+                    mode=piece_mode,
+                    low_latency=low_latency,
+                )
+            )
+            audio = (
+                np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
+            )
             pcm = prepare_piece(
                 float_to_pcm16(audio), rate_hz, join_before=index > 0, join_after=index < last
             )

@@ -466,11 +466,15 @@ class Server:
 
     def _on_speak_chunk(self, envelope: list[bytes], request: protocol.Request) -> None:
         self.scheduler.feed(request.message.job, request.message.text)
-        self._send(envelope, protocol.reply(request.id, "chunk-queued", {"job": request.message.job}))
+        self._send(
+            envelope, protocol.reply(request.id, "chunk-queued", {"job": request.message.job})
+        )
 
     def _on_speak_stop(self, envelope: list[bytes], request: protocol.Request) -> None:
         self.scheduler.close_text(request.message.job)
-        self._send(envelope, protocol.reply(request.id, "text-closed", {"job": request.message.job}))
+        self._send(
+            envelope, protocol.reply(request.id, "text-closed", {"job": request.message.job})
+        )
 
     def _check_template(self, text: str, slots: dict[str, str] | None) -> None:
         """A templated request is parsed at the edge, so its errors are answered at once."""
@@ -516,7 +520,10 @@ class Server:
         default = self.settings.voices.default
 
         def render(spec: PrewarmSpec, cancel: CancelToken) -> None:
-            for _ in self.source.stream(spec.text, spec.voice or default, spec.params, cancel):
+            voice_id = spec.voice or default
+            for _ in self.source.stream(
+                spec.text, voice_id, spec.params, cancel, low_latency=False
+            ):
                 pass
 
         def is_cached(spec: PrewarmSpec) -> bool:
@@ -557,8 +564,15 @@ class Server:
                 self.outbox.reply(envelope, protocol.reply(request.id, "audio-start", fmt))
             parts: list[bytes] = []
             total = 0
+            # A WAV/PCM reply waits for the whole text: throughput, not first-window latency.
             chunks = self.source.stream(
-                msg.text, info.voice_id, params, CancelToken(), mode=msg.cache, slots=msg.slots
+                msg.text,
+                info.voice_id,
+                params,
+                CancelToken(),
+                mode=msg.cache,
+                slots=msg.slots,
+                low_latency=bool(msg.stream),
             )
             for chunk in chunks:
                 pcm = float_to_pcm16(chunk.samples).tobytes()

@@ -12,6 +12,7 @@ speed gates on this machine for the configured backend, or the FP32 source when 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -19,7 +20,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -76,6 +77,12 @@ PACKAGED_VOICES: Final[tuple[tuple[str, str], ...]] = (
 
 _REQUIRED_INPUTS: Final = frozenset({"input", "input_lengths", "scales"})
 _SPEAKER_INPUT: Final = "sid"
+THROUGHPUT_WINDOW_FRAMES: Final = 256
+"""Decoder window of the throughput path (files, cache rendering): about 3 s of audio at
+22050 Hz. One call per sentence up to it; longer sentences in windows of it, which keeps the
+decoder's activations (and peak memory) bounded. Measured on the benchmark set, joe, 2 threads:
+peak RSS 346 MiB and CPU as whole-sentence calls, against 510-560 MiB for whole sentences (up
+to 14 s) and piper-tts's 475 MiB; 128-frame windows cost ~10% more CPU."""
 
 LENGTH_BUCKETS: Final = (32, 64, 128, 256, 512)
 """Phoneme-id lengths OpenVINO inputs are padded up to, so a handful of shapes get compiled.
@@ -272,20 +279,42 @@ class PiperVitsVoice(Voice):
         self,
         info: VoiceInfo,
         settings: PiperSettings,
-        session: Session,
+        session: Session | None,
         variant: VariantChoice | None = None,
         runner: StreamingVitsRunner | None = None,
+        *,
+        open_whole: Callable[[], Session] | None = None,
     ) -> None:
+        """`session` runs the whole graph; with a `runner` it may be None and is then opened
+        by `open_whole` only when something needs it (quantization, a runner-less fallback):
+        a streaming voice does not hold the full graph's weights twice."""
+        if session is None and (runner is None or open_whole is None):
+            raise ValueError("PiperVitsVoice needs a session, or a runner and open_whole")
         self.info = info
         self.settings = settings
         self._session: Session | None = session
+        self._open_whole = open_whole
+        self._whole_lock = threading.Lock()
+        self._closed = False
         self._runner = runner
         """Split encoder + windowed decoder; None: whole-sentence inference only."""
-        self._output_name = session.output_names[0]
+        self._bulk_runner = (
+            runner.with_settings(
+                dataclasses.replace(
+                    runner.settings,
+                    first_window_frames=THROUGHPUT_WINDOW_FRAMES,
+                    window_frames=THROUGHPUT_WINDOW_FRAMES,
+                )
+            )
+            if runner is not None
+            else None
+        )
+        """The same two sessions cutting sentences into large windows only (throughput)."""
         self._multi_speaker = settings.num_speakers > 1
+        backend = session.backend if session is not None else (variant.backend if variant else "")
         self.variant = variant or VariantChoice(
-            name=f"fp32-{session.backend}",
-            backend=session.backend,
+            name=f"fp32-{backend}",
+            backend=backend,
             precision="fp32",
             model_path=info.model_path or Path(),
             fallback_path=info.model_path or Path(),
@@ -296,16 +325,24 @@ class PiperVitsVoice(Voice):
     @property
     def backend(self) -> str:
         """The inference backend running this voice."""
-        return self._session.backend if self._session is not None else ""
+        return "" if self._closed else self.variant.backend
 
     @property
     def session(self) -> Session | None:
-        """The session running the graph; None once closed."""
-        return self._session
+        """The session running the whole graph (opened now if it was deferred); None once closed."""
+        with self._whole_lock:
+            if self._closed:
+                return None
+            if self._session is None:
+                assert self._open_whole is not None
+                self._session = self._open_whole()
+            return self._session
 
     def runtime_info(self) -> dict[str, Any]:
         """How this voice runs, for `describe`: backend, precision, threads, CPU features."""
         session = self._session
+        if session is None and self._runner is not None:
+            session = self._runner.encoder_session
         info: dict[str, Any] = session.runtime_info() if session is not None else {}
         info.update(
             {
@@ -321,14 +358,18 @@ class PiperVitsVoice(Voice):
         return info
 
     def stream(
-        self, text: str, params: SynthesisParams, cancel: CancelToken
+        self,
+        text: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        low_latency: bool = True,
     ) -> Iterator[AudioChunk]:
         params = params.validated()
         speaker_id = self.info.speaker_id(params.speaker)
         if self._multi_speaker and speaker_id is None:
             speaker_id = self.settings.default_speaker_id
-        session = self._session
-        if session is None:
+        if self._closed:
             raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
 
         settings = self.settings
@@ -344,10 +385,26 @@ class PiperVitsVoice(Voice):
         runner = self._runner
         for index, ids in enumerate(sentences):
             cancel.raise_if_cancelled()
+            bulk = self._bulk_runner
+            if bulk is not None and not low_latency:
+                # Throughput: one decoder call per THROUGHPUT_WINDOW_FRAMES of the sentence.
+                pieces = [p.samples for p in bulk.stream(ids, scales, cancel, speaker_id)]
+                samples = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+                yield AudioChunk(
+                    np.clip(samples * np.float32(params.volume), -1.0, 1.0),
+                    self.info.sample_rate_hz,
+                    sentence_index=index,
+                )
+                continue
             if runner is not None:
                 # Sub-sentence streaming: the first window's audio leaves before the sentence
                 # is decoded; the seams match the whole-sentence output (docs/benchmarks.md).
-                for piece in runner.stream(ids, scales, cancel, speaker_id):
+                # Later sentences are decoded while earlier ones play: no small first window,
+                # whose context recompute would only cost CPU.
+                first = None if index == 0 else runner.settings.window_frames
+                for piece in runner.stream(
+                    ids, scales, cancel, speaker_id, first_window_frames=first
+                ):
                     yield AudioChunk(
                         np.clip(piece.samples * np.float32(params.volume), -1.0, 1.0),
                         self.info.sample_rate_hz,
@@ -356,6 +413,9 @@ class PiperVitsVoice(Voice):
                     )
                 continue
             started = time.perf_counter()
+            session = self.session
+            if session is None:
+                raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
             samples = self._infer(session, ids, scales, speaker_id)
             samples = np.clip(samples * np.float32(params.volume), -1.0, 1.0)
             _LOGGER.debug(
@@ -395,16 +455,19 @@ class PiperVitsVoice(Voice):
         scales: npt.NDArray[np.float32],
         speaker_id: int | None,
     ) -> npt.NDArray[np.float32]:
-        audio = session.run([self._output_name], self.feeds(ids, scales, speaker_id))[0]
+        audio = session.run([session.output_names[0]], self.feeds(ids, scales, speaker_id))[0]
         return np.asarray(audio, dtype=np.float32).reshape(-1)
 
     def close(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
-            self._runner = None
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        with self._whole_lock:
+            self._closed = True
+            if self._runner is not None:
+                self._runner.close()  # the bulk runner shares its two sessions
+                self._runner = None
+                self._bulk_runner = None
+            if self._session is not None:
+                self._session.close()
+                self._session = None
 
 
 class PiperFamily(VoiceFamily):
@@ -503,17 +566,33 @@ class PiperFamily(VoiceFamily):
             choice.model_path,
             choice.reason,
         )
-        session = self.open_variant(info, choice, engine)
         expected = set(_REQUIRED_INPUTS)
         if settings.num_speakers > 1:
             expected.add(_SPEAKER_INPUT)
-        if set(session.input_names) != expected:
-            session.close()
+
+        def open_whole() -> Session:
+            session = self.open_variant(info, choice, engine)
+            if set(session.input_names) != expected:
+                session.close()
+                raise VoiceLoadError(
+                    f"{choice.model_path} is not a Piper VITS graph for this config: expected "
+                    f"inputs {sorted(expected)}, found {list(session.input_names)}"
+                )
+            return session
+
+        runner = self._open_runner(info, choice, engine)
+        if runner is None:
+            return PiperVitsVoice(info, settings, open_whole(), choice)
+        # The split parts carry the stock graph's inputs: check them instead of opening the whole
+        # graph, which a streaming voice only needs on demand (e.g. to be quantized).
+        found = set(runner.info.encoder_inputs)
+        if found != expected:
+            runner.close()
             raise VoiceLoadError(
                 f"{choice.model_path} is not a Piper VITS graph for this config: expected inputs "
-                f"{sorted(expected)}, found {list(session.input_names)}"
+                f"{sorted(expected)}, found {sorted(found)}"
             )
-        return PiperVitsVoice(info, settings, session, choice, self._open_runner(info, choice, engine))
+        return PiperVitsVoice(info, settings, None, choice, runner, open_whole=open_whole)
 
     def _open_runner(
         self, info: VoiceInfo, choice: VariantChoice, engine: EngineSettings

@@ -168,6 +168,11 @@ class StreamingVitsRunner:
         )
 
     @property
+    def encoder_session(self) -> Session | None:
+        """The encoder part's session (for runtime facts: backend, threads); None once closed."""
+        return self._encoder
+
+    @property
     def hop_length(self) -> int:
         """Audio samples per latent frame."""
         return self.info.hop_length
@@ -197,14 +202,28 @@ class StreamingVitsRunner:
         )
         return EncodedSentence(latent, durations, speaker_id)
 
-    def decode(self, encoded: EncodedSentence, cancel: CancelToken) -> Iterator[VitsPiece]:
-        """Decode an encoded sentence window by window, checking `cancel` before each window."""
+    def decode(
+        self,
+        encoded: EncodedSentence,
+        cancel: CancelToken,
+        *,
+        first_window_frames: int | None = None,
+    ) -> Iterator[VitsPiece]:
+        """Decode an encoded sentence window by window, checking `cancel` before each window.
+
+        `first_window_frames` overrides the settings' first window (clamped to the largest):
+        a sentence whose listener already has audio queued needs no small first window.
+        """
         decoder = self._session(self._decoder)
         latent = encoded.latent
         frames = encoded.frames
         hop = self.info.hop_length
         context, flow_context = self.context_frames, self.flow_context_frames
-        plan = window_plan(frames, self.settings.first_window_frames, self.settings.window_frames)
+        largest = self.settings.window_frames
+        first = self.settings.first_window_frames
+        if first_window_frames is not None:
+            first = max(1, min(first_window_frames, largest))
+        plan = window_plan(frames, first, largest)
         sid = (
             np.array([encoded.speaker_id or 0], dtype=np.int64) if self.info.multi_speaker else None
         )
@@ -250,6 +269,8 @@ class StreamingVitsRunner:
         scales: npt.NDArray[np.float32],
         cancel: CancelToken,
         speaker_id: int | None = None,
+        *,
+        first_window_frames: int | None = None,
     ) -> Iterator[VitsPiece]:
         """Encode one sentence, then yield its audio window by window.
 
@@ -257,7 +278,7 @@ class StreamingVitsRunner:
         """
         cancel.raise_if_cancelled()
         encoded = self.encode(phoneme_ids, scales, speaker_id)
-        yield from self.decode(encoded, cancel)
+        yield from self.decode(encoded, cancel, first_window_frames=first_window_frames)
 
     def synthesize(
         self,

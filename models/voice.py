@@ -145,11 +145,20 @@ class Voice(ABC):
 
     @abstractmethod
     def stream(
-        self, text: str, params: SynthesisParams, cancel: CancelToken
+        self,
+        text: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        low_latency: bool = True,
     ) -> Iterator[AudioChunk]:
         """Synthesize `text`, yielding chunks as soon as each is ready.
 
         Checks `cancel` between pieces of work and raises `Cancelled` when it is set.
+        `low_latency` (for a listener waiting, e.g. playback): the first sentence's audio leaves
+        in small windows, at some extra CPU per window. False (a file, a cache entry): each
+        sentence in as few model calls as possible, for throughput; the audio may differ from
+        the low-latency one only at window seams (docs/benchmarks.md gives the measured SNR).
         """
 
     def warm_up(self) -> None:
@@ -198,4 +207,3 @@ class EngineSettings:
 def float_to_pcm16(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
     """Float audio in [-1, 1] to little-endian 16-bit PCM, clipping (fixed gain, no normalization)."""
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-

@@ -22,6 +22,8 @@ from utterd.models.voice import float_to_pcm16
 pytestmark = pytest.mark.e2e
 
 JOE = "en_US-joe-medium"
+SEAM_MIN_SNR_DB = 60.0
+"""Streamed vs one-shot audio with the default window contexts (tests/test_vits_stream.py)."""
 HIBARI = "hibari-heart"
 SHORT = "The front door is open."
 LONG = " ".join(
@@ -72,7 +74,10 @@ def test_synthesize_each_voice_gives_plausible_speech(
     assert min(energies) < 0.2 * max(energies)
 
 
-def test_pcm_and_streamed_synthesis_equal_the_wav(sink_daemon: tuple[RunningDaemon, Path]) -> None:
+def test_pcm_equals_the_wav_and_streamed_synthesis_matches_it(sink_daemon: tuple[RunningDaemon, Path]) -> None:
+    """A WAV or PCM reply is rendered for throughput (one decoder call per sentence); a streamed
+    reply in windows for latency. Same samples count; they differ only at the window seams,
+    where the documented bound is the streaming seam SNR (tests/test_vits_stream.py)."""
     d, _ = sink_daemon
     text = "First sentence here. And a second one."
     _, wav = _synth(d, text, voice=JOE, deterministic=True)
@@ -91,7 +96,11 @@ def test_pcm_and_streamed_synthesis_equal_the_wav(sink_daemon: tuple[RunningDaem
                 sentences.append(header["data"]["sentence"])
     assert kinds[0] == "audio-start" and kinds.count("audio-chunk") >= 2
     assert sentences == sorted(sentences) and set(sentences) == {0, 1}
-    assert np.array_equal(np.concatenate(chunks), expected)
+    streamed = np.concatenate(chunks)
+    assert len(streamed) == len(expected)
+    error = (streamed.astype(np.float64) - expected) ** 2
+    snr_db = 10 * np.log10(np.sum(expected.astype(np.float64) ** 2) / max(np.sum(error), 1.0))
+    assert snr_db >= SEAM_MIN_SNR_DB, snr_db
 
 
 def test_speak_plays_exactly_the_synthesized_samples(sink_daemon: tuple[RunningDaemon, Path]) -> None:

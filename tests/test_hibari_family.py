@@ -225,3 +225,14 @@ def test_params_are_validated(voice: HibariVoice) -> None:
 @pytest.mark.parametrize("text", ["", "   ", "\n\n"])
 def test_blank_text_gives_no_chunks(voice: HibariVoice, text: str) -> None:
     assert list(voice.stream(text, SynthesisParams(), CancelToken())) == []
+
+
+def test_throughput_mode_is_bit_identical_to_low_latency(voice: HibariVoice) -> None:
+    """hibari's windowed signal stage is exact, so the two modes give the same samples."""
+    params = SynthesisParams(deterministic=True)
+    streamed = list(voice.stream(TWO_SENTENCES, params, CancelToken()))
+    whole = list(voice.stream(TWO_SENTENCES, params, CancelToken(), low_latency=False))
+    assert len(whole) <= len(streamed)
+    assert np.array_equal(
+        np.concatenate([c.samples for c in whole]), np.concatenate([c.samples for c in streamed])
+    )

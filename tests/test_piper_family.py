@@ -301,3 +301,47 @@ def test_concurrent_streams_match_sequential_ones(voice: PiperVitsVoice) -> None
         results = [f.result(timeout=60) for f in futures]
     for got, want in zip(results, expected, strict=True):
         assert np.array_equal(got, want)
+
+
+def test_throughput_mode_is_one_chunk_per_sentence_equal_to_the_whole_graph(
+    voice: PiperVitsVoice,
+) -> None:
+    """`low_latency=False` (files, cache rendering) decodes each sentence in one call through
+    the split parts: exactly the stock graph's audio."""
+    scales = np.array([0.0, 1.0, 0.0], dtype=np.float32)
+    chunks = list(
+        voice.stream(
+            THREE_SENTENCES, SynthesisParams(deterministic=True), CancelToken(), low_latency=False
+        )
+    )
+    assert [c.sentence_index for c in chunks] == [0, 1, 2]
+    assert all(c.sentence_end for c in chunks)
+    session = voice.session  # the deferred whole-graph session, opened here for the reference
+    assert session is not None
+    for chunk, ids in zip(chunks, voice.sentence_ids(THREE_SENTENCES), strict=True):
+        whole = session.run([session.output_names[0]], voice.feeds(ids, scales))[0].reshape(-1)
+        assert np.array_equal(chunk.samples, np.clip(whole, -1.0, 1.0))
+
+
+def test_low_latency_mode_windows_only_the_first_sentence_finely(voice: PiperVitsVoice) -> None:
+    """The first sentence starts with a small window; later ones (decoded while earlier audio
+    plays) start at the largest window, so they cost no extra seams."""
+    chunks = list(voice.stream(THREE_SENTENCES, SynthesisParams(deterministic=True), CancelToken()))
+    by_sentence: dict[int, list[int]] = {}
+    for chunk in chunks:
+        by_sentence.setdefault(chunk.sentence_index, []).append(len(chunk.samples))
+    hop = 256
+    first_sizes, later = by_sentence[0], [by_sentence[1], by_sentence[2]]
+    assert len(first_sizes) >= 3 and first_sizes[0] <= 8 * hop
+    for sizes in later:
+        assert sizes[0] >= min(sum(sizes), 64 * hop - hop), sizes
+    throughput = synth_throughput(voice, THREE_SENTENCES)
+    low_latency = np.concatenate([c.samples for c in chunks])
+    assert len(low_latency) == len(throughput)
+    error = np.sum((low_latency.astype(np.float64) - throughput) ** 2)
+    assert 10 * np.log10(np.sum(throughput.astype(np.float64) ** 2) / error) >= 60.0
+
+
+def synth_throughput(voice: PiperVitsVoice, text: str) -> npt.NDArray[np.float32]:
+    chunks = voice.stream(text, SynthesisParams(deterministic=True), CancelToken(), low_latency=False)
+    return np.concatenate([c.samples for c in chunks])
