@@ -39,6 +39,7 @@ from utterd.models.voice_store import VoiceStore, default_families
 
 from .cache_store import PhraseCache
 from .config import ConfigError
+from .faults import DEVICE_UNAVAILABLE, VOICE_FILE_MISSING, FaultRegistry
 from .jobs import Job
 from .phrase_source import PhraseSource
 from .player import Player, PlayerEvent
@@ -156,6 +157,8 @@ class Daemon:
         self.settings = settings
         self.version = version
         self.state = State.STARTING
+        self.faults = FaultRegistry()
+        """Active faults (device, cache, voice files): `describe` and the fault events."""
         self._reload_settings = reload_settings
         self._notifier = notifier if notifier is not None else Notifier(None)
         self._config = ConfigStatus(str(config_file) if config_file is not None else None)
@@ -187,6 +190,39 @@ class Daemon:
         elif event.kind == "device":
             _LOGGER.warning("event=device available=%s error=%r", event.available, event.error)
             server.emit("device", {"available": event.available, "error": event.error})
+            self.faults.reconcile(DEVICE_UNAVAILABLE, self._device_faults())
+
+    def _on_cache_fault(self, code: str | None, reason: str | None) -> None:
+        """The cache's disk tier degraded (read-only, full, ...) or recovered (None)."""
+        self.faults.set_fault("cache", code, reason or "")
+
+    def _device_faults(self) -> dict[str, str]:
+        """The device fault as the player sees it now (its events and the fault poll ask)."""
+        player = self._player
+        if player is None:
+            return {}
+        state = player.state
+        return {} if state.available else {"device": state.error or "unavailable"}
+
+    def _voice_faults(self) -> dict[str, str]:
+        """Voices whose files were deleted, polled: a loaded one keeps speaking from memory."""
+        store = self._store
+        if store is None:
+            return {}
+        faults = {}
+        for voice_id, paths in store.missing_files().items():
+            gone = ", ".join(str(path) for path in paths)
+            try:
+                loaded = store.is_loaded(voice_id)
+            except UtterdError:  # rescanned away meanwhile
+                continue
+            effect = (
+                "the loaded voice keeps speaking from memory; at the next start it is unknown"
+                if loaded
+                else "the voice cannot be loaded until the file is back"
+            )
+            faults[f"voice:{voice_id}"] = f"deleted: {gone}; {effect}"
+        return faults
 
     def _status(self, text: str) -> None:
         """A start-up or shutdown phase, for `systemctl status` and the log."""
@@ -230,7 +266,11 @@ class Daemon:
         if cfg.cache.enabled:
             self._status("starting: opening the phrase cache")
             cache = PhraseCache(
-                cfg.cache.resolved_dir(), cfg.cache.ram_budget_bytes, cfg.cache.disk_budget_bytes
+                cfg.cache.resolved_dir(),
+                cfg.cache.ram_budget_bytes,
+                cfg.cache.disk_budget_bytes,
+                write_retry_s=cfg.cache.write_retry_s,
+                on_disk_fault=self._on_cache_fault,
             )
         source = PhraseSource(store, cache, cfg.cache, store.engine)
         player = Player(
@@ -260,9 +300,13 @@ class Daemon:
         if self._stop_requested.is_set():  # a stop signal came while the parts were built
             server.request_stop()
         server.describe_sections["config"] = self._config.as_dict
+        server.describe_sections["faults"] = self.faults.as_list
         self._status("starting: binding sockets")
         server.bind()
         player.start()
+        self.faults.watch(DEVICE_UNAVAILABLE, self._device_faults)
+        self.faults.watch(VOICE_FILE_MISSING, self._voice_faults)
+        self.faults.start(server.emit)
         for voice_id in (cfg.voices.default, *cfg.voices.preload):
             if self._stop_requested.is_set():
                 break
@@ -303,6 +347,7 @@ class Daemon:
             self.state = State.STOPPING
             self._notifier.stopping("stopping")
             watchdog.stop()
+            self.faults.close()  # its last events go out before the sockets close
             server.close()
             player.close()
             if cache is not None:
