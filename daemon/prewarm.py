@@ -138,8 +138,14 @@ def parse_prewarm_entry(entry: str, source: str) -> list[PrewarmSpec]:
 def _params(options: dict[str, str], source: str) -> SynthesisParams:
     speaker_text = options.get("speaker")
     speaker: str | int | None = speaker_text
-    if speaker_text is not None and speaker_text.isdigit():
-        speaker = int(speaker_text)
+    # isdecimal, not isdigit: int() refuses the superscript and circled digits isdigit() takes.
+    if speaker_text is not None and speaker_text.isdecimal():
+        try:
+            speaker = int(speaker_text)
+        except ValueError:  # more digits than Python converts (4,300)
+            raise InvalidPrewarmList(
+                f"{source}: speaker id has {len(speaker_text)} digits"
+            ) from None
     rate = _number(options, "rate", 1.0, source)
     volume = _number(options, "volume", 1.0, source)
     try:

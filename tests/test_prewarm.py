@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from utterd.daemon.cache_store import ENTRY_SUFFIX, read_entry_file
 from utterd.daemon.prewarm import (
+    OPTION_KEYS,
     InvalidPrewarmList,
     Prewarmer,
     PrewarmSpec,
@@ -45,6 +46,28 @@ def test_entry_forms() -> None:
     assert spec.text == "Press 1 | 2 for sales."
     assert parse_prewarm_entry("# a comment", "x") == []
     assert parse_prewarm_entry("   ", "x") == []
+
+
+def test_speaker_digits_that_are_no_number() -> None:
+    # Found by tests/test_e2e_fuzz.py: "²".isdigit() is true but int("²") raises, which made a
+    # `cache-warm` request answer internal-error.
+    [spec] = parse_prewarm_entry("speaker=\u00b2 | Hi.", "x")
+    assert spec.params.speaker == "\u00b2"  # a speaker name, as any non-number is
+    [spec] = parse_prewarm_entry("speaker=\u0663 | Hi.", "x")  # Arabic-Indic 3 is a number
+    assert spec.params.speaker == 3
+    with pytest.raises(InvalidPrewarmList, match="speaker id has 5000 digits"):
+        parse_prewarm_entry("speaker=" + "9" * 5000 + " | Hi.", "x")
+
+
+@given(
+    key=st.sampled_from(OPTION_KEYS),
+    value=st.text(min_size=1).filter(lambda v: "|" not in v and not any(c.isspace() for c in v)),
+)
+def test_any_option_value_is_parsed_or_refused(key: str, value: str) -> None:
+    try:
+        parse_prewarm_entry(f"{key}={value} | Hi.", "x")
+    except InvalidPrewarmList:
+        pass  # anything else escaping would be an internal-error reply to `cache-warm`
 
 
 def test_template_entries_warm_their_fixed_parts() -> None:
