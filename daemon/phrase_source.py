@@ -106,16 +106,18 @@ class PhraseSource:
         mode: CacheMode = "auto",
         slots: Mapping[str, str] | None = None,
         low_latency: bool = True,
+        instance: Voice | None = None,
     ) -> Iterator[AudioChunk]:
         """The audio of one request, chunk by chunk; `slots` makes `text` a template.
 
         `low_latency`: someone is waiting for the first sound (see `Voice.stream`); False for
-        files and pre-warming, which want throughput.
+        files and pre-warming, which want throughput. `instance`: a private instance of voice
+        `voice_id` to synthesize with (`VoiceStore.open_instance`) instead of the shared one.
         """
         if slots is not None:
             yield from self._template(text, slots, voice_id, params, cancel, mode, low_latency)
             return
-        voice = self.voices.get(voice_id)
+        voice = instance if instance is not None else self.voices.get(voice_id)
         keyed = None if mode == "off" else self.key(text, voice, params)
         if keyed is None or self.cache is None:
             yield from voice.stream(text, params, cancel, low_latency=low_latency)

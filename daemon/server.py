@@ -8,6 +8,7 @@ loop answers itself (`ping`, `describe`, `job`, `stop`, `cancel`, `pause`, `resu
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -25,7 +26,7 @@ import zmq
 from utterd.models.backend import intra_op_threads
 from utterd.models.cpu_features import cpu_features
 from utterd.models.errors import UtterdError
-from utterd.models.voice import CancelToken, SynthesisParams, VoiceInfo, float_to_pcm16
+from utterd.models.voice import CancelToken, SynthesisParams, Voice, VoiceInfo, float_to_pcm16
 from utterd.models.voice_store import VoiceStore
 
 from . import access, protocol
@@ -116,6 +117,9 @@ class Server:
         self.voices = voices
         self.source = source
         self._warmers: list[Prewarmer] = []
+        self._warm_lock = threading.Lock()
+        self._warm_instances: dict[str, Voice] = {}
+        """One-thread voice instances pre-warming renders with (closed when warming ends)."""
         self._synth_in_flight = 0
         self._synth_lock = threading.Lock()
         self.version = version
@@ -521,8 +525,9 @@ class Server:
 
         def render(spec: PrewarmSpec, cancel: CancelToken) -> None:
             voice_id = spec.voice or default
+            instance = self._warming_instance(voice_id)
             for _ in self.source.stream(
-                spec.text, voice_id, spec.params, cancel, low_latency=False
+                spec.text, voice_id, spec.params, cancel, low_latency=False, instance=instance
             ):
                 pass
 
@@ -536,6 +541,41 @@ class Server:
         warmer = Prewarmer(specs, render, is_cached, is_busy)
         self._warmers.append(warmer)
         warmer.start()
+        threading.Thread(
+            target=self._release_warming_instances,
+            args=(warmer,),
+            name="utterd-prewarm-release",
+            daemon=True,
+        ).start()
+
+    def _warming_instance(self, voice_id: str) -> Voice:
+        """The voice's one-thread instance for pre-warming, opened on first use.
+
+        Rendering on the live voice's sessions shares their intra-op threads with live
+        requests, and only the calling thread runs at the warming thread's lowest priority:
+        live first audio p99 rose 1.4x while warming (docs/benchmarks.md). With one intra-op
+        thread the whole render runs on the niced warming thread, so the kernel serves live
+        requests first. Costs one more copy of the voice's weights while warming runs.
+        """
+        with self._warm_lock:
+            voice = self._warm_instances.get(voice_id)
+            if voice is None:
+                engine = dataclasses.replace(self.voices.engine, threads=1)
+                voice = self.voices.open_instance(voice_id, engine)
+                self._warm_instances[voice_id] = voice
+            return voice
+
+    def _release_warming_instances(self, warmer: Prewarmer) -> None:
+        """Close the warming instances once no warmer runs any more."""
+        warmer.wait()
+        with self._warm_lock:
+            if any(not w.wait(0) for w in self._warmers):
+                return  # a later warmer is still running; its own release thread closes them
+            instances, self._warm_instances = self._warm_instances, {}
+        for voice in instances.values():
+            voice.close()
+        if instances:
+            _LOGGER.info("event=prewarm-instances-closed voices=%s", ",".join(sorted(instances)))
 
     def warming_progress(self) -> dict[str, Any]:
         totals: dict[str, Any] = {"entries": 0, "remaining": 0}

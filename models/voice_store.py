@@ -204,6 +204,29 @@ class VoiceStore:
         )
         return voice
 
+    def open_instance(self, voice_id: str, engine: EngineSettings) -> Voice:
+        """A second, private instance of the voice with other engine settings, warmed up.
+
+        For background work that must not compete with live requests for the shared sessions'
+        threads (pre-warming renders on one thread at the lowest priority). Not cached, not
+        counted as the voice's load; the caller closes it. Raises UnknownVoice or VoiceLoadError.
+        """
+        slot = self._slot(voice_id)
+        started = time.perf_counter()
+        voice = slot.family.load(slot.info, engine)
+        try:
+            voice.warm_up()
+        except Exception:
+            voice.close()
+            raise
+        _LOGGER.info(
+            "voice_instance_opened id=%s threads=%d load_s=%.3f",
+            voice_id,
+            engine.threads,
+            time.perf_counter() - started,
+        )
+        return voice
+
     def is_loaded(self, voice_id: str) -> bool:
         """True when `get` would return without loading."""
         return self._slot(voice_id).voice is not None
