@@ -145,6 +145,11 @@ class UtterdEngine(Engine):
         import numpy  # noqa: F401  (counted like the baselines' numpy import)
         from utterd.models import voice, voice_store  # noqa: F401
 
+        if self.spec.voice_id.startswith("hibari-"):
+            # What the daemon imports when it loads a hibari voice (discovery does not import
+            # hibari), counted here as the baseline counts `import hibari`.
+            from utterd.models import hibari_voice  # noqa: F401
+
     def load(self, threads: int) -> None:
         from utterd.models.errors import UnknownVoice
         from utterd.models.voice import EngineSettings

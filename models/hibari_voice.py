@@ -88,6 +88,35 @@ def _open_oov_net(name: str, engine: EngineSettings, label: str) -> Any:
     return OOV(str(oov_path), session=session)
 
 
+class _LazyOovNet:
+    """hibari's out-of-vocabulary net, opened on the first word the lexicon cannot read.
+
+    What hibari itself does: most prompts have no such word, and opening the net cost every
+    load about 45 ms. The file's presence is checked at load, so a missing net is still named
+    then; a net that fails to open is named (VoiceLoadError) by the request that needed it.
+    """
+
+    def __init__(self, name: str, engine: EngineSettings, label: str) -> None:
+        from hibari.g2p.oov import ASSETS
+
+        british = bool(hibari.voices.VOICES[name]["british"])
+        path = Path(ASSETS) / ("oov_gb.onnx" if british else "oov.onnx")
+        if not path.is_file():
+            raise VoiceLoadError(f"{path}: hibari's out-of-vocabulary net is missing")
+        self._args = (name, engine, label)
+        self._net: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, word: str) -> Any:
+        net = self._net
+        if net is None:
+            with self._lock:
+                if self._net is None:
+                    self._net = _open_oov_net(*self._args)
+                net = self._net
+        return net(word)
+
+
 class HibariVoice(Voice):
     """A loaded hibari voice: hibari G2P → our ONNX session → hibari DSP, one chunk per sentence."""
 
@@ -202,7 +231,7 @@ def load_voice(info: VoiceInfo, name: str, engine: EngineSettings) -> HibariVoic
         from hibari.g2p import G2P
 
         british = bool(hibari.voices.VOICES[name]["british"])
-        g2p = G2P(oov=_open_oov_net(name, engine, info.voice_id), british=british)
+        g2p = G2P(oov=_LazyOovNet(name, engine, info.voice_id), british=british)
         frontend = HibariFrontend(name, g2p)
     except VoiceLoadError:
         session.close()

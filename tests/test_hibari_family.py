@@ -236,3 +236,17 @@ def test_throughput_mode_is_bit_identical_to_low_latency(voice: HibariVoice) -> 
     assert np.array_equal(
         np.concatenate([c.samples for c in whole]), np.concatenate([c.samples for c in streamed])
     )
+
+
+def test_oov_net_opens_on_the_first_unknown_word_only(family: HibariFamily, heart_info: VoiceInfo) -> None:
+    """Like hibari itself: a voice whose prompts the lexicon reads never opens the net."""
+    loaded = family.load(heart_info, EngineSettings())
+    try:
+        oov = loaded._frontend._g2p._oov  # hibari's G2P keeps the callable it was given
+        assert oov._net is None
+        synth(loaded, "The door is open.")
+        assert oov._net is None
+        assert len(synth(loaded, "Xyzzyplugh frobnicates.")) > 0
+        assert oov._net is not None
+    finally:
+        loaded.close()
