@@ -67,7 +67,9 @@ class VoiceInfo:
             )
         if speaker in self.speakers:
             return self.speakers.index(speaker)
-        if speaker.isdigit() and int(speaker) < len(self.speakers):
+        # isdecimal, not isdigit: int() refuses the superscript digits isdigit() accepts; and a
+        # speaker id is short, so huge digit strings never reach int() (its 4,300-digit limit).
+        if speaker.isdecimal() and len(speaker) <= 9 and int(speaker) < len(self.speakers):
             return int(speaker)
         raise UnknownSpeaker(f"voice {self.voice_id!r} has no speaker {speaker!r}")
 

@@ -62,7 +62,9 @@ def test_multi_speaker_voice_resolves_names_and_ids(
     assert MULTI.speaker_id(speaker) == expected
 
 
-@pytest.mark.parametrize("speaker", ["dave", 3, -1, "3", True, False, "Alice"])
+@pytest.mark.parametrize(
+    "speaker", ["dave", 3, -1, "3", True, False, "Alice", "²", "①", "1" * 5000, "٣"]
+)
 def test_multi_speaker_voice_rejects_unknown_speakers(speaker: str | int) -> None:
     with pytest.raises(UnknownSpeaker) as caught:
         MULTI.speaker_id(speaker)
