@@ -337,6 +337,20 @@ class Prewarmer:
         thread.join(timeout_s)
         return not thread.is_alive()
 
+    def extend(self, specs: Sequence[PrewarmSpec]) -> bool:
+        """Queue more entries behind the pending ones, for this warmer's thread to render.
+
+        False if it is not running (not started, done or stopped): start a new Prewarmer then.
+        One thread for every `cache-warm`: under steady load warming waits, and a thread per
+        request would pile up.
+        """
+        with self._lock:
+            if self._state is not PrewarmState.RUNNING:
+                return False
+            self._specs += tuple(specs)
+            self._pending.extend(specs)
+            return True
+
     def progress(self) -> PrewarmProgress:
         with self._lock:
             return PrewarmProgress(self._state, len(self._specs), **self._counts)
@@ -378,6 +392,7 @@ class Prewarmer:
         while True:
             with self._lock:
                 if not self._pending:
+                    self._state = PrewarmState.DONE  # under the lock: extend() now refuses
                     break
                 spec = self._pending[0]
             if not self._wait_until_idle():

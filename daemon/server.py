@@ -538,6 +538,8 @@ class Server:
             return self.scheduler.queue_length() > 0 or self._synth_in_flight > 0
 
         self._warmers = [w for w in self._warmers if w.progress().remaining > 0]
+        if self._warmers and self._warmers[-1].extend(specs):
+            return  # the running warmer renders them after its own; its release thread closes
         warmer = Prewarmer(specs, render, is_cached, is_busy)
         self._warmers.append(warmer)
         warmer.start()

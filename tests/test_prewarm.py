@@ -280,6 +280,28 @@ def test_stop_then_resume() -> None:
     assert sorted(cache.rendered) == sorted(texts)  # nothing lost, nothing twice
 
 
+def test_extend_queues_on_the_running_warmer_and_is_refused_once_done() -> None:
+    """Later `cache-warm` requests join the running warmer: one thread, however many requests
+    arrive while live load keeps it waiting (the soak piled up a thread pair per request)."""
+    cache = FakeCache()
+    busy = threading.Event()
+    busy.set()
+    warmer = Prewarmer(specs_for("a"), cache.render, cache.is_cached, busy.is_set)
+    assert not warmer.extend(specs_for("early"))  # not started: the caller makes a new one
+    warmer.start()
+    threads_before = threading.active_count()
+    for text in ("b", "c"):
+        assert warmer.extend([PrewarmSpec(text, None, SynthesisParams(), "test:extend")])
+    assert threading.active_count() == threads_before
+    assert (warmer.progress().total, warmer.progress().remaining) == (3, 3)
+    busy.clear()
+    assert warmer.wait(10)
+    assert cache.rendered == ["a", "b", "c"]
+    progress = warmer.progress()
+    assert (progress.state, progress.remaining) == (PrewarmState.DONE, 0)
+    assert not warmer.extend(specs_for("late"))  # done: never stranded on an ended thread
+
+
 _WARM_CHILD = textwrap.dedent(
     """
     import hashlib, json, sys, time
