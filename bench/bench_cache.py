@@ -254,6 +254,23 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD").strip() or "unknown", "dirty_files": dirty}
 
 
+def run_facts(
+    benchmark: str, raw_argv: Sequence[str], threads: int, started: datetime
+) -> dict[str, Any]:
+    """What a benchmark report starts with: its name, date, exact command, machine, git state."""
+    return {
+        "benchmark": benchmark,
+        "date": started.isoformat(timespec="seconds"),
+        "command": shlex.join(["python", f"bench/{benchmark}.py", *raw_argv]),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "load_average_start": load_average(),
+        "git": git_state(),
+        "python": sys.version.split()[0],
+    }
+
+
 def snapshot_head(dest: Path) -> str:
     """Export HEAD's daemon/, models/ and quantize/ as dest/utterd/...; returns the commit.
 
@@ -271,6 +288,27 @@ def snapshot_head(dest: Path) -> str:
     )
     subprocess.run(["tar", "-x", "-C", str(package)], input=archive.stdout, check=True)
     return commit
+
+
+def add_daemon_options(parser: argparse.ArgumentParser) -> None:
+    """`--code` (which daemon code runs; see `daemon_code`) and `--threads`."""
+    parser.add_argument(
+        "--code",
+        choices=("head", "worktree"),
+        default="head",
+        help="daemon code: a snapshot of the committed HEAD (default; immune to edits during the "
+        "run) or the work tree as it is",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="voices.threads of the daemon")
+
+
+def daemon_code(tmp: Path, code: str) -> tuple[Path | None, str]:
+    """The folder of the daemon code for `--code` (`head`: a snapshot of HEAD in tmp/code;
+    `worktree`: None, the work tree) and how the report names it."""
+    if code == "head":
+        code_dir = tmp / "code"
+        return code_dir, f"snapshot of HEAD {snapshot_head(code_dir)}"
+    return None, "work tree (as on disk when each daemon started)"
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -1094,14 +1132,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--control-rounds", type=int, default=2)
     parser.add_argument("--no-probe", action="store_true", help="run the main daemon unprobed")
-    parser.add_argument(
-        "--code",
-        choices=("head", "worktree"),
-        default="head",
-        help="daemon code: a snapshot of the committed HEAD (default; immune to edits during the "
-        "run) or the work tree as it is",
-    )
-    parser.add_argument("--threads", type=int, default=2, help="voices.threads of the daemon")
+    add_daemon_options(parser)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
         "--quick",
@@ -1132,15 +1163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(args.seed)
     started = datetime.now(UTC)
     report: dict[str, Any] = {
-        "benchmark": "bench_cache",
-        "date": started.isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "bench/bench_cache.py", *raw_argv]),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "threads": args.threads,
-        "load_average_start": load_average(),
-        "git": git_state(),
-        "python": sys.version.split()[0],
+        **run_facts("bench_cache", raw_argv, args.threads, started),
         "quick": args.quick,
         "sizes": {
             "voices": voices,
@@ -1178,12 +1201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp_name:
         tmp = Path(tmp_name)
-        code_dir: Path | None = None
-        if args.code == "head":
-            code_dir = tmp / "code"
-            report["daemon_code"] = f"snapshot of HEAD {snapshot_head(code_dir)}"
-        else:
-            report["daemon_code"] = "work tree (as on disk when each daemon started)"
+        code_dir, report["daemon_code"] = daemon_code(tmp, args.code)
         with PulseNullSink(tmp / "pulse") as sink:
             report.update(run_main(tmp / "main", sink.env, args, voices, rng, code_dir, checkpoint))
             if args.control_prompts > 0:

@@ -58,7 +58,7 @@ import itertools
 import json
 import os
 import random
-import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -80,11 +80,11 @@ from bench_cache import (
     LIVE_PROMPTS,
     OTHER_VOICE,
     RESULTS_DIR,
-    cpu_model,
+    add_daemon_options,
+    daemon_code,
     device_open_line,
-    git_state,
     load_average,
-    snapshot_head,
+    run_facts,
     summarize,
     warm_prompts,
 )
@@ -934,6 +934,11 @@ def log_problems(log: str) -> dict[str, Any]:
         "first": "\n".join(lines[hits[0] : hits[0] + 30]) if hits else None,
         "log_lines": len(lines),
         "warnings": sum(" WARNING " in line or "level=WARNING" in line for line in lines),
+        # How often warming ran (each run opens, then closes, a private copy of its voices).
+        "prewarm_events": {
+            name: sum(f"event={name}" in line for line in lines)
+            for name in ("prewarm-start", "prewarm-done", "prewarm-instances-closed")
+        },
     }
 
 
@@ -1238,13 +1243,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="most seconds to wait after the last request for every job's terminal event",
     )
     parser.add_argument("--reply-timeout-s", type=float, default=120.0)
-    parser.add_argument("--threads", type=int, default=2, help="voices.threads of the daemon")
+    add_daemon_options(parser)
     parser.add_argument(
-        "--code",
-        choices=("head", "worktree"),
-        default="head",
-        help="daemon code: a snapshot of the committed HEAD (default; immune to edits during "
-        "the run) or the work tree as it is",
+        "--keep-log",
+        action="store_true",
+        help="copy the daemon's log beside the JSON (done anyway when a check fails)",
     )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument(
@@ -1263,15 +1266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(raw_argv)
     started = datetime.now(UTC)
     report: dict[str, Any] = {
-        "benchmark": "bench_soak",
-        "date": started.isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "bench/bench_soak.py", *raw_argv]),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "threads": args.threads,
-        "load_average_start": load_average(),
-        "git": git_state(),
-        "python": sys.version.split()[0],
+        **run_facts("bench_soak", raw_argv, args.threads, started),
         "sizes": {
             "requests": args.requests,
             "clients": args.clients,
@@ -1288,14 +1283,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp_name:
         tmp = Path(tmp_name)
-        code_dir: Path | None = None
-        if args.code == "head":
-            code_dir = tmp / "code"
-            report["daemon_code"] = f"snapshot of HEAD {snapshot_head(code_dir)}"
-        else:
-            report["daemon_code"] = "work tree (as on disk when the daemon started)"
+        code_dir, report["daemon_code"] = daemon_code(tmp, args.code)
         with PulseNullSink(tmp / "pulse") as sink:
             report.update(run_soak(args, sink.env, tmp, code_dir))
+        if args.keep_log or not all(c["passed"] for c in report["checks"].values()):
+            log_out = out.with_name(out.stem + ".daemon.log")
+            shutil.copyfile(tmp / "daemon" / "utterd.log", log_out)
+            report["daemon_log"] = str(log_out)
     report["load_average_end"] = load_average()
     report["duration_s"] = round((datetime.now(UTC) - started).total_seconds(), 1)
     report["passed"] = all(c["passed"] for c in report["checks"].values())
