@@ -8,7 +8,6 @@ loop answers itself (`ping`, `describe`, `job`, `stop`, `cancel`, `pause`, `resu
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import os
@@ -119,7 +118,7 @@ class Server:
         self._warmers: list[Prewarmer] = []
         self._warm_lock = threading.Lock()
         self._warm_instances: dict[str, Voice] = {}
-        """One-thread voice instances pre-warming renders with (closed when warming ends)."""
+        """Voice instances pre-warming renders with at nice 19 (closed when warming ends)."""
         self._synth_in_flight = 0
         self._synth_lock = threading.Lock()
         self.version = version
@@ -551,19 +550,21 @@ class Server:
         ).start()
 
     def _warming_instance(self, voice_id: str) -> Voice:
-        """The voice's one-thread instance for pre-warming, opened on first use.
+        """The voice's private instance for pre-warming, opened on first use.
 
         Rendering on the live voice's sessions shares their intra-op threads with live
         requests, and only the calling thread runs at the warming thread's lowest priority:
-        live first audio p99 rose 1.4x while warming (docs/benchmarks.md). With one intra-op
-        thread the whole render runs on the niced warming thread, so the kernel serves live
-        requests first. Costs one more copy of the voice's weights while warming runs.
+        live first audio p99 rose 1.4x while warming (docs/benchmarks.md). Called from the
+        warming thread (already at nice 19), so the new sessions' intra-op threads, which
+        Linux creates with their creator's niceness, run at nice 19 too and the kernel serves
+        live requests first. Same engine settings as the live voice: the thread count changes
+        the audio, so it is part of the cache key, and warmed entries must be the live ones.
+        Costs one more copy of the voice's weights while warming runs.
         """
         with self._warm_lock:
             voice = self._warm_instances.get(voice_id)
             if voice is None:
-                engine = dataclasses.replace(self.voices.engine, threads=1)
-                voice = self.voices.open_instance(voice_id, engine)
+                voice = self.voices.open_instance(voice_id, self.voices.engine)
                 self._warm_instances[voice_id] = voice
             return voice
 

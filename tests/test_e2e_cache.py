@@ -154,6 +154,26 @@ def test_templates_take_fixed_parts_from_the_cache(tmp_path: Path) -> None:
             c.request("synthesize", {"text": template, "slots": {"amonut": "x"}})
 
 
+def test_warmed_prompts_are_hits_for_live_requests(tmp_path: Path) -> None:
+    """Pre-warming renders on its own voice instance; its entries must be the ones a live
+    request looks up (same key, same audio)."""
+    env, _ = file_sink_env(tmp_path)
+    prompts = ["Door open.", "Battery low.", "Please take your card."]
+    with _daemon(tmp_path, env, tmp_path / "phrases", prewarm=prompts) as d:
+        deadline = time.monotonic() + 60
+        while _cache(d)["disk"]["entries"] < len(prompts) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = _cache(d)
+        assert before["disk"]["entries"] == len(prompts)
+        served = [_synth(d, text) for text in prompts]
+        after = _cache(d)
+        fresh = [_synth(d, text, cache="off", deterministic=True) for text in prompts]
+    assert after["hits"] - before["hits"] == len(prompts)
+    assert after["misses"] == before["misses"]
+    for got, want in zip(served, fresh, strict=True):
+        assert np.array_equal(got, want)
+
+
 def test_cache_cli_warm_stats_and_clear(tmp_path: Path) -> None:
     env, _ = file_sink_env(tmp_path)
     prompts = tmp_path / "prompts.txt"
