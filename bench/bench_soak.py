@@ -21,7 +21,10 @@ reply only delays that client). The mix:
 - `describe`, `ping`, `job` (own recent jobs), `cache-warm` of a few entries.
 - A sprinkling of bad requests, each of which must get its own error code.
 
-A `busy` or `rate-limited` reply is a legitimate refusal: counted, not a failure.
+A `busy` or `rate-limited` reply is a legitimate refusal: counted, not a failure. By the
+priority rules a new `text` job replaces the one speaking and drops waiting ones, so most jobs end
+`stopped` (as under a screen reader); the `end` events come mostly from `message`, `important`
+and lone jobs, and their `first_audio_ms` includes the time they waited in the queue.
 
 Checks (the run exits 1 if one fails; everything is in the JSON either way):
 
