@@ -431,8 +431,8 @@ def warm_chars_needed(entries: int) -> int:
     """limits.max_text_chars that one `cache-warm` of `entries` prompts needs.
 
     The daemon counts all entries of a `cache-warm` together against limits.max_text_chars (1,000
-    prompts are ~46,500 characters), and each `cache-warm` request starts its own warming thread,
-    so splitting the list would warm in parallel threads instead of one: the limit is raised.
+    prompts are ~46,500 characters); the list is sent as one request, as a deployment's list would
+    be, so the limit is raised (later requests would queue behind it on the same warming thread).
     """
     return sum(len(prompt) for prompt in warm_prompts(entries)) if entries else 0
 
