@@ -84,8 +84,11 @@ def _synth_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .memory import limit_arenas
     from .sdnotify import Notifier
     from .service import Daemon
+
+    limit_arenas()  # before any worker thread allocates: see daemon/memory.py
 
     # Found once: SIGHUP re-reads this same file, with the same command-line overrides.
     path = _config_path(args)

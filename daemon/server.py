@@ -28,7 +28,7 @@ from utterd.models.errors import UtterdError
 from utterd.models.voice import CancelToken, SynthesisParams, Voice, VoiceInfo, float_to_pcm16
 from utterd.models.voice_store import VoiceStore
 
-from . import access, protocol
+from . import access, memory, protocol
 from .jobs import Job
 from .phrase_source import PhraseSource
 from .phrase_templates import parse_template
@@ -578,7 +578,12 @@ class Server:
         for voice in instances.values():
             voice.close()
         if instances:
-            _LOGGER.info("event=prewarm-instances-closed voices=%s", ",".join(sorted(instances)))
+            trimmed = memory.trim()  # a voice's weights and arenas: give the pages back
+            _LOGGER.info(
+                "event=prewarm-instances-closed voices=%s trimmed=%s",
+                ",".join(sorted(instances)),
+                trimmed,
+            )
 
     def warming_progress(self) -> dict[str, Any]:
         totals: dict[str, Any] = {"entries": 0, "remaining": 0}

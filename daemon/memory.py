@@ -1,0 +1,58 @@
+"""Keep a long-running daemon's heap from creeping: fewer glibc malloc arenas, and trimming.
+
+glibc gives each thread that allocates concurrently its own arena (up to 8 per core), and
+frees inside an arena rarely go back to the kernel. A daemon with a dozen threads (socket loop,
+speech and synthesis workers, player supervisor, ONNX Runtime pools) that loads and closes
+voice instances and decodes windows of many sizes sees its RSS drift up for hours: the soak
+benchmark measured +11 % in ten minutes after warm-up, and a pre-warm instance's memory
+staying resident after it was closed. Two arenas are enough for two or four cores' worth of
+contention; `malloc_trim` hands freed pages back after big releases. Both are no-ops where the
+C library is not glibc (musl has neither call).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import logging
+from typing import Final
+
+_LOGGER = logging.getLogger(__name__)
+
+_M_ARENA_MAX: Final = -8
+"""mallopt parameter number of M_ARENA_MAX in glibc's malloc.h."""
+
+DEFAULT_ARENAS: Final = 2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
+        return None
+    return libc
+
+
+def limit_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (call before the worker threads start). True if applied."""
+    libc = _libc()
+    if libc is None:
+        return False
+    applied = bool(libc.mallopt(ctypes.c_int(_M_ARENA_MAX), ctypes.c_int(arenas)))
+    _LOGGER.debug("event=malloc-arenas max=%d applied=%s", arenas, applied)
+    return applied
+
+
+def trim() -> bool:
+    """Return freed heap pages to the kernel (after closing a voice instance). True if any."""
+    libc = _libc()
+    if libc is None:
+        return False
+    return bool(libc.malloc_trim(ctypes.c_size_t(0)))
