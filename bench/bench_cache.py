@@ -90,6 +90,9 @@ PROBE_BENCH_DIR_ENV: Final = "UTTERD_BENCH_DIR"
 
 DEFAULT_MAX_TEXT_CHARS: Final = 20000
 """config.yaml limits.max_text_chars default."""
+BENCH_REQUESTS_PER_S: Final = 10_000.0
+BENCH_BURST: Final = 10_000
+"""limits.requests_per_s / request_burst of the benchmark daemon (defaults 100 and 200)."""
 
 _JOB_TIMEOUT_S: Final = 120.0
 _PROBE_FLUSH_S: Final = 0.1
@@ -421,9 +424,12 @@ def daemon_config(
         "voices": {"preload": [v for v in voices if v != DEFAULT_VOICE], "threads": threads},
         "log_level": log_level,
     }
+    # One benchmark client sends everything (the 1,000-prompt check back to back): the
+    # per-client rate limit is not what is measured here.
+    config["limits"] = {"requests_per_s": BENCH_REQUESTS_PER_S, "request_burst": BENCH_BURST}
     needed = warm_chars_needed(warm_entries)
     if needed > DEFAULT_MAX_TEXT_CHARS:
-        config["limits"] = {"max_text_chars": needed}
+        config["limits"]["max_text_chars"] = needed
     return config
 
 
@@ -1188,6 +1194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seed": args.seed,
         },
         "config_overrides": {
+            "limits.requests_per_s": BENCH_REQUESTS_PER_S,
+            "limits.request_burst": BENCH_BURST,
             "limits.max_text_chars": (
                 warm_chars_needed(args.warm_entries)
                 if warm_chars_needed(args.warm_entries) > DEFAULT_MAX_TEXT_CHARS
