@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from utterd.daemon.cache_store import ENTRY_SUFFIX, read_entry_file
 from utterd.daemon.prewarm import (
+    LOWEST_NICE,
     OPTION_KEYS,
     InvalidPrewarmList,
     Prewarmer,
@@ -278,6 +280,30 @@ def test_stop_then_resume() -> None:
     assert warmer.wait(10)
     assert cache.rendered[: len(done_before)] == done_before
     assert sorted(cache.rendered) == sorted(texts)  # nothing lost, nothing twice
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_renders_run_idle_priority_and_so_do_threads_they_start() -> None:
+    """The voice instance's inference threads are created while rendering: they must inherit
+    the lowest priority, so live requests always get the CPU first."""
+    seen: list[tuple[int, int, int]] = []
+
+    def render(spec: PrewarmSpec, cancel: CancelToken) -> None:
+        def child() -> None:
+            tid = threading.get_native_id()
+            seen.append((os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid), 1))
+
+        tid = threading.get_native_id()
+        seen.append((os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid), 0))
+        worker = threading.Thread(target=child)
+        worker.start()
+        worker.join()
+
+    warmer = Prewarmer(specs_for("a"), render, lambda spec: False, lambda: False)
+    warmer.start()
+    assert warmer.wait(10)
+    assert seen == [(os.SCHED_IDLE, LOWEST_NICE, 0), (os.SCHED_IDLE, LOWEST_NICE, 1)]
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller's thread is untouched
 
 
 def test_extend_queues_on_the_running_warmer_and_is_refused_once_done() -> None:
