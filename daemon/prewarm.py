@@ -351,6 +351,15 @@ class Prewarmer:
             self._pending.extend(specs)
             return True
 
+    def preempt(self) -> None:
+        """A live request just arrived: cancel the entry being rendered now (it is retried once
+        the live work is done). The watcher would notice within its poll interval; a live
+        first audio takes about that long, so the caller says so at once."""
+        with self._lock:
+            current = self._current
+        if current is not None and not current.cancelled:
+            current.cancel("preempted by a live request")
+
     def progress(self) -> PrewarmProgress:
         with self._lock:
             return PrewarmProgress(self._state, len(self._specs), **self._counts)

@@ -421,7 +421,13 @@ class Server:
         if not device.get("available"):
             raise DeviceUnavailable(f"the sound device is unavailable: {device.get('error')}")
 
+    def _preempt_warming(self) -> None:
+        """Live work arrived: pre-warm renders stop at once, not at the watcher's next poll."""
+        for warmer in self._warmers:
+            warmer.preempt()
+
     def _queue(self, envelope: list[bytes], request: protocol.Request, job: Job) -> None:
+        self._preempt_warming()
         self.scheduler.submit(job)
         self._send(
             envelope,
@@ -498,6 +504,7 @@ class Server:
         self.access.synth.acquire(self._owner)  # Busy: the worker pool's queue stays bounded
         with self._synth_lock:
             self._synth_in_flight += 1
+        self._preempt_warming()
         self._pool.submit(self._synthesize, envelope, request, info, params, self._owner)
 
     def _on_cache_clear(self, envelope: list[bytes], request: protocol.Request) -> None:
@@ -525,8 +532,10 @@ class Server:
         def render(spec: PrewarmSpec, cancel: CancelToken) -> None:
             voice_id = spec.voice or default
             instance = self._warming_instance(voice_id)
+            # The low-latency path checks `cancel` between small windows, so a live request
+            # that preempts the render waits for one window, not for a whole sentence.
             for _ in self.source.stream(
-                spec.text, voice_id, spec.params, cancel, low_latency=False, instance=instance
+                spec.text, voice_id, spec.params, cancel, instance=instance
             ):
                 pass
 

@@ -407,3 +407,25 @@ def test_sigkill_while_warming_then_restart_resumes(tmp_path: Path) -> None:
     for path in files:
         entry = read_entry_file(path)  # every entry verifies
         assert entry.sample_count == 12000
+
+
+def test_preempt_cancels_the_entry_being_rendered_at_once() -> None:
+    """The server calls preempt() when live work arrives; the render stops without waiting
+    for the watcher's poll (here: a watcher that would take a minute)."""
+    cache = FakeCache(render_s=5.0)
+    busy = threading.Event()
+    warmer = Prewarmer(
+        specs_for("a"), cache.render, cache.is_cached, busy.is_set, poll_interval_s=60
+    )
+    warmer.start()
+    deadline = time.monotonic() + 5
+    while not cache.starts and time.monotonic() < deadline:
+        time.sleep(0.001)
+    busy.set()
+    asked = time.monotonic()
+    warmer.preempt()
+    while warmer.progress().preempted == 0 and time.monotonic() < asked + 2:
+        time.sleep(0.001)
+    assert warmer.progress().preempted == 1
+    busy.clear()
+    warmer.stop()
