@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
 import tempfile
 import time
@@ -34,17 +33,6 @@ def path_socket() -> Iterator[tuple[socket.socket, str]]:
         sock.close()
         os.unlink(path)
         os.rmdir(folder)
-
-
-@pytest.fixture
-def abstract_socket() -> Iterator[tuple[socket.socket, str]]:
-    name = f"utterd-test-notify-{secrets.token_hex(6)}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind("\0" + name)
-    try:
-        yield sock, "@" + name
-    finally:
-        sock.close()
 
 
 def test_path_socket_gets_each_message(path_socket: tuple[socket.socket, str]) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import secrets
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -153,17 +151,6 @@ def test_player_health_sees_a_supervisor_that_ended(fake_sd: FakeSoundDevice) ->
 # -- the thread, against a real notification socket -------------------------------------------
 
 
-@pytest.fixture
-def manager() -> Iterator[tuple[socket.socket, str]]:
-    name = f"utterd-test-watchdog-{secrets.token_hex(6)}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind("\0" + name)
-    try:
-        yield sock, "@" + name
-    finally:
-        sock.close()
-
-
 def _messages(sock: socket.socket, duration_s: float) -> list[tuple[float, list[str]]]:
     out: list[tuple[float, list[str]]] = []
     deadline = time.monotonic() + duration_s
@@ -178,9 +165,9 @@ def _messages(sock: socket.socket, duration_s: float) -> list[tuple[float, list[
 
 
 def test_pings_stop_while_a_real_loop_is_stuck_and_resume_after(
-    manager: tuple[socket.socket, str],
+    abstract_socket: tuple[socket.socket, str],
 ) -> None:
-    sock, address = manager
+    sock, address = abstract_socket
     # WatchdogSec=0.4 s: a ping every 0.2 s, a loop standing still for MIN_STALE_S is stuck.
     notifier = Notifier(address, watchdog_usec=400_000)
     loop = Heartbeat()
