@@ -190,6 +190,37 @@ def split_vits(
     return encoder, decoder, info
 
 
+def split_vits_files(
+    model: Path | str,
+    cache_dir: Path | str,
+    *,
+    flow_in_decoder: bool = True,
+) -> tuple[Path | bytes, Path | bytes, SplitInfo]:
+    """Like `split_vits`, but the parts as the paths of their cached files where possible.
+
+    For opening the parts from files: ONNX Runtime's Python session keeps the bytes it was
+    given for as long as it lives (about the model's size again, per instance of the voice),
+    and only a path when given one. Splits and caches the model when it is not cached yet; the
+    parts come as bytes only when the cache cannot be written. Raises VoiceLoadError like
+    `split_vits`.
+    """
+    path = Path(model)
+    if not path.is_file():
+        raise VoiceLoadError(f"cannot split model {path}: no such file")
+    sha256 = file_sha256(path)
+    folder = _cache_folder(Path(cache_dir), sha256, flow_in_decoder)
+    found = _check_cache(folder, sha256)
+    if found is None:
+        encoder, decoder, info = _split(path.read_bytes(), str(path), sha256, flow_in_decoder)
+        _write_cache(folder, encoder, decoder, info)
+        found = _check_cache(folder, sha256)
+        if found is None:  # not written (read-only or full): the bytes, then
+            return encoder, decoder, info
+        del encoder, decoder  # the runtime reads them back from the files
+    info, encoder_path, decoder_path, _ = found
+    return encoder_path, decoder_path, info
+
+
 def _source(model: Path | str | bytes) -> tuple[str, bytes | None, Path | None]:
     if isinstance(model, bytes):
         return f"(in-memory model, {len(model)} bytes)", model, None
@@ -204,26 +235,45 @@ def _cache_folder(cache_dir: Path, sha256: str, flow_in_decoder: bool) -> Path:
 
 def _read_cache(folder: Path, sha256: str) -> tuple[bytes, bytes, SplitInfo] | None:
     """The cached parts, or None when absent or unusable (then they are made again)."""
+    found = _check_cache(folder, sha256)
+    if found is None:
+        return None
+    info, encoder_path, decoder_path, sizes = found
+    try:
+        encoder = encoder_path.read_bytes()
+        decoder = decoder_path.read_bytes()
+    except OSError as err:
+        _LOGGER.warning("vits_split_cache_unusable folder=%s reason=%r", folder, err)
+        return None
+    if (len(encoder), len(decoder)) != sizes:  # changed since it was checked
+        _LOGGER.warning("vits_split_cache_truncated folder=%s", folder)
+        return None
+    return encoder, decoder, info
+
+
+def _check_cache(folder: Path, sha256: str) -> tuple[SplitInfo, Path, Path, tuple[int, int]] | None:
+    """The cached parts' info, files and sizes, or None when absent or unusable.
+
+    Checks the recorded source hash, format version and file sizes (a truncated part is
+    made again), without reading the parts.
+    """
+    encoder_path, decoder_path = folder / _ENCODER_FILE, folder / _DECODER_FILE
     try:
         data = json.loads((folder / _INFO_FILE).read_text(encoding="utf-8"))
         info = SplitInfo.from_json(data["info"])
-        encoder = (folder / _ENCODER_FILE).read_bytes()
-        decoder = (folder / _DECODER_FILE).read_bytes()
+        sizes = (encoder_path.stat().st_size, decoder_path.stat().st_size)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:
         _LOGGER.warning("vits_split_cache_unusable folder=%s reason=%r", folder, err)
         return None
-    sizes_match = len(encoder) == data.get("encoder_bytes") and len(decoder) == data.get(
-        "decoder_bytes"
-    )
     if info.source_sha256 != sha256 or info.format_version != SPLIT_FORMAT_VERSION:
         _LOGGER.warning("vits_split_cache_stale folder=%s", folder)
         return None
-    if not sizes_match:
+    if sizes != (data.get("encoder_bytes"), data.get("decoder_bytes")):
         _LOGGER.warning("vits_split_cache_truncated folder=%s", folder)
         return None
-    return encoder, decoder, info
+    return info, encoder_path, decoder_path, sizes
 
 
 def _write_cache(folder: Path, encoder: bytes, decoder: bytes, info: SplitInfo) -> None:
@@ -245,7 +295,7 @@ def _write_cache(folder: Path, encoder: bytes, decoder: bytes, info: SplitInfo) 
             # The info file goes last: a folder without it is never read as a cache hit.
             _write_synced(staging / _INFO_FILE, json.dumps(meta, indent=2).encode("utf-8"))
             if folder.exists():
-                # A stale or broken entry (we only get here after _read_cache refused it).
+                # A stale or broken entry (we only get here after _check_cache refused it).
                 shutil.rmtree(folder, ignore_errors=True)
             os.replace(staging, folder)
         finally:

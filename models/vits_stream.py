@@ -29,7 +29,7 @@ import numpy.typing as npt
 from .backend import Session, SessionOptions, open_session
 from .errors import InvalidParameter, VoiceLoadError
 from .stream_windows import window_plan
-from .vits_split import SplitInfo, split_vits
+from .vits_split import SplitInfo, split_vits, split_vits_files
 from .voice import CancelToken, EngineSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -329,13 +329,19 @@ def open_streaming_runner(
     not loaded.
     """
     started = time.perf_counter()
-    encoder_bytes, decoder_bytes, info = split_vits(
-        model_path, cache_dir, flow_in_decoder=flow_in_decoder
-    )
-    encoder = open_session(encoder_bytes, engine, label=f"{label}:encoder", options=encoder_options)
+    # From the cached files when there is a cache: a session opened from bytes holds them.
+    encoder_part: Path | bytes
+    decoder_part: Path | bytes
+    if cache_dir is not None:
+        encoder_part, decoder_part, info = split_vits_files(
+            model_path, cache_dir, flow_in_decoder=flow_in_decoder
+        )
+    else:
+        encoder_part, decoder_part, info = split_vits(model_path, flow_in_decoder=flow_in_decoder)
+    encoder = open_session(encoder_part, engine, label=f"{label}:encoder", options=encoder_options)
     try:
         decoder = open_session(
-            decoder_bytes, engine, label=f"{label}:decoder", options=decoder_options
+            decoder_part, engine, label=f"{label}:decoder", options=decoder_options
         )
     except VoiceLoadError:
         encoder.close()

