@@ -23,7 +23,7 @@ import yaml
 from utterd.models.errors import UtterdError
 
 from .access import is_z85_key
-from .settings import DETERMINISTIC_POLICIES, SHUTDOWN_MODES, Settings
+from .settings import DETERMINISTIC_POLICIES, PREWARM_SESSIONS, SHUTDOWN_MODES, Settings
 
 __all__ = [
     "BACKENDS",
@@ -137,6 +137,7 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "cache.deterministic": _OneOf(DETERMINISTIC_POLICIES),
         "cache.max_text_chars": _Range(1),
         "cache.write_retry_s": _Range(0, low_open=True),
+        "cache.prewarm_sessions": _OneOf(PREWARM_SESSIONS),
         "log_level": _OneOf(LOG_LEVELS),
     }
 )

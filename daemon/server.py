@@ -531,7 +531,8 @@ class Server:
 
         def render(spec: PrewarmSpec, cancel: CancelToken) -> None:
             voice_id = spec.voice or default
-            instance = self._warming_instance(voice_id)
+            private = self.settings.cache.prewarm_sessions == "private"
+            instance = self._warming_instance(voice_id) if private else None
             # The low-latency path checks `cancel` between small windows, so a live request
             # that preempts the render waits for one window, not for a whole sentence.
             for _ in self.source.stream(

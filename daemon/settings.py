@@ -193,6 +193,7 @@ class LimitsSettings:
 
 
 DETERMINISTIC_POLICIES: Final[tuple[str, ...]] = ("always", "request")
+PREWARM_SESSIONS: Final[tuple[str, ...]] = ("shared", "private")
 
 SHUTDOWN_MODES: Final[tuple[str, ...]] = ("stop", "finish")
 """Values of `server.on_shutdown`."""
@@ -233,6 +234,12 @@ class CacheSettings:
 
     prewarm_file: Path | None = None
     """A UTF-8 file of pre-warm entries, one a line, after the inline ones. None: no file."""
+
+    prewarm_sessions: str = "shared"
+    """What pre-warming renders on. `shared`: the live voice's own sessions, only while no live
+    work waits and stopped at the next small window when some arrives (no extra memory).
+    `private`: a second instance of each voice it warms, opened at the lowest CPU priority
+    while warming runs (the voice's weights and buffers twice over meanwhile)."""
 
     def resolved_dir(self) -> Path:
         if self.dir is not None:

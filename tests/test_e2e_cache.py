@@ -154,12 +154,15 @@ def test_templates_take_fixed_parts_from_the_cache(tmp_path: Path) -> None:
             c.request("synthesize", {"text": template, "slots": {"amonut": "x"}})
 
 
-def test_warmed_prompts_are_hits_for_live_requests(tmp_path: Path) -> None:
-    """Pre-warming renders on its own voice instance; its entries must be the ones a live
-    request looks up (same key, same audio)."""
+@pytest.mark.parametrize("sessions", ["shared", "private"])
+def test_warmed_prompts_are_hits_for_live_requests(tmp_path: Path, sessions: str) -> None:
+    """Pre-warming renders on the live sessions or on a private voice instance
+    (`cache.prewarm_sessions`); either way its entries must be the ones a live request looks up
+    (same key, same audio)."""
     env, _ = file_sink_env(tmp_path)
     prompts = ["Door open.", "Battery low.", "Please take your card."]
-    with _daemon(tmp_path, env, tmp_path / "phrases", prewarm=prompts) as d:
+    cache_dir = tmp_path / "phrases"
+    with _daemon(tmp_path, env, cache_dir, prewarm=prompts, prewarm_sessions=sessions) as d:
         deadline = time.monotonic() + 60
         while _cache(d)["disk"]["entries"] < len(prompts) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -168,6 +171,8 @@ def test_warmed_prompts_are_hits_for_live_requests(tmp_path: Path) -> None:
         served = [_synth(d, text) for text in prompts]
         after = _cache(d)
         fresh = [_synth(d, text, cache="off", deterministic=True) for text in prompts]
+        # Only the private mode opens a second instance of the voice.
+        assert ("voice_instance_opened" in d.log()) == (sessions == "private"), d.log()[-2000:]
     assert after["hits"] - before["hits"] == len(prompts)
     assert after["misses"] == before["misses"]
     for got, want in zip(served, fresh, strict=True):
