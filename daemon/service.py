@@ -8,8 +8,9 @@ Signals (handled on the `utterd-control` thread; the handlers only queue the sig
   flushed, and the process exits 0.
 - SIGHUP: re-read the config file `serve` was started with (and re-apply its command-line
   overrides), validate it fully, and apply the keys in LIVE_KEYS; any other changed key is logged
-  as taking effect at restart. An invalid file is rejected with a logged reason and the settings
-  in force stay. Either way an event goes out (`config-reloaded` / `config-rejected`) and
+  as taking effect at restart; with Curve, the allow-list's key folder is read again too. An
+  invalid file (or client key file) is rejected with a logged reason and the settings in force
+  stay. Either way an event goes out (`config-reloaded` / `config-rejected`) and
   `describe` shows the result under `config`.
 
 Under systemd (`Type=notify`, see daemon/sdnotify.py) the daemon reports STATUS lines at each
@@ -60,6 +61,7 @@ LIVE_KEYS: Final[frozenset[str]] = frozenset(
         "cache.deterministic",
         "cache.prewarm",
         "cache.prewarm_file",
+        "cache.prewarm_sessions",
         "server.on_shutdown",
         "server.shutdown_finish_s",
     }
@@ -467,6 +469,10 @@ class Daemon:
                     merged.cache.prewarm_file,
                     config_source=status.file or "config",
                 )
+            # The Curve allow-list's folder is read again (a key added or removed); a bad key
+            # file rejects the reload and the keys in force stay (AllowList.reload swaps last).
+            allow_list = server.access.allow_list
+            curve_clients = allow_list.reload() if allow_list is not None else None
         except UtterdError as exc:
             key = getattr(exc, "key", None)
             source = getattr(exc, "source", status.file)
@@ -504,6 +510,7 @@ class Daemon:
             "error": None,
             "changed": changed,
             "restart_required": restart,
+            "curve_clients": curve_clients,
         }
         _LOGGER.info(
             "event=config-reloaded file=%s generation=%d changed=%s",
@@ -520,6 +527,7 @@ class Daemon:
                 "generation": status.generation,
                 "changed": changed,
                 "restart_required": restart,
+                "curve_clients": curve_clients,
             },
         )
         self._notifier.ready(self.status_line())

@@ -20,6 +20,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -511,3 +512,52 @@ def test_plain_client_times_out_cleanly(curve: CurveSetup) -> None:
     ):
         plain.request("ping")
     assert curve.d.alive()
+
+
+def _reload(d: RunningDaemon) -> dict[str, Any]:
+    """SIGHUP the daemon and return `describe`'s `config.last_reload` once it changed."""
+    with d.client() as c:
+        before = c.request("describe")[0]["data"]["config"]
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with d.client() as c:
+            config = c.request("describe")[0]["data"]["config"]
+        if config["last_reload"] != before["last_reload"]:
+            return dict(config["last_reload"])
+        time.sleep(0.05)
+    raise AssertionError("no reload within 20 s")
+
+
+def _answers(curve: CurveSetup, secret: Path) -> bool:
+    """Whether a fresh connection with this client key gets a reply (allow-list is per handshake)."""
+    try:
+        with Client(curve.endpoint, timeout_s=NO_REPLY_S, curve=curve.keys(secret)) as c:
+            return bool(c.request("ping")[0]["type"] == "pong")
+    except NotRunning:
+        return False
+
+
+def test_sighup_rereads_the_curve_allow_list(curve: CurveSetup, tmp_path: Path) -> None:
+    """An operator adds a client's key file and reloads: it gets in; a bad key file rejects the
+    reload and the allow-list in force stays; removing the file shuts new connections out."""
+    clients = curve.curve_dir / "clients"
+    late_public, late_secret = access.write_key_pair(tmp_path, "late", access.new_key_pair())
+    assert not _answers(curve, late_secret)
+    try:
+        shutil.copy(late_public, clients / "late.key")
+        applied = _reload(curve.d)
+        assert applied["result"] == "applied" and applied["curve_clients"] == 2, applied
+        assert _answers(curve, late_secret)
+
+        (clients / "broken.key").write_text("not a key\n")
+        rejected = _reload(curve.d)
+        assert rejected["result"] == "rejected" and "broken.key" in rejected["error"], rejected
+        assert _answers(curve, late_secret) and _answers(curve, curve.good_secret)
+    finally:
+        (clients / "broken.key").unlink(missing_ok=True)
+        (clients / "late.key").unlink(missing_ok=True)
+    assert _reload(curve.d)["curve_clients"] == 1
+    assert not _answers(curve, late_secret)
+    assert _answers(curve, curve.good_secret)
