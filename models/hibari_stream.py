@@ -293,6 +293,23 @@ def synthesize_windows(
         yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)
 
 
+def acoustic_frames(session: Session, ids: Sequence[int], speed: float) -> HibariFrames:
+    """Run the acoustic model on one piece's phoneme ids (with the 0 pads).
+
+    Uses no random generator, so it may run ahead of the signal stage of the piece before
+    (on another thread) without changing a sample.
+    """
+    outputs = session.run(
+        MODEL_OUTPUTS,
+        {"ids": np.asarray([ids], dtype=np.int64), "speed": np.array([speed], dtype=np.float32)},
+    )
+    if len(outputs) != len(MODEL_OUTPUTS):
+        raise SynthesisError(f"{session.label}: expected outputs {MODEL_OUTPUTS}")
+    frames = HibariFrames.from_outputs(outputs)
+    _LOGGER.debug("hibari_frames label=%s ids=%d frames=%d", session.label, len(ids), frames.frames)
+    return frames
+
+
 def stream_ids(
     session: Session,
     ids: Sequence[int],
@@ -308,14 +325,7 @@ def stream_ids(
     What `hibari.Hibari.from_ids` does, with our session and the signal stage in windows.
     """
     cancel.raise_if_cancelled()
-    outputs = session.run(
-        MODEL_OUTPUTS,
-        {"ids": np.asarray([ids], dtype=np.int64), "speed": np.array([speed], dtype=np.float32)},
-    )
-    if len(outputs) != len(MODEL_OUTPUTS):
-        raise SynthesisError(f"{session.label}: expected outputs {MODEL_OUTPUTS}")
-    frames = HibariFrames.from_outputs(outputs)
-    _LOGGER.debug("hibari_frames label=%s ids=%d frames=%d", session.label, len(ids), frames.frames)
+    frames = acoustic_frames(session, ids, speed)
     yield from synthesize_windows(
         frames, rng, cancel, first_window_frames=first_window_frames, window_frames=window_frames
     )

@@ -17,6 +17,8 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,7 +30,7 @@ import numpy as np
 
 from .backend import Session, open_session
 from .errors import VoiceLoadError
-from .hibari_stream import stream_ids
+from .hibari_stream import HibariPiece, acoustic_frames, stream_ids, synthesize_windows
 from .voice import (
     AudioChunk,
     CancelToken,
@@ -50,6 +52,16 @@ _OOV_INPUTS: Final = frozenset({"chars"})
 _WHOLE_PIECE_FRAMES: Final = 1 << 30
 """A signal-stage window larger than any piece: the piece in one go (throughput)."""
 _MIN_IDS: Final = 3  # the two 0 pads plus one phoneme; Hibari.from_ids returns silence below this
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A clause-sized piece of a sentence, as hibari's G2P cuts long sentences."""
+
+    sentence_index: int
+    ids: list[int]
+    sentence_end: bool
+    """The sentence's last piece."""
 
 
 class HibariFrontend(hibari.Hibari):  # type: ignore[misc]  # hibari ships no type hints
@@ -159,49 +171,85 @@ class HibariVoice(Voice):
         rng = np.random.default_rng(0) if params.deterministic else np.random.default_rng()
         speed = np.array([params.rate], dtype=np.float32)
 
+        pieces = self._pieces(text, cancel)
+        if low_latency:
+            # The signal stage runs in windows (bit-identical to hibari.dsp.synth), so the
+            # first audio leaves after one small window instead of after the sentence.
+            for piece in pieces:
+                windows = stream_ids(session, piece.ids, float(speed[0]), rng, cancel)
+                yield from self._chunks(piece, windows, params)
+            return
+        # Throughput (a file, the phrase cache): one signal-stage window per piece, and the
+        # acoustic model of the next piece runs on a helper thread while this piece's signal
+        # stage runs here. The model draws no noise, so the audio is the same sample for sample.
+        # The helper is this call's own, so it inherits the caller's CPU priority.
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="utterd-hibari-ahead")
+        iterator = iter(pieces)
+        piece = next(iterator, None)
+        model = (
+            ahead.submit(acoustic_frames, session, piece.ids, float(speed[0]))
+            if piece is not None
+            else None
+        )
+        try:
+            while piece is not None and model is not None:
+                frames = model.result()
+                following = next(iterator, None)
+                model = (
+                    ahead.submit(acoustic_frames, session, following.ids, float(speed[0]))
+                    if following is not None
+                    else None
+                )
+                windows = synthesize_windows(
+                    frames,
+                    rng,
+                    cancel,
+                    first_window_frames=_WHOLE_PIECE_FRAMES,
+                    window_frames=_WHOLE_PIECE_FRAMES,
+                )
+                yield from self._chunks(piece, windows, params)
+                piece = following
+        finally:
+            # Stopped or failed: a run not started yet never starts, and one running finishes
+            # on the helper without anyone waiting for it.
+            if model is not None:
+                model.cancel()
+            ahead.shutdown(wait=False)
+
+    def _pieces(self, text: str, cancel: CancelToken) -> Iterator[_Piece]:
+        """The text's pieces in order: phoneme ids per clause-sized piece of each sentence."""
         index = 0
         for sentence in HibariFrontend.split_sentences(text):
             cancel.raise_if_cancelled()
             with self._frontend_lock:
                 # Long sentences come back as several clause-sized phoneme strings.
-                pieces = [self._frontend.ids(ps) for ps in self._frontend.phonemize(sentence)]
-            pieces = [ids for ids in pieces if len(ids) >= _MIN_IDS]
-            for piece_index, ids in enumerate(pieces):
+                found = [self._frontend.ids(ps) for ps in self._frontend.phonemize(sentence)]
+            found = [ids for ids in found if len(ids) >= _MIN_IDS]
+            for piece_index, ids in enumerate(found):
                 cancel.raise_if_cancelled()
-                started = time.perf_counter()
-                # The signal stage runs in windows (bit-identical to hibari.dsp.synth), so the
-                # first audio leaves after one small window instead of after the sentence.
-                windows = (
-                    stream_ids(session, ids, float(speed[0]), rng, cancel)
-                    if low_latency
-                    # One signal-stage window per piece; bit-identical either way.
-                    else stream_ids(
-                        session,
-                        ids,
-                        float(speed[0]),
-                        rng,
-                        cancel,
-                        first_window_frames=_WHOLE_PIECE_FRAMES,
-                        window_frames=_WHOLE_PIECE_FRAMES,
-                    )
-                )
-                for window in windows:
-                    samples = np.clip(window.samples * np.float32(params.volume), -1.0, 1.0)
-                    yield AudioChunk(
-                        samples,
-                        SAMPLE_RATE_HZ,
-                        sentence_index=index,
-                        sentence_end=window.last and piece_index == len(pieces) - 1,
-                    )
-                _LOGGER.debug(
-                    "sentence_synthesized voice=%s index=%d phoneme_ids=%d synth_ms=%.1f",
-                    self.info.voice_id,
-                    index,
-                    len(ids),
-                    (time.perf_counter() - started) * 1e3,
-                )
-            if pieces:
+                yield _Piece(index, ids, sentence_end=piece_index == len(found) - 1)
+            if found:
                 index += 1
+
+    def _chunks(
+        self, piece: _Piece, windows: Iterator[HibariPiece], params: SynthesisParams
+    ) -> Iterator[AudioChunk]:
+        started = time.perf_counter()
+        for window in windows:
+            samples = np.clip(window.samples * np.float32(params.volume), -1.0, 1.0)
+            yield AudioChunk(
+                samples,
+                SAMPLE_RATE_HZ,
+                sentence_index=piece.sentence_index,
+                sentence_end=window.last and piece.sentence_end,
+            )
+        _LOGGER.debug(
+            "piece_synthesized voice=%s sentence=%d phoneme_ids=%d synth_ms=%.1f",
+            self.info.voice_id,
+            piece.sentence_index,
+            len(piece.ids),
+            (time.perf_counter() - started) * 1e3,
+        )
 
     def close(self) -> None:
         if self._session is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from utterd.models import (
+    AudioChunk,
     Cancelled,
     CancelToken,
     EngineSettings,
@@ -227,18 +230,66 @@ def test_blank_text_gives_no_chunks(voice: HibariVoice, text: str) -> None:
     assert list(voice.stream(text, SynthesisParams(), CancelToken())) == []
 
 
-def test_throughput_mode_is_bit_identical_to_low_latency(voice: HibariVoice) -> None:
-    """hibari's windowed signal stage is exact, so the two modes give the same samples."""
+LONG_TEXT = (
+    ", ".join(
+        ["when the bell rings twice please collect your order at the counter on the left"] * 8
+    )
+    + ". "
+    + THREE_SENTENCES
+)
+"""A first sentence over hibari's 400 phonemes, which its G2P cuts into clause-sized pieces."""
+
+
+@pytest.mark.parametrize("text", [TWO_SENTENCES, LONG_TEXT])
+def test_throughput_mode_is_bit_identical_to_low_latency(voice: HibariVoice, text: str) -> None:
+    """hibari's windowed signal stage is exact, and the throughput mode's acoustic model runs
+    one piece ahead on a helper thread without touching the noise generator: the two modes give
+    the same samples and the same sentence marks."""
     params = SynthesisParams(deterministic=True)
-    streamed = list(voice.stream(TWO_SENTENCES, params, CancelToken()))
-    whole = list(voice.stream(TWO_SENTENCES, params, CancelToken(), low_latency=False))
+    streamed = list(voice.stream(text, params, CancelToken()))
+    whole = list(voice.stream(text, params, CancelToken(), low_latency=False))
     assert len(whole) <= len(streamed)
     assert np.array_equal(
         np.concatenate([c.samples for c in whole]), np.concatenate([c.samples for c in streamed])
     )
 
+    def marks(chunks: list[AudioChunk]) -> list[int]:
+        return [c.sentence_index for c in chunks if c.sentence_end]
 
-def test_oov_net_opens_on_the_first_unknown_word_only(family: HibariFamily, heart_info: VoiceInfo) -> None:
+    assert marks(whole) == marks(streamed) == list(range(len(marks(whole))))
+    if text is LONG_TEXT:  # its first sentence comes in several clause-sized pieces
+        assert sum(c.sentence_index == 0 for c in whole) > 1
+
+
+def test_throughput_mode_stops_and_leaves_no_helper(voice: HibariVoice) -> None:
+    """A stop between pieces ends the stream with Cancelled; the look-ahead thread goes away."""
+    cancel = CancelToken()
+    chunks = voice.stream(THREE_SENTENCES, SynthesisParams(), cancel, low_latency=False)
+    first = next(chunks)
+    assert first.sentence_index == 0
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        list(chunks)
+    deadline = time.monotonic() + 5
+    while _helpers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _helpers()
+    # A closed-early generator (the consumer walked away) lets its helper go too.
+    partial = voice.stream(THREE_SENTENCES, SynthesisParams(), CancelToken(), low_latency=False)
+    next(partial)
+    partial.close()
+    while _helpers() and time.monotonic() < deadline + 5:
+        time.sleep(0.01)
+    assert not _helpers()
+
+
+def _helpers() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("utterd-hibari-ahead")]
+
+
+def test_oov_net_opens_on_the_first_unknown_word_only(
+    family: HibariFamily, heart_info: VoiceInfo
+) -> None:
     """Like hibari itself: a voice whose prompts the lexicon reads never opens the net."""
     loaded = family.load(heart_info, EngineSettings())
     try:
