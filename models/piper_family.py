@@ -351,6 +351,7 @@ class PiperVitsVoice(Voice):
                 "variant": self.variant.name,
                 "model_file": str(self.variant.model_path),
                 "variant_reason": self.variant.reason,
+                "streaming": self._runner is not None,
                 "cpu_features": list(cpu_features().features),
                 "cpu_model": cpu_features().model_name,
             }

@@ -76,6 +76,13 @@ _ELEMENTWISE_OPS: Final = frozenset(
         "Tanh", "Where",
     }
 )  # fmt: skip
+# Ops of a quantized graph (QDQ, or operators with integer arithmetic).
+_QUANTIZED_OPS: Final = frozenset(
+    {
+        "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+        "QLinearMatMul", "ConvInteger", "MatMulInteger",
+    }
+)  # fmt: skip
 # Ops whose output depends on the shape of their input, never on its values.
 _SHAPE_ONLY_OPS: Final = frozenset({"Shape", "Size"})
 
@@ -132,6 +139,11 @@ class SplitInfo:
 
     format_version: int = SPLIT_FORMAT_VERSION
     """`SPLIT_FORMAT_VERSION` of the code that made the split."""
+
+    quantized: bool = False
+    """The graph has quantized activations (a QDQ INT8 variant). Any difference at a window's
+    edge can move a value across a rounding step there, so such a graph is streamed with the
+    flow's whole receptive field as context (exact), not a part of it."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -440,6 +452,7 @@ def _split(
         decoder_trim=TRIM if flow_in_decoder else None,
         stock_latent_tensor=cut_at,
         stock_generator_input=generator_input,
+        quantized=any(n.op_type in _QUANTIZED_OPS for n in model.graph.node),
     )
     for part, part_model in (("encoder", encoder), ("decoder", decoder)):
         try:
@@ -512,7 +525,11 @@ def _conv_branch(index: _GraphIndex, names: Iterable[str]) -> str | None:
 
 
 def _conv_in_channels(index: _GraphIndex, conv: int, label: str) -> int:
-    weight = index.initializers.get(index.nodes[conv].input[1])
+    name = index.nodes[conv].input[1]
+    producer = index.producer.get(name)
+    if producer is not None and index.nodes[producer].op_type == "DequantizeLinear":
+        name = index.nodes[producer].input[0]  # a quantized (QDQ) graph: the int8 weight
+    weight = index.initializers.get(name)
     if weight is None or len(weight.dims) != 3:
         raise VoiceLoadError(
             f"cannot split {label}: the generator's first Conv has no 1-D weight initializer"
@@ -656,6 +673,13 @@ def _propagate(
         max(d.rank for d in deps),
     )
     if op in _ELEMENTWISE_OPS:
+        return merged
+    if op in ("QuantizeLinear", "DequantizeLinear"):
+        # A quantized (QDQ) graph's activations: elementwise with a per-tensor scale; a
+        # per-axis scale must not run along time.
+        scale = index.initializers.get(node.input[1])
+        if scale is None or any(d > 1 for d in scale.dims):
+            _check_axes(node, [_attr_int(node, "axis", 1)], merged.rank)
         return merged
     if op in ("Split", "Concat", "Gather"):
         default_axis = 0

@@ -124,6 +124,8 @@ class StreamingVitsRunner:
         settings: StreamSettings | None = None,
     ) -> None:
         self.info = info
+        if settings is None and info.quantized:
+            settings = StreamSettings(flow_context_frames=None)  # exact: see SplitInfo.quantized
         self.settings = (settings or StreamSettings()).validated()
         self._encoder: Session | None = encoder
         self._decoder: Session | None = decoder

@@ -187,6 +187,36 @@ def test_truncated_int8_file_fails_naming_it_while_other_voices_load(
     voices.close()
 
 
+def test_int8_variant_streams_below_the_sentence_exactly(
+    report: QuantizeReport, store: ModelStore, joe_info: VoiceInfo, tmp_path: Path
+) -> None:
+    """The split streaming runner cuts the QDQ graph like the FP32 one, and streams it with the
+    flow's whole receptive field as context: a quantized activation turns any difference at a
+    window's edge into a rounding step (31-43 dB with the FP32 default of 16 frames)."""
+    forced = copy_store(store, tmp_path)
+    passing_ort_manifest(report, forced)
+    engine = EngineSettings("onnxruntime", threads=2)
+    streaming = PiperFamily(model_store=forced).load(joe_info, engine)
+    whole = PiperFamily(model_store=forced, streaming=False).load(joe_info, engine)
+    try:
+        assert streaming.runtime_info()["variant"] == INT8_ORT_QDQ
+        assert streaming.runtime_info()["streaming"] and not whole.runtime_info()["streaming"]
+        params = SynthesisParams(deterministic=True)
+        text = "Your appointment is confirmed for Tuesday, June 14th, at 10:15."
+        chunks = list(streaming.stream(text, params, CancelToken()))
+        assert len(chunks) > 2  # below the sentence
+        got = np.concatenate([c.samples for c in chunks]).astype(np.float64)
+        want = np.concatenate([c.samples for c in whole.stream(text, params, CancelToken())])
+        assert got.shape == want.shape
+        snr = 10 * math.log10(
+            np.sum(want.astype(np.float64) ** 2) / max(np.sum((want - got) ** 2), 1e-30)
+        )
+        assert snr >= 90.0, snr
+    finally:
+        streaming.close()
+        whole.close()
+
+
 def test_manifest_of_another_model_fails_naming_the_manifest(
     report: QuantizeReport, store: ModelStore, joe_info: VoiceInfo, tmp_path: Path
 ) -> None:
