@@ -79,6 +79,13 @@ class SessionOptions:
     cpu_pinning: bool = False
     """Pin inference threads to cores (OpenVINO ENABLE_CPU_PINNING); off: the OS schedules."""
 
+    memory_reuse: bool = True
+    """ONNX Runtime: plan buffer reuse between a run's tensors when the session opens. Off, the
+    arena hands out and takes back buffers as the run goes. Worth turning off for graphs of
+    thousands of small nodes (a VITS text encoder: 2,193 nodes), where the planner takes most
+    of the session's opening time (joe's encoder: 1.0-1.5 s with it, 0.3 s without) and its
+    runs were no slower, nor larger (measured in docs/benchmarks.md)."""
+
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Further OpenVINO compile properties, passed through as given (for experiments)."""
 
@@ -405,6 +412,7 @@ def _open_onnxruntime(
     # (encoder then windowed decoder, several voices): measured, the first streamed window took
     # p50 83 ms with spinning and 34 ms without, and whole-graph runs were no slower.
     ort_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    ort_options.enable_mem_reuse = options.memory_reuse
     if options.cpu_pinning:
         _pin_onnxruntime_threads(ort_options, ort_options.intra_op_num_threads)
     source = str(model) if isinstance(model, Path) else model

@@ -16,6 +16,7 @@ flow's influence decays fast: 16 frames give at least 85 dB on every sentence (p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -340,6 +341,9 @@ def open_streaming_runner(
         )
     else:
         encoder_part, decoder_part, info = split_vits(model_path, flow_in_decoder=flow_in_decoder)
+    # The text encoder is thousands of small nodes: ORT's buffer-reuse planner took most of its
+    # opening time, and runs were no slower without it (SessionOptions.memory_reuse).
+    encoder_options = dataclasses.replace(encoder_options or SessionOptions(), memory_reuse=False)
     encoder = open_session(encoder_part, engine, label=f"{label}:encoder", options=encoder_options)
     try:
         decoder = open_session(
