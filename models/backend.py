@@ -13,6 +13,7 @@ padded to a few fixed length buckets so compiled shapes are reused and memory st
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -78,6 +79,11 @@ class SessionOptions:
 
     cpu_pinning: bool = False
     """Pin inference threads to cores (OpenVINO ENABLE_CPU_PINNING); off: the OS schedules."""
+
+    optimized_cache_dir: Path | None = None
+    """ONNX Runtime: folder keeping the graph as optimized for this CPU and runtime version, so
+    a later open skips the optimizer (only for a model given as a file). None: optimize at
+    every open."""
 
     memory_reuse: bool = True
     """ONNX Runtime: plan buffer reuse between a run's tensors when the session opens. Off, the
@@ -415,13 +421,14 @@ def _open_onnxruntime(
     ort_options.enable_mem_reuse = options.memory_reuse
     if options.cpu_pinning:
         _pin_onnxruntime_threads(ort_options, ort_options.intra_op_num_threads)
-    source = str(model) if isinstance(model, Path) else model
-    try:
-        session = ort.InferenceSession(source, ort_options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # ORT reports corrupt/truncated graphs with several pybind types
-        raise VoiceLoadError(
-            f"cannot load model {_describe(model, label)}: {str(err).strip()}"
-        ) from err
+    cached = (
+        _optimized_path(model, options.optimized_cache_dir, ort.__version__)
+        if isinstance(model, Path) and options.optimized_cache_dir is not None
+        else None
+    )
+    session = _open_optimized(ort, cached, ort_options, label) if cached is not None else None
+    if session is None:
+        session = _open_and_optimize(ort, model, cached, ort_options, label)
     _LOGGER.debug(
         "session_open label=%s backend=%s intra_op_threads=%d",
         label,
@@ -429,6 +436,100 @@ def _open_onnxruntime(
         ort_options.intra_op_num_threads,
     )
     return OnnxRuntimeSession(session, label, ort_options.intra_op_num_threads)
+
+
+_OPTIMIZED_SUFFIX: Final = ".ort-optimized.onnx"
+
+
+def _optimized_path(model: Path, folder: Path, ort_version: str) -> Path | None:
+    """Where the optimized graph of `model` is kept; None when the model cannot be stat'ed.
+
+    The name carries what the optimized graph depends on: the source file (path, size and
+    modification time: a changed file is a new entry), the runtime version and the CPU (the
+    optimizer picks kernels and layouts for the CPU it runs on).
+    """
+    from .cpu_features import cpu_features  # lazy: reads /proc/cpuinfo once
+
+    try:
+        stat = model.stat()
+        where = str(model.resolve())
+    except OSError:
+        return None
+    cpu = cpu_features()
+    owner = hashlib.sha256(where.encode()).hexdigest()[:12]
+    facts = f"{stat.st_size}|{stat.st_mtime_ns}|{ort_version}|{cpu.model_name}|{cpu.features}"
+    key = hashlib.sha256(facts.encode()).hexdigest()[:16]
+    return folder / f"{model.stem}-{owner}.{key}{_OPTIMIZED_SUFFIX}"
+
+
+def _open_optimized(ort: Any, cached: Path, ort_options: Any, label: str) -> Any:
+    """The session from the kept optimized graph, or None (absent, or unusable: then dropped)."""
+    if not cached.is_file():
+        return None
+    level = ort_options.graph_optimization_level
+    ort_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(str(cached), ort_options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001  # damaged, or another build: optimize the source
+        _LOGGER.warning("optimized_model_unusable label=%s file=%s reason=%r", label, cached, err)
+        cached.unlink(missing_ok=True)
+        return None
+    finally:
+        ort_options.graph_optimization_level = level
+
+
+def _open_and_optimize(
+    ort: Any, model: Path | bytes, cached: Path | None, ort_options: Any, label: str
+) -> Any:
+    """Open `model` with the optimizer on; keep its optimized graph at `cached` if given."""
+    staging = _staging_file(cached) if cached is not None else None
+    if staging is not None:
+        ort_options.optimized_model_filepath = str(staging)
+    source = str(model) if isinstance(model, Path) else model
+    try:
+        session = ort.InferenceSession(source, ort_options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT reports corrupt/truncated graphs with several pybind types
+        if staging is not None:
+            staging.unlink(missing_ok=True)
+        raise VoiceLoadError(
+            f"cannot load model {_describe(model, label)}: {str(err).strip()}"
+        ) from err
+    if cached is not None and staging is not None:
+        _keep_optimized(staging, cached, label)
+    return session
+
+
+def _staging_file(cached: Path) -> Path | None:
+    """A temporary name beside `cached` for ORT to write to; None when the folder is not ours."""
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _LOGGER.info("optimized_model_not_kept folder=%s reason=%r", cached.parent, err)
+        return None
+    if not os.access(cached.parent, os.W_OK):
+        _LOGGER.info("optimized_model_not_kept folder=%s reason='not writable'", cached.parent)
+        return None
+    return cached.with_name(f".{cached.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def _keep_optimized(staging: Path, cached: Path, label: str) -> None:
+    """Move the written graph into place and drop this model's older entries."""
+    owner = cached.name.split(".", 1)[0] + "."
+    try:
+        if not staging.is_file() or staging.stat().st_size == 0:
+            staging.unlink(missing_ok=True)
+            return
+        with staging.open("rb") as written:
+            os.fsync(written.fileno())
+        os.replace(staging, cached)
+        for old in cached.parent.glob(owner + "*" + _OPTIMIZED_SUFFIX):
+            if old != cached:
+                old.unlink(missing_ok=True)
+    except OSError as err:
+        _LOGGER.info("optimized_model_not_kept file=%s reason=%r", cached, err)
+        staging.unlink(missing_ok=True)
+        return
+    _LOGGER.info("optimized_model_kept label=%s file=%s", label, cached)
 
 
 def _pin_onnxruntime_threads(ort_options: Any, threads: int) -> None:

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Final
 
 from .errors import VoiceLoadError
+from .model_store import OPTIMIZED_DIR_NAME, default_model_store_dir
 from .voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,6 +65,12 @@ class HibariFamily(VoiceFamily):
     """The hibari voices whose model is on disk (bundled in the package, or already cached)."""
 
     name = FAMILY
+    _optimized_dir: Path | None = None
+
+    def __init__(self, optimized_dir: Path | None = None) -> None:
+        """`optimized_dir`: where the models' graphs, as optimized for this CPU, are kept (a
+        restart then skips ONNX Runtime's optimizer); default `<model store>/optimized`."""
+        self._optimized_dir = optimized_dir
 
     def discover(self, folders: Sequence[Path]) -> list[VoiceInfo]:
         # Folders hold Piper voices; hibari's own registry says where its models are.
@@ -100,4 +107,5 @@ class HibariFamily(VoiceFamily):
             raise VoiceLoadError(f"voice {info.voice_id!r} is not in hibari's voice registry")
         from .hibari_voice import load_voice
 
-        return load_voice(info, name, engine)
+        optimized = self._optimized_dir or default_model_store_dir() / OPTIMIZED_DIR_NAME
+        return load_voice(info, name, engine, optimized_dir=optimized)

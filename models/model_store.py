@@ -31,6 +31,8 @@ _LOGGER = logging.getLogger(__name__)
 MANIFEST_NAME: Final = "manifest.json"
 MANIFEST_FORMAT: Final = 1
 OPENVINO_CACHE_NAME: Final = "openvino-cache"
+OPTIMIZED_DIR_NAME: Final = "optimized"
+"""Folder of graphs as ONNX Runtime optimized them for this CPU (see backend.SessionOptions)."""
 
 FP32_ONNXRUNTIME: Final = "fp32-onnxruntime"
 """Variant name of the source model on ONNX Runtime: the reference every variant is gated against."""
@@ -256,6 +258,11 @@ class ModelStore:
     def openvino_cache_dir(self) -> Path:
         """OpenVINO's compiled-model cache (shared by every voice: entries are keyed by hash)."""
         return self.root / OPENVINO_CACHE_NAME
+
+    @property
+    def optimized_dir(self) -> Path:
+        """Graphs as ONNX Runtime optimized them for this CPU and runtime version."""
+        return self.root / OPTIMIZED_DIR_NAME
 
     def voice_dir(self, voice_id: str) -> Path:
         """The voice's folder. Voice ids are file stems; anything path-like is refused."""

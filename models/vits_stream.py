@@ -343,7 +343,12 @@ def open_streaming_runner(
         encoder_part, decoder_part, info = split_vits(model_path, flow_in_decoder=flow_in_decoder)
     # The text encoder is thousands of small nodes: ORT's buffer-reuse planner took most of its
     # opening time, and runs were no slower without it (SessionOptions.memory_reuse).
-    encoder_options = dataclasses.replace(encoder_options or SessionOptions(), memory_reuse=False)
+    # Its optimized graph is kept beside the split parts, so a restart skips the optimizer.
+    encoder_options = dataclasses.replace(
+        encoder_options or SessionOptions(),
+        memory_reuse=False,
+        optimized_cache_dir=Path(cache_dir) / "optimized" if cache_dir is not None else None,
+    )
     encoder = open_session(encoder_part, engine, label=f"{label}:encoder", options=encoder_options)
     try:
         decoder = open_session(

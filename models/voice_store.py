@@ -47,7 +47,8 @@ def default_families(
     `model_store` is where Piper voices' quantized variants live (None: the default folder).
     """
     store = ModelStore(model_store) if model_store is not None else None
-    return [HibariFamily(), PiperFamily(model_store=store, cpu_pinning=cpu_pinning)]
+    hibari = HibariFamily(optimized_dir=store.optimized_dir if store is not None else None)
+    return [hibari, PiperFamily(model_store=store, cpu_pinning=cpu_pinning)]
 
 
 @dataclass

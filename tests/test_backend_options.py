@@ -1,9 +1,13 @@
-"""SessionOptions reach ONNX Runtime: the encoder of a split VITS voice opens without the
-buffer-reuse planner (most of its opening time) and gives the same audio as with it."""
+"""SessionOptions reach ONNX Runtime: the split VITS encoder opens without the buffer-reuse
+planner (most of its opening time) with the same output, and a model's optimized graph is kept
+for the next open, replaced when damaged or stale, and skipped where it cannot be written."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,3 +54,74 @@ def test_the_streaming_runner_opens_its_encoder_without_memory_reuse(tmp_path: P
         assert encoder.enable_mem_reuse is False and decoder.enable_mem_reuse is True
     finally:
         runner.close()
+
+
+HIBARI_MODEL = Path(
+    pytest.importorskip("hibari.voices").voice_path("heart", download_missing=False)
+)
+HIBARI_FEED = {
+    "ids": np.asarray([[0, 50, 83, 156, 0]], dtype=np.int64),
+    "speed": np.ones(1, np.float32),
+}
+
+
+def _kept(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.ort-optimized.onnx"))
+
+
+def _run(model: Path, folder: Path) -> tuple[Any, list[Any]]:
+    session = open_session(
+        model,
+        EngineSettings(threads=2),
+        label="hibari",
+        options=SessionOptions(optimized_cache_dir=folder),
+    )
+    try:
+        level = session._session.get_session_options().graph_optimization_level
+        return level, session.run(None, HIBARI_FEED)
+    finally:
+        session.close()
+
+
+def test_optimized_graph_is_kept_and_reused_with_the_same_output(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    model = tmp_path / "heart.onnx"
+    shutil.copy(HIBARI_MODEL, model)
+    folder = tmp_path / "optimized"
+    level, first = _run(model, folder)
+    assert level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert len(_kept(folder)) == 1 and not list(folder.glob(".*"))  # no staging file left
+    level, again = _run(model, folder)
+    assert level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the optimizer was skipped
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_damaged_or_stale_optimized_graphs_are_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnxruntime as ort
+
+    model = tmp_path / "heart.onnx"
+    shutil.copy(HIBARI_MODEL, model)
+    folder = tmp_path / "optimized"
+    _, want = _run(model, folder)
+    [kept] = _kept(folder)
+    kept.write_bytes(kept.read_bytes()[:4096])  # truncated, as by a full disk
+    level, got = _run(model, folder)
+    assert level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert "optimized_model_unusable" in caplog.text and str(kept) in caplog.text
+    assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
+    assert _kept(folder) == [kept] and kept.stat().st_size > 4096
+    # The source changed (a new model under the same name): a new entry, the old one dropped.
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 10**9))
+    level, _ = _run(model, folder)
+    assert level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert len(_kept(folder)) == 1 and _kept(folder) != [kept]
+
+
+def test_unwritable_folder_still_opens(tmp_path: Path) -> None:
+    folder = tmp_path / "taken"
+    folder.write_text("a file where the folder should be")
+    _, outputs = _run(HIBARI_MODEL, folder / "optimized")
+    assert outputs and outputs[0].size > 0
