@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -30,7 +30,13 @@ import numpy as np
 
 from .backend import Session, SessionOptions, open_session
 from .errors import VoiceLoadError
-from .hibari_stream import HibariPiece, acoustic_frames, stream_ids, synthesize_windows
+from .hibari_stream import (
+    HibariFrames,
+    HibariPiece,
+    acoustic_frames,
+    stream_ids,
+    synthesize_windows,
+)
 from .voice import (
     AudioChunk,
     CancelToken,
@@ -185,14 +191,14 @@ class HibariVoice(Voice):
         # The helper is this call's own, so it inherits the caller's CPU priority.
         ahead = ThreadPoolExecutor(1, thread_name_prefix="utterd-hibari-ahead")
         iterator = iter(pieces)
-        piece = next(iterator, None)
-        model = (
-            ahead.submit(acoustic_frames, session, piece.ids, float(speed[0]))
-            if piece is not None
+        current: _Piece | None = next(iterator, None)
+        model: Future[HibariFrames] | None = (
+            ahead.submit(acoustic_frames, session, current.ids, float(speed[0]))
+            if current is not None
             else None
         )
         try:
-            while piece is not None and model is not None:
+            while current is not None and model is not None:
                 frames = model.result()
                 following = next(iterator, None)
                 model = (
@@ -207,8 +213,8 @@ class HibariVoice(Voice):
                     first_window_frames=_WHOLE_PIECE_FRAMES,
                     window_frames=_WHOLE_PIECE_FRAMES,
                 )
-                yield from self._chunks(piece, windows, params)
-                piece = following
+                yield from self._chunks(current, windows, params)
+                current = following
         finally:
             # Stopped or failed: a run not started yet never starts, and one running finishes
             # on the helper without anyone waiting for it.
