@@ -77,12 +77,14 @@ PACKAGED_VOICES: Final[tuple[tuple[str, str], ...]] = (
 
 _REQUIRED_INPUTS: Final = frozenset({"input", "input_lengths", "scales"})
 _SPEAKER_INPUT: Final = "sid"
-THROUGHPUT_WINDOW_FRAMES: Final = 256
-"""Decoder window of the throughput path (files, cache rendering): about 3 s of audio at
+THROUGHPUT_WINDOW_FRAMES: Final = 128
+"""Decoder window of the throughput path (files, cache rendering): about 1.5 s of audio at
 22050 Hz. One call per sentence up to it; longer sentences in windows of it, which keeps the
-decoder's activations (and peak memory) bounded. Measured on the benchmark set, joe, 2 threads:
-peak RSS 346 MiB and CPU as whole-sentence calls, against 510-560 MiB for whole sentences (up
-to 14 s) and piper-tts's 475 MiB; 128-frame windows cost ~10% more CPU."""
+decoder's activations (and peak memory) bounded. Measured on the benchmark set, joe, 2 threads,
+one process (2026-11-22, machine under load): 256-frame windows peaked at 287 MiB (FP32) and
+322 MiB (INT8 QDQ), 128-frame windows at 250 and 195 MiB for 0-4 % more CPU (whole sentences:
+510-560 MiB, piper-tts 475 MiB). With the streaming path in the same process, INT8 peaked at
+424 MiB with 256 and 225 MiB with 128."""
 
 LENGTH_BUCKETS: Final = (32, 64, 128, 256, 512)
 """Phoneme-id lengths OpenVINO inputs are padded up to, so a handful of shapes get compiled.
