@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
     if args.model_store is None:
         names = [n for n in names if n not in VARIANT_OF]
+    bytecode = eng.compile_utterd()
+    load_before = os.getloadavg()
     for name in names:  # unmeasured: warms OpenVINO's cache and the page cache
         spawn(name, args)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
@@ -252,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "repeats": args.repeats,
         "text_set": {"path": str(args.text), "quick": args.quick},
+        "git_commit": eng.git_commit(),
+        "bytecode": bytecode,
+        "loadavg_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
         "fp32_file_mib": sizes["fp32"],
         "targets": TARGETS,
         "engines": summary,

@@ -335,32 +335,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def compile_utterd() -> str:
-    """Compile utterd's modules to bytecode, as setup.sh does after its editable install.
-
-    pip compiles the baselines' packages when it installs them; an editable install of utterd
-    is not compiled, and with PYTHONDONTWRITEBYTECODE (or a read-only tree) every import would
-    compile utterd's source again: the import figure would measure the compiler.
-    """
-    import compileall
-
-    import utterd.daemon
-    import utterd.models
-    import utterd.quantize
-
-    folders = [
-        Path(module.__file__).parent
-        for module in (utterd.daemon, utterd.models, utterd.quantize)
-        if module.__file__
-    ]
-    ok = all(compileall.compile_dir(folder, quiet=1) for folder in folders)
-    return (
-        "compiled like an installed package: "
-        + ", ".join(str(f) for f in folders)
-        + ("" if ok else " (some files failed to compile)")
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, with --worker, one engine's measurement)."""
     args = parse_args(argv)
@@ -380,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown engine(s) {unknown}; known: {list(eng.ENGINES_BY_NAME)}")
     limit = QUICK_LINES if args.quick else None
 
-    bytecode = compile_utterd()
+    bytecode = eng.compile_utterd()
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     started_utc, commit = eng.utc_now_iso(), eng.git_commit()
     load_before, stat_before = os.getloadavg(), cpu_times()

@@ -364,3 +364,29 @@ def git_commit() -> str:
 def utc_now_iso() -> str:
     """The current time, UTC, ISO 8601 to the second."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def compile_utterd() -> str:
+    """Compile utterd's modules to bytecode, as setup.sh does after its editable install.
+
+    pip compiles the baselines' packages when it installs them; an editable install of utterd
+    is not compiled, and with PYTHONDONTWRITEBYTECODE (or a read-only tree) every import would
+    compile utterd's source again: the import figure would measure the compiler.
+    """
+    import compileall
+
+    import utterd.daemon
+    import utterd.models
+    import utterd.quantize
+
+    folders = [
+        Path(module.__file__).parent
+        for module in (utterd.daemon, utterd.models, utterd.quantize)
+        if module.__file__
+    ]
+    ok = all(compileall.compile_dir(folder, quiet=1) for folder in folders)
+    return (
+        "compiled like an installed package: "
+        + ", ".join(str(f) for f in folders)
+        + ("" if ok else " (some files failed to compile)")
+    )
