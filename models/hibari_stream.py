@@ -282,7 +282,9 @@ def synthesize_windows(
     state, and leave the generator in the same state after it.
     """
     plan = window_plan(frames.frames, first_window_frames, window_frames)
-    if frames.frames < _MIN_WINDOWED_FRAMES:
+    # One window for the whole piece (the throughput path): hibari's own synth, which the
+    # windows equal sample for sample, without the windows' bookkeeping arrays.
+    if frames.frames < _MIN_WINDOWED_FRAMES or len(plan) == 1:
         cancel.raise_if_cancelled()
         whole = dsp.synth(frames.lh, frames.theta, frames.ln, frames.lr, frames.phi, frames.f0, rng)
         yield HibariPiece(np.asarray(whole, np.float32), 0, frames.frames, last=True)
