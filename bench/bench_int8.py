@@ -16,9 +16,11 @@ measures them; `passed` in the JSON says whether the daemon would use it). Figur
 - ``cold_start_s``: process start (before `exec`) → voice loaded, warmed up, ready to speak;
   one unmeasured run per engine first, so OpenVINO's compiled-model cache and the OS page cache
   are warm, as after the first start of a daemon;
-- ``rtf``: wall seconds synthesizing the benchmark text / seconds of audio; ``cpu_rtf`` the same
+- ``rtf``: wall seconds synthesizing the benchmark text / seconds of audio (utterd: its
+  throughput path, as for a WAV file; each variant loaded as the daemon loads it); ``cpu_rtf`` the same
   with process CPU seconds (less sensitive to other load on a shared machine);
-- ``peak_rss_mib``: peak resident memory of the process (`ru_maxrss`);
+- ``peak_rss_mib``: peak resident memory of the process (`ru_maxrss`), for utterd's engines
+  after a further pass over the text on the streaming path (a daemon uses both paths);
 - ``file_mib``: model file size (for OpenVINO: .xml + .bin).
 
 Ratios: each engine's median against piper-joe's median from the same run. Targets: INT8 file
@@ -64,14 +66,7 @@ class UtterdVariantEngine:
 
     def load(self, threads: int) -> None:
         from utterd.models.model_store import ModelStore
-        from utterd.models.piper_family import (
-            PiperFamily,
-            PiperSettings,
-            PiperVitsVoice,
-            VariantChoice,
-            config_path_for,
-            read_config,
-        )
+        from utterd.models.piper_family import PiperFamily, VariantChoice
         from utterd.models.voice import EngineSettings
 
         variant_name = VARIANT_OF.get(self.name)
@@ -99,13 +94,9 @@ class UtterdVariantEngine:
                 fallback_path=info.model_path,
                 reason="forced by bench_int8",
             )
-            engine = EngineSettings(variant.backend, threads)
-
-            config_path = config_path_for(info.model_path)
-            settings = PiperSettings.from_config(read_config(config_path), config_path)
-            voice = PiperVitsVoice(
-                info, settings, family.open_variant(info, choice, engine), choice
-            )
+            # Loaded as the daemon loads a voice (split streaming runner and all), on this
+            # variant whatever the manifest's choice would be.
+            voice = family.load(info, EngineSettings(variant.backend, threads), variant=choice)
             self.facts["passed"] = variant.passed
             self.facts["reasons"] = list(variant.reasons)
         voice.warm_up()
@@ -116,10 +107,12 @@ class UtterdVariantEngine:
     def sample_rate_hz(self) -> int:
         return int(self._voice.info.sample_rate_hz)
 
-    def stream(self, text: str) -> Iterator[Any]:
+    def stream(self, text: str, *, low_latency: bool = False) -> Iterator[Any]:
         from utterd.models.voice import CancelToken, SynthesisParams
 
-        for chunk in self._voice.stream(text, SynthesisParams(), CancelToken()):
+        # The throughput path (a WAV file, the phrase cache), as bench_voices measures RTF and
+        # as piper-tts synthesizes; first-audio figures are bench_streaming's.
+        for chunk in self._voice.stream(text, SynthesisParams(), CancelToken(), low_latency=False):
             yield chunk.samples
 
 
@@ -152,6 +145,12 @@ def run_worker(name: str, args: argparse.Namespace, spawned_at: float) -> dict[s
         wall += time.perf_counter() - t0
         cpu += _cpu_s() - cpu0
         audio += samples / engine.sample_rate_hz
+    peak_throughput = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if isinstance(engine, UtterdVariantEngine):
+        # A daemon also speaks on the streaming path: its windows' buffers count in its peak.
+        for line in lines:
+            for _ in engine.stream(line, low_latency=True):
+                pass
     return {
         "engine": name,
         "cold_start_s": cold_start_s,
@@ -161,6 +160,7 @@ def run_worker(name: str, args: argparse.Namespace, spawned_at: float) -> dict[s
         "audio_s": audio,
         "rss_ready_mib": rss_ready,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_throughput_only_mib": peak_throughput,
         "facts": facts,
     }
 

@@ -544,7 +544,11 @@ class PiperFamily(VoiceFamily):
                     "voice_package_incomplete package=%s model=%s", dist_name, model_path
                 )
 
-    def load(self, info: VoiceInfo, engine: EngineSettings) -> PiperVitsVoice:
+    def load(
+        self, info: VoiceInfo, engine: EngineSettings, *, variant: VariantChoice | None = None
+    ) -> PiperVitsVoice:
+        """Load the voice: the variant `choose_variant` picks, or `variant` when given (to
+        measure one variant exactly as the daemon would run it)."""
         if info.model_path is None:
             raise VoiceLoadError(f"voice {info.voice_id!r} has no model file")
         if not piper_installed():
@@ -559,7 +563,7 @@ class PiperFamily(VoiceFamily):
             raise VoiceLoadError(f"cannot read voice config {config_path}: {err}") from err
         settings = PiperSettings.from_config(config, config_path)
 
-        choice = self.choose_variant(info, engine.backend)
+        choice = variant or self.choose_variant(info, engine.backend)
         _LOGGER.info(
             "voice_variant id=%s variant=%s backend=%s precision=%s file=%s reason=%s",
             info.voice_id,
