@@ -201,6 +201,9 @@ def test_int8_variant_streams_below_the_sentence_exactly(
     try:
         assert streaming.runtime_info()["variant"] == INT8_ORT_QDQ
         assert streaming.runtime_info()["streaming"] and not whole.runtime_info()["streaming"]
+        # A QDQ decoder opens without ORT's buffer-reuse planner (0.33 -> 0.09 s, runs alike).
+        decoder = streaming._runner._decoder._session.get_session_options()
+        assert decoder.enable_mem_reuse is False
         params = SynthesisParams(deterministic=True)
         text = "Your appointment is confirmed for Tuesday, June 14th, at 10:15."
         chunks = list(streaming.stream(text, params, CancelToken()))
