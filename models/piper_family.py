@@ -604,8 +604,21 @@ class PiperFamily(VoiceFamily):
     def _open_runner(
         self, info: VoiceInfo, choice: VariantChoice, engine: EngineSettings
     ) -> StreamingVitsRunner | None:
-        """The split streaming runner for the chosen variant, or None (whole sentences)."""
+        """The split streaming runner for the chosen variant, or None (whole sentences).
+
+        ONNX Runtime variants only. On OpenVINO the whole graph runs, padded to length buckets
+        and behind the per-request fallback to ONNX Runtime (FallbackSession); the split parts
+        have neither yet. (Until the parts were opened from files, OpenVINO refused them as
+        bytes and these voices fell back to whole sentences by accident; now it is said.)
+        """
         if not self._streaming:
+            return None
+        if choice.backend == OPENVINO:
+            _LOGGER.info(
+                "voice_streaming_unavailable id=%s backend=openvino reason=%s",
+                info.voice_id,
+                "OpenVINO runs whole sentences (length buckets, fallback to ONNX Runtime)",
+            )
             return None
         split_dir = self.model_store.root / "split"
         try:
