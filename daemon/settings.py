@@ -119,8 +119,8 @@ class VoiceSettings:
 
     backend: str = "auto"
     """Inference backend for every voice: `auto` (the fastest variant that passed the quality
-    and speed gates on this machine, from `utterd quantize`; FP32 on ONNX Runtime otherwise),
-    `onnxruntime` or `openvino`."""
+    and speed gates on this machine, from `utterd quantize`, among those that stream below the
+    sentence; FP32 on ONNX Runtime otherwise), `onnxruntime` or `openvino`."""
 
     threads: int = 0
     """Intra-op threads per inference; 0 means one per physical core."""

@@ -309,16 +309,22 @@ class ModelStore:
         return self.voice_dir(voice_id) / file_name
 
 
+STREAMING_BACKENDS: Final = ("onnxruntime",)
+"""Backends whose variants stream below the sentence (the split runner); `auto` picks among
+these only: a variant that makes a listener wait for whole sentences is not the best one, however
+fast its throughput (OpenVINO runs whole sentences: docs/quantization.md)."""
+
+
 def best_variant(manifest: Manifest, backend: str) -> Variant | None:
-    """The fastest variant that passed both gates, for `backend` (`auto`: any backend).
+    """The fastest variant that passed both gates, for `backend` (`auto`: the fastest on a
+    backend that streams below the sentence, STREAMING_BACKENDS).
 
     Speeds are the ones measured at quantize time on the quantizing machine, in one interleaved
     run, so they compare with each other. None when no variant passed.
     """
+    allowed = STREAMING_BACKENDS if backend == "auto" else (backend,)
     candidates = [
-        v
-        for v in manifest.variants
-        if v.passed and v.speed is not None and (backend == "auto" or v.backend == backend)
+        v for v in manifest.variants if v.passed and v.speed is not None and v.backend in allowed
     ]
     if not candidates:
         return None

@@ -159,6 +159,17 @@ def test_best_variant_is_the_fastest_that_passed_for_the_backend(source: Path) -
     best_ov = best_variant(manifest, "openvino")
     assert best_auto is not None and best_auto.name == INT8_ORT_QDQ
     assert best_ov is not None and best_ov.name == "fp32-openvino"
+    # `auto` never picks a variant that cannot stream below the sentence, however fast.
+    faster_ov = manifest_for(
+        FileRecord.of(source),
+        (
+            variant(FP32_ONNXRUNTIME, "onnxruntime", 0.20),
+            variant("fp32-openvino", "openvino", 0.05),
+        ),
+    )
+    chosen = best_variant(faster_ov, "auto")
+    assert chosen is not None and chosen.name == FP32_ONNXRUNTIME
+    assert best_variant(faster_ov, "openvino").name == "fp32-openvino"  # type: ignore[union-attr]
     failing_only = manifest_for(
         FileRecord.of(source), (variant(INT8_OV_NNCF, "openvino", 0.01, False),)
     )
