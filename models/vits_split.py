@@ -39,6 +39,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -219,7 +220,7 @@ def split_vits_files(
     path = Path(model)
     if not path.is_file():
         raise VoiceLoadError(f"cannot split model {path}: no such file")
-    sha256 = file_sha256(path)
+    sha256 = _known_sha256(path, Path(cache_dir))
     folder = _cache_folder(Path(cache_dir), sha256, flow_in_decoder)
     found = _check_cache(folder, sha256)
     if found is None:
@@ -231,6 +232,46 @@ def split_vits_files(
         del encoder, decoder  # the runtime reads them back from the files
     info, encoder_path, decoder_path, _ = found
     return encoder_path, decoder_path, info
+
+
+_HASHES_FILE: Final = "source-hashes.json"
+
+
+def _known_sha256(path: Path, cache_dir: Path) -> str:
+    """sha256 of `path`, remembered in `cache_dir` by the file's identity and modification.
+
+    Hashing joe's 60 MB took ~100 ms of every start. The model store trusts size and mtime the
+    same way for its manifests' sources (docs/quantization.md); any write to the file changes
+    its mtime, and a new file at the same path changes its inode too.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return file_sha256(path)
+    key = str(path.resolve())
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+    memo_path = cache_dir.expanduser() / _HASHES_FILE
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+        if not isinstance(memo, dict):
+            memo = {}
+    except (OSError, ValueError):
+        memo = {}
+    entry = memo.get(key)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp:
+        known = entry.get("sha256")
+        if isinstance(known, str) and len(known) == 64:
+            return known
+    sha256 = file_sha256(path)
+    memo[key] = {"stamp": stamp, "sha256": sha256}
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        staging = memo_path.with_name(f".{_HASHES_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+        staging.write_text(json.dumps(memo, indent=1), encoding="utf-8")
+        os.replace(staging, memo_path)
+    except OSError as err:  # a read-only cache: hash again next time
+        _LOGGER.info("vits_split_hash_not_kept folder=%s reason=%r", memo_path.parent, err)
+    return sha256
 
 
 def _source(model: Path | str | bytes) -> tuple[str, bytes | None, Path | None]:

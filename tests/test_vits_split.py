@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,3 +269,32 @@ def test_split_files_without_a_writable_cache_are_bytes(
     assert split_vits_files(JOE_MODEL, blocked / "derived") == parts
     with pytest.raises(VoiceLoadError, match="no such file"):
         split_vits_files(tmp_path / "missing.onnx", tmp_path)
+
+
+def test_source_hash_is_remembered_until_the_file_changes(
+    parts: tuple[bytes, bytes, SplitInfo],
+    cache_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A start does not hash the 60 MB model again; a changed file is hashed again."""
+    own_cache = tmp_path / "derived"
+    shutil.copytree(cache_dir, own_cache)
+    model = tmp_path / "joe.onnx"
+    shutil.copy(JOE_MODEL, model)
+    hashed: list[Path] = []
+    real_hash = vits_split.file_sha256
+
+    def counting_hash(path: Path) -> str:
+        hashed.append(path)
+        return real_hash(path)
+
+    monkeypatch.setattr(vits_split, "file_sha256", counting_hash)
+    first = split_vits_files(model, own_cache)
+    again = split_vits_files(model, own_cache)
+    assert first == again and first[2] == parts[2] and hashed == [model]
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 10**9))
+    assert split_vits_files(model, own_cache)[2] == parts[2]
+    assert hashed == [model, model]
+    (own_cache / "source-hashes.json").write_text("{not json")  # damaged: hashed again
+    assert split_vits_files(model, own_cache)[2] == parts[2] and len(hashed) == 3
