@@ -40,7 +40,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -179,28 +179,23 @@ def split_vits(
     VITS graph with the expected structure.
     """
     label, source_bytes, source_path = _source(model)
-    if source_path is not None:
-        if not source_path.is_file():
-            raise VoiceLoadError(f"cannot split model {source_path}: no such file")
-        sha256 = file_sha256(source_path)
-    else:
-        assert source_bytes is not None
+    if source_path is not None and not source_path.is_file():
+        raise VoiceLoadError(f"cannot split model {source_path}: no such file")
+    if source_bytes is not None:
         sha256 = hashlib.sha256(source_bytes).hexdigest()
-
-    folder = _cache_folder(Path(cache_dir), sha256, flow_in_decoder) if cache_dir else None
-    if folder is not None:
-        cached = _read_cache(folder, sha256)
-        if cached is not None:
-            _LOGGER.debug("vits_split_cache_hit model=%s folder=%s", label, folder)
-            return cached
-
-    if source_bytes is None:
+        read_source: Callable[[], bytes] = lambda: source_bytes
+    else:
         assert source_path is not None
-        source_bytes = source_path.read_bytes()
-    encoder, decoder, info = _split(source_bytes, label, sha256, flow_in_decoder)
-    if folder is not None:
-        _write_cache(folder, encoder, decoder, info)
-    return encoder, decoder, info
+        sha256 = (
+            _known_sha256(source_path, Path(cache_dir)) if cache_dir else file_sha256(source_path)
+        )
+        read_source = source_path.read_bytes
+    if not cache_dir:
+        return _split(read_source(), label, sha256, flow_in_decoder)
+    encoder, decoder, info = _cached_split(
+        label, read_source, sha256, Path(cache_dir), flow_in_decoder
+    )
+    return _as_bytes(encoder), _as_bytes(decoder), info
 
 
 def split_vits_files(
@@ -221,17 +216,35 @@ def split_vits_files(
     if not path.is_file():
         raise VoiceLoadError(f"cannot split model {path}: no such file")
     sha256 = _known_sha256(path, Path(cache_dir))
-    folder = _cache_folder(Path(cache_dir), sha256, flow_in_decoder)
+    return _cached_split(str(path), path.read_bytes, sha256, Path(cache_dir), flow_in_decoder)
+
+
+def _cached_split(
+    label: str,
+    read_source: Callable[[], bytes],
+    sha256: str,
+    cache_dir: Path,
+    flow_in_decoder: bool,
+) -> tuple[Path | bytes, Path | bytes, SplitInfo]:
+    """The parts' cached files, made (and cached) first when missing or unusable; the parts
+    as bytes when the cache cannot be written."""
+    folder = _cache_folder(cache_dir, sha256, flow_in_decoder)
     found = _check_cache(folder, sha256)
     if found is None:
-        encoder, decoder, info = _split(path.read_bytes(), str(path), sha256, flow_in_decoder)
+        encoder, decoder, info = _split(read_source(), label, sha256, flow_in_decoder)
         _write_cache(folder, encoder, decoder, info)
         found = _check_cache(folder, sha256)
         if found is None:  # not written (read-only or full): the bytes, then
             return encoder, decoder, info
-        del encoder, decoder  # the runtime reads them back from the files
-    info, encoder_path, decoder_path, _ = found
+        del encoder, decoder  # read back from the files by whoever needs them
+    else:
+        _LOGGER.debug("vits_split_cache_hit model=%s folder=%s", label, folder)
+    info, encoder_path, decoder_path = found
     return encoder_path, decoder_path, info
+
+
+def _as_bytes(part: Path | bytes) -> bytes:
+    return part.read_bytes() if isinstance(part, Path) else part
 
 
 _HASHES_FILE: Final = "source-hashes.json"
@@ -286,26 +299,8 @@ def _cache_folder(cache_dir: Path, sha256: str, flow_in_decoder: bool) -> Path:
     return cache_dir.expanduser() / sha256 / f"vits-split-v{SPLIT_FORMAT_VERSION}-{cut}"
 
 
-def _read_cache(folder: Path, sha256: str) -> tuple[bytes, bytes, SplitInfo] | None:
-    """The cached parts, or None when absent or unusable (then they are made again)."""
-    found = _check_cache(folder, sha256)
-    if found is None:
-        return None
-    info, encoder_path, decoder_path, sizes = found
-    try:
-        encoder = encoder_path.read_bytes()
-        decoder = decoder_path.read_bytes()
-    except OSError as err:
-        _LOGGER.warning("vits_split_cache_unusable folder=%s reason=%r", folder, err)
-        return None
-    if (len(encoder), len(decoder)) != sizes:  # changed since it was checked
-        _LOGGER.warning("vits_split_cache_truncated folder=%s", folder)
-        return None
-    return encoder, decoder, info
-
-
-def _check_cache(folder: Path, sha256: str) -> tuple[SplitInfo, Path, Path, tuple[int, int]] | None:
-    """The cached parts' info, files and sizes, or None when absent or unusable.
+def _check_cache(folder: Path, sha256: str) -> tuple[SplitInfo, Path, Path] | None:
+    """The cached parts' info and files, or None when absent or unusable.
 
     Checks the recorded source hash, format version and file sizes (a truncated part is
     made again), without reading the parts.
@@ -326,7 +321,7 @@ def _check_cache(folder: Path, sha256: str) -> tuple[SplitInfo, Path, Path, tupl
     if sizes != (data.get("encoder_bytes"), data.get("decoder_bytes")):
         _LOGGER.warning("vits_split_cache_truncated folder=%s", folder)
         return None
-    return info, encoder_path, decoder_path, sizes
+    return info, encoder_path, decoder_path
 
 
 def _write_cache(folder: Path, encoder: bytes, decoder: bytes, info: SplitInfo) -> None:
