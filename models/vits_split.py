@@ -47,14 +47,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import VoiceLoadError
+from .vits_attention import band_relative_attention
 
 if TYPE_CHECKING:
     import onnx
 
 _LOGGER = logging.getLogger(__name__)
 
-SPLIT_FORMAT_VERSION: Final = 1
-"""Bumped whenever the cut changes, so that cached split models from older code are redone."""
+SPLIT_FORMAT_VERSION: Final = 2
+"""Bumped whenever the cut changes, so that cached split models from older code are redone
+(2: the encoder's relative attention is banded, `vits_attention.py`)."""
 
 LATENT: Final = "latent"
 DURATIONS: Final = "durations"
@@ -140,6 +142,10 @@ class SplitInfo:
 
     format_version: int = SPLIT_FORMAT_VERSION
     """`SPLIT_FORMAT_VERSION` of the code that made the split."""
+
+    banded_attention: int = 0
+    """Relative-attention products of the encoder rewritten to their band (`vits_attention.py`;
+    two per attention layer, 12 for a Piper voice)."""
 
     quantized: bool = False
     """The graph has quantized activations (a QDQ INT8 variant). Any difference at a window's
@@ -353,6 +359,22 @@ def _write_cache(folder: Path, encoder: bytes, decoder: bytes, info: SplitInfo) 
         _LOGGER.warning("vits_split_cache_write_failed folder=%s reason=%r", folder, err)
         return
     _LOGGER.info("vits_split_cached folder=%s", folder)
+    _drop_older_versions(folder)
+
+
+def _drop_older_versions(folder: Path) -> None:
+    """Remove the same model's parts cut by older code (`vits-split-v<N>-...`, N older): no
+    code of this version reads them, and a voice's parts are tens of MB."""
+    current = f"vits-split-v{SPLIT_FORMAT_VERSION}-"
+    try:
+        siblings = list(folder.parent.iterdir())
+    except OSError:
+        return
+    for sibling in siblings:
+        name = sibling.name
+        if name.startswith("vits-split-v") and not name.startswith(current) and sibling.is_dir():
+            shutil.rmtree(sibling, ignore_errors=True)
+            _LOGGER.info("vits_split_cache_dropped folder=%s (older format)", sibling)
 
 
 def _write_synced(path: Path, payload: bytes) -> None:
@@ -466,6 +488,7 @@ def _split(
     encoder = _extract(model, index, list(stock_inputs), encoder_outputs, label, "encoder")
     decoder = _extract(model, index, decoder_inputs, [audio_out], label, "decoder")
 
+    banded = band_relative_attention(encoder.graph)
     _rename(encoder.graph, {cut_at: LATENT, **({durations: DURATIONS} if durations else {})})
     if y_mask is not None:
         _mask_from_latent(decoder.graph, prior_name=cut_at, mask_name=y_mask)
@@ -488,6 +511,7 @@ def _split(
         decoder_trim=TRIM if flow_in_decoder else None,
         stock_latent_tensor=cut_at,
         stock_generator_input=generator_input,
+        banded_attention=banded,
         quantized=any(n.op_type in _QUANTIZED_OPS for n in model.graph.node),
     )
     for part, part_model in (("encoder", encoder), ("decoder", decoder)):
@@ -499,13 +523,14 @@ def _split(
             ) from err
     _LOGGER.info(
         "vits_split model=%s flow_in_decoder=%s latent_channels=%d hop=%d decoder_context=%d "
-        "flow_context=%d encoder_nodes=%d decoder_nodes=%d",
+        "flow_context=%d banded_attention=%d encoder_nodes=%d decoder_nodes=%d",
         label,
         flow_in_decoder,
         latent_channels,
         hop_length,
         decoder_context,
         flow_context,
+        banded,
         len(encoder.graph.node),
         len(decoder.graph.node),
     )
