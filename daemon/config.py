@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 BACKENDS: Final[tuple[str, ...]] = ("auto", "onnxruntime", "openvino")
-"""Inference backends `voices.backend` accepts; grows with the INT8 work (openvino, auto)."""
+"""Inference backends `voices.backend` and the values of `voices.backends` accept."""
 
 LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR")
 """Values `log_level` accepts."""
@@ -67,7 +67,8 @@ class ConfigError(UtterdError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Range checks: keyed by dotted path, applied after the type check.
+# Range checks: keyed by dotted path, applied after the type check; for a mapping (voice id ->
+# value), to each of its values.
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "server.on_shutdown": _OneOf(SHUTDOWN_MODES),
         "server.shutdown_finish_s": _Range(0, 600, low_open=True),
         "voices.backend": _OneOf(BACKENDS),
+        "voices.backends": _OneOf(BACKENDS),
         "voices.threads": _Range(0),
         "audio.device": _Range(0),
         "audio.sample_rate_hz": _Range(8000, 384_000),
@@ -201,6 +203,8 @@ def _describe(hint: object, check: _Check | None) -> str:
     if get_origin(hint) is tuple:
         item = get_args(hint)[0]
         return "a list of " + ("paths" if item is Path else "strings" if item is str else "items")
+    if get_origin(hint) is Mapping:
+        return "a mapping of names to " + _describe(get_args(hint)[1], check)
     if dataclasses.is_dataclass(hint):
         return "a mapping of settings"
     return str(hint)
@@ -222,6 +226,9 @@ def _matches(hint: object, value: object) -> bool:
         return isinstance(value, str | os.PathLike)
     if get_origin(hint) is tuple:
         return isinstance(value, list | tuple)
+    if get_origin(hint) is Mapping:
+        # Null reads as empty, as a section does: `backends:` with every entry commented out.
+        return value is None or isinstance(value, Mapping)
     if dataclasses.is_dataclass(hint):
         # An empty section (`audio:` with every key commented out) reads as null.
         return value is None or isinstance(value, Mapping)
@@ -261,6 +268,8 @@ def _convert(hint: object, value: object, key: str, check: _Check | None) -> obj
         assert isinstance(value, list | tuple)
         item = get_args(hint)[0]
         return tuple(_convert(item, v, f"{key}[{i}]", None) for i, v in enumerate(value))
+    elif get_origin(hint) is Mapping:
+        return _convert_mapping(get_args(hint)[1], value, key, check)
     elif dataclasses.is_dataclass(hint):
         assert isinstance(hint, type)
         return _build(hint, value if isinstance(value, Mapping) else {}, key + ".")
@@ -269,6 +278,21 @@ def _convert(hint: object, value: object, key: str, check: _Check | None) -> obj
     if check is not None and not check.accepts(result):
         raise invalid()
     return result
+
+
+def _convert_mapping(
+    item: object, value: object, key: str, check: _Check | None
+) -> dict[str, object]:
+    """A mapping of names to values of type `item`, `check` applied to each value."""
+    converted: dict[str, object] = {}
+    for name, entry in (value if isinstance(value, Mapping) else {}).items():
+        entry_key = f"{key}.{name}"
+        if not isinstance(name, str) or not name.strip():
+            raise _Invalid(
+                entry_key, f"expected a non-empty string as the name, got {_type_of(name)}"
+            )
+        converted[name] = _convert(item, entry, entry_key, check)
+    return converted
 
 
 def _build(cls: type[Any], data: Mapping[Any, object], prefix: str) -> Any:
@@ -410,8 +434,15 @@ def apply_overrides(settings: Settings, /, **overrides: object) -> Settings:
             continue
         *sections, leaf = key.split(".")
         target = merged
+        # Walked beside `merged`: a dict there is a section only if it was a dataclass here (a
+        # mapping setting such as voices.backends is one value).
+        section: object = settings
         for depth, name in enumerate(sections):
             child = target.get(name)
+            section = getattr(section, name, None)
+            if isinstance(child, dict) and not dataclasses.is_dataclass(section):
+                whole = ".".join(sections[: depth + 1])
+                raise ConfigError(OVERRIDE_SOURCE, key, f"{whole} is one value; override it whole")
             if not isinstance(child, dict):
                 prefix = ".".join(sections[:depth])
                 known = sorted(target)
@@ -423,7 +454,7 @@ def apply_overrides(settings: Settings, /, **overrides: object) -> Settings:
             raise ConfigError(
                 OVERRIDE_SOURCE, key, _unknown_key_hint(leaf, sorted(target), ".".join(sections))
             )
-        if isinstance(target[leaf], dict):
+        if dataclasses.is_dataclass(getattr(section, leaf)):
             raise ConfigError(OVERRIDE_SOURCE, key, "is a section; override one of its keys")
         target[leaf] = value
     return settings_from_mapping(merged, OVERRIDE_SOURCE)

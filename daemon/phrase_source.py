@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -53,12 +53,13 @@ class PhraseSource:
         voices: VoiceStore,
         cache: PhraseCache | None,
         settings: CacheSettings,
-        engine: EngineSettings,
+        engine_for: Callable[[str], EngineSettings],
     ) -> None:
+        """`engine_for(voice_id)`: the engine settings that voice loads with (its own backend)."""
         self.voices = voices
         self.cache = cache if settings.enabled else None
         self.settings = settings
-        self._engine = engine
+        self._engine_for = engine_for
         self._hasher = FileHasher()
         self._front_end = {f: _package_version(p) for f, p in _FRONT_END_PACKAGES.items()}
 
@@ -72,7 +73,10 @@ class PhraseSource:
         if cs.deterministic == "request" and not params.deterministic:
             return None
         params = dataclasses.replace(params, deterministic=True)
+        # The key names what the voice actually runs (its runtime_info: the variant `auto`
+        # chose, ...); its configured engine only fills in what the voice does not report.
         runtime: Mapping[str, Any] = voice.runtime_info()
+        engine = self._engine_for(voice.info.voice_id)
         files = list(voice_model_files(voice.info))
         if runtime.get("model_file"):
             files.append(
@@ -83,9 +87,9 @@ class PhraseSource:
             voice.info,
             params,
             model_sha256=self._hasher.digest(files),
-            backend=str(runtime.get("backend", self._engine.backend)),
+            backend=str(runtime.get("backend", engine.backend)),
             precision=str(runtime.get("precision", "fp32")),
-            threads=int(runtime.get("threads") or intra_op_threads(self._engine)),
+            threads=int(runtime.get("threads") or intra_op_threads(engine)),
             engine_version=self._front_end.get(voice.info.family, ""),
         )
         return parts.digest(), params

@@ -325,6 +325,9 @@ class Server:
                     "source": info.source,
                     "loaded": loaded,
                     "load_error": err.message if err is not None else None,
+                    # As configured (voices.backends, else voices.backend); runtime.backend is
+                    # what it runs on (`auto` resolved, OpenVINO's fallback).
+                    "backend": self.settings.voices.backend_for(info.voice_id),
                     "runtime": {k: v for k, v in runtime.items() if k not in _CPU_KEYS},
                 }
             )
@@ -567,14 +570,14 @@ class Server:
         live first audio p99 rose 1.4x while warming (docs/benchmarks.md). Called from the
         warming thread (already at nice 19), so the new sessions' intra-op threads, which
         Linux creates with their creator's niceness, run at nice 19 too and the kernel serves
-        live requests first. Same engine settings as the live voice: the thread count changes
-        the audio, so it is part of the cache key, and warmed entries must be the live ones.
-        Costs one more copy of the voice's weights while warming runs.
+        live requests first. Same engine settings as the live voice (its own backend, the same
+        threads): both change the audio, so they are part of the cache key, and warmed entries
+        must be the live ones. Costs one more copy of the voice's weights while warming runs.
         """
         with self._warm_lock:
             voice = self._warm_instances.get(voice_id)
             if voice is None:
-                voice = self.voices.open_instance(voice_id, self.voices.engine)
+                voice = self.voices.open_instance(voice_id, self.voices.engine_for(voice_id))
                 self._warm_instances[voice_id] = voice
             return voice
 

@@ -260,9 +260,16 @@ class Daemon:
             default_families(cfg.voices.resolved_model_store(), cpu_pinning=cfg.voices.cpu_pinning),
             [p.expanduser() for p in cfg.voices.folders],
             EngineSettings(backend=cfg.voices.backend, threads=cfg.voices.threads),
+            backends=cfg.voices.backends,
         )
         self._store = store
         default = store.info(cfg.voices.default)  # unknown default voice: fail at start, clearly
+        installed = {info.voice_id for info in store.infos()}
+        for voice_id, backend in cfg.voices.backends.items():
+            if voice_id not in installed:  # not an error: the voice may be installed later
+                _LOGGER.warning(
+                    "event=backend-for-unknown-voice voice=%s backend=%s", voice_id, backend
+                )
         prewarm = load_prewarm_list(cfg.cache.prewarm, cfg.cache.prewarm_file)
         cache = None
         if cfg.cache.enabled:
@@ -274,7 +281,7 @@ class Daemon:
                 write_retry_s=cfg.cache.write_retry_s,
                 on_disk_fault=self._on_cache_fault,
             )
-        source = PhraseSource(store, cache, cfg.cache, store.engine)
+        source = PhraseSource(store, cache, cfg.cache, store.engine_for)
         player = Player(
             cfg.audio, default_rate_hz=default.sample_rate_hz, on_event=self._on_player_event
         )

@@ -7,6 +7,7 @@ two equal). `config.py` loads and validates a YAML file into these types.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -118,9 +119,13 @@ class VoiceSettings:
     """Voices loaded at start-up besides the default; others load on first use."""
 
     backend: str = "auto"
-    """Inference backend for every voice: `auto` (the fastest variant that passed the quality
-    and speed gates on this machine, from `utterd quantize`, among those that stream below the
-    sentence; FP32 on ONNX Runtime otherwise), `onnxruntime` or `openvino`."""
+    """Inference backend for voices not in `backends`: `auto` (the fastest variant that passed
+    the quality and speed gates on this machine, from `utterd quantize`, among those that stream
+    below the sentence; FP32 on ONNX Runtime otherwise), `onnxruntime` or `openvino`."""
+
+    backends: Mapping[str, str] = field(default_factory=dict)
+    """Per-voice backend, voice id -> one of the `backend` values; it wins over `backend` for
+    that voice. An id that is not installed is logged at start-up, not refused. Read-only."""
 
     threads: int = 0
     """Intra-op threads per inference; 0 means one per physical core."""
@@ -132,6 +137,10 @@ class VoiceSettings:
 
     cpu_pinning: bool = False
     """Pin inference threads to cores (OpenVINO); helps on a busy machine, hurts a shared one."""
+
+    def backend_for(self, voice_id: str) -> str:
+        """The backend voice `voice_id` is configured to run on: its own, else the default."""
+        return self.backends.get(voice_id, self.backend)
 
     def resolved_model_store(self) -> Path:
         if self.model_store is not None:

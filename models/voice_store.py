@@ -7,10 +7,11 @@ the discovered voices, never to build paths; and an id that looks like a path (s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -85,18 +86,29 @@ class VoiceStore:
         families: Sequence[VoiceFamily],
         folders: Sequence[str | PathLike[str]],
         engine: EngineSettings,
+        backends: Mapping[str, str] | None = None,
     ) -> None:
+        """`engine` is how every voice runs; `backends` (voice id → backend) overrides its
+        backend for the voices it names (config `voices.backends`)."""
         self._families = tuple(families)
         self._folders = tuple(Path(folder).expanduser() for folder in folders)
         self._engine = engine
+        self._backends = dict(backends or {})
         self._lock = threading.Lock()  # guards _slots; never held while a model loads
         self._slots: dict[str, _Slot] = {}
         self.rescan()
 
     @property
     def engine(self) -> EngineSettings:
-        """How the store's voices are run."""
+        """How the store's voices are run, unless `backends` names another backend for one."""
         return self._engine
+
+    def engine_for(self, voice_id: str) -> EngineSettings:
+        """The engine settings voice `voice_id` loads with: its own backend, the shared rest."""
+        backend = self._backends.get(voice_id)
+        if backend is None or backend == self._engine.backend:
+            return self._engine
+        return dataclasses.replace(self._engine, backend=backend)
 
     def rescan(self) -> list[VoiceInfo]:
         """Discover again. Loaded voices whose metadata did not change stay loaded."""
@@ -177,7 +189,7 @@ class VoiceStore:
         started = time.perf_counter()
         voice: Voice | None = None
         try:
-            voice = slot.family.load(info, self._engine)
+            voice = slot.family.load(info, self.engine_for(info.voice_id))
             loaded = time.perf_counter()
             voice.warm_up()
         except Exception as err:
@@ -208,12 +220,16 @@ class VoiceStore:
     def open_instance(self, voice_id: str, engine: EngineSettings) -> Voice:
         """A second, private instance of the voice with other engine settings, warmed up.
 
+        The voice's own backend (`backends`) replaces the one in `engine`: an instance runs on
+        the backend its voice is configured for.
+
         For background work that must not compete with live requests for the shared sessions'
         threads (pre-warming renders on one thread at the lowest priority). Not cached, not
         counted as the voice's load; the caller closes it. Raises UnknownVoice or VoiceLoadError.
         """
         slot = self._slot(voice_id)
         started = time.perf_counter()
+        engine = dataclasses.replace(engine, backend=self.engine_for(voice_id).backend)
         voice = slot.family.load(slot.info, engine)
         try:
             voice.warm_up()

@@ -43,7 +43,8 @@ def _leaf_keys(cls: type[Any], prefix: str = "") -> set[str]:
 def _yaml_leaf_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
     keys: set[str] = set()
     for key, value in data.items():
-        if isinstance(value, dict):
+        # A mapping is a section, unless it is the value of a mapping setting (voices.backends).
+        if isinstance(value, dict) and prefix + key not in _leaf_keys(Settings):
             keys |= _yaml_leaf_keys(value, f"{prefix}{key}.")
         else:
             keys.add(prefix + key)
@@ -201,6 +202,113 @@ def test_ranges(key: str, bad: list[Any], good: list[Any]) -> None:
         assert repr(value) in str(error)
     for value in good:
         settings_from_mapping(nest(value), "c.yaml")
+
+
+# --- voices.backends: a backend per voice ------------------------------------------------------
+
+
+def test_backends_are_read_and_the_default_covers_the_rest() -> None:
+    settings = settings_from_mapping(
+        {"voices": {"backend": "openvino", "backends": {"en_US-joe-medium": "onnxruntime"}}},
+        "c.yaml",
+    )
+    assert settings.voices.backends == {"en_US-joe-medium": "onnxruntime"}
+    assert settings.voices.backend_for("en_US-joe-medium") == "onnxruntime"
+    assert settings.voices.backend_for("hibari-heart") == "openvino"
+    assert Settings().voices.backends == {}
+    # `backends:` with every entry commented out parses as null: no overrides, like a section.
+    assert settings_from_mapping({"voices": {"backends": None}}, "c").voices.backends == {}
+
+
+@pytest.mark.parametrize(
+    ("backends", "key", "message"),
+    [
+        # Not a mapping.
+        (
+            "onnxruntime",
+            "voices.backends",
+            "expected a mapping of names to one of auto, onnxruntime, openvino, got 'onnxruntime'",
+        ),
+        (
+            ["en_US-joe-medium"],
+            "voices.backends",
+            "expected a mapping of names to one of auto, onnxruntime, openvino, got a list",
+        ),
+        # A voice id that is not a string.
+        ({42: "openvino"}, "voices.backends.42", "expected a non-empty string as the name, got 42"),
+        (
+            {None: "openvino"},
+            "voices.backends.None",
+            "expected a non-empty string as the name, got null",
+        ),
+        (
+            {" ": "openvino"},
+            "voices.backends. ",
+            "expected a non-empty string as the name, got ' '",
+        ),
+        # A value outside the set.
+        (
+            {"en_US-joe-medium": "cuda"},
+            "voices.backends.en_US-joe-medium",
+            "expected one of auto, onnxruntime, openvino, got 'cuda'",
+        ),
+        (
+            {"hibari-heart": "ONNXRUNTIME"},
+            "voices.backends.hibari-heart",
+            "expected one of auto, onnxruntime, openvino, got 'ONNXRUNTIME'",
+        ),
+        (
+            {"hibari-heart": None},
+            "voices.backends.hibari-heart",
+            "expected one of auto, onnxruntime, openvino, got null",
+        ),
+        (
+            {"hibari-heart": ["openvino"]},
+            "voices.backends.hibari-heart",
+            "expected one of auto, onnxruntime, openvino, got a list",
+        ),
+    ],
+)
+def test_bad_backends_name_key_value_and_file(backends: Any, key: str, message: str) -> None:
+    error = _error({"voices": {"backends": backends}}, "/etc/utterd/config.yaml")
+    assert error.key == key
+    assert error.source == "/etc/utterd/config.yaml"
+    assert str(error) == f"/etc/utterd/config.yaml: {key}: {message}"
+
+
+def test_bad_backend_in_a_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("voices:\n  backends:\n    en_US-joe-medium: tensorrt\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == (
+        f"{path}: voices.backends.en_US-joe-medium: "
+        "expected one of auto, onnxruntime, openvino, got 'tensorrt'"
+    )
+
+
+def test_a_voice_listed_twice_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "voices:\n  backends:\n    hibari-heart: auto\n    hibari-heart: openvino\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"line 4.*duplicate key 'hibari-heart'"):
+        load_settings(path)
+
+
+def test_backends_override_is_one_value() -> None:
+    settings = apply_overrides(Settings(), **{"voices.backends": {"hibari-heart": "openvino"}})
+    assert settings.voices.backends == {"hibari-heart": "openvino"}
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(Settings(), **{"voices.backends": {"hibari-heart": "gpu"}})
+    assert info.value.source == "command line"
+    assert info.value.key == "voices.backends.hibari-heart"
+    # Voice ids are not keys of a section: a single entry cannot be overridden on its own.
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(Settings(), **{"voices.backends.hibari-heart": "openvino"})
+    assert info.value.key == "voices.backends.hibari-heart"
+    assert "voices.backends is one value; override it whole" in str(info.value)
 
 
 def test_non_loopback_needs_permission() -> None:

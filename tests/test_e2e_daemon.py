@@ -285,3 +285,29 @@ def test_second_daemon_on_the_same_socket_refuses_to_start(sink_daemon: tuple[Ru
         other.start()
     with d.client() as c:
         assert c.request("ping")[0]["type"] == "pong"
+
+
+def test_describe_shows_each_voices_own_backend(tmp_path: Path) -> None:
+    """`voices.backends` overrides `voices.backend` for the voices it lists, and only those."""
+    env, _ = file_sink_env(tmp_path)
+    nobody = "xx_XX-nobody-low"  # not installed: a warning, not an error
+    backends = {HIBARI: "onnxruntime", nobody: "auto"}
+    cfg = {"voices": {"backend": "openvino", "backends": backends}}
+    with RunningDaemon(tmp_path, clean_env(env), cfg) as d, d.client() as c:
+        info = c.request("describe")[0]["data"]
+        assert info["backend"]["name"] == "openvino"  # the default
+        voices = {v["id"]: v for v in info["voices"]}
+        assert nobody not in voices
+        # The default voice, loaded at start-up, on its own backend.
+        assert voices[HIBARI]["backend"] == "onnxruntime"
+        assert voices[HIBARI]["runtime"]["backend"] == "onnxruntime"
+        # Joe is not listed: the default, once its first use loads it.
+        assert voices[JOE]["backend"] == "openvino"
+        assert not voices[JOE]["loaded"] and voices[JOE]["runtime"] == {}
+        _, payload = c.request("synthesize", {"text": SHORT, "voice": JOE}, timeout_s=120)
+        assert rms(wav_samples(payload or b"")[0]) > 300
+        joe = next(v for v in c.request("describe")[0]["data"]["voices"] if v["id"] == JOE)
+        assert joe["loaded"] and joe["runtime"]["backend"] == "openvino"
+    log = d.log()
+    assert log.count(f"event=backend-for-unknown-voice voice={nobody} backend=auto") == 1
+    assert "backend-for-unknown-voice voice=hibari-heart" not in log

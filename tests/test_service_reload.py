@@ -63,3 +63,22 @@ def test_live_keys_apply_and_the_others_wait_for_a_restart() -> None:
         )
         == running
     )
+
+
+def test_a_changed_voice_backend_waits_for_a_restart() -> None:
+    # Voices are loaded on their backend once; a reload does not load them again.
+    running = settings_from_mapping(
+        {"voices": {"backends": {"hibari-heart": "onnxruntime"}}}, "config.yaml"
+    )
+    new = settings_from_mapping(
+        {"voices": {"backends": {"hibari-heart": "openvino", "en_US-joe-medium": "auto"}}},
+        "config.yaml",
+    )
+    assert flatten(new)["voices.backends"] == {
+        "hibari-heart": "openvino",
+        "en_US-joe-medium": "auto",
+    }
+    merged, changed, restart = merge_live(running, new)
+    assert changed == [] and restart == ["voices.backends"]
+    assert merged == running
+    assert merged.voices.backend_for("hibari-heart") == "onnxruntime"
