@@ -110,9 +110,10 @@ class UtterdVariantEngine:
     def stream(self, text: str, *, low_latency: bool = False) -> Iterator[Any]:
         from utterd.models.voice import CancelToken, SynthesisParams
 
-        # The throughput path (a WAV file, the phrase cache), as bench_voices measures RTF and
-        # as piper-tts synthesizes; first-audio figures are bench_streaming's.
-        for chunk in self._voice.stream(text, SynthesisParams(), CancelToken(), low_latency=False):
+        # By default the throughput path (a WAV file, the phrase cache), as bench_voices
+        # measures RTF and as piper-tts synthesizes; low_latency: the streaming path (speech).
+        params, cancel = SynthesisParams(), CancelToken()
+        for chunk in self._voice.stream(text, params, cancel, low_latency=low_latency):
             yield chunk.samples
 
 

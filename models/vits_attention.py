@@ -21,7 +21,8 @@ audio.
 The products are the same numbers (the dropped terms are exact zeros: query · 0 and weight · 0);
 only the order of a float sum may change, which moves the encoder's outputs at the 1e-6 level.
 In a QDQ (INT8) graph the quantize/dequantize pairs around the embeddings and the products stay
-where they are, with the same scales: zero is exact in every such pair.
+where they are, with the same scales: zero is exact in every such pair. (`vits_split` applies the
+rewrite to float graphs only: see the measurement there.)
 
 A layer is rewritten only when its structure is the one described (an embedding initializer
 [1, 2w + 1, d] reaching a MatMul through Pad/Slice/Unsqueeze/Transpose, a data path of

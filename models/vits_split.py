@@ -54,9 +54,9 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-SPLIT_FORMAT_VERSION: Final = 2
+SPLIT_FORMAT_VERSION: Final = 3
 """Bumped whenever the cut changes, so that cached split models from older code are redone
-(2: the encoder's relative attention is banded, `vits_attention.py`)."""
+(2: the encoder's relative attention is banded, `vits_attention.py`; 3: float encoders only)."""
 
 LATENT: Final = "latent"
 DURATIONS: Final = "durations"
@@ -145,7 +145,7 @@ class SplitInfo:
 
     banded_attention: int = 0
     """Relative-attention products of the encoder rewritten to their band (`vits_attention.py`;
-    two per attention layer, 12 for a Piper voice)."""
+    two per attention layer, 12 for a Piper voice; 0 for a quantized graph)."""
 
     quantized: bool = False
     """The graph has quantized activations (a QDQ INT8 variant). Any difference at a window's
@@ -488,7 +488,12 @@ def _split(
     encoder = _extract(model, index, list(stock_inputs), encoder_outputs, label, "encoder")
     decoder = _extract(model, index, decoder_inputs, [audio_out], label, "decoder")
 
-    banded = band_relative_attention(encoder.graph)
+    quantized = any(n.op_type in _QUANTIZED_OPS for n in model.graph.node)
+    # Float graphs only: the banded QDQ (INT8) encoder gives the same numbers and runs faster
+    # when ONNX Runtime optimizes it at load, but reopened from the graph ORT saved optimized
+    # (what every start does), its runs peaked 50 MiB higher than the exported one's and were
+    # no faster (joe INT8, measured; docs/benchmarks.md).
+    banded = 0 if quantized else band_relative_attention(encoder.graph)
     _rename(encoder.graph, {cut_at: LATENT, **({durations: DURATIONS} if durations else {})})
     if y_mask is not None:
         _mask_from_latent(decoder.graph, prior_name=cut_at, mask_name=y_mask)
@@ -512,7 +517,7 @@ def _split(
         stock_latent_tensor=cut_at,
         stock_generator_input=generator_input,
         banded_attention=banded,
-        quantized=any(n.op_type in _QUANTIZED_OPS for n in model.graph.node),
+        quantized=quantized,
     )
     for part, part_model in (("encoder", encoder), ("decoder", decoder)):
         try:
