@@ -363,9 +363,15 @@ def _write_cache(folder: Path, encoder: bytes, decoder: bytes, info: SplitInfo) 
 
 
 def _drop_older_versions(folder: Path) -> None:
-    """Remove the same model's parts cut by older code (`vits-split-v<N>-...`, N older): no
-    code of this version reads them, and a voice's parts are tens of MB."""
+    """Remove the same model's parts cut by older code (`vits-split-v<N>-...`, N older), with
+    the optimized graphs kept in them: no code of this version reads them, and a voice's parts
+    are tens of MB. Also the folder where code before format 3 kept every voice's optimized
+    parts (`<cache>/optimized`): those graphs are now kept beside their parts."""
     current = f"vits-split-v{SPLIT_FORMAT_VERSION}-"
+    legacy = folder.parent.parent / "optimized"
+    if legacy.is_dir():
+        shutil.rmtree(legacy, ignore_errors=True)
+        _LOGGER.info("vits_split_cache_dropped folder=%s (older layout)", legacy)
     try:
         siblings = list(folder.parent.iterdir())
     except OSError:

@@ -343,11 +343,14 @@ def open_streaming_runner(
         encoder_part, decoder_part, info = split_vits(model_path, flow_in_decoder=flow_in_decoder)
     # The text encoder is thousands of small nodes: ORT's buffer-reuse planner took most of its
     # opening time, and runs were no slower without it (SessionOptions.memory_reuse).
-    # Its optimized graph is kept beside the split parts, so a restart skips the optimizer.
+    # Its optimized graph is kept in the split parts' own folder, so a restart skips the
+    # optimizer, and parts cut again (a new split format, a changed model) take theirs along.
     encoder_options = dataclasses.replace(
         encoder_options or SessionOptions(),
         memory_reuse=False,
-        optimized_cache_dir=Path(cache_dir) / "optimized" if cache_dir is not None else None,
+        optimized_cache_dir=(
+            encoder_part.parent / "optimized" if isinstance(encoder_part, Path) else None
+        ),
     )
     # The decoder's optimized graph is kept too. Its reuse planning is worth keeping for the
     # FP32 windows (runs were a little slower without), but a QDQ decoder's planner took 0.33 s

