@@ -3,8 +3,10 @@
 Layout (one folder per voice, the default root is `~/.local/share/utterd/models`):
 
     <root>/<voice_id>/manifest.json                  what was made, from what, and how it scored
-    <root>/<voice_id>/<voice_id>.int8-ort-qdq.onnx   ONNX Runtime static INT8 (QDQ)
-    <root>/<voice_id>/<voice_id>.int8-ov-nncf.xml    OpenVINO INT8 IR made with NNCF (+ .bin)
+    <root>/<voice_id>/<voice_id>.int8-ort-qdq.<sha12>.onnx   ONNX Runtime static INT8 (QDQ)
+    <root>/<voice_id>/<voice_id>.int8-ov-nncf.<sha12>.xml    OpenVINO INT8 IR made with NNCF (+ .bin)
+
+(`<sha12>`: the start of the file's SHA-256, so a new run's files never overwrite those in force.)
     <root>/openvino-cache/                           OpenVINO's compiled-model cache
 
 The manifest records the source model's hash, so a variant made from another model (a voice

@@ -8,14 +8,19 @@
    source compiled by OpenVINO is gated too: its precision is checked, never assumed.
 4. Speed gate: every candidate and the FP32 reference timed in the same interleaved rounds; a
    variant slower than FP32 is not used.
-5. Files and manifest land in the model store; the manifest is written last (atomically), and
-   the old one is removed first, so a reader never pairs a manifest with other files.
+5. Variants are made and gated in a staging folder in the voice's folder, then moved in under
+   names carrying their hash (never over the files in force); the manifest is written last
+   (atomically), and only then are the old manifest's files deleted. A run killed at any point
+   leaves the voice as it was; a reader never pairs a manifest with other files.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -164,14 +169,55 @@ def quantize_voice(
     validation = read_text_set(options.validation, options.validation_sentences)
     source = info.model_path
     engine = EngineSettings(backend=ONNXRUNTIME, threads=options.threads)
-    threads = intra_op_threads(engine)
 
     config_path = config_path_for(source)
     settings = PiperSettings.from_config(read_config(config_path), config_path)
-    reference = PiperVitsVoice(info, settings, open_session(source, engine, label=info.voice_id))
     voice_dir = store.voice_dir(info.voice_id)
-    store.manifest_path(info.voice_id).unlink(missing_ok=True)
     voice_dir.mkdir(parents=True, exist_ok=True)
+    # The variants in force (manifest and files) stay untouched until the new ones are gated
+    # and in place: a run that is killed or fails leaves the voice as it was.
+    _drop_stale_staging(voice_dir)
+    reference = PiperVitsVoice(info, settings, open_session(source, engine, label=info.voice_id))
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=voice_dir))
+    try:
+        return _quantize_into(
+            info,
+            store,
+            options,
+            progress,
+            _Inputs(reference, source, scope, calibration, validation, engine),
+            staging,
+            started,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What one quantize run works from."""
+
+    reference: PiperVitsVoice
+    source: Path
+    scope: Any
+    calibration: TextSet
+    validation: TextSet
+    engine: EngineSettings
+
+
+def _quantize_into(
+    info: VoiceInfo,
+    store: ModelStore,
+    options: QuantizeOptions,
+    progress: Progress,
+    inputs: _Inputs,
+    staging: Path,
+    started: float,
+) -> QuantizeReport:
+    """Make and gate the variants in `staging`, then move them in and write the manifest."""
+    reference, source, scope = inputs.reference, inputs.source, inputs.scope
+    calibration, validation, engine = inputs.calibration, inputs.validation, inputs.engine
+    threads = intra_op_threads(engine)
 
     progress.stage("phonemizing", None)
     calibration_feeds = _calibration_feeds(reference, calibration)
@@ -190,7 +236,7 @@ def quantize_voice(
     try:
         if ONNXRUNTIME in options.backends:
             candidates.append(
-                _make_ort(info, source, voice_dir, calibration_feeds, scope, engine, progress)
+                _make_ort(info, source, staging, calibration_feeds, scope, engine, progress)
             )
         if OPENVINO in options.backends:
             candidates.append(
@@ -209,7 +255,7 @@ def quantize_voice(
                 _make_ov(
                     info,
                     source,
-                    voice_dir,
+                    staging,
                     calibration_feeds,
                     scope,
                     ov_engine,
@@ -241,6 +287,9 @@ def quantize_voice(
                 candidate.session.close()
         reference.close()
 
+    previous = _previous_files(store, info.voice_id)
+    for candidate in candidates:
+        candidate.files = _move_in(candidate.files, staging, store.voice_dir(info.voice_id))
     variants = tuple(_variant(c, fp32_rtf, threads) for c in candidates)
     manifest = Manifest(
         voice_id=info.voice_id,
@@ -270,11 +319,68 @@ def quantize_voice(
         variants=variants,
     )
     manifest_path = store.write_manifest(manifest)
+    # Only now are the previous variants' files unused.
+    kept = {f.name for v in variants for f in v.files}
+    for name in sorted(previous - kept):
+        store.variant_path(info.voice_id, name).unlink(missing_ok=True)
     chosen = {}
     for backend in ("auto", *BACKENDS):
         best = best_variant(manifest, backend)
         chosen[backend] = best.name if best is not None else f"fp32 ({backend}: none passed)"
     return QuantizeReport(manifest, manifest_path, chosen, time.perf_counter() - started)
+
+
+_STAGING_PREFIX: Final = ".quantize-"
+
+
+def _drop_stale_staging(voice_dir: Path) -> None:
+    """Remove staging folders left by runs that were killed (their process is gone)."""
+    for folder in voice_dir.glob(f"{_STAGING_PREFIX}*"):
+        try:
+            pid = int(folder.name[len(_STAGING_PREFIX) :].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            _LOGGER.info("quantize_staging_dropped folder=%s", folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _previous_files(store: ModelStore, voice_id: str) -> set[str]:
+    """File names the manifest in force lists (none when it is missing or unreadable)."""
+    try:
+        manifest = store.load_manifest(voice_id)
+    except UtterdError:
+        return set()
+    return {f.name for v in manifest.variants for f in v.files} if manifest else set()
+
+
+def _move_in(
+    files: tuple[FileRecord, ...], staging: Path, voice_dir: Path
+) -> tuple[FileRecord, ...]:
+    """Move a gated variant's files from `staging` into the voice's folder under names that
+    carry the first file's hash (`NAME.VARIANT.<sha12>.onnx`; an OpenVINO .xml and its .bin
+    share one stem, as OpenVINO expects), so they never overwrite the files of the variants in
+    force. Same bytes, same mtime: the records stay true but for the names."""
+    if not files:
+        return files
+    tag = files[0].sha256[:12]
+    moved = []
+    for record in files:
+        stem, suffix = os.path.splitext(record.name)
+        name = f"{stem}.{tag}{suffix}"
+        os.replace(staging / record.name, voice_dir / name)
+        moved.append(FileRecord(name, record.sha256, record.size_bytes, record.mtime_ns))
+    return tuple(moved)
 
 
 def _calibration_feeds(voice: PiperVitsVoice, calibration: TextSet) -> list[Feeds]:
