@@ -84,6 +84,31 @@ class _Graph:
             self.initializers[name] = tensor
         return name
 
+    def matrix(self, embedding: onnx.TensorProto, transposed: bool) -> str:
+        """Add the [1, 1, ...] matrix of a relative embedding (see `_embedding_matrix`)."""
+        tensor = _embedding_matrix(embedding, transposed)
+        self.graph.initializer.append(tensor)
+        self.initializers[tensor.name] = tensor
+        return str(tensor.name)
+
+    def flatten(self, tensor: str, prefix: str) -> str:
+        """[b, h, rows, cols] → [b, h, rows · cols]."""
+        return self.add("Reshape", [tensor, self.const(f"{_PREFIX}/flat3", [0, 0, -1])], prefix)
+
+    def rows(self, tensor: str, length: str, prefix: str) -> str:
+        """[b, h, n] → [b, h, length, n / length]."""
+        shape = self.add(
+            "Concat",
+            [
+                self.const(f"{_PREFIX}/zeros2", [0, 0]),
+                length,
+                self.const(f"{_PREFIX}/minus1", [-1]),
+            ],
+            f"{prefix}/shape",
+            axis=0,
+        )
+        return self.add("Reshape", [tensor, shape], f"{prefix}/rows")
+
     def set_input(self, node: onnx.NodeProto, slot: int, name: str) -> None:
         old = node.input[slot]
         self.consumers[old] = [(n, s) for n, s in self.consumers[old] if n is not node or s != slot]
@@ -199,16 +224,14 @@ def _rewrite_keys(
     end = _follow_skew_down(g, band)
     width = int(embedding.dims[1])
     half = width // 2
-    matrix = _embedding_matrix(embedding, transposed=True)
-    g.graph.initializer.append(matrix)
-    g.initializers[matrix.name] = matrix
+    matrix = g.matrix(embedding, transposed=True)
 
     length = _length(g, band, prefix)
     pads = g.add(
         "Concat", [g.const(f"{_PREFIX}/zeros7", [0] * 7), length], f"{prefix}/pads", axis=0
     )
     padded = g.add("Pad", [band, pads], f"{prefix}/padded")  # [b, h, l, 2w+1+l]
-    flat = g.add("Reshape", [padded, g.const(f"{_PREFIX}/flat3", [0, 0, -1])], f"{prefix}/flat")
+    flat = g.flatten(padded, f"{prefix}/flat")
     row = g.add("Add", [length, g.const(f"{_PREFIX}/k{width - 1}", [width - 1])], f"{prefix}/row")
     keep = g.add("Mul", [length, row], f"{prefix}/keep")
     cut = g.add(
@@ -216,20 +239,14 @@ def _rewrite_keys(
         [flat, g.const(f"{_PREFIX}/zero", [0]), keep, g.const(f"{_PREFIX}/axis2", [2])],
         f"{prefix}/cut",
     )
-    shape = g.add(
-        "Concat",
-        [g.const(f"{_PREFIX}/zeros2", [0, 0]), length, g.const(f"{_PREFIX}/minus1", [-1])],
-        f"{prefix}/shape",
-        axis=0,
-    )
-    rows = g.add("Reshape", [cut, shape], f"{prefix}/rows")  # [b, h, l, l + 2w]
+    rows = g.rows(cut, length, prefix)  # [b, h, l, l + 2w]
     stop = g.add("Add", [length, g.const(f"{_PREFIX}/k{half}", [half])], f"{prefix}/stop")
     scores = g.add(
         "Slice",
         [rows, g.const(f"{_PREFIX}/k{half}", [half]), stop, g.const(f"{_PREFIX}/axis3", [3])],
         f"{prefix}/scores",
     )
-    g.set_input(b_sink[0], b_sink[1], matrix.name)
+    g.set_input(b_sink[0], b_sink[1], matrix)
     for node, slot in list(g.consumers[end]):
         g.set_input(node, slot, scores)
 
@@ -246,32 +263,24 @@ def _rewrite_values(
     attention = _follow_skew_up(g, weights)
     width = int(embedding.dims[1])
     half = width // 2
-    matrix = _embedding_matrix(embedding, transposed=False)
-    g.graph.initializer.append(matrix)
-    g.initializers[matrix.name] = matrix
+    matrix = g.matrix(embedding, transposed=False)
 
     length = _length(g, attention, prefix)
     sides = g.const(f"{_PREFIX}/sides{half}", [0, 0, 0, half, 0, 0, 0, half])
     padded = g.add("Pad", [attention, sides], f"{prefix}/padded")  # [b, h, l, l + 2w]
-    flat = g.add("Reshape", [padded, g.const(f"{_PREFIX}/flat3", [0, 0, -1])], f"{prefix}/flat")
+    flat = g.flatten(padded, f"{prefix}/flat")
     pads = g.add(
         "Concat", [g.const(f"{_PREFIX}/zeros5", [0] * 5), length], f"{prefix}/pads", axis=0
     )
     longer = g.add("Pad", [flat, pads], f"{prefix}/longer")  # [b, h, l · (l + 2w + 1)]
-    shape = g.add(
-        "Concat",
-        [g.const(f"{_PREFIX}/zeros2", [0, 0]), length, g.const(f"{_PREFIX}/minus1", [-1])],
-        f"{prefix}/shape",
-        axis=0,
-    )
-    rows = g.add("Reshape", [longer, shape], f"{prefix}/rows")  # [b, h, l, l + 2w + 1]
+    rows = g.rows(longer, length, prefix)  # [b, h, l, l + 2w + 1]
     band = g.add(
         "Slice",
         [rows, g.const(f"{_PREFIX}/zero", [0]), g.const(f"{_PREFIX}/k{width}", [width]),
          g.const(f"{_PREFIX}/axis3", [3])],
         f"{prefix}/band",
     )  # fmt: skip
-    g.set_input(b_sink[0], b_sink[1], matrix.name)
+    g.set_input(b_sink[0], b_sink[1], matrix)
     g.set_input(a_sink[0], a_sink[1], band)
 
 
