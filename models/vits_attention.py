@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -287,35 +288,37 @@ def _rewrite_values(
 def _follow_skew_down(g: _Graph, name: str) -> str:
     """From the banded product, the end of the exported skew chain (Pad/Reshape/Slice on the data
     path) whose consumers take the [length, length] scores."""
-    steps = 0
-    while True:
+
+    def step(name: str) -> str | None:
         consumers = g.data_consumers(name)
         if len(consumers) != 1:
             raise _NoMatch(f"{name} has {len(consumers)} consumers")
         node, slot = consumers[0]
-        if node.op_type not in _SKEW_OPS or slot != 0:
-            if steps < 3:
-                raise _NoMatch(f"only {steps} skew steps after the relative keys")
-            return name
-        name = node.output[0]
-        steps += 1
-        if steps > 12:
-            raise _NoMatch("the skew chain is longer than expected")
+        return str(node.output[0]) if node.op_type in _SKEW_OPS and slot == 0 else None
+
+    return _follow_skew(name, step, "after the relative keys")
 
 
 def _follow_skew_up(g: _Graph, name: str) -> str:
     """From the relative weights, back through the exported skew chain to the attention weights."""
-    steps = 0
-    while True:
+
+    def step(name: str) -> str | None:
         node = g.producer.get(name)
-        if node is None or node.op_type not in _SKEW_OPS:
+        return str(node.input[0]) if node is not None and node.op_type in _SKEW_OPS else None
+
+    return _follow_skew(name, step, "before the relative values")
+
+
+def _follow_skew(name: str, step: Callable[[str], str | None], where: str) -> str:
+    """Walk `step` from `name` to the chain's last tensor: 3 to 12 skew steps, else no match."""
+    for steps in range(13):
+        following = step(name)
+        if following is None:
             if steps < 3:
-                raise _NoMatch(f"only {steps} skew steps before the relative values")
+                raise _NoMatch(f"only {steps} skew steps {where}")
             return name
-        name = node.input[0]
-        steps += 1
-        if steps > 12:
-            raise _NoMatch("the skew chain is longer than expected")
+        name = following
+    raise _NoMatch("the skew chain is longer than expected")
 
 
 def _prune(graph: onnx.GraphProto) -> None:
