@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -77,14 +78,32 @@ PACKAGED_VOICES: Final[tuple[tuple[str, str], ...]] = (
 
 _REQUIRED_INPUTS: Final = frozenset({"input", "input_lengths", "scales"})
 _SPEAKER_INPUT: Final = "sid"
-THROUGHPUT_WINDOW_FRAMES: Final = 128
-"""Decoder window of the throughput path (files, cache rendering): about 1.5 s of audio at
-22050 Hz. One call per sentence up to it; longer sentences in windows of it, which keeps the
-decoder's activations (and peak memory) bounded. Measured on the benchmark set, joe, 2 threads,
-one process (2026-11-22, machine under load): 256-frame windows peaked at 287 MiB (FP32) and
-322 MiB (INT8 QDQ), 128-frame windows at 250 and 195 MiB for 0-4 % more CPU (whole sentences:
-510-560 MiB, piper-tts 475 MiB). With the streaming path in the same process, INT8 peaked at
-424 MiB with 256 and 225 MiB with 128."""
+THROUGHPUT_WINDOW_FRAMES: Final[Mapping[str, int]] = MappingProxyType({"fp32": 384, "int8": 128})
+"""Decoder window of the throughput path (files, cache rendering), by the variant's precision.
+
+A sentence up to the window is decoded in one call; a longer one in windows of it, each widened
+by the generator's receptive field (11 frames a side) and the flow's context, which is
+recomputed. The window bounds the decoder's transient memory, whatever the sentence's length:
+its convolutions' im2col buffers grow with the window (about 0.26 MiB per frame FP32, about
+1 MiB per frame for the INT8 QDQ decoder, whose weights are dequantized every run).
+
+Measured on joe, 2 threads, the benchmark text set, one process per window (FP32: 2026-11-22
+14:22, quiet machine; INT8: earlier the same day, machine under load, with the streaming path in
+the same process):
+
+| FP32 window | RTF wall | peak RSS | | INT8 QDQ window | peak RSS |
+|---|---|---|---|---|---|
+| 128 | 0.0541 | 275 MiB | | 128 | 195 MiB |
+| 256 | 0.0502 | 376 MiB | | 256 | 322 MiB |
+| 384 | 0.0494 | 380 MiB | | | |
+| 512 | 0.0491 | 414 MiB | | | |
+| whole sentence | 0.0491 | 513 MiB | | | |
+
+piper-tts on the same text: RTF 0.049, peak 585-653 MiB. FP32 gets 384 frames (4.5 s of audio,
+most sentences in one call: within 1 % of whole sentences, memory bounded); INT8 keeps 128, for
+the daemon's 250 MB target with an INT8 voice."""
+DEFAULT_THROUGHPUT_WINDOW_FRAMES: Final = 128
+"""For a precision not in THROUGHPUT_WINDOW_FRAMES: the smaller, memory-safe window."""
 
 LENGTH_BUCKETS: Final = (32, 64, 128, 256, 512)
 """Phoneme-id lengths OpenVINO inputs are padded up to, so a handful of shapes get compiled.
@@ -300,18 +319,6 @@ class PiperVitsVoice(Voice):
         self._closed = False
         self._runner = runner
         """Split encoder + windowed decoder; None: whole-sentence inference only."""
-        self._bulk_runner = (
-            runner.with_settings(
-                dataclasses.replace(
-                    runner.settings,
-                    first_window_frames=THROUGHPUT_WINDOW_FRAMES,
-                    window_frames=THROUGHPUT_WINDOW_FRAMES,
-                )
-            )
-            if runner is not None
-            else None
-        )
-        """The same two sessions cutting sentences into large windows only (throughput)."""
         self._multi_speaker = settings.num_speakers > 1
         backend = session.backend if session is not None else (variant.backend if variant else "")
         self.variant = variant or VariantChoice(
@@ -323,6 +330,27 @@ class PiperVitsVoice(Voice):
             reason="session given directly",
         )
         """The variant that runs (chosen at load)."""
+        bulk_frames = THROUGHPUT_WINDOW_FRAMES.get(
+            self.variant.precision, DEFAULT_THROUGHPUT_WINDOW_FRAMES
+        )
+        self._bulk_runner = (
+            runner.with_settings(
+                dataclasses.replace(
+                    runner.settings,
+                    first_window_frames=bulk_frames,
+                    window_frames=bulk_frames,
+                )
+            )
+            if runner is not None
+            else None
+        )
+        """The same two sessions cutting sentences into large windows only (throughput)."""
+
+    @property
+    def throughput_window_frames(self) -> int | None:
+        """Largest decoder call of the throughput path, in latent frames (None: whole sentences,
+        no split parts)."""
+        return None if self._bulk_runner is None else self._bulk_runner.settings.window_frames
 
     @property
     def backend(self) -> str:
@@ -354,6 +382,7 @@ class PiperVitsVoice(Voice):
                 "model_file": str(self.variant.model_path),
                 "variant_reason": self.variant.reason,
                 "streaming": self._runner is not None,
+                "throughput_window_frames": self.throughput_window_frames,
                 "cpu_features": list(cpu_features().features),
                 "cpu_model": cpu_features().model_name,
             }
@@ -390,7 +419,7 @@ class PiperVitsVoice(Voice):
             cancel.raise_if_cancelled()
             bulk = self._bulk_runner
             if bulk is not None and not low_latency:
-                # Throughput: one decoder call per THROUGHPUT_WINDOW_FRAMES of the sentence.
+                # Throughput: one decoder call per window of the sentence (THROUGHPUT_WINDOW_FRAMES).
                 pieces = [p.samples for p in bulk.stream(ids, scales, cancel, speaker_id)]
                 samples = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
                 yield AudioChunk(

