@@ -9,10 +9,14 @@ except three, handled here so that the windowed output is *identical* to `hibari
   the float64 running sum between windows and continue the same sequential `cumsum`, so each
   sample's phase is computed by the same additions in the same order.
 - **Noise** is `rng.standard_normal((bins, 2·F))`: row-major, so frame 0's values are spread over
-  every row and depend on F. We make that one draw at the start of the sentence, exactly as
-  `synth` does (same generator, same shape, same position in the generator's stream), and slice
-  columns per window; the generator is then left where `synth` would leave it, so the next
-  sentence's noise lines up too.
+  every row and depend on F. With `exact_noise` (the default, and what a deterministic request
+  asks for) we make that one draw at the start of the sentence, exactly as `synth` does (same
+  generator, same shape, same position in the generator's stream), and slice columns per
+  window; the generator is then left where `synth` would leave it, so the next sentence's noise
+  lines up too. That draw is the whole piece's noise before its first audio (about 2 ms for a
+  short prompt, 601 bins × 2 per frame); without `exact_noise` each window draws only its own
+  columns, the same distribution (independent standard normals per bin and frame) from a
+  generator that is random per request anyway.
 - **Edges**: the STFT reflect-pads the whole pulse train and the inverse STFT's normalization is
   tapered at both ends of the sentence; we reflect at the sentence's ends (not the window's) and
   use the whole sentence's normalization.
@@ -200,12 +204,20 @@ def _reflect_indices(first: int, stop: int, length: int) -> npt.NDArray[np.intp]
 class _WindowedSynth:
     """State of one sentence piece's windowed synthesis."""
 
-    def __init__(self, frames: HibariFrames, rng: np.random.Generator) -> None:
+    def __init__(
+        self, frames: HibariFrames, rng: np.random.Generator, *, exact_noise: bool = True
+    ) -> None:
         self.f = frames
         n = frames.frames
         self.pulses = _PulseTrain(frames.f0)
-        # The one noise draw `dsp.synth` makes, same shape and order; see the module docstring.
-        self.noise = rng.standard_normal((frames.bins, 2 * n), dtype=np.float32).view(np.complex64)
+        self.rng = rng
+        # The one noise draw `dsp.synth` makes, same shape and order (see the module docstring);
+        # None: each window draws its own columns.
+        self.noise: npt.NDArray[np.complex64] | None = (
+            rng.standard_normal((frames.bins, 2 * n), dtype=np.float32).view(np.complex64)
+            if exact_noise
+            else None
+        )
         self.norm = _ola_norm(n)
         self.spec_done = 0
         # Inverse-FFT'd, windowed frames not yet fully overlap-added: [frame, hop slot, sample].
@@ -228,7 +240,13 @@ class _WindowedSynth:
         np.sin(c, out=rot.imag)
         rot *= dsp.ex(np.ascontiguousarray(f.lh[:, cols]))
         spec *= rot
-        z = np.ascontiguousarray(self.noise[:, cols])
+        z = (
+            np.ascontiguousarray(self.noise[:, cols])
+            if self.noise is not None
+            else self.rng.standard_normal((f.bins, 2 * (stop - start)), dtype=np.float32).view(
+                np.complex64
+            )
+        )
         z *= dsp.ex(np.ascontiguousarray(f.ln[:, cols]))
         spec += z
         phi = np.ascontiguousarray(f.phi[:, cols])
@@ -275,11 +293,14 @@ def synthesize_windows(
     *,
     first_window_frames: int = DEFAULT_FIRST_WINDOW_FRAMES,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
+    exact_noise: bool = True,
 ) -> Iterator[HibariPiece]:
     """`hibari.dsp.synth` of `frames`, yielded window by window; checks `cancel` between windows.
 
-    Concatenated, the pieces equal `hibari.dsp.synth(..., rng)` with the generator in the same
-    state, and leave the generator in the same state after it.
+    With `exact_noise`, concatenated, the pieces equal `hibari.dsp.synth(..., rng)` with the
+    generator in the same state, and leave the generator in the same state after it. Without
+    it, each window draws its own noise (the first audio does not wait for the whole piece's
+    draw): the same signal with other, equally distributed noise.
     """
     plan = window_plan(frames.frames, first_window_frames, window_frames)
     # One window for the whole piece (the throughput path): hibari's own synth, which the
@@ -289,7 +310,7 @@ def synthesize_windows(
         whole = dsp.synth(frames.lh, frames.theta, frames.ln, frames.lr, frames.phi, frames.f0, rng)
         yield HibariPiece(np.asarray(whole, np.float32), 0, frames.frames, last=True)
         return
-    state = _WindowedSynth(frames, rng)
+    state = _WindowedSynth(frames, rng, exact_noise=exact_noise)
     for number, (start, stop) in enumerate(plan):
         cancel.raise_if_cancelled()
         yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)
@@ -321,13 +342,20 @@ def stream_ids(
     *,
     first_window_frames: int = DEFAULT_FIRST_WINDOW_FRAMES,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
+    exact_noise: bool = True,
 ) -> Iterator[HibariPiece]:
     """Run the acoustic model on one piece's phoneme ids (with the 0 pads), then stream its audio.
 
-    What `hibari.Hibari.from_ids` does, with our session and the signal stage in windows.
+    What `hibari.Hibari.from_ids` does, with our session and the signal stage in windows
+    (`exact_noise`: see `synthesize_windows`).
     """
     cancel.raise_if_cancelled()
     frames = acoustic_frames(session, ids, speed)
     yield from synthesize_windows(
-        frames, rng, cancel, first_window_frames=first_window_frames, window_frames=window_frames
+        frames,
+        rng,
+        cancel,
+        first_window_frames=first_window_frames,
+        window_frames=window_frames,
+        exact_noise=exact_noise,
     )

@@ -124,3 +124,40 @@ def test_cancelled_before_the_model_runs(session: Session, pieces_ids: list[list
     cancel.cancel()
     with pytest.raises(Cancelled):
         next(stream_ids(session, pieces_ids[0], 1.0, np.random.default_rng(0), cancel))
+
+
+def test_per_window_noise_draws_only_each_windows_columns(long_frames: HibariFrames) -> None:
+    """Without exact noise the first window does not wait for the whole piece's noise draw:
+    the generator has given exactly that window's (bins, 2 · frames) normals."""
+    rng = np.random.default_rng(5)
+    pieces = synthesize_windows(
+        long_frames, rng, CancelToken(), first_window_frames=4, exact_noise=False
+    )
+    first = next(pieces)
+    assert first.samples.size == 4 * HOP
+    # The first window is made of STFT frames 0 … 5 (output frame m reads frames up to m + 2).
+    expected = np.random.default_rng(5)
+    expected.standard_normal((long_frames.bins, 2 * 6), dtype=np.float32)
+    assert rng.standard_normal() == expected.standard_normal()
+
+
+def test_per_window_noise_changes_only_the_noise(long_frames: HibariFrames) -> None:
+    """With the noise branch silenced the two noise modes give the same samples; with it, the
+    same loudness (the noise is drawn from the same distribution)."""
+    f = long_frames
+    silent = HibariFrames(f.lh, f.theta, np.full_like(f.ln, -200.0), f.lr, f.phi, f.f0)
+    for frames, exact_equal in ((silent, True), (f, False)):
+        exact = joined(list(synthesize_windows(frames, np.random.default_rng(1), CancelToken())))
+        per_window = joined(
+            list(
+                synthesize_windows(
+                    frames, np.random.default_rng(1), CancelToken(), exact_noise=False
+                )
+            )
+        )
+        assert per_window.shape == exact.shape
+        assert np.array_equal(per_window, exact) == exact_equal
+        rms = float(np.sqrt(np.mean(per_window.astype(np.float64) ** 2)))
+        assert rms == pytest.approx(
+            float(np.sqrt(np.mean(exact.astype(np.float64) ** 2))), rel=0.05
+        )
