@@ -13,7 +13,8 @@ Engines, each timed from the text (before phonemization) to the first piece of a
   decoder on a small first window);
 - ``hibari-pkg``: the ``hibari`` package's own ``Hibari.stream()``, first chunk;
 - ``hibari-whole``: utterd's hibari path today (our session, then ``hibari.dsp.synth``);
-- ``hibari-stream``: our session, then the signal stage in windows (`hibari_stream`).
+- ``hibari-stream``: our session, then the signal stage in windows (`hibari_stream`), noise
+  drawn window by window as for the daemon's requests that are not deterministic.
 
 Figures: ``ttfa_ms_p50`` (median over lines of each line's median over repeats), ``ttfa_ms_p90``,
 ``ttfa_ms_floor_p50`` (each line's fastest repeat: other jobs only ever add time),
@@ -273,7 +274,12 @@ def run_ttfa(
 
             def pieces() -> Iterator[npt.NDArray[Any]]:
                 for ids in voice.pieces_ids(text):
-                    for piece in stream_ids(voice.session, ids, 1.0, rng, CancelToken()):
+                    # As the daemon streams a request that is not deterministic: noise drawn
+                    # window by window (hibari_stream.synthesize_windows).
+                    pieces = stream_ids(
+                        voice.session, ids, 1.0, rng, CancelToken(), exact_noise=False
+                    )
+                    for piece in pieces:
                         yield piece.samples
 
             return _first_and_gaps(started, pieces(), HIBARI_RATE_HZ)
@@ -568,9 +574,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in voice.runner.stream(voice.sentences(text)[0], voice.scales, CancelToken()):
                 pass
             for ids in hib_voice.pieces_ids(text):
-                list(
-                    stream_ids(hib_voice.session, ids, 1.0, np.random.default_rng(), CancelToken())
-                )
+                rng = np.random.default_rng()
+                list(stream_ids(hib_voice.session, ids, 1.0, rng, CancelToken(), exact_noise=False))
     raw = run_ttfa(texts, joe, hib, repeats, no_spin)
     summary = summarize_ttfa(texts, joe, raw)
     settings = (
