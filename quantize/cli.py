@@ -22,8 +22,8 @@ from utterd.models.piper_family import PiperFamily
 from .pipeline import BACKENDS, QuantizeOptions, QuantizeReport, quantize_voice
 from .progress import BarProgress
 from .quality import QualityThresholds
-from .scope import DEFAULT_SCOPE, SCOPES
-from .texts import CALIBRATION_FILE, VALIDATION_FILE
+from .scope import DEFAULT_SCOPES, SCOPES
+from .texts import CALIBRATION_FILE, INTELLIGIBILITY_FILE, VALIDATION_FILE
 
 DEFAULT_VOICE_FOLDERS: Final = ("~/.local/share/utterd/voices", "/var/lib/utterd/voices")
 """The voice folders of the default configuration (config.yaml `voices.folders`)."""
@@ -87,8 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scope",
         choices=sorted(SCOPES),
-        default=DEFAULT_SCOPE,
-        help="layers quantized statically (default: %(default)s; see docs/quantization.md)",
+        default=None,
+        help="layers quantized statically, for every backend (default: per backend, "
+        + ", ".join(f"{b} {s}" for b, s in DEFAULT_SCOPES.items())
+        + "; see docs/quantization.md)",
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="intra-op threads (default: physical cores)"
@@ -100,6 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wer",
         action="store_true",
         help="also gate on Whisper tiny.en word error rate (needs utterd[eval])",
+    )
+    parser.add_argument(
+        "--wer-text",
+        default=INTELLIGIBILITY_FILE,
+        help="text the word error rates are measured on (default: the shipped set, 60 lines)",
+    )
+    parser.add_argument(
+        "--wer-sentences", type=int, default=None, help="use only the first N --wer-text lines"
     )
 
 
@@ -116,6 +126,8 @@ def options_from_args(args: argparse.Namespace) -> QuantizeOptions:
         threads=args.threads,
         speed_rounds=args.speed_rounds,
         wer=args.wer,
+        wer_text=args.wer_text,
+        wer_sentences=args.wer_sentences,
         thresholds=QualityThresholds(),
     )
 
@@ -187,6 +199,12 @@ def format_report(report: QuantizeReport) -> str:
     wer_info = manifest.validation.get("wer") or {}
     if wer_info.get("unavailable"):
         lines.append(f"\nWER check not run: {wer_info['unavailable']}")
+    elif wer_info.get("run"):
+        text = wer_info["text"]
+        lines.append(
+            f"\nWER (Whisper tiny.en) on {text['file']}: {text['sentences']} lines, "
+            f"{text['words']} words; FP32 {100 * wer_info['fp32_wer']:.1f} %"
+        )
     lines.append("")
     for backend, name in report.chosen.items():
         lines.append(f"backend {backend}: {name}")

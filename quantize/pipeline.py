@@ -2,7 +2,8 @@
 
 1. Calibration feeds: the calibration text, phonemized like at synthesis time, each sentence
    once noise-free and once with the voice's default noise (requests use both).
-2. Variants: ONNX Runtime static INT8 (QDQ) and OpenVINO INT8 (NNCF), same layer scope.
+2. Variants: ONNX Runtime static INT8 (QDQ) and OpenVINO INT8 (NNCF), each with its backend's
+   layer scope (`scope.DEFAULT_SCOPES`) unless one scope is asked for.
 3. Quality gate on the held-out validation text, noise scales at 0, against the FP32 source on
    ONNX Runtime: log-mel distance and duration ratio (and, on request, Whisper's WER). The FP32
    source compiled by OpenVINO is gated too: its precision is checked, never assumed.
@@ -67,8 +68,14 @@ from .ort_int8 import quantize_onnxruntime
 from .ov_int8 import quantize_openvino
 from .progress import LogProgress, Progress
 from .quality import QualityThresholds, SentenceScore, gate_reasons, score_sentence
-from .scope import DEFAULT_SCOPE, scope_named
-from .texts import CALIBRATION_FILE, VALIDATION_FILE, TextSet, read_text_set
+from .scope import DEFAULT_SCOPES, QuantScope, scope_named
+from .texts import (
+    CALIBRATION_FILE,
+    INTELLIGIBILITY_FILE,
+    VALIDATION_FILE,
+    TextSet,
+    read_text_set,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -92,8 +99,13 @@ class QuantizeOptions:
     validation_sentences: int | None = None
     """Use only the first N validation lines; None: all of them."""
 
-    scope: str = DEFAULT_SCOPE
-    """Layers quantized statically (see `scope.SCOPES`); the others get INT8 weights only."""
+    scope: str | None = None
+    """Layers quantized statically (see `scope.SCOPES`), for every backend; the others get INT8
+    weights only. None: each backend's measured default (`scope.DEFAULT_SCOPES`)."""
+
+    def scope_for(self, backend: str) -> QuantScope:
+        """The scope a backend's variant is made with."""
+        return scope_named(self.scope if self.scope is not None else DEFAULT_SCOPES[backend])
 
     backends: tuple[str, ...] = BACKENDS
     """Backends to make variants for: `onnxruntime`, `openvino` or both."""
@@ -106,6 +118,13 @@ class QuantizeOptions:
 
     wer: bool = False
     """Also gate on Whisper tiny.en's word error rate (needs `utterd[eval]`)."""
+
+    wer_text: str | Path = INTELLIGIBILITY_FILE
+    """Text the word error rates are measured on: larger than the validation text (about 580
+    words), so that the 1-point criterion is more than one or two misheard words."""
+
+    wer_sentences: int | None = None
+    """Use only the first N lines of `wer_text`; None: all of them."""
 
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     """Quality gate limits."""
@@ -164,7 +183,7 @@ def quantize_voice(
         raise ValueError(f"backends must be among {BACKENDS}, got {options.backends}")
     if options.speed_rounds < 1:
         raise ValueError(f"speed_rounds must be at least 1, got {options.speed_rounds}")
-    scope = scope_named(options.scope)
+    scopes = {backend: options.scope_for(backend) for backend in options.backends}
     calibration = read_text_set(options.calibration, options.calibration_sentences)
     validation = read_text_set(options.validation, options.validation_sentences)
     source = info.model_path
@@ -185,7 +204,7 @@ def quantize_voice(
             store,
             options,
             progress,
-            _Inputs(reference, source, scope, calibration, validation, engine),
+            _Inputs(reference, source, scopes, calibration, validation, engine),
             staging,
             started,
         )
@@ -199,7 +218,7 @@ class _Inputs:
 
     reference: PiperVitsVoice
     source: Path
-    scope: Any
+    scopes: dict[str, QuantScope]
     calibration: TextSet
     validation: TextSet
     engine: EngineSettings
@@ -215,7 +234,7 @@ def _quantize_into(
     started: float,
 ) -> QuantizeReport:
     """Make and gate the variants in `staging`, then move them in and write the manifest."""
-    reference, source, scope = inputs.reference, inputs.source, inputs.scope
+    reference, source, scopes = inputs.reference, inputs.source, inputs.scopes
     calibration, validation, engine = inputs.calibration, inputs.validation, inputs.engine
     threads = intra_op_threads(engine)
 
@@ -236,7 +255,9 @@ def _quantize_into(
     try:
         if ONNXRUNTIME in options.backends:
             candidates.append(
-                _make_ort(info, source, staging, calibration_feeds, scope, engine, progress)
+                _make_ort(
+                    info, source, staging, calibration_feeds, scopes[ONNXRUNTIME], engine, progress
+                )
             )
         if OPENVINO in options.backends:
             candidates.append(
@@ -257,26 +278,15 @@ def _quantize_into(
                     source,
                     staging,
                     calibration_feeds,
-                    scope,
+                    scopes[OPENVINO],
                     ov_engine,
                     ov_options,
                     progress,
                 )
             )
 
-        reference_audio = _quality_gate(
-            reference, candidates, validation_ids, options.thresholds, progress
-        )
-        wer_info = _wer_gate(
-            reference,
-            candidates,
-            validation,
-            reference_audio,
-            validation_ids,
-            options,
-            threads,
-            progress,
-        )
+        _quality_gate(reference, candidates, validation_ids, options.thresholds, progress)
+        wer_info = _wer_gate(reference, candidates, options, threads, progress)
         fp32_rtf = _speed_gate(
             reference, candidates, validation_ids, options.speed_rounds, progress
         )
@@ -418,7 +428,7 @@ def _make_ort(
     source: Path,
     voice_dir: Path,
     calibration: Sequence[Feeds],
-    scope: Any,
+    scope: QuantScope,
     engine: EngineSettings,
     progress: Progress,
 ) -> _Candidate:
@@ -452,7 +462,7 @@ def _make_ov(
     source: Path,
     voice_dir: Path,
     calibration: Sequence[Feeds],
-    scope: Any,
+    scope: QuantScope,
     engine: EngineSettings,
     options: SessionOptions,
     progress: Progress,
@@ -496,8 +506,8 @@ def _quality_gate(
     validation_ids: Sequence[Sequence[Sequence[int]]],
     thresholds: QualityThresholds,
     progress: Progress,
-) -> list[list[npt.NDArray[np.float32]]]:
-    """Score every candidate against the FP32 reference; returns the reference audio per line."""
+) -> None:
+    """Score every candidate against the FP32 reference (reasons added to those that fail)."""
     assert voice.session is not None
     sentences = [ids for line in validation_ids for ids in line]
     gated = [c for c in candidates if c.session is not None and c.name != FP32_ONNXRUNTIME]
@@ -540,30 +550,22 @@ def _quality_gate(
             candidate.quality.duration_ratio_max,
             candidate.reasons,
         )
-    # Regroup the reference audio by validation line (a line may hold several sentences).
-    by_line: list[list[npt.NDArray[np.float32]]] = []
-    index = 0
-    for line in validation_ids:
-        by_line.append(reference[index : index + len(line)])
-        index += len(line)
-    return by_line
 
 
 def _wer_gate(
     voice: PiperVitsVoice,
     candidates: Sequence[_Candidate],
-    validation: TextSet,
-    reference_audio: Sequence[Sequence[npt.NDArray[np.float32]]],
-    validation_ids: Sequence[Sequence[Sequence[int]]],
     options: QuantizeOptions,
     threads: int,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Whisper WER of FP32 and every still-passing candidate; adds failures to their reasons."""
+    """Whisper WER of FP32 and every still-passing candidate on the intelligibility text (its
+    own, larger set, noise scales 0); adds failures to the candidates' reasons."""
     if not options.wer:
         return {"run": False}
     from .intelligibility import IntelligibilityUnavailable, WerJudge
 
+    text = read_text_set(options.wer_text, options.wer_sentences)
     try:
         judge = WerJudge(threads)
     except IntelligibilityUnavailable as err:
@@ -571,25 +573,35 @@ def _wer_gate(
         return {"run": False, "unavailable": str(err)}
     rate = voice.info.sample_rate_hz
     gated = [c for c in candidates if c.session is not None and not c.reasons and c.quality]
-    progress.stage("intelligibility (Whisper tiny.en)", len(validation.lines) * (1 + len(gated)))
+    progress.stage("intelligibility (Whisper tiny.en)", len(text.lines) * (1 + len(gated)))
+    text_ids = [voice.sentence_ids(line) for line in text.lines]
 
-    def line_audio(pieces: Sequence[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
-        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    def heard_by_line(session: Session) -> list[str]:
+        heard = []
+        for line in text_ids:
+            pieces = [_synthesize(voice, session, ids) for ids in line]
+            audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+            heard.append(judge.transcribe(audio, rate))
+            progress.advance()
+        return heard
 
-    transcripts = []
-    for pieces in reference_audio:
-        transcripts.append(judge.transcribe(line_audio(pieces), rate))
-        progress.advance()
-    fp32_wer = judge.corpus_wer(validation.lines, transcripts)
-    figures: dict[str, Any] = {"run": True, "model": str(judge.model_path), "fp32_wer": fp32_wer}
+    reference = voice.session
+    assert reference is not None
+    fp32_wer = judge.corpus_wer(text.lines, heard_by_line(reference))
+    figures: dict[str, Any] = {
+        "run": True,
+        "model": str(judge.model_path),
+        "text": {
+            "file": text.name,
+            "sentences": len(text.lines),
+            "words": sum(len(line.split()) for line in text.lines),
+            "sha256": text.sha256,
+        },
+        "fp32_wer": fp32_wer,
+    }
     for candidate in gated:
         assert candidate.session is not None and candidate.quality is not None
-        heard = []
-        for line in validation_ids:
-            pieces = [_synthesize(voice, candidate.session, ids) for ids in line]
-            heard.append(judge.transcribe(line_audio(pieces), rate))
-            progress.advance()
-        wer = judge.corpus_wer(validation.lines, heard)
+        wer = judge.corpus_wer(text.lines, heard_by_line(candidate.session))
         candidate.quality = QualityFigures(
             **{**asdict(candidate.quality), "wer": wer, "wer_fp32": fp32_wer}
         )

@@ -10,6 +10,7 @@ from typing import Final
 
 CALIBRATION_FILE: Final = "calibration_en.txt"
 VALIDATION_FILE: Final = "validation_en.txt"
+INTELLIGIBILITY_FILE: Final = "intelligibility_en.txt"
 
 
 @dataclass(frozen=True)

