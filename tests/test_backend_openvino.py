@@ -14,12 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from utterd.models import CancelToken, EngineSettings, PiperFamily, SynthesisParams, VoiceInfo
 from utterd.models.backend import (
+    OPENVINO_SHAPE_CACHE,
     FallbackSession,
     OpenVinoSession,
     SessionOptions,
     available_backends,
     bucket_length,
     open_session,
+    openvino_config,
 )
 from utterd.models.cpu_features import cpu_features, parse_cpuinfo
 from utterd.models.errors import SynthesisError
@@ -197,3 +199,14 @@ def test_auto_opens_with_onnxruntime_for_families_without_variants() -> None:
     session = open_session(JOE_MODEL, EngineSettings("auto", threads=1), label="joe")
     assert session.backend == "onnxruntime"
     session.close()
+
+
+def test_openvino_keeps_a_bounded_shape_cache_unless_told_otherwise() -> None:
+    """Every sentence gives VITS new inner lengths: OpenVINO's per-shape kernel cache is capped
+    (its default, 5000 shapes, only grows in a daemon); `extra` properties still win."""
+    engine = EngineSettings("openvino", threads=2)
+    config = openvino_config(engine, SessionOptions())
+    assert config["CPU_RUNTIME_CACHE_CAPACITY"] == OPENVINO_SHAPE_CACHE < 5000
+    assert config["INFERENCE_PRECISION_HINT"] == "f32"
+    override = openvino_config(engine, SessionOptions(extra={"CPU_RUNTIME_CACHE_CAPACITY": 0}))
+    assert override["CPU_RUNTIME_CACHE_CAPACITY"] == 0
