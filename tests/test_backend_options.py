@@ -125,3 +125,30 @@ def test_unwritable_folder_still_opens(tmp_path: Path) -> None:
     folder.write_text("a file where the folder should be")
     _, outputs = _run(HIBARI_MODEL, folder / "optimized")
     assert outputs and outputs[0].size > 0
+
+
+def test_onnxruntime_sessions_share_one_cpu_arena_or_fall_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process-wide arena is registered once; an ONNX Runtime that cannot register it
+    leaves each session its own arena, with a warning, and sessions still open."""
+    import onnxruntime as ort
+    from utterd.models import backend
+
+    assert backend._share_cpu_arena(ort) is True  # this ORT has it; registered once
+    assert backend._share_cpu_arena(ort) is True
+
+    class NoSharedArena:
+        OrtMemoryInfo = ort.OrtMemoryInfo
+        OrtAllocatorType = ort.OrtAllocatorType
+        OrtMemType = ort.OrtMemType
+        OrtArenaCfg = ort.OrtArenaCfg
+
+        @staticmethod
+        def create_and_register_allocator(*_: Any) -> None:
+            raise RuntimeError("not in this build")
+
+    monkeypatch.setattr(backend, "_shared_arena", None)
+    with caplog.at_level("WARNING", logger="utterd.models.backend"):
+        assert backend._share_cpu_arena(NoSharedArena) is False
+    assert "shared-arena-unavailable" in caplog.text and "not in this build" in caplog.text
