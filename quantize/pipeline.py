@@ -186,6 +186,8 @@ def quantize_voice(
     scopes = {backend: options.scope_for(backend) for backend in options.backends}
     calibration = read_text_set(options.calibration, options.calibration_sentences)
     validation = read_text_set(options.validation, options.validation_sentences)
+    # Read now, so that a wrong path fails before minutes of calibration, not after.
+    wer_text = read_text_set(options.wer_text, options.wer_sentences) if options.wer else None
     source = info.model_path
     engine = EngineSettings(backend=ONNXRUNTIME, threads=options.threads)
 
@@ -204,7 +206,7 @@ def quantize_voice(
             store,
             options,
             progress,
-            _Inputs(reference, source, scopes, calibration, validation, engine),
+            _Inputs(reference, source, scopes, calibration, validation, wer_text, engine),
             staging,
             started,
         )
@@ -221,6 +223,7 @@ class _Inputs:
     scopes: dict[str, QuantScope]
     calibration: TextSet
     validation: TextSet
+    wer_text: TextSet | None
     engine: EngineSettings
 
 
@@ -286,7 +289,7 @@ def _quantize_into(
             )
 
         _quality_gate(reference, candidates, validation_ids, options.thresholds, progress)
-        wer_info = _wer_gate(reference, candidates, options, threads, progress)
+        wer_info = _wer_gate(reference, candidates, inputs.wer_text, options, threads, progress)
         fp32_rtf = _speed_gate(
             reference, candidates, validation_ids, options.speed_rounds, progress
         )
@@ -555,17 +558,18 @@ def _quality_gate(
 def _wer_gate(
     voice: PiperVitsVoice,
     candidates: Sequence[_Candidate],
+    text: TextSet | None,
     options: QuantizeOptions,
     threads: int,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Whisper WER of FP32 and every still-passing candidate on the intelligibility text (its
-    own, larger set, noise scales 0); adds failures to the candidates' reasons."""
-    if not options.wer:
+    """Whisper WER of FP32 and every still-passing candidate on `text` (the intelligibility
+    text, its own larger set; None: not asked for), noise scales 0; adds failures to the
+    candidates' reasons."""
+    if text is None:
         return {"run": False}
     from .intelligibility import IntelligibilityUnavailable, WerJudge
 
-    text = read_text_set(options.wer_text, options.wer_sentences)
     try:
         judge = WerJudge(threads)
     except IntelligibilityUnavailable as err:

@@ -321,3 +321,32 @@ def test_cli_names_an_unknown_voice(tmp_path: Path, capsys: pytest.CaptureFixtur
     code = main(["no-such-voice", "--model-store", str(tmp_path), "--voices-folder", str(tmp_path)])
     assert code == 2
     assert "no-such-voice" in capsys.readouterr().err
+
+
+def test_a_missing_wer_text_fails_before_any_quantizing(tmp_path: Path) -> None:
+    """The WER text is read with the other text sets, at the start: a wrong path costs no
+    minutes of calibration and leaves the store as it was."""
+    store = ModelStore(tmp_path / "models")
+    info = {i.voice_id: i for i in PiperFamily(model_store=store).discover([])}[JOE_ID]
+    missing = tmp_path / "no-such-text.txt"
+    options = QuantizeOptions(calibration_sentences=2, wer=True, wer_text=missing)
+
+    class Stages:
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def stage(self, name: str, total: int | None) -> None:
+            self.names.append(name)
+
+        def advance(self, units: int = 1) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    stages = Stages()
+    with pytest.raises(OSError, match="no-such-text.txt"):
+        quantize_voice(info, store, options, stages)
+    assert stages.names == [], "work started before the text sets were read"
+    assert not store.manifest_path(JOE_ID).exists()
+    assert not any(store.voice_dir(JOE_ID).glob("*.onnx"))
