@@ -309,16 +309,12 @@ def _quantize_into(
         source=source_record,
         created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         calibration={
-            "file": calibration.name,
-            "sentences": len(calibration.lines),
+            **calibration.record(),
             "samples": len(calibration_feeds),
-            "sha256": calibration.sha256,
             "noise": "each sentence noise-free and with the voice's default noise scales",
         },
         validation={
-            "file": validation.name,
-            "sentences": len(validation.lines),
-            "sha256": validation.sha256,
+            **validation.record(),
             "noise": "noise scales 0 (deterministic) for FP32 and variants",
             "thresholds": asdict(options.thresholds),
             "wer": wer_info,
@@ -596,10 +592,8 @@ def _wer_gate(
         "run": True,
         "model": str(judge.model_path),
         "text": {
-            "file": text.name,
-            "sentences": len(text.lines),
+            **text.record(),
             "words": sum(len(line.split()) for line in text.lines),
-            "sha256": text.sha256,
         },
         "fp32_wer": fp32_wer,
     }

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 CALIBRATION_FILE: Final = "calibration_en.txt"
 VALIDATION_FILE: Final = "validation_en.txt"
@@ -27,6 +27,10 @@ class TextSet:
     def sha256(self) -> str:
         """Hash of the utterances used (one per line), for the manifest."""
         return hashlib.sha256("\n".join(self.lines).encode("utf-8")).hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest says of the set: file, lines used and their hash."""
+        return {"file": self.name, "sentences": len(self.lines), "sha256": self.sha256}
 
 
 def parse_text_set(text: str) -> list[str]:
