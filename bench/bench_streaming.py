@@ -12,9 +12,11 @@ Engines, each timed from the text (before phonemization) to the first piece of a
 - ``joe-stream``: `StreamingVitsRunner` with the default settings (split graph, encoder once,
   decoder on a small first window);
 - ``hibari-pkg``: the ``hibari`` package's own ``Hibari.stream()``, first chunk;
-- ``hibari-whole``: utterd's hibari path today (our session, then ``hibari.dsp.synth``);
-- ``hibari-stream``: our session, then the signal stage in windows (`hibari_stream`), noise
-  drawn window by window as for the daemon's requests that are not deterministic.
+- ``hibari-whole``: the whole acoustic model, then ``hibari.dsp.synth`` (utterd's throughput
+  path, and its streaming before it had windows);
+- ``hibari-stream``: as the daemon streams a request that is not deterministic: the model's front,
+  its decoder on the first window's frames (`hibari_split`), the signal stage in windows
+  (`hibari_stream`), noise drawn window by window; then the decoder on the rest.
 
 Figures: ``ttfa_ms_p50`` (median over lines of each line's median over repeats), ``ttfa_ms_p90``,
 ``ttfa_ms_floor_p50`` (each line's fastest repeat: other jobs only ever add time),
@@ -181,12 +183,13 @@ class Hibari:
 
     def __init__(self, threads: int, backend: str) -> None:
         import hibari
-        from utterd.models.backend import open_session
-        from utterd.models.hibari_voice import session_options
+        from utterd.models.hibari_voice import open_acoustic_model, session_options
         from utterd.models.voice import EngineSettings
 
         self.package = hibari.Hibari(voice="heart", threads=threads)
-        self.session = open_session(
+        # As the daemon's hibari voice opens it: front + decoder (hibari_split), whole-graph
+        # outputs from `run`, decoder windows for streaming.
+        self.session = open_acoustic_model(
             Path(self.package.model_path),
             EngineSettings(backend=backend, threads=threads),
             label="hibari-heart",
@@ -277,7 +280,13 @@ def run_ttfa(
                     # As the daemon streams a request that is not deterministic: noise drawn
                     # window by window (hibari_stream.synthesize_windows).
                     pieces = stream_ids(
-                        voice.session, ids, 1.0, rng, CancelToken(), exact_noise=False
+                        voice.session,
+                        ids,
+                        1.0,
+                        rng,
+                        CancelToken(),
+                        exact_noise=False,
+                        decoder_windows=True,
                     )
                     for piece in pieces:
                         yield piece.samples
@@ -575,7 +584,16 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             for ids in hib_voice.pieces_ids(text):
                 rng = np.random.default_rng()
-                list(stream_ids(hib_voice.session, ids, 1.0, rng, CancelToken(), exact_noise=False))
+                windows = stream_ids(
+                    hib_voice.session,
+                    ids,
+                    1.0,
+                    rng,
+                    CancelToken(),
+                    exact_noise=False,
+                    decoder_windows=True,
+                )
+                list(windows)
     raw = run_ttfa(texts, joe, hib, repeats, no_spin)
     summary = summarize_ttfa(texts, joe, raw)
     settings = (

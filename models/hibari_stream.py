@@ -44,6 +44,7 @@ from hibari import dsp
 
 from .backend import Session
 from .errors import SynthesisError
+from .hibari_split import SplitSession
 from .stream_windows import window_plan
 from .voice import CancelToken
 
@@ -316,16 +317,17 @@ def synthesize_windows(
         yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)
 
 
+def _feeds(ids: Sequence[int], speed: float) -> dict[str, npt.NDArray[Any]]:
+    return {"ids": np.asarray([ids], dtype=np.int64), "speed": np.array([speed], dtype=np.float32)}
+
+
 def acoustic_frames(session: Session, ids: Sequence[int], speed: float) -> HibariFrames:
     """Run the acoustic model on one piece's phoneme ids (with the 0 pads).
 
     Uses no random generator, so it may run ahead of the signal stage of the piece before
     (on another thread) without changing a sample.
     """
-    outputs = session.run(
-        MODEL_OUTPUTS,
-        {"ids": np.asarray([ids], dtype=np.int64), "speed": np.array([speed], dtype=np.float32)},
-    )
+    outputs = session.run(MODEL_OUTPUTS, _feeds(ids, speed))
     if len(outputs) != len(MODEL_OUTPUTS):
         raise SynthesisError(f"{session.label}: expected outputs {MODEL_OUTPUTS}")
     frames = HibariFrames.from_outputs(outputs)
@@ -343,13 +345,30 @@ def stream_ids(
     first_window_frames: int = DEFAULT_FIRST_WINDOW_FRAMES,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
     exact_noise: bool = True,
+    decoder_windows: bool = False,
 ) -> Iterator[HibariPiece]:
     """Run the acoustic model on one piece's phoneme ids (with the 0 pads), then stream its audio.
 
     What `hibari.Hibari.from_ids` does, with our session and the signal stage in windows
-    (`exact_noise`: see `synthesize_windows`).
+    (`exact_noise`: see `synthesize_windows`). With `decoder_windows` and a `SplitSession`, the
+    model's decoder runs first on the frames the first signal window needs, then on the rest
+    (see `hibari_split`): the first audio waits for the front and a few decoder frames instead of
+    the whole model, and the audio differs from the whole model's only by the decoder's
+    per-call activation scale.
     """
     cancel.raise_if_cancelled()
+    if decoder_windows and isinstance(session, SplitSession):
+        yield from _stream_decoder_windows(
+            session,
+            ids,
+            speed,
+            rng,
+            cancel,
+            first_window_frames=first_window_frames,
+            window_frames=window_frames,
+            exact_noise=exact_noise,
+        )
+        return
     frames = acoustic_frames(session, ids, speed)
     yield from synthesize_windows(
         frames,
@@ -359,3 +378,69 @@ def stream_ids(
         window_frames=window_frames,
         exact_noise=exact_noise,
     )
+
+
+class _DecodedFrames:
+    """A piece's spectral frames, filled by the decoder as the signal stage needs them: first
+    the frames of the first window (a short call), then the rest in one call on all the piece's
+    frames, so that everything after the first window is the whole model's output bit for bit
+    (the decoder's activation scale is per call; see `hibari_split`)."""
+
+    def __init__(self, session: SplitSession, ids: Sequence[int], speed: float) -> None:
+        self._session = session
+        self._feature, others = session.features(_feeds(ids, speed))
+        if "f0" not in others:
+            raise SynthesisError(f"{session.label}: the model's front gives no f0")
+        self.count = int(self._feature.shape[-1])
+        self._f0 = np.asarray(others["f0"][0], dtype=np.float32)
+        self.frames: HibariFrames | None = None
+        self.done = 0
+
+    def ensure(self, upto: int) -> HibariFrames:
+        """The frames with at least [0, upto) decoded."""
+        if upto > self.done or self.frames is None:
+            # The first call: the first window's frames; the second: all the piece's frames,
+            # of which those not decoded yet are kept.
+            stop = max(1, min(self.count, upto)) if self.done == 0 else self.count
+            outputs = self._session.decode(self._feature, 0, stop)
+            decoded = {
+                name: output[..., self.done :]
+                for name, output in zip(self._session.cut.decoder_outputs, outputs, strict=True)
+            }
+            if self.frames is None:
+                bins = int(decoded["lh"].shape[1])
+                lh, theta, ln, lr, phi = (
+                    np.empty((bins, self.count), np.float32) for _ in range(5)
+                )
+                self.frames = HibariFrames(lh, theta, ln, lr, phi, self._f0)
+            for name in MODEL_OUTPUTS[:-1]:
+                getattr(self.frames, name)[:, self.done : stop] = decoded[name][0]
+            self.done = stop
+        return self.frames
+
+
+def _stream_decoder_windows(
+    session: SplitSession,
+    ids: Sequence[int],
+    speed: float,
+    rng: np.random.Generator,
+    cancel: CancelToken,
+    *,
+    first_window_frames: int,
+    window_frames: int,
+    exact_noise: bool,
+) -> Iterator[HibariPiece]:
+    decoded = _DecodedFrames(session, ids, speed)
+    n = decoded.count
+    plan = window_plan(n, first_window_frames, window_frames)
+    if n < _MIN_WINDOWED_FRAMES or len(plan) == 1:
+        yield from synthesize_windows(
+            decoded.ensure(n), rng, cancel, first_window_frames=n, window_frames=n
+        )
+        return
+    # Output frame m needs spectral frames up to m + 2 (`_WindowedSynth.window`).
+    state = _WindowedSynth(decoded.ensure(min(n, plan[0][1] + 2)), rng, exact_noise=exact_noise)
+    for number, (start, stop) in enumerate(plan):
+        cancel.raise_if_cancelled()
+        decoded.ensure(min(n, stop + 2))
+        yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)

@@ -30,6 +30,7 @@ import numpy as np
 
 from .backend import Session, SessionOptions, open_session
 from .errors import VoiceLoadError
+from .hibari_split import open_split
 from .hibari_stream import (
     HibariFrames,
     HibariPiece,
@@ -181,8 +182,11 @@ class HibariVoice(Voice):
         if low_latency:
             # The signal stage runs in windows, so the first audio leaves after one small window
             # instead of after the sentence. A deterministic request gets hibari.dsp.synth's
-            # audio bit for bit (one noise draw per piece, up front); any other draws its noise
-            # window by window, which takes ~2 ms off a short prompt's first audio.
+            # audio bit for bit (the whole model, one noise draw per piece up front); any other
+            # draws its noise window by window (~2 ms less for a short prompt's first audio) and
+            # runs the model's decoder on the first window's frames before the rest (about half
+            # the model's time; the audio differs only by the decoder's per-call activation
+            # scale, far below the seam threshold).
             for piece in pieces:
                 windows = stream_ids(
                     session,
@@ -191,6 +195,7 @@ class HibariVoice(Voice):
                     rng,
                     cancel,
                     exact_noise=params.deterministic,
+                    decoder_windows=not params.deterministic,
                 )
                 yield from self._chunks(piece, windows, params)
             return
@@ -281,6 +286,23 @@ def session_options(optimized_dir: Path | None = None) -> SessionOptions:
     return SessionOptions(optimized_cache_dir=optimized_dir, memory_reuse=False)
 
 
+def open_acoustic_model(
+    model: Path, engine: EngineSettings, *, label: str, options: SessionOptions
+) -> Session:
+    """The acoustic model cut into front + decoder (`hibari_split`), so that streaming can decode
+    a few frames first; the whole graph when it cannot be cut (logged with the reason)."""
+    try:
+        return open_split(model, engine, label=label, options=options)
+    except VoiceLoadError as err:
+        _LOGGER.warning(
+            "hibari_split_unavailable voice=%s reason=%s (the whole model runs: first audio "
+            "waits for all of a piece's frames)",
+            label,
+            err.message,
+        )
+    return open_session(model, engine, label=label, options=options)
+
+
 def load_voice(
     info: VoiceInfo, name: str, engine: EngineSettings, *, optimized_dir: Path | None = None
 ) -> HibariVoice:
@@ -296,7 +318,7 @@ def load_voice(
             f"its registry entry says {info.sample_rate_hz} Hz"
         )
     options = session_options(optimized_dir)
-    session = open_session(info.model_path, engine, label=info.voice_id, options=options)
+    session = open_acoustic_model(info.model_path, engine, label=info.voice_id, options=options)
     outputs = set(session.output_names)
     if set(session.input_names) != _MODEL_INPUTS or not outputs.issuperset(_MODEL_OUTPUTS):
         session.close()
