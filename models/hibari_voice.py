@@ -155,6 +155,7 @@ class HibariVoice(Voice):
     def runtime_info(self) -> dict[str, Any]:
         """How this voice runs: hibari ships its model already quantized to int8."""
         return {
+            "decoder_windows": False,  # true from a session cut at the decoder (hibari_split)
             **(self._session.runtime_info() if self._session is not None else {}),
             "precision": "int8",
             "model_file": str(self.info.model_path),

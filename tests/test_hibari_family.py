@@ -174,6 +174,15 @@ def test_matches_hibari_itself_bit_for_bit(family: HibariFamily, heart_info: Voi
         ours.close()
 
 
+def test_the_voice_runs_its_model_cut_at_the_decoder(voice: HibariVoice) -> None:
+    """hibari_split: streamed requests that are not deterministic decode a few frames first."""
+    info = voice.runtime_info()
+    assert info["decoder_windows"] is True
+    assert info["decoder_context_frames"] == 27
+    # Same frames either way: a normal request's audio is as long as a deterministic one's.
+    assert len(synth(voice, TWO_SENTENCES)) == len(synth(voice, TWO_SENTENCES, deterministic=True))
+
+
 def test_deterministic_requests_are_bit_identical(voice: HibariVoice) -> None:
     first = synth(voice, TWO_SENTENCES, deterministic=True)
     second = synth(voice, TWO_SENTENCES, deterministic=True)

@@ -33,7 +33,8 @@ PROMPTS = (
     ),
 )
 SEAM_SNR_DB = 30.0
-"""The streaming seam threshold (docs/protocol.md): streamed audio against the one-shot audio."""
+"""The streaming seam threshold (docs/benchmarks.md, tests/test_vits_stream.py): SNR of the
+streamed audio against the one-shot audio."""
 
 
 @pytest.fixture(scope="module")
