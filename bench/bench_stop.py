@@ -230,6 +230,7 @@ def measure_underruns(d: RunningDaemon, voice: str) -> dict[str, Any]:
         kind: sum(1 for job in logged if job in {j for k, j in jobs if k == kind})
         for kind in ("lines", "say-all")
     }
+    texts_by_job = dict(zip((job for _, job in jobs), [*lines, "(say-all)"], strict=True))
     return {
         "voice": voice,
         "jobs": len(jobs),
@@ -237,6 +238,8 @@ def measure_underruns(d: RunningDaemon, voice: str) -> dict[str, Any]:
         "underruns": after - before,
         "underrun_events": sum(1 for job in logged if job in ids),
         "by_kind": per_kind,
+        # Which texts ran dry, in the order of the events (a text may appear more than once).
+        "underrun_texts": [texts_by_job[job] for job in logged if job in ids],
     }
 
 
@@ -263,6 +266,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"  {u['voice']:<20} jobs={u['jobs']}  played={u['wall_s']} s  underruns="
             f"{u['underruns']} (lines {u['by_kind']['lines']}, say-all {u['by_kind']['say-all']})"
         )
+        for text in u.get("underrun_texts", []):
+            rows.append(f"    ran dry: {text[:70]!r}")
     return "\n".join(rows)
 
 
