@@ -58,6 +58,16 @@ _REMEMBERED_FLUSHED_JOBS: Final = 256
 """Flushed job ids kept so that late audio of a stopped job is dropped, not played."""
 
 _MIN_RING_BLOCKS: Final = 4
+
+_START_BLOCKS: Final = 2
+"""A stopped stream starts once the device's buffer plus this many blocks of audio wait (or the
+audio waiting is a whole job's). At a start PortAudio fills the device buffer and a block at
+once (measured on the PulseAudio null sink: 768 frames within 0.4 ms at 23 ms latency and
+256-frame blocks); a first chunk shorter than that ran dry at once and its next chunk counted
+as an underrun (hibari's first window after the resampler's delay: 734 frames)."""
+
+_START_WAIT_S: Final = 0.1
+"""The longest the first audio waits for `_START_BLOCKS` (a slow engine starts anyway)."""
 _NO_FRAMES: Final[npt.NDArray[np.int16]] = np.zeros(0, dtype=np.int16)
 _NO_SAMPLES: Final[npt.NDArray[np.float32]] = np.zeros(0, dtype=np.float32)
 
@@ -236,6 +246,10 @@ class Player:
         self._supervisor_beat: tuple[float, float] = (time.monotonic(), 0.0)
         self._cb_ran_s = 0.0
         self._stream_started_s = 0.0
+        # Frames a stopped stream waits for before starting (set per device), and since when
+        # audio has been waiting for that.
+        self._start_frames = self._block_frames
+        self._waiting_since_s: float | None = None
 
         self._supervisor = threading.Thread(
             target=self._supervise, name="utterd-player", daemon=True
@@ -589,6 +603,9 @@ class Player:
             return _HEALTH_CHECK_S
         if not self._available:
             return max(0.0, self._next_retry_s - time.monotonic())
+        waiting_since = self._waiting_since_s
+        if waiting_since is not None:  # audio waits for the start threshold: look again then
+            return min(1.0, max(0.0, waiting_since + _START_WAIT_S - time.monotonic()))
         return 1.0
 
     def _deliver_played(self) -> None:
@@ -647,7 +664,21 @@ class Player:
                     return
             buffered, ended, _ = self._ring.snapshot()
             holding = self._cb_held_job is not None
-            if not holding and (buffered >= self._block_frames or ended > 0):
+            now_s = time.monotonic()
+            if holding or buffered == 0:
+                self._waiting_since_s = None
+            elif self._waiting_since_s is None:
+                self._waiting_since_s = now_s
+            primed = (
+                buffered >= self._start_frames
+                or ended > 0
+                or (
+                    self._waiting_since_s is not None
+                    and now_s - self._waiting_since_s >= _START_WAIT_S
+                )
+            )
+            if not holding and (buffered >= self._block_frames or ended > 0) and primed:
+                self._waiting_since_s = None
                 self._run_id += 1
                 self._cb_error = None
                 self._tail_until_s = None
@@ -768,6 +799,10 @@ class Player:
                 self._device_name = name
                 self._device_rate_hz = rate_hz
                 self._stream_rate_hz = float(rate_hz)
+                self._start_frames = (
+                    round(float(stream.latency) * rate_hz) + _START_BLOCKS * self._block_frames
+                )
+                self._waiting_since_s = None
                 self._cb_starved_job = None
                 self._available = True
                 self._error = None

@@ -165,6 +165,17 @@ def scenario_slow(args: argparse.Namespace, player: Player, rec: Recorder) -> di
     return {"played": rec.wait_for("played", "job-slow", 5.0)}
 
 
+def scenario_streamed(args: argparse.Namespace, player: Player, rec: Recorder) -> dict[str, Any]:
+    """A streaming engine's job: noise chunks at --chunk-rate (sizes from --sizes), each after a
+    --pause-s of synthesis, the first one small (hibari: 4 frames at 24 kHz, 1200 samples)."""
+    for i, size in enumerate(args.sizes):
+        if i:
+            time.sleep(args.pause_s)
+        player.play("job-1", AudioChunk(nonzero_signal(size, seed=i), args.chunk_rate))
+    player.end_job("job-1")
+    return {"played": rec.wait_for("played", "job-1", 5.0)}
+
+
 def scenario_backpressure(
     args: argparse.Namespace, player: Player, rec: Recorder
 ) -> dict[str, Any]:
@@ -213,6 +224,7 @@ SCENARIOS = {
     "resample": scenario_resample,
     "flush": scenario_flush,
     "slow": scenario_slow,
+    "streamed": scenario_streamed,
     "backpressure": scenario_backpressure,
     "no-device": scenario_no_device,
 }

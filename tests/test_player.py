@@ -78,7 +78,11 @@ def test_file_sink_holds_exactly_the_samples_in_order(tmp_path: Path, sizes: lis
     env, sink = file_sink_env(tmp_path)
     result, stderr = run_driver(env, "chunks", "--sizes", *map(str, sizes))
     assert result["played"]
-    assert [(e["kind"], e["job_id"]) for e in result["events"] if e["kind"] not in ("underrun", "started")] == [
+    assert [
+        (e["kind"], e["job_id"])
+        for e in result["events"]
+        if e["kind"] not in ("underrun", "started")
+    ] == [
         ("played", "job-1"),
         ("played", "job-empty"),  # a job without audio still gets its "played", in order
     ]
@@ -243,6 +247,32 @@ def test_pulse_back_pressure_blocks_play_until_flush(pulse: PulseNullSink, tmp_p
     assert result["blocked_until_flush"], "5 s of audio into a 0.5 s buffer must wait for room"
     assert result["t_returned_s"] - result["t_flush_s"] < 0.1, "flush releases a blocked play"
     assert result["flushed_event"]
+
+
+@pytest.mark.audio
+def test_pulse_a_small_first_chunk_waits_for_the_next_instead_of_running_dry(
+    pulse: PulseNullSink,
+) -> None:
+    """PortAudio fills the device buffer and a block at once when the stream starts (768 frames
+    here); hibari's first window (1200 samples at 24 kHz) leaves the 22.05 kHz resampler as 734
+    frames. Started on that alone, the stream ran dry at once and the next chunk, 10 ms later,
+    was an underrun."""
+    result, stderr = run_driver(
+        pulse.env,
+        "streamed",
+        "--chunk-rate",
+        "24000",
+        "--sizes",
+        "1200",
+        "2400",
+        "4800",
+        "9600",
+        "--pause-s",
+        "0.01",
+    )
+    assert result["played"], stderr
+    assert result["state"]["underruns"] == 0
+    assert not _events(result, "underrun")
 
 
 @pytest.mark.audio
@@ -495,6 +525,52 @@ def test_fake_underrun_plays_the_tail_then_resumes_without_losing_frames(
         np.testing.assert_array_equal(
             heard[heard != 0], np.concatenate([_pcm(600, 1), _pcm(200, 2)])
         )
+    finally:
+        player.close()
+
+
+def test_fake_stream_starts_once_the_device_buffer_and_two_blocks_wait(
+    fake_sd: FakeSoundDevice,
+) -> None:
+    events = Events()
+    player = _player(events)  # 20 ms at 22050 Hz: 441 frames, + 2 blocks = 953 to start
+    try:
+        player.play("a", _noise(600, 1))
+        stream = fake_sd.streams[-1]
+        time.sleep(0.04)
+        assert not stream.active, "600 frames are less than the device takes at a start"
+        player.play("a", _noise(600, 2))
+        _wait(lambda: stream.active)
+        player.end_job("a")
+        stream.pump()
+        _wait(lambda: ("played", "a") in events.kinds())
+        assert player.state.underruns == 0
+        heard = stream.output()
+        np.testing.assert_array_equal(
+            heard[heard != 0], np.concatenate([_pcm(600, 1), _pcm(600, 2)])
+        )
+    finally:
+        player.close()
+
+
+def test_fake_first_audio_waits_at_most_a_tenth_of_a_second(fake_sd: FakeSoundDevice) -> None:
+    events = Events()
+    player = _player(events)
+    try:
+        started = time.monotonic()
+        player.play("a", _noise(600, 1))  # nothing more comes for now: a slow engine
+        stream = fake_sd.streams[-1]
+        _wait(lambda: stream.active)
+        assert 0.09 < time.monotonic() - started < 0.6
+        # A whole job shorter than the threshold starts at once.
+        player.end_job("a")
+        stream.pump()
+        _wait(lambda: ("played", "a") in events.kinds())
+        started = time.monotonic()
+        player.play("b", _noise(300, 2))
+        player.end_job("b")
+        _wait(lambda: fake_sd.streams[-1].active or ("played", "b") in events.kinds())
+        assert time.monotonic() - started < 0.09
     finally:
         player.close()
 
