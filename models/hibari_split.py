@@ -40,9 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .backend import Feeds, Session, SessionOptions, open_session
+from .cache_folder import publish_folder
 from .errors import SynthesisError, VoiceLoadError
 from .voice import EngineSettings
 
@@ -250,23 +249,18 @@ def _read_cache(folder: Path) -> tuple[Path, Path, HibariCut] | None:
 
 
 def _write_cache(folder: Path, front: bytes, decoder: bytes, cut: HibariCut) -> bool:
-    """Write the parts into a temporary sibling folder and rename it into place; False when
-    the folder cannot be written (the parts are then used from memory)."""
+    """Write the parts and their info as `folder`; False when it cannot be written (the parts
+    are then used from memory)."""
+    info = {"cut": cut.to_json(), "sizes": [len(front), len(decoder)]}
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{_FOLDER_PREFIX}-", dir=folder.parent))
-        try:
-            (staging / _FRONT_FILE).write_bytes(front)
-            (staging / _DECODER_FILE).write_bytes(decoder)
-            info = {"cut": cut.to_json(), "sizes": [len(front), len(decoder)]}
-            # The info file goes last: a folder without it is never read as a hit.
-            (staging / _INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
-            if folder.exists():
-                shutil.rmtree(folder, ignore_errors=True)
-            os.replace(staging, folder)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        publish_folder(
+            folder,
+            [
+                (_FRONT_FILE, front),
+                (_DECODER_FILE, decoder),
+                (_INFO_FILE, json.dumps(info, indent=2).encode("utf-8")),
+            ],
+        )
     except OSError as err:
         _LOGGER.warning("hibari_split_cache_write_failed folder=%s reason=%r", folder, err)
         return False

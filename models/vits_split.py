@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -46,6 +45,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from .cache_folder import publish_folder
 from .errors import VoiceLoadError
 from .vits_attention import band_relative_attention
 
@@ -331,30 +331,20 @@ def _check_cache(folder: Path, sha256: str) -> tuple[SplitInfo, Path, Path] | No
 
 
 def _write_cache(folder: Path, encoder: bytes, decoder: bytes, info: SplitInfo) -> None:
-    """Write the parts into a temporary sibling folder and rename it into place.
+    """Write the parts and their info as `folder` (`cache_folder.publish_folder`).
 
     A failure to write is logged, not raised: the voice still works, it just splits again next time.
     """
+    meta = {"info": info.to_json(), "encoder_bytes": len(encoder), "decoder_bytes": len(decoder)}
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".split-", dir=folder.parent))
-        try:
-            for name, payload in ((_ENCODER_FILE, encoder), (_DECODER_FILE, decoder)):
-                _write_synced(staging / name, payload)
-            meta = {
-                "info": info.to_json(),
-                "encoder_bytes": len(encoder),
-                "decoder_bytes": len(decoder),
-            }
-            # The info file goes last: a folder without it is never read as a cache hit.
-            _write_synced(staging / _INFO_FILE, json.dumps(meta, indent=2).encode("utf-8"))
-            if folder.exists():
-                # A stale or broken entry (we only get here after _check_cache refused it).
-                shutil.rmtree(folder, ignore_errors=True)
-            os.replace(staging, folder)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        publish_folder(
+            folder,
+            [
+                (_ENCODER_FILE, encoder),
+                (_DECODER_FILE, decoder),
+                (_INFO_FILE, json.dumps(meta, indent=2).encode("utf-8")),
+            ],
+        )
     except OSError as err:
         _LOGGER.warning("vits_split_cache_write_failed folder=%s reason=%r", folder, err)
         return
@@ -381,13 +371,6 @@ def _drop_older_versions(folder: Path) -> None:
         if name.startswith("vits-split-v") and not name.startswith(current) and sibling.is_dir():
             shutil.rmtree(sibling, ignore_errors=True)
             _LOGGER.info("vits_split_cache_dropped folder=%s (older format)", sibling)
-
-
-def _write_synced(path: Path, payload: bytes) -> None:
-    with path.open("wb") as out:
-        out.write(payload)
-        out.flush()
-        os.fsync(out.fileno())
 
 
 # --------------------------------------------------------------------------- the cut itself
