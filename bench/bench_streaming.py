@@ -199,6 +199,14 @@ class Hibari:
     def pieces_ids(self, text: str) -> list[list[int]]:
         return [self.package.ids(ps) for ps in self.package.phonemize(text)]
 
+    def stream(self, ids: list[int], rng: np.random.Generator) -> Iterator[Any]:
+        """One piece's audio windows, as the daemon streams a request that is not
+        deterministic: decoder windows first (hibari_split), noise drawn window by window."""
+        windows: Iterator[Any] = stream_ids(
+            self.session, ids, 1.0, rng, CancelToken(), exact_noise=False, decoder_windows=True
+        )
+        return windows
+
 
 def _first_and_gaps(
     started: float, pieces: Iterator[npt.NDArray[Any]], rate_hz: int
@@ -277,18 +285,7 @@ def run_ttfa(
 
             def pieces() -> Iterator[npt.NDArray[Any]]:
                 for ids in voice.pieces_ids(text):
-                    # As the daemon streams a request that is not deterministic: noise drawn
-                    # window by window (hibari_stream.synthesize_windows).
-                    pieces = stream_ids(
-                        voice.session,
-                        ids,
-                        1.0,
-                        rng,
-                        CancelToken(),
-                        exact_noise=False,
-                        decoder_windows=True,
-                    )
-                    for piece in pieces:
+                    for piece in voice.stream(ids, rng):
                         yield piece.samples
 
             return _first_and_gaps(started, pieces(), HIBARI_RATE_HZ)
@@ -583,17 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in voice.runner.stream(voice.sentences(text)[0], voice.scales, CancelToken()):
                 pass
             for ids in hib_voice.pieces_ids(text):
-                rng = np.random.default_rng()
-                windows = stream_ids(
-                    hib_voice.session,
-                    ids,
-                    1.0,
-                    rng,
-                    CancelToken(),
-                    exact_noise=False,
-                    decoder_windows=True,
-                )
-                list(windows)
+                list(hib_voice.stream(ids, np.random.default_rng()))
     raw = run_ttfa(texts, joe, hib, repeats, no_spin)
     summary = summarize_ttfa(texts, joe, raw)
     settings = (
