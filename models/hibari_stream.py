@@ -23,8 +23,9 @@ except three, handled here so that the windowed output is *identical* to `hibari
 
 Context needed per window (n_fft = 4 hops): output frame m is the overlap-add of STFT frames
 m−1 … m+2; STFT frame k reads pulse samples of frames k−2 … k+1, whose frequency interpolates
-F0 of frames k−3 … k+2. Those frames are all known (the network ran on the whole sentence), so a
-window costs only the frames it adds; nothing is computed twice.
+F0 of frames k−3 … k+2. Those frames are all known (the network ran on the whole sentence, or,
+with decoder windows, its front gave all of F0 and the decoder has run up to frame stop + 2), so
+a window costs only the frames it adds; nothing is computed twice.
 
 Per-element numpy math (sin, tanh, exp, complex products, per-row FFTs) does not depend on where
 an element sits in an array, so the result is bit-identical, with numpy's FFT and with scipy's; tests check it.
@@ -351,7 +352,7 @@ def stream_ids(
 
     What `hibari.Hibari.from_ids` does, with our session and the signal stage in windows
     (`exact_noise`: see `synthesize_windows`). With `decoder_windows` and a `SplitSession`, the
-    model's decoder runs first on the frames the first signal window needs, then on the rest
+    model's decoder runs first on the frames the first two signal windows need, then on the rest
     (see `hibari_split`): the first audio waits for the front and a few decoder frames instead of
     the whole model, and the audio differs from the whole model's only by the decoder's
     per-call activation scale.
@@ -382,9 +383,9 @@ def stream_ids(
 
 class _DecodedFrames:
     """A piece's spectral frames, filled by the decoder as the signal stage needs them: first
-    the frames of the first window (a short call), then the rest in one call on all the piece's
-    frames, so that everything after the first window is the whole model's output bit for bit
-    (the decoder's activation scale is per call; see `hibari_split`)."""
+    the frames the first windows need (a short call), then the rest in one call on all the
+    piece's frames, so that everything after the first call's frames is the whole model's
+    output bit for bit (the decoder's activation scale is per call; see `hibari_split`)."""
 
     def __init__(self, session: SplitSession, ids: Sequence[int], speed: float) -> None:
         self._session = session
@@ -399,8 +400,8 @@ class _DecodedFrames:
     def ensure(self, upto: int) -> HibariFrames:
         """The frames with at least [0, upto) decoded."""
         if upto > self.done or self.frames is None:
-            # The first call: the first window's frames; the second: all the piece's frames,
-            # of which those not decoded yet are kept.
+            # The first call: the frames asked for; the second: all the piece's frames, of
+            # which those not decoded yet are kept.
             stop = max(1, min(self.count, upto)) if self.done == 0 else self.count
             outputs = self._session.decode(self._feature, 0, stop)
             decoded = {
