@@ -16,7 +16,8 @@ Threads and who does what:
 
 The stream does not run while idle: the callback ends it (`CallbackStop`) once the ring cannot
 fill another block without putting silence inside a job, and the supervisor restarts it when
-audio arrives. PortAudio's ALSA host API writes one device buffer of silence at every start, so a
+enough audio waits (the device buffer plus `_START_BLOCKS` blocks, a whole job, or after
+`_START_WAIT_S`: a start takes a device buffer at once). PortAudio's ALSA host API writes one device buffer of silence at every start, so a
 file sink records that much silence before the audio of each (re)start.
 """
 
