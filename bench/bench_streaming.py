@@ -183,18 +183,18 @@ class Hibari:
 
     def __init__(self, threads: int, backend: str) -> None:
         import hibari
-        from utterd.models.hibari_voice import open_acoustic_model, session_options
+        from utterd.models.backend import open_session
+        from utterd.models.hibari_voice import open_decoder_windows, session_options
         from utterd.models.voice import EngineSettings
 
         self.package = hibari.Hibari(voice="heart", threads=threads)
-        # As the daemon's hibari voice opens it: front + decoder (hibari_split), whole-graph
-        # outputs from `run`, decoder windows for streaming.
-        self.session = open_acoustic_model(
-            Path(self.package.model_path),
-            EngineSettings(backend=backend, threads=threads),
-            label="hibari-heart",
-            options=session_options(),  # as the daemon's hibari voice opens it
-        )
+        # As the daemon's hibari voice opens them: the whole graph (hibari-whole), and the graph
+        # cut at its decoder for streaming (hibari_split).
+        model = Path(self.package.model_path)
+        engine = EngineSettings(backend=backend, threads=threads)
+        options = session_options()
+        self.session = open_session(model, engine, label="hibari-heart", options=options)
+        self.windows = open_decoder_windows(model, engine, label="hibari-heart", options=options)
 
     def pieces_ids(self, text: str) -> list[list[int]]:
         return [self.package.ids(ps) for ps in self.package.phonemize(text)]
@@ -203,7 +203,13 @@ class Hibari:
         """One piece's audio windows, as the daemon streams a request that is not
         deterministic: decoder windows first (hibari_split), noise drawn window by window."""
         windows: Iterator[Any] = stream_ids(
-            self.session, ids, 1.0, rng, CancelToken(), exact_noise=False, decoder_windows=True
+            self.windows or self.session,
+            ids,
+            1.0,
+            rng,
+            CancelToken(),
+            exact_noise=False,
+            decoder_windows=True,
         )
         return windows
 

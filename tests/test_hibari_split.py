@@ -15,10 +15,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from utterd.models import CancelToken, EngineSettings, Session, VoiceLoadError
-from utterd.models.backend import Feeds, open_session
+from utterd.models.backend import open_session
 from utterd.models.hibari_split import SplitSession, cut_model, find_cut, open_split
 from utterd.models.hibari_stream import HOP, MODEL_OUTPUTS, stream_ids
-from utterd.models.hibari_voice import open_acoustic_model, session_options
+from utterd.models.hibari_voice import open_decoder_windows, session_options
 from utterd.models.stream_windows import window_plan
 
 HEART_MODEL = Path(hibari.voices.voice_path("heart", download_missing=False))
@@ -236,19 +236,14 @@ def test_a_graph_without_a_decoder_cannot_be_cut() -> None:
         cut_model(b"not a model", "garbage.onnx")
 
 
-def test_a_graph_that_cannot_be_cut_runs_whole(
+def test_a_graph_that_cannot_be_cut_gives_no_decoder_windows(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     model = tmp_path / "attention.onnx"
     model.write_bytes(attention_only_model())
     with caplog.at_level(logging.WARNING):
-        session = open_acoustic_model(
+        windows = open_decoder_windows(
             model, EngineSettings(threads=1), label="odd", options=session_options(tmp_path)
         )
-    try:
-        assert not isinstance(session, SplitSession)
-        x: Feeds = {"x": np.ones((1, 4, 3), np.float32)}
-        assert session.run(None, x)[0].shape == (1, 4, 4)
-    finally:
-        session.close()
+    assert windows is None
     assert any("hibari_split_unavailable voice=odd" in r.getMessage() for r in caplog.records)
