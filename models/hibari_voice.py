@@ -201,9 +201,9 @@ class HibariVoice(Voice):
             # instead of after the sentence. A deterministic request gets hibari.dsp.synth's
             # audio bit for bit (the whole model, one noise draw per piece up front); any other
             # draws its noise window by window (~2 ms less for a short prompt's first audio) and
-            # runs the model's decoder on the first window's frames before the rest (about half
-            # the model's time; the audio differs only by the decoder's per-call activation
-            # scale, far below the seam threshold).
+            # runs the cut model's decoder on the first two windows' frames before the rest
+            # (hibari_split: about half the model's time; the audio differs only by the
+            # decoder's per-call activation scale, far below the seam threshold).
             acoustic = session if params.deterministic or self._windows is None else self._windows
             for piece in pieces:
                 windows = stream_ids(
