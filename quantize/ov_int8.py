@@ -94,6 +94,11 @@ def quantize_openvino(
         ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
     )
     quantized = nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_SYM)
+    # NNCF records its parameters in the model (the ignored scope alone lists ~2,000 names,
+    # 110 kB of XML); nothing reads them at run time and the manifest keeps the method.
+    rt_info = quantized.get_rt_info()
+    if "nncf" in rt_info:
+        del rt_info["nncf"]
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
     bin_path = xml_path.with_suffix(".bin")

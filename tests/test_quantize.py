@@ -134,7 +134,9 @@ def test_int8_variants_are_small_and_close_to_fp32(report: QuantizeReport) -> No
         variant = report.manifest.variant(name)
         assert variant is not None and variant.precision == "int8"
         size = sum(f.size_bytes for f in variant.files)
-        assert size <= 0.35 * source_bytes, f"{name}: {size} bytes"
+        # Issue 3's target (INT8 weights do not depend on the calibration's size); for the
+        # OpenVINO IR this counts the .xml graph too.
+        assert size <= 0.30 * source_bytes, f"{name}: {size} bytes"
         quality = variant.quality
         assert quality is not None, variant.reasons
         # Sanity, not the gate: the speech is neither identical (nothing quantized) nor broken.
