@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -68,6 +69,10 @@ _MAX_HARMONIC_HZ: Final = 11000.0
 # Below this many frames the whole-sentence reflect padding may reflect more than once (numpy
 # pads iteratively when the pad exceeds the signal): leave such slivers to `dsp.synth` itself.
 _MIN_WINDOWED_FRAMES: Final = _HOPS_PER_FFT + 1
+# Below this, a piece's signal stage is too short (~2 ms) to gain from a second thread.
+_MIN_PARALLEL_FRAMES: Final = 64
+# Frames per step of `synthesize_piece`'s halves: small temporaries (~0.6 MB per array).
+_PARALLEL_CHUNK_FRAMES: Final = 128
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -226,8 +231,11 @@ class _WindowedSynth:
         self.pending = np.zeros((0, _HOPS_PER_FFT, HOP), np.float32)
         self.pending_start = 0
 
-    def _spectra(self, start: int, stop: int) -> FloatArray:
-        """Time-domain windowed frames [start, stop) — `synth` then `ola`'s irfft and window."""
+    def _spectra(self, start: int, stop: int, rng: np.random.Generator | None = None) -> FloatArray:
+        """Time-domain windowed frames [start, stop) — `synth` then `ola`'s irfft and window.
+
+        Without the exact noise draw, the frames' noise comes from `rng` (default: the piece's
+        generator); reads the pulse train only up to where it has been extended."""
         f, n = self.f, self.f.frames
         self.pulses.extend_to(stop + 1)  # frame k reads pulse frames up to k + 1
         positions = _reflect_indices(start * HOP, (stop - 1) * HOP + N_FFT, n * HOP)
@@ -245,9 +253,9 @@ class _WindowedSynth:
         z = (
             np.ascontiguousarray(self.noise[:, cols])
             if self.noise is not None
-            else self.rng.standard_normal((f.bins, 2 * (stop - start)), dtype=np.float32).view(
-                np.complex64
-            )
+            else (rng if rng is not None else self.rng)
+            .standard_normal((f.bins, 2 * (stop - start)), dtype=np.float32)
+            .view(np.complex64)
         )
         z *= dsp.ex(np.ascontiguousarray(f.ln[:, cols]))
         spec += z
@@ -316,6 +324,53 @@ def synthesize_windows(
     for number, (start, stop) in enumerate(plan):
         cancel.raise_if_cancelled()
         yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)
+
+
+def synthesize_piece(
+    frames: HibariFrames,
+    rng: np.random.Generator,
+    helper: Executor,
+    *,
+    exact_noise: bool = True,
+) -> FloatArray:
+    """`hibari.dsp.synth` of a whole piece, its per-frame spectra computed in two halves at once:
+    the first on this thread, the second on `helper` (numpy and scipy release the GIL in their
+    loops). The overlap-add is `dsp.ola`'s, in the same order.
+
+    With `exact_noise`, the same samples as `dsp.synth(..., rng)` (one noise draw up front, the
+    generator left where `synth` leaves it). Without it, each half draws its own noise, in
+    parallel, from a generator seeded from `rng`: the noise draw was a third of the signal
+    stage's time, and a request that is not deterministic needs only its distribution.
+    """
+    n = frames.frames
+    if n < _MIN_PARALLEL_FRAMES:
+        return np.asarray(
+            dsp.synth(frames.lh, frames.theta, frames.ln, frames.lr, frames.phi, frames.f0, rng),
+            np.float32,
+        )
+    state = _WindowedSynth(frames, rng, exact_noise=exact_noise)
+    state.pulses.extend_to(n + 1)  # sequential (a running phase); the halves only read it
+    time_frames = np.empty((n, N_FFT), np.float32)
+
+    def fill(start: int, stop: int, noise_rng: np.random.Generator | None) -> None:
+        # A few frames at a time: the temporaries stay small whatever the piece's length.
+        for first in range(start, stop, _PARALLEL_CHUNK_FRAMES):
+            last = min(stop, first + _PARALLEL_CHUNK_FRAMES)
+            time_frames[first:last] = state._spectra(first, last, noise_rng)
+
+    middle = n // 2
+    second_rng = None if exact_noise else np.random.default_rng(int(rng.integers(1 << 62)))
+    second = helper.submit(fill, middle, n, second_rng)
+    try:
+        fill(0, middle, None)
+    finally:
+        second.result()  # never leaves the helper's half running behind this call
+    blocks = time_frames.reshape(n, _HOPS_PER_FFT, HOP)
+    out = np.zeros((n + _HOPS_PER_FFT - 1, HOP), np.float32)
+    for slot in range(_HOPS_PER_FFT):
+        out[slot : slot + n] += blocks[:, slot]
+    out *= _ola_norm(n)
+    return out.reshape(-1)[_HALF : _HALF + n * HOP]
 
 
 def _feeds(ids: Sequence[int], speed: float) -> dict[str, npt.NDArray[Any]]:

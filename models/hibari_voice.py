@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,11 +32,10 @@ from .backend import Session, SessionOptions, open_session
 from .errors import VoiceLoadError
 from .hibari_split import SplitSession, open_split
 from .hibari_stream import (
-    HibariFrames,
     HibariPiece,
     acoustic_frames,
     stream_ids,
-    synthesize_windows,
+    synthesize_piece,
 )
 from .voice import (
     AudioChunk,
@@ -56,8 +55,6 @@ _MODEL_OUTPUTS: Final = ("lh", "theta", "ln", "lr", "phi", "f0")
 """The acoustic model's outputs in the order `hibari.dsp.synth` takes them."""
 
 _OOV_INPUTS: Final = frozenset({"chars"})
-_WHOLE_PIECE_FRAMES: Final = 1 << 30
-"""A signal-stage window larger than any piece: the piece in one go (throughput)."""
 _MIN_IDS: Final = 3  # the two 0 pads plus one phoneme; Hibari.from_ids returns silence below this
 
 
@@ -149,10 +146,10 @@ class HibariVoice(Voice):
         self.info = info
         self._frontend = frontend
         self._session: Session | None = session
-        # The same model cut at its decoder (hibari_split), for streamed requests that are not
-        # deterministic; None when the graph could not be cut. The whole graph stays for the
-        # throughput path and deterministic requests: run as front + decoder, the throughput
-        # path's wall time was 7-9 % longer (bench_voices), for the same CPU time.
+        # The model cut at its decoder (hibari_split), which is then also `session`: its `run`
+        # gives the whole graph's outputs bit for bit, and streamed requests that are not
+        # deterministic decode a few frames first. None when the graph could not be cut
+        # (`session` is then the whole graph).
         self._windows = windows
         # hibari's G2P (tokenizer, tagger, lexicon) is not documented as thread-safe; it is
         # cheap next to the model, so it is serialized per voice while inference runs in parallel.
@@ -217,42 +214,22 @@ class HibariVoice(Voice):
                 )
                 yield from self._chunks(piece, windows, params)
             return
-        # Throughput (a file, the phrase cache): one signal-stage window per piece, and the
-        # acoustic model of the next piece runs on a helper thread while this piece's signal
-        # stage runs here. The model draws no noise, so the audio is the same sample for sample.
-        # The helper is this call's own, so it inherits the caller's CPU priority.
-        ahead = ThreadPoolExecutor(1, thread_name_prefix="utterd-hibari-ahead")
-        iterator = iter(pieces)
-        current: _Piece | None = next(iterator, None)
-        model: Future[HibariFrames] | None = (
-            ahead.submit(acoustic_frames, session, current.ids, float(speed[0]))
-            if current is not None
-            else None
-        )
+        # Throughput (a file, the phrase cache): per piece, the acoustic model, then the signal
+        # stage in two halves at once (synthesize_piece; the second half on a helper thread of
+        # this call's own, so it inherits the caller's CPU priority). A deterministic request
+        # gets hibari.dsp.synth's audio bit for bit. Running the next piece's model during this
+        # piece's signal stage instead (a look-ahead) was slower on two cores: three busy threads
+        # on two cores (docs/benchmarks.md).
+        half = ThreadPoolExecutor(1, thread_name_prefix="utterd-hibari-dsp")
         try:
-            while current is not None and model is not None:
-                frames = model.result()
-                following = next(iterator, None)
-                model = (
-                    ahead.submit(acoustic_frames, session, following.ids, float(speed[0]))
-                    if following is not None
-                    else None
-                )
-                windows = synthesize_windows(
-                    frames,
-                    rng,
-                    cancel,
-                    first_window_frames=_WHOLE_PIECE_FRAMES,
-                    window_frames=_WHOLE_PIECE_FRAMES,
-                )
-                yield from self._chunks(current, windows, params)
-                current = following
+            for piece in pieces:
+                frames = acoustic_frames(session, piece.ids, float(speed[0]))
+                cancel.raise_if_cancelled()
+                samples = synthesize_piece(frames, rng, half, exact_noise=params.deterministic)
+                whole = HibariPiece(samples, 0, frames.frames, last=True)
+                yield from self._chunks(piece, iter((whole,)), params)
         finally:
-            # Stopped or failed: a run not started yet never starts, and one running finishes
-            # on the helper without anyone waiting for it.
-            if model is not None:
-                model.cancel()
-            ahead.shutdown(wait=False)
+            half.shutdown(wait=False)
 
     def _pieces(self, text: str, cancel: CancelToken) -> Iterator[_Piece]:
         """The text's pieces in order: phoneme ids per clause-sized piece of each sentence."""
@@ -296,21 +273,23 @@ class HibariVoice(Voice):
             pass
 
     def close(self) -> None:
+        if self._windows is not None and self._windows is not self._session:
+            self._windows.close()
+        self._windows = None
         if self._session is not None:
             self._session.close()
             self._session = None
-        if self._windows is not None:
-            self._windows.close()
-            self._windows = None
 
 
 def session_options(optimized_dir: Path | None = None) -> SessionOptions:
-    """How the acoustic model's session is opened (benchmarks open it the same way).
+    """How the acoustic model's sessions are opened (benchmarks open them the same way).
 
     Kept optimized in `optimized_dir` (a restart skips the optimizer: 0.20 -> 0.03 s to open,
     measured), and without the buffer-reuse planner, which cost opening time and no run time.
+    The model is 643 mostly tiny operators: its threads spin within a run (`spin_wait`; the
+    model ran 8 % faster, and streamed first audio came ~1.5 ms sooner).
     """
-    return SessionOptions(optimized_cache_dir=optimized_dir, memory_reuse=False)
+    return SessionOptions(optimized_cache_dir=optimized_dir, memory_reuse=False, spin_wait=True)
 
 
 def open_decoder_windows(
@@ -346,7 +325,16 @@ def load_voice(
             f"its registry entry says {info.sample_rate_hz} Hz"
         )
     options = session_options(optimized_dir)
-    session = open_session(info.model_path, engine, label=info.voice_id, options=options)
+    # The model cut at its decoder serves every request (the whole graph's outputs bit for bit,
+    # and the first frames decoded first when streaming); the whole graph only when it cannot
+    # be cut. Keeping both cost 9-13 MiB, and the cut was as fast once its threads spin within
+    # a run (SessionOptions.spin_wait; docs/benchmarks.md).
+    windows = open_decoder_windows(info.model_path, engine, label=info.voice_id, options=options)
+    session: Session = (
+        windows
+        if windows is not None
+        else open_session(info.model_path, engine, label=info.voice_id, options=options)
+    )
     outputs = set(session.output_names)
     if set(session.input_names) != _MODEL_INPUTS or not outputs.issuperset(_MODEL_OUTPUTS):
         session.close()
@@ -367,5 +355,4 @@ def load_voice(
     except (OSError, ValueError, KeyError) as err:
         session.close()
         raise VoiceLoadError(f"cannot load hibari G2P for {info.voice_id!r}: {err}") from err
-    windows = open_decoder_windows(info.model_path, engine, label=info.voice_id, options=options)
     return HibariVoice(info, frontend, session, windows)

@@ -179,6 +179,9 @@ def test_the_voice_runs_its_model_cut_at_the_decoder(voice: HibariVoice) -> None
     info = voice.runtime_info()
     assert info["decoder_windows"] is True
     assert info["decoder_context_frames"] == 27
+    # One acoustic model in memory: the cut graph also serves deterministic and throughput
+    # requests (test_matches_hibari_itself_bit_for_bit checks it gives hibari's own samples).
+    assert voice._session is voice._windows
     # Same frames either way: a normal request's audio is as long as a deterministic one's.
     assert len(synth(voice, TWO_SENTENCES)) == len(synth(voice, TWO_SENTENCES, deterministic=True))
 
@@ -251,9 +254,9 @@ LONG_TEXT = (
 
 @pytest.mark.parametrize("text", [TWO_SENTENCES, LONG_TEXT])
 def test_throughput_mode_is_bit_identical_to_low_latency(voice: HibariVoice, text: str) -> None:
-    """hibari's windowed signal stage is exact, and the throughput mode's acoustic model runs
-    one piece ahead on a helper thread without touching the noise generator: the two modes give
-    the same samples and the same sentence marks."""
+    """hibari's windowed signal stage is exact, and so is the throughput mode's, whose spectra
+    are computed in two halves at once (synthesize_piece): the two modes give the same samples
+    and the same sentence marks."""
     params = SynthesisParams(deterministic=True)
     streamed = list(voice.stream(text, params, CancelToken()))
     whole = list(voice.stream(text, params, CancelToken(), low_latency=False))
@@ -271,7 +274,8 @@ def test_throughput_mode_is_bit_identical_to_low_latency(voice: HibariVoice, tex
 
 
 def test_throughput_mode_stops_and_leaves_no_helper(voice: HibariVoice) -> None:
-    """A stop between pieces ends the stream with Cancelled; the look-ahead thread goes away."""
+    """A stop between pieces ends the stream with Cancelled; the signal stage's helper thread
+    goes away."""
     cancel = CancelToken()
     chunks = voice.stream(THREE_SENTENCES, SynthesisParams(), cancel, low_latency=False)
     first = next(chunks)
@@ -293,7 +297,7 @@ def test_throughput_mode_stops_and_leaves_no_helper(voice: HibariVoice) -> None:
 
 
 def _helpers() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("utterd-hibari-ahead")]
+    return [t.name for t in threading.enumerate() if t.name.startswith("utterd-hibari-dsp")]
 
 
 def test_oov_net_opens_on_the_first_unknown_word_only(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import hibari
@@ -18,6 +20,7 @@ from utterd.models.hibari_stream import (
     HibariFrames,
     HibariPiece,
     stream_ids,
+    synthesize_piece,
     synthesize_windows,
 )
 
@@ -161,3 +164,54 @@ def test_per_window_noise_changes_only_the_noise(long_frames: HibariFrames) -> N
         assert rms == pytest.approx(
             float(np.sqrt(np.mean(exact.astype(np.float64) ** 2))), rel=0.05
         )
+
+
+@pytest.fixture(scope="module")
+def helper() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(1)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.mark.parametrize("frames", [None, 63, 64, 65, 129, 257])
+def test_two_halves_equal_the_whole_sentence_and_leave_the_generator_alike(
+    long_frames: HibariFrames, helper: ThreadPoolExecutor, frames: int | None
+) -> None:
+    """The throughput path's signal stage: spectra in two halves on two threads, overlap-added
+    as hibari does: its samples bit for bit, and its generator left where hibari leaves it."""
+    piece = long_frames if frames is None else _first_frames(long_frames, frames)
+    ours, theirs = np.random.default_rng(5), np.random.default_rng(5)
+    audio = synthesize_piece(piece, ours, helper)
+    f = piece
+    expected = hibari.dsp.synth(f.lh, f.theta, f.ln, f.lr, f.phi, f.f0, theirs)
+    assert np.array_equal(audio, expected)
+    assert ours.integers(1 << 30) == theirs.integers(1 << 30)
+
+
+def test_two_halves_without_exact_noise_differ_only_in_the_noise(
+    long_frames: HibariFrames, helper: ThreadPoolExecutor
+) -> None:
+    """Each half draws its own noise; with the noise branch silenced, the same samples."""
+    silent = replace(long_frames, ln=np.full_like(long_frames.ln, -1e4))  # exp(ln) == 0
+    exact = synthesize_piece(silent, np.random.default_rng(1), helper)
+    free = synthesize_piece(silent, np.random.default_rng(2), helper, exact_noise=False)
+    assert np.array_equal(exact, free)
+    noisy = synthesize_piece(long_frames, np.random.default_rng(1), helper, exact_noise=False)
+    again = synthesize_piece(long_frames, np.random.default_rng(1), helper, exact_noise=False)
+    assert np.array_equal(noisy, again)  # seeded from the request's generator
+    other = synthesize_piece(long_frames, np.random.default_rng(3), helper, exact_noise=False)
+    half = len(noisy) // 2
+    # Both halves carry noise of their own: another generator changes each of them.
+    assert not np.array_equal(noisy[:half], other[:half])
+    assert not np.array_equal(noisy[half:], other[half:])
+    assert len(noisy) == len(exact) == long_frames.frames * HOP
+
+
+def _first_frames(frames: HibariFrames, count: int) -> HibariFrames:
+    assert frames.frames >= count
+    return HibariFrames(
+        *(np.ascontiguousarray(a[:, :count]) for a in (frames.lh, frames.theta, frames.ln)),
+        np.ascontiguousarray(frames.lr[:, :count]),
+        np.ascontiguousarray(frames.phi[:, :count]),
+        np.ascontiguousarray(frames.f0[:count]),
+    )
