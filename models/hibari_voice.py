@@ -196,11 +196,12 @@ class HibariVoice(Voice):
         if low_latency:
             # The signal stage runs in windows, so the first audio leaves after one small window
             # instead of after the sentence. A deterministic request gets hibari.dsp.synth's
-            # audio bit for bit (the whole model, one noise draw per piece up front); any other
-            # draws its noise window by window (~2 ms less for a short prompt's first audio) and
-            # runs the cut model's decoder on the first two windows' frames before the rest
-            # (hibari_split: about half the model's time; the audio differs only by the
-            # decoder's per-call activation scale, far below the seam threshold).
+            # audio bit for bit (the model on all of a piece's frames at once, one noise draw
+            # per piece up front); any other draws its noise window by window (~2 ms less for a
+            # short prompt's first audio) and runs the cut model's decoder on the first two
+            # windows' frames before the rest (hibari_split: about half the model's time; the
+            # audio differs only by the decoder's per-call activation scale, far below the seam
+            # threshold).
             acoustic = session if params.deterministic or self._windows is None else self._windows
             for piece in pieces:
                 windows = stream_ids(
@@ -267,7 +268,7 @@ class HibariVoice(Voice):
         )
 
     def warm_up(self) -> None:
-        """A deterministic run (the whole model) and a normal one (the decoder windows)."""
+        """A deterministic run (all frames at once) and a normal one (decoder windows first)."""
         super().warm_up()
         for _ in self.stream("Ready.", SynthesisParams(), CancelToken()):
             pass
