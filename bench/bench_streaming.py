@@ -188,8 +188,8 @@ class Hibari:
         from utterd.models.voice import EngineSettings
 
         self.package = hibari.Hibari(voice="heart", threads=threads)
-        # As the daemon's hibari voice opens them: the whole graph (hibari-whole), and the graph
-        # cut at its decoder for streaming (hibari_split).
+        # The whole graph (hibari-whole: whole pieces, for comparison), and the graph cut at its
+        # decoder as the daemon's hibari voice opens it (hibari_split), with the same options.
         model = Path(self.package.model_path)
         engine = EngineSettings(backend=backend, threads=threads)
         options = session_options()

@@ -313,8 +313,8 @@ def synthesize_windows(
     draw): the same signal with other, equally distributed noise.
     """
     plan = window_plan(frames.frames, first_window_frames, window_frames)
-    # One window for the whole piece (the throughput path): hibari's own synth, which the
-    # windows equal sample for sample, without the windows' bookkeeping arrays.
+    # One window for the whole piece (a piece shorter than the first window): hibari's own
+    # synth, which the windows equal sample for sample, without the windows' bookkeeping.
     if frames.frames < _MIN_WINDOWED_FRAMES or len(plan) == 1:
         cancel.raise_if_cancelled()
         whole = dsp.synth(frames.lh, frames.theta, frames.ln, frames.lr, frames.phi, frames.f0, rng)
