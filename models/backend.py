@@ -92,14 +92,6 @@ class SessionOptions:
     of the session's opening time (joe's encoder: 1.0-1.5 s with it, 0.3 s without) and its
     runs were no slower, nor larger (measured in docs/benchmarks.md)."""
 
-    spin_wait: bool = False
-    """ONNX Runtime: idle intra-op threads spin between the parallel sections of a run instead
-    of sleeping, and stop spinning when the run ends (`session.force_spinning_stop`), so they
-    never hold a core after it. For graphs of many small operators, where waking sleeping
-    threads at every operator costs more than the operators (hibari's acoustic model: runs
-    0.76-0.81 s instead of 0.83-0.86 s over the held-out text, docs/benchmarks.md). Off: the
-    threads sleep whenever they have no work."""
-
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Further OpenVINO compile properties, passed through as given (for experiments)."""
 
@@ -455,12 +447,7 @@ def _open_onnxruntime(
     # Idle worker threads would spin after each run and hold the cores the next session needs
     # (encoder then windowed decoder, several voices): measured, the first streamed window took
     # p50 83 ms with spinning and 34 ms without, and whole-graph runs were no slower.
-    # SessionOptions.spin_wait: spinning within a run only, stopped at its end.
-    ort_options.add_session_config_entry(
-        "session.intra_op.allow_spinning", "1" if options.spin_wait else "0"
-    )
-    if options.spin_wait:
-        ort_options.add_session_config_entry("session.force_spinning_stop", "1")
+    ort_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     ort_options.enable_mem_reuse = options.memory_reuse
     if _share_cpu_arena(ort):
         ort_options.add_session_config_entry("session.use_env_allocators", "1")

@@ -1,7 +1,6 @@
 """SessionOptions reach ONNX Runtime: the split VITS encoder opens without the buffer-reuse
-planner (most of its opening time) with the same output, a model's optimized graph is kept
-for the next open, replaced when damaged or stale, and skipped where it cannot be written, and
-threads spin within a run only when asked."""
+planner (most of its opening time) with the same output, and a model's optimized graph is kept
+for the next open, replaced when damaged or stale, and skipped where it cannot be written."""
 
 from __future__ import annotations
 
@@ -153,26 +152,3 @@ def test_onnxruntime_sessions_share_one_cpu_arena_or_fall_back(
     with caplog.at_level("WARNING", logger="utterd.models.backend"):
         assert backend._share_cpu_arena(NoSharedArena) is False
     assert "shared-arena-unavailable" in caplog.text and "not in this build" in caplog.text
-
-
-@pytest.mark.parametrize("spin", [False, True])
-def test_spin_wait_spins_within_a_run_only_with_the_same_outputs(spin: bool) -> None:
-    """spin_wait: threads spin between a run's parallel sections and stop at its end; without
-    it they never spin (they would hold the cores the next session of a request needs)."""
-    session = open_session(
-        HIBARI_MODEL,
-        EngineSettings(threads=2),
-        label="hibari",
-        options=SessionOptions(spin_wait=spin),
-    )
-    plain = open_session(HIBARI_MODEL, EngineSettings(threads=2), label="hibari")
-    try:
-        options = session._session.get_session_options()
-        assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spin))
-        if spin:
-            assert options.get_session_config_entry("session.force_spinning_stop") == "1"
-        outputs, expected = session.run(None, HIBARI_FEED), plain.run(None, HIBARI_FEED)
-        assert all(np.array_equal(a, b) for a, b in zip(outputs, expected, strict=True))
-    finally:
-        session.close()
-        plain.close()
