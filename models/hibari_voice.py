@@ -287,10 +287,11 @@ def session_options(optimized_dir: Path | None = None) -> SessionOptions:
 
     Kept optimized in `optimized_dir` (a restart skips the optimizer: 0.20 -> 0.03 s to open,
     measured), and without the buffer-reuse planner, which cost opening time and no run time.
-    The model is 643 mostly tiny operators: its threads spin within a run (`spin_wait`; the
-    model ran 8 % faster, and streamed first audio came ~1.5 ms sooner).
+    Its threads do not spin (backend.py): spinning made the model 8 % faster alone, but in the
+    daemon live first audio came later (12.7 -> 13.9-14.5 ms p50) and pre-warming slowed live
+    requests (docs/benchmarks.md).
     """
-    return SessionOptions(optimized_cache_dir=optimized_dir, memory_reuse=False, spin_wait=True)
+    return SessionOptions(optimized_cache_dir=optimized_dir, memory_reuse=False)
 
 
 def open_decoder_windows(
@@ -328,8 +329,8 @@ def load_voice(
     options = session_options(optimized_dir)
     # The model cut at its decoder serves every request (the whole graph's outputs bit for bit,
     # and the first frames decoded first when streaming); the whole graph only when it cannot
-    # be cut. Keeping both cost 9-13 MiB, and the cut was as fast once its threads spin within
-    # a run (SessionOptions.spin_wait; docs/benchmarks.md).
+    # be cut. Keeping both cost 9-13 MiB; the cut was slower only beside the old look-ahead
+    # thread (docs/benchmarks.md).
     windows = open_decoder_windows(info.model_path, engine, label=info.voice_id, options=options)
     session: Session = (
         windows
