@@ -6,7 +6,11 @@ Order and interruption follow speech-dispatcher's priorities (daemon/priorities.
 Stop semantics: stopping (or interrupting) a job cancels its token first and flushes the player
 second, both under the queue lock, so the worker cannot start the next job in between and a chunk
 synthesized before the stop can never be queued after the flush (the player checks the token
-under its ring-buffer lock). The voice stays loaded; the next job starts normally.
+under its ring-buffer lock). The voice stays loaded; the next job starts normally. A job whose
+last sample has been handed to the device commits to `end` under the same lock: from then on a
+stop no longer finds it, so a job a stop's reply lists always ends `stopped`, and a job that ends
+`end` was never cut (its events are `begin`, then `end`; or `begin`, then `stopped`; or, stopped
+before its first audio reached the player, `stopped` alone).
 
 Pause semantics: a paused job's audio holds at the next piece (chunk) boundary and nothing is
 dropped: synthesis goes on into the player's buffer and playback continues on `resume`. While the
@@ -80,6 +84,16 @@ class SpeechSource(Protocol):
     ) -> Iterator[AudioChunk]: ...
 
 
+class Targetable(Protocol):
+    """What a Target picks by: a speech job, or a `synthesize` in progress (daemon/server.py)."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def client(self) -> str: ...
+
+
 class AudioSink(Protocol):
     def play(self, job_id: str, chunk: AudioChunk, cancel: CancelToken | None = None) -> None: ...
     def mark_next(self, job_id: str, mark: object) -> None: ...
@@ -99,7 +113,7 @@ class Target:
     client: str | None = None
     """A client id (hex routing id, as in events); None with `job` None: every client."""
 
-    def matches(self, job: Job) -> bool:
+    def matches(self, job: Targetable) -> bool:
         if self.job is not None:
             return job.job_id == self.job
         return self.client is None or job.client == self.client
@@ -337,9 +351,11 @@ class Scheduler:
         return job
 
     def _live_current(self) -> Job | None:
-        """The job speaking, unless it is already being stopped."""
+        """The job speaking, unless it is already being stopped or has committed to its end."""
         current = self._current
-        return current if current is not None and not current.cancel.cancelled else None
+        if current is None or current.cancel.cancelled or current.state.terminal:
+            return None
+        return current
 
     def _live_jobs(self) -> list[Job]:
         current = self._live_current()
@@ -512,9 +528,13 @@ class Scheduler:
             self._player.end_job(job.job_id)
             while not played.wait(0.1):
                 job.cancel.raise_if_cancelled()
-            job.cancel.raise_if_cancelled()
             with self._cond:
+                # Decided under the queue lock: a stop that lands after this finds no job to
+                # stop (its reply does not list it), so a job a stop reports always ends stopped.
+                job.cancel.raise_if_cancelled()
                 lost = self._lost.pop(job.job_id, None)
+                if not lost:
+                    job.state = JobState.DONE
             if lost:
                 raise DeviceLost(f"the sound device failed during playback: {lost}")
         except Cancelled as exc:
