@@ -49,3 +49,21 @@ class Cancelled(UtterdError):
     """The job's cancellation token was set; raised between pieces of work."""
 
     code = "cancelled"
+
+
+class NothingToSay(UtterdError):
+    """The text holds nothing the voice can say (only symbols, emoji, or another script)."""
+
+    code = "nothing-to-say"
+
+
+class PhonemizerFailed(UtterdError):
+    """The phonemizer crashed or hung on this text; it was restarted and other jobs go on."""
+
+    code = "phonemizer-failed"
+
+
+class AudioTooLong(UtterdError):
+    """The text produced more audio than its length allows (`limits` in docs/protocol.md)."""
+
+    code = "audio-too-long"
