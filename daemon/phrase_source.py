@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from utterd.models.backend import intra_op_threads
+from utterd.models.errors import AudioTooLong
+from utterd.models.text import budget
+from utterd.models.text.guard import GUARD_VERSION
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -43,6 +46,24 @@ def _package_version(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         return ""
+
+
+def bounded_audio(
+    chunks: Iterator[AudioChunk], chars: int, params: SynthesisParams
+) -> Iterator[AudioChunk]:
+    """The chunks, failing with AudioTooLong once they pass what `chars` characters of text may
+    produce (budget.max_audio_s): no text, whatever it holds, speaks without end."""
+    limit_s = budget.max_audio_s(chars, params.rate)
+    produced_s = 0.0
+    for chunk in chunks:
+        produced_s += chunk.duration_s
+        if produced_s > limit_s:
+            raise AudioTooLong(
+                f"the text's audio passed {limit_s:.0f} s, the most {chars} characters may "
+                f"produce at rate {params.rate:g} ({budget.AUDIO_S_FLOOR:g} s + "
+                f"{budget.AUDIO_S_PER_CHAR:g} s per character)"
+            )
+        yield chunk
 
 
 class PhraseSource:
@@ -90,7 +111,8 @@ class PhraseSource:
             backend=str(runtime.get("backend", engine.backend)),
             precision=str(runtime.get("precision", "fp32")),
             threads=int(runtime.get("threads") or intra_op_threads(engine)),
-            engine_version=self._front_end.get(voice.info.family, ""),
+            # The guard decides what reaches the family's front end: it changes the audio too.
+            engine_version=f"{self._front_end.get(voice.info.family, '')}+guard{GUARD_VERSION}",
         )
         return parts.digest(), params
 
@@ -124,14 +146,20 @@ class PhraseSource:
         voice = instance if instance is not None else self.voices.get(voice_id)
         keyed = None if mode == "off" else self.key(text, voice, params)
         if keyed is None or self.cache is None:
-            yield from voice.stream(text, params, cancel, low_latency=low_latency)
+            yield from bounded_audio(
+                voice.stream(text, params, cancel, low_latency=low_latency), len(text), params
+            )
             return
         key, cached_params = keyed
         normalized = normalize_text(text)  # what the key names is what is synthesized
         yield from self.cache.stream(
             key,
             voice_id,
-            lambda token: voice.stream(normalized, cached_params, token, low_latency=low_latency),
+            lambda token: bounded_audio(
+                voice.stream(normalized, cached_params, token, low_latency=low_latency),
+                len(normalized),
+                cached_params,
+            ),
             cancel,
             mode=mode,
         )

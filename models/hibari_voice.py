@@ -29,8 +29,9 @@ import hibari.voices
 import numpy as np
 
 from .backend import Session, SessionOptions, open_session
-from .errors import VoiceLoadError
+from .errors import SynthesisError, VoiceLoadError
 from .hibari_split import SplitSession, open_split
+from .text import budget, guard
 from .hibari_stream import (
     HibariPiece,
     acoustic_frames,
@@ -56,6 +57,17 @@ _MODEL_OUTPUTS: Final = ("lh", "theta", "ln", "lr", "phi", "f0")
 
 _OOV_INPUTS: Final = frozenset({"chars"})
 _MIN_IDS: Final = 3  # the two 0 pads plus one phoneme; Hibari.from_ids returns silence below this
+MAX_PHONEMES_PER_CALL: Final = 250
+"""Most phonemes one model call takes (hibari cuts sentences at clause marks near 400; a
+clause without one is cut here at a word boundary, and the model's context stays bounded)."""
+
+
+def _is_clause_mark(char: object) -> bool:
+    return char in (",", ";", ":")
+
+
+def _is_space(char: object) -> bool:
+    return char == " "
 
 
 @dataclass(frozen=True)
@@ -233,19 +245,41 @@ class HibariVoice(Voice):
             half.shutdown(wait=False)
 
     def _pieces(self, text: str, cancel: CancelToken) -> Iterator[_Piece]:
-        """The text's pieces in order: phoneme ids per clause-sized piece of each sentence."""
+        """The text's pieces in order: phoneme ids per clause-sized piece of each sentence.
+
+        The guard hands over bounded pieces of the text (guard.pieces), so hibari's G2P and
+        sentence splitting, which are not linear in a piece's length, never see a long one;
+        a phoneme string still over the model's budget is cut at a word boundary.
+        """
         index = 0
-        for sentence in HibariFrontend.split_sentences(text):
-            cancel.raise_if_cancelled()
-            with self._frontend_lock:
-                # Long sentences come back as several clause-sized phoneme strings.
-                found = [self._frontend.ids(ps) for ps in self._frontend.phonemize(sentence)]
-            found = [ids for ids in found if len(ids) >= _MIN_IDS]
-            for piece_index, ids in enumerate(found):
+        for text_piece in guard.pieces(text, self.info.language, cancel):
+            sentences = HibariFrontend.split_sentences(text_piece.text)
+            for number, sentence in enumerate(sentences):
                 cancel.raise_if_cancelled()
-                yield _Piece(index, ids, sentence_end=piece_index == len(found) - 1)
-            if found:
-                index += 1
+                with self._frontend_lock:
+                    try:
+                        # Long sentences come back as several clause-sized phoneme strings.
+                        found = [
+                            self._frontend.ids(part)
+                            for ps in self._frontend.phonemize(sentence)
+                            for part in budget.split(
+                                ps, MAX_PHONEMES_PER_CALL, _is_clause_mark, _is_space
+                            )
+                        ]
+                    except (ArithmeticError, LookupError, ValueError, RecursionError) as err:
+                        raise SynthesisError(
+                            f"hibari's G2P failed on {sentence[:60]!r}: {type(err).__name__}: "
+                            f"{err}"
+                        ) from err
+                found = [ids for ids in found if len(ids) >= _MIN_IDS]
+                # A piece cut inside a sentence: its last sentence goes on in the next piece.
+                ends = text_piece.sentence_end or number < len(sentences) - 1
+                for piece_index, ids in enumerate(found):
+                    cancel.raise_if_cancelled()
+                    last = piece_index == len(found) - 1
+                    yield _Piece(index, ids, sentence_end=last and ends)
+                if found and ends:
+                    index += 1
 
     def _chunks(
         self, piece: _Piece, windows: Iterator[HibariPiece], params: SynthesisParams

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -39,8 +39,10 @@ from .backend import (
     SessionOptions,
     open_session,
 )
+from . import espeak_process
 from .cpu_features import cpu_features
 from .errors import InvalidParameter, VoiceLoadError
+from .espeak_process import espeak_safe_text, group_sentences
 from .model_store import (
     FP32_ONNXRUNTIME,
     FP32_OPENVINO,
@@ -51,6 +53,7 @@ from .model_store import (
     verify_files,
     verify_source,
 )
+from .text import budget, guard
 from .vits_stream import StreamingVitsRunner, open_streaming_runner
 from .voice import (
     AudioChunk,
@@ -61,9 +64,6 @@ from .voice import (
     VoiceFamily,
     VoiceInfo,
 )
-
-if TYPE_CHECKING:
-    from piper.phonemize_espeak import EspeakPhonemizer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -116,10 +116,12 @@ PADDED_INPUTS: Final = (PaddedInput("input", axis=1, pad_value=0),)
 # piper.const's markers: phonemes_to_ids looks them up unconditionally, so the id map needs them.
 _BOS, _PAD, _EOS = "^", "_", "$"
 
-# espeak-ng keeps one global voice and buffer per process and is not thread-safe, so the one
-# phonemizer is created lazily (costs the espeak data load) and every call is serialized.
-_ESPEAK_LOCK: Final = threading.Lock()
-_espeak: EspeakPhonemizer | None = None
+MAX_PHONEMES_PER_CALL: Final = 400
+"""Most phonemes one model call takes (about 800 ids with Piper's pads): a longer sentence is
+cut after a clause mark, else at a word boundary. The encoder's attention grows with the square
+of its input (a 20,000-character word once took 23 GB); at 600 phonemes a text of long numbers
+peaked 80 MB above plain text of the same length, at 300 it matched it (docs/benchmarks.md).
+400 phonemes are about 30 s of speech: ordinary sentences are not cut."""
 
 
 def piper_installed() -> bool:
@@ -127,28 +129,50 @@ def piper_installed() -> bool:
     return importlib.util.find_spec("piper") is not None
 
 
-def _phonemize(
-    espeak_voice: str, text: str, vowel_clusters: set[tuple[str, ...]] | None
-) -> list[list[str]]:
-    """Text → phonemes grouped by sentence, through the process-wide espeak-ng."""
-    global _espeak
-    from piper.phonemize_espeak import EspeakPhonemizer
+def _is_clause_mark(phoneme: object) -> bool:
+    return phoneme in (",", ";", ":")
 
-    with _ESPEAK_LOCK:
-        if _espeak is None:
-            _espeak = EspeakPhonemizer()
-        return _espeak.phonemize(espeak_voice, text, vowel_clusters=vowel_clusters)
+
+def _is_space(phoneme: object) -> bool:
+    return phoneme == " "
+
+
+def iter_sentence_phonemes(
+    settings: PiperSettings, text: str, cancel: CancelToken | None = None
+) -> Iterator[tuple[list[str], bool]]:
+    """Text → (phonemes, ends a sentence) per model call, piece by piece (guard.pieces), through
+    the espeak-ng helper process; sentences without phonemes are dropped and long ones cut to
+    the model's budget (the parts before the last do not end their sentence)."""
+    phonemizer = espeak_process.shared()
+    for piece in guard.pieces(text, settings.espeak_voice, cancel):
+        clauses = phonemizer.clauses(settings.espeak_voice, espeak_safe_text(piece.text))
+        sentences = [
+            p for p in group_sentences(clauses, settings.vowel_clusters) if "".join(p).strip()
+        ]
+        for number, phonemes in enumerate(sentences):
+            ends = piece.sentence_end or number < len(sentences) - 1
+            parts = list(
+                budget.split(phonemes, MAX_PHONEMES_PER_CALL, _is_clause_mark, _is_space)
+            )
+            for part_number, part in enumerate(parts):
+                yield part, ends and part_number == len(parts) - 1
+
+
+def iter_sentence_ids(
+    settings: PiperSettings, text: str, cancel: CancelToken | None = None
+) -> Iterator[tuple[list[int], bool]]:
+    """Text → (phoneme ids, ends a sentence) per model call, lazily: the first ids are ready
+    before the rest of the text is phonemized."""
+    from piper.phoneme_ids import phonemes_to_ids
+
+    for phonemes, ends in iter_sentence_phonemes(settings, text, cancel):
+        yield phonemes_to_ids(phonemes, settings.phoneme_id_map), ends
 
 
 def sentence_ids(settings: PiperSettings, text: str) -> list[list[int]]:
-    """Text → phoneme ids per sentence through espeak-ng (sentences without phonemes dropped)."""
-    from piper.phoneme_ids import phonemes_to_ids
-
-    return [
-        phonemes_to_ids(phonemes, settings.phoneme_id_map)
-        for phonemes in _phonemize(settings.espeak_voice, text, settings.vowel_clusters)
-        if "".join(phonemes).strip()
-    ]
+    """Text → phoneme ids per model call through espeak-ng (sentences without phonemes
+    dropped; a sentence over the budget gives several)."""
+    return [ids for ids, _ in iter_sentence_ids(settings, text)]
 
 
 def language_tag(code: str) -> str:
@@ -411,11 +435,14 @@ class PiperVitsVoice(Voice):
         scales = np.array(
             [noise_scale, settings.length_scale / params.rate, noise_w], dtype=np.float32
         )
-        sentences = self.sentence_ids(text)
-        cancel.raise_if_cancelled()
+        sentences = iter_sentence_ids(settings, text, cancel)
 
         runner = self._runner
-        for index, ids in enumerate(sentences):
+        index = 0  # the sentence (a sentence over the phoneme budget takes several calls)
+        previous_ended = False
+        for call, (ids, ends) in enumerate(sentences):
+            index += previous_ended
+            previous_ended = ends
             cancel.raise_if_cancelled()
             bulk = self._bulk_runner
             if bulk is not None and not low_latency:
@@ -426,6 +453,7 @@ class PiperVitsVoice(Voice):
                     np.clip(samples * np.float32(params.volume), -1.0, 1.0),
                     self.info.sample_rate_hz,
                     sentence_index=index,
+                    sentence_end=ends,
                 )
                 continue
             if runner is not None:
@@ -433,7 +461,7 @@ class PiperVitsVoice(Voice):
                 # is decoded; the seams match the whole-sentence output (docs/benchmarks.md).
                 # Later sentences are decoded while earlier ones play: no small first window,
                 # whose context recompute would only cost CPU.
-                first = None if index == 0 else runner.settings.window_frames
+                first = None if call == 0 else runner.settings.window_frames
                 for piece in runner.stream(
                     ids, scales, cancel, speaker_id, first_window_frames=first
                 ):
@@ -441,7 +469,7 @@ class PiperVitsVoice(Voice):
                         np.clip(piece.samples * np.float32(params.volume), -1.0, 1.0),
                         self.info.sample_rate_hz,
                         sentence_index=index,
-                        sentence_end=piece.last,
+                        sentence_end=piece.last and ends,
                     )
                 continue
             started = time.perf_counter()
@@ -458,7 +486,9 @@ class PiperVitsVoice(Voice):
                 len(samples) / self.info.sample_rate_hz,
                 (time.perf_counter() - started) * 1e3,
             )
-            yield AudioChunk(samples, self.info.sample_rate_hz, sentence_index=index)
+            yield AudioChunk(
+                samples, self.info.sample_rate_hz, sentence_index=index, sentence_end=ends
+            )
 
     def sentence_ids(self, text: str) -> list[list[int]]:
         """Text → phoneme ids per sentence, as the model was trained (empty sentences dropped)."""
