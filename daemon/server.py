@@ -4,6 +4,12 @@ The loop only parses, validates and dispatches. `speak` (and `speak-start`) goes
 scheduler's queue, `synthesize` to a worker pool; both answer through the outbox. Everything the
 loop answers itself (`ping`, `describe`, `job`, `stop`, `cancel`, `pause`, `resume`,
 `speak-chunk`, `speak-stop`) is non-blocking.
+
+Every `synthesize` is a job: the loop registers its cancel token under a job id until its last
+reply passes, so `stop` and `cancel` reach it, and so does a client that reads too slowly or
+disappears. Every reply leaves through one path (`_route`): a client whose ZeroMQ queue is full
+gets its replies kept in a bounded backlog (daemon/outbox.py); beyond the bound its syntheses are
+cut, each with one `client-too-slow` error, and a client that is gone has its syntheses cancelled.
 """
 
 from __future__ import annotations
@@ -15,26 +21,37 @@ import re
 import threading
 import time
 import wave
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import zmq
-
 from utterd.models.backend import intra_op_threads
 from utterd.models.cpu_features import cpu_features
-from utterd.models.errors import UtterdError
+from utterd.models.errors import Cancelled, UtterdError
+from utterd.models.text import guard
 from utterd.models.voice import CancelToken, SynthesisParams, Voice, VoiceInfo, float_to_pcm16
 from utterd.models.voice_store import VoiceStore
 
 from . import access, memory, protocol
-from .jobs import Job
+from .jobs import Job, new_job_id
+from .outbox import (
+    CLIENT_QUEUE_MESSAGES,
+    KIND_REPLY,
+    OUTBOX_ENDPOINT,
+    Delivery,
+    Kept,
+    Outbox,
+    ReplyBacklog,
+    decode,
+)
 from .phrase_source import PhraseSource
 from .phrase_templates import parse_template
-from .prewarm import Prewarmer, PrewarmSpec, parse_prewarm_entry
 from .player import DeviceUnavailable
-from .outbox import KIND_REPLY, OUTBOX_ENDPOINT, Outbox, decode
+from .prewarm import Prewarmer, PrewarmSpec, parse_prewarm_entry
 from .scheduler import Scheduler, Target, UnknownJob
 from .settings import Settings
 from .text_stream import TextStream
@@ -48,6 +65,13 @@ _CLIENT_ID = re.compile(r"[0-9a-f]{2,510}")
 # Reported once under `backend`, not repeated for every voice.
 _CPU_KEYS = frozenset({"cpu_model", "cpu_features"})
 
+_KEEP_FINISHED_SYNTHESES: Final = 1000
+"""Finished `synthesize` job ids remembered, so a late `stop` naming one answers an empty list."""
+
+_BACKLOG_POLL_MS: Final = 10
+"""How soon the loop retries kept replies while a backlog waits (ZeroMQ cannot say when a
+client's queue has room again)."""
+
 
 class AlreadyRunning(UtterdError):
     """Another utterd answers on the configured socket."""
@@ -59,6 +83,36 @@ class SocketDirError(UtterdError):
     """The runtime folder for the ipc sockets is unsafe or cannot be made."""
 
     code = "runtime-dir"
+
+
+class ClientTooSlow(UtterdError):
+    """The client left more replies unread than its backlog holds; its synthesis was cut."""
+
+    code = "client-too-slow"
+
+
+@dataclass
+class Synthesis:
+    """A `synthesize` in progress, from the request until its last reply passes the loop.
+    Socket loop thread only; the worker holds just the token."""
+
+    job_id: str
+    """Reported in `audio-start`, `audio` and `audio-stop`; named by `stop` and `cancel`."""
+
+    client: str
+    """Hex of the requester's routing id, as `client` in stop and cancel means it."""
+
+    envelope: list[bytes]
+    """Where its replies go."""
+
+    request_id: protocol.RequestId
+    """Echoed in the error reply that ends it early."""
+
+    cancel: CancelToken = field(default_factory=CancelToken)
+    """Set by stop, cancel, a cut-off or a vanished client; the worker stops at the next piece."""
+
+    answered: bool = False
+    """The loop already sent its last reply (an error): the worker's later replies are dropped."""
 
 
 def prepare_runtime_dir(path: Path, perms: access.SocketPermissions = access.OWNER_ONLY) -> None:
@@ -121,6 +175,10 @@ class Server:
         """Voice instances pre-warming renders with at nice 19 (closed when warming ends)."""
         self._synth_in_flight = 0
         self._synth_lock = threading.Lock()
+        self._synths: dict[str, Synthesis] = {}
+        """`synthesize` jobs whose last reply has not passed the loop yet, by job id."""
+        self._synths_finished: OrderedDict[str, None] = OrderedDict()
+        self._backlog = ReplyBacklog()
         self.version = version
         self._device_state = device_state
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -162,6 +220,9 @@ class Server:
         self._pull.bind(OUTBOX_ENDPOINT)
         self._router = self.context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
+        # A reply to a full or vanished client raises instead of vanishing (see `_route`).
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._router.setsockopt(zmq.SNDHWM, CLIENT_QUEUE_MESSAGES)
         self._router.setsockopt(zmq.MAXMSGSIZE, server.max_message_bytes)
         self._pub = self.context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, 0)
@@ -199,7 +260,8 @@ class Server:
         self.state = "started"
         while not self._stop.is_set():
             self.heartbeat.beat()
-            for sock, _ in poller.poll(100):
+            self._flush_backlog()
+            for sock, _ in poller.poll(_BACKLOG_POLL_MS if self._backlog else 100):
                 if sock is self._router:
                     self._drain_router()
                 else:
@@ -209,6 +271,8 @@ class Server:
     def close(self) -> None:
         for warmer in self._warmers:
             warmer.stop()
+        for synth in self._synths.values():  # workers stop at their next piece
+            synth.cancel.cancel("the daemon is stopping")
         self.scheduler.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._pull is not None:
@@ -239,14 +303,17 @@ class Server:
                 frames = self._pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            kind, envelope, body = decode(frames)
-            try:
-                if kind == KIND_REPLY:
-                    self._router.send_multipart([*envelope, *body])
-                else:
-                    self._pub.send_multipart(body)
-            except zmq.ZMQError as exc:  # client gone: nothing to deliver to
-                _LOGGER.debug("event=undeliverable error=%s", exc)
+            out = decode(frames)
+            if out.kind != KIND_REPLY:
+                self._pub.send_multipart(list(out.frames))
+                continue
+            if out.job is not None:
+                synth = self._synths.get(out.job)
+                if out.final:
+                    self._synth_finished(out.job)
+                if synth is not None and synth.answered:
+                    continue  # the loop already ended it with an error
+            self._route(list(out.envelope), list(out.frames), out.job)
 
     def _drain_router(self) -> None:
         assert self._router is not None
@@ -258,11 +325,94 @@ class Server:
             self._handle(frames, curve_key)
 
     def _send(self, envelope: list[bytes], frames: list[bytes]) -> None:
+        self._route(envelope, frames, None)
+
+    # -- delivery: every reply passes here (socket loop thread) ---------------------------------
+    def _route(
+        self, envelope: list[bytes], frames: list[bytes], job: str | None, force: bool = False
+    ) -> None:
+        """Send a reply, or keep it while the client's queue is full; never blocks, never drops
+        a reply unless the client is gone or the backlog has no room even after a cut-off."""
         assert self._router is not None
-        try:
-            self._router.send_multipart([*envelope, *frames])
-        except zmq.ZMQError as exc:
-            _LOGGER.debug("event=undeliverable error=%s", exc)
+        if not envelope:
+            return
+        result = self._backlog.send(self._router, tuple(envelope), tuple(frames), job, force=force)
+        if result is Delivery.GONE:
+            self._client_gone(envelope[0])
+        elif result is Delivery.OVER:
+            self._client_too_slow(envelope, frames, job)
+            if job is None and not force:
+                again = self._backlog.send(self._router, tuple(envelope), tuple(frames))
+                if again is Delivery.OVER:
+                    # Only small replies are left and they fill the backlog: thousands unread.
+                    _LOGGER.warning(
+                        "event=reply-dropped client=%s reason=client-too-slow kept_bytes=%d",
+                        envelope[0].hex(),
+                        self._backlog.size_bytes(envelope[0]),
+                    )
+
+    def _flush_backlog(self) -> None:
+        if self._backlog and self._router is not None:
+            for peer in self._backlog.flush(self._router):
+                self._client_gone(peer)
+
+    def _client_gone(self, peer: bytes) -> None:
+        """EHOSTUNREACH: the client disconnected; its syntheses stop, its backlog goes."""
+        cancelled = []
+        for synth in self._synths.values():
+            if synth.envelope[0] == peer and not synth.answered:
+                synth.cancel.cancel("the client is gone")
+                synth.answered = True
+                cancelled.append(synth.job_id)
+        dropped = self._backlog.drop_peer(peer)
+        # A client that left before an answer is common (a timed-out probe): worth a line only
+        # when it cost something.
+        _LOGGER.log(
+            logging.INFO if cancelled or dropped else logging.DEBUG,
+            "event=client-gone client=%s cancelled=%s dropped_replies=%d",
+            peer.hex(),
+            cancelled,
+            dropped,
+        )
+
+    def _client_too_slow(self, envelope: list[bytes], frames: list[bytes], job: str | None) -> None:
+        """The client's backlog is full (`frames`, a reply of `job`, found no room): cut each of
+        its syntheses (running ones stop at the next piece), drop their kept replies, and leave
+        one `client-too-slow` error for each, delivered when the client reads again. Its other
+        (small) replies stay."""
+        peer = envelope[0]
+        cut: dict[str, tuple[tuple[bytes, ...], protocol.RequestId]] = {}
+        for synth in self._synths.values():
+            if synth.envelope[0] == peer and not synth.answered:
+                synth.cancel.cancel(ClientTooSlow.code)
+                synth.answered = True
+                cut[synth.job_id] = (tuple(synth.envelope), synth.request_id)
+        kept = self._backlog.take_jobs(peer)
+        # Jobs whose last reply already passed the loop but is kept, or is the one refused.
+        refused = [] if job is None else [Kept(tuple(envelope), tuple(frames), job, 0)]
+        for k in kept + refused:
+            if k.job is not None and k.job not in cut:
+                cut[k.job] = (k.envelope, protocol.peek_id(list(k.frames[:1])))
+        message = (
+            "the client left more replies unread than the daemon keeps for it "
+            f"({self._backlog.client_bytes} bytes); the synthesis was cut short"
+        )
+        for job_id, (to, request_id) in cut.items():
+            reply = protocol.error_reply(request_id, ClientTooSlow.code, message, {"job": job_id})
+            self._route(list(to), reply, None, force=True)
+        _LOGGER.warning(
+            "event=client-too-slow client=%s cut=%s dropped_replies=%d",
+            peer.hex(),
+            sorted(cut),
+            len(kept),
+        )
+
+    def _synth_finished(self, job_id: str) -> None:
+        """Its last reply passed the loop: forget the synthesis, remember its id for a while."""
+        self._synths.pop(job_id, None)
+        self._synths_finished[job_id] = None
+        while len(self._synths_finished) > _KEEP_FINISHED_SYNTHESES:
+            self._synths_finished.popitem(last=False)
 
     def _handle(self, frames: list[bytes], curve_key: str | None = None) -> None:
         self._received_s = time.monotonic()  # time to first audio counts from here
@@ -403,13 +553,46 @@ class Server:
 
     def _on_stop(self, envelope: list[bytes], request: protocol.Request) -> None:
         _LOGGER.info("event=stop-request received_s=%.6f", self._received_s)
-        stopped = self.scheduler.stop(self._target(envelope, request.message))
+        stopped = self._stop_jobs(envelope, request, self.scheduler.stop)
         self._send(envelope, protocol.reply(request.id, "stopped", {"jobs": stopped}))
 
     def _on_cancel(self, envelope: list[bytes], request: protocol.Request) -> None:
         _LOGGER.info("event=cancel-request received_s=%.6f", self._received_s)
-        stopped = self.scheduler.cancel(self._target(envelope, request.message))
+        stopped = self._stop_jobs(envelope, request, self.scheduler.cancel)
         self._send(envelope, protocol.reply(request.id, "cancelled", {"jobs": stopped}))
+
+    def _stop_jobs(
+        self,
+        envelope: list[bytes],
+        request: protocol.Request,
+        by_scheduler: Callable[[Target], list[str]],
+    ) -> list[str]:
+        """`stop` or `cancel`: the target's syntheses, then its speech; returns the ids ended."""
+        target = self._target(envelope, request.message)
+        if target.job is not None and target.job not in self._synths:
+            if target.job in self._synths_finished:
+                return []  # it finished first, as for a speech job that already ended
+            return by_scheduler(target)  # UnknownJob if the scheduler does not know it either
+        synths = self._stop_syntheses(target, request.type)
+        return synths if target.job is not None else synths + by_scheduler(target)
+
+    def _stop_syntheses(self, target: Target, by: str) -> list[str]:
+        """End the target's syntheses now, each with a `cancelled` error (their workers stop at
+        the next piece and their later replies are dropped); returns their ids."""
+        stopped = []
+        for synth in list(self._synths.values()):
+            if synth.answered or not target.matches(synth):
+                continue
+            synth.cancel.cancel(f"cancelled by a {by} request")
+            synth.answered = True
+            message = f"synthesis {synth.job_id} was cancelled by a {by} request"
+            details = {"job": synth.job_id}
+            reply = protocol.error_reply(synth.request_id, Cancelled.code, message, details)
+            self._route(synth.envelope, reply, None)
+            stopped.append(synth.job_id)
+        if stopped:
+            _LOGGER.info("event=synthesis-cancelled target=%s jobs=%s", target.describe(), stopped)
+        return stopped
 
     def _on_pause(self, envelope: list[bytes], request: protocol.Request) -> None:
         paused = self.scheduler.pause(self._target(envelope, request.message))
@@ -445,7 +628,7 @@ class Server:
         info, params = self._resolve(request.message)
         self._check_device()
         msg = request.message
-        self._check_template(msg.text, msg.slots)
+        self._check_text(msg.text, msg.slots, info)
         job = Job(
             text=msg.text,
             voice_id=info.voice_id,
@@ -488,27 +671,40 @@ class Server:
             envelope, protocol.reply(request.id, "text-closed", {"job": request.message.job})
         )
 
-    def _check_template(self, text: str, slots: dict[str, str] | None) -> None:
-        """A templated request is parsed at the edge, so its errors are answered at once."""
-        if slots is None:
-            return
-        template = parse_template(text)
-        template.render(slots)
-        length = len(template.text(slots))
-        if length > self.settings.limits.max_text_chars:
-            raise protocol.TextTooLong(
-                f"the filled-in template has {length} characters; the limit is "
-                f"{self.settings.limits.max_text_chars}"
-            )
+    def _check_text(self, text: str, slots: dict[str, str] | None, info: VoiceInfo) -> None:
+        """A request's text is checked at the edge, so its errors are answered at once: a
+        template is parsed and filled in, and a text the voice can say nothing of is refused
+        (`nothing-to-say`; one linear pass of the text guard)."""
+        if slots is not None:
+            template = parse_template(text)
+            template.render(slots)
+            text = template.text(slots)
+            if len(text) > self.settings.limits.max_text_chars:
+                raise protocol.TextTooLong(
+                    f"the filled-in template has {len(text)} characters; the limit is "
+                    f"{self.settings.limits.max_text_chars}"
+                )
+        guard.check_speakable(text, info.language)
 
     def _on_synthesize(self, envelope: list[bytes], request: protocol.Request) -> None:
         info, params = self._resolve(request.message)
-        self._check_template(request.message.text, request.message.slots)
+        self._check_text(request.message.text, request.message.slots, info)
         self.access.synth.acquire(self._owner)  # Busy: the worker pool's queue stays bounded
         with self._synth_lock:
             self._synth_in_flight += 1
         self._preempt_warming()
-        self._pool.submit(self._synthesize, envelope, request, info, params, self._owner)
+        synth = Synthesis(new_job_id(), self._client_of(envelope), envelope, request.id)
+        self._synths[synth.job_id] = synth
+        self._pool.submit(
+            self._synthesize,
+            envelope,
+            request,
+            info,
+            params,
+            self._owner,
+            synth.job_id,
+            synth.cancel,
+        )
 
     def _on_cache_clear(self, envelope: list[bytes], request: protocol.Request) -> None:
         voice = request.message.voice
@@ -615,14 +811,23 @@ class Server:
         request: protocol.Request,
         info: VoiceInfo,
         params: SynthesisParams,
-        owner: str = "",
+        owner: str,
+        job_id: str,
+        cancel: CancelToken,
     ) -> None:
+        """Render one `synthesize` (worker thread). Every reply names `job_id` to the loop, which
+        drops them once it has ended the job itself (stop, cancel, client too slow or gone)."""
         msg = request.message
+
+        def send(frames: list[bytes], final: bool = False) -> None:
+            self.outbox.reply(envelope, frames, job=job_id, final=final)
+
         try:
+            cancel.raise_if_cancelled()  # ended while it waited for a worker
             rate = info.sample_rate_hz
             fmt = {"sample_rate_hz": rate, "sample_width": 2, "channels": 1, "voice": info.voice_id}
             if msg.stream:
-                self.outbox.reply(envelope, protocol.reply(request.id, "audio-start", fmt))
+                send(protocol.reply(request.id, "audio-start", {**fmt, "job": job_id}))
             parts: list[bytes] = []
             total = 0
             # A WAV/PCM reply waits for the whole text: throughput, not first-window latency.
@@ -630,46 +835,40 @@ class Server:
                 msg.text,
                 info.voice_id,
                 params,
-                CancelToken(),
+                cancel,
                 mode=msg.cache,
                 slots=msg.slots,
                 low_latency=bool(msg.stream),
             )
             for chunk in chunks:
+                cancel.raise_if_cancelled()  # a source may yield (a cache hit) without checking
                 pcm = float_to_pcm16(chunk.samples).tobytes()
                 total += len(chunk.samples)
                 if msg.stream:
-                    self.outbox.reply(
-                        envelope,
-                        protocol.reply(
-                            request.id, "audio-chunk", {"sentence": chunk.sentence_index}, pcm
-                        ),
-                    )
+                    data = {"sentence": chunk.sentence_index}
+                    send(protocol.reply(request.id, "audio-chunk", data, pcm))
                 else:
                     parts.append(pcm)
-            duration = {"duration_s": round(total / rate, 4), "samples": total}
+            cancel.raise_if_cancelled()
+            duration = {"duration_s": round(total / rate, 4), "samples": total, "job": job_id}
             if msg.stream:
-                self.outbox.reply(envelope, protocol.reply(request.id, "audio-stop", duration))
+                send(protocol.reply(request.id, "audio-stop", duration), final=True)
             else:
                 pcm_all = b"".join(parts)
                 payload = wav_bytes(pcm_all, rate) if msg.format == "wav" else pcm_all
-                self.outbox.reply(
-                    envelope,
-                    protocol.reply(
-                        request.id, "audio", {**fmt, **duration, "format": msg.format}, payload
-                    ),
-                )
+                data = {**fmt, **duration, "format": msg.format}
+                send(protocol.reply(request.id, "audio", data, payload), final=True)
             self.counters["synthesized"] += 1
         except UtterdError as exc:
             self.counters["errors"] += 1
-            self.outbox.reply(envelope, protocol.error_reply(request.id, exc.code, exc.message))
+            details = {"job": job_id}
+            send(protocol.error_reply(request.id, exc.code, exc.message, details), final=True)
         except Exception as exc:
             self.counters["errors"] += 1
-            _LOGGER.exception("event=synthesize-crash")
-            self.outbox.reply(
-                envelope,
-                protocol.error_reply(request.id, "internal-error", f"{type(exc).__name__}: {exc}"),
-            )
+            _LOGGER.exception("event=synthesize-crash job=%s", job_id)
+            message = f"{type(exc).__name__}: {exc}"
+            details = {"job": job_id}
+            send(protocol.error_reply(request.id, "internal-error", message, details), final=True)
         finally:
             self.access.synth.release(owner)
             with self._synth_lock:
