@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from utterd.models.backend import intra_op_threads
 from utterd.models.errors import AudioTooLong
 from utterd.models.text import budget

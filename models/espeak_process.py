@@ -46,9 +46,12 @@ START_TIMEOUT_S: Final = 15.0
 
 MAX_DOTTED_LETTERS: Final = 6
 """Letters of a dotted abbreviation (`U.S.A.`) kept in one group; a longer run is cut into groups
-with a comma, since espeak-ng copies the whole run into an 80-byte buffer."""
+on lines of their own, which espeak-ng reads as separate clauses (it copies a whole run into a
+fixed buffer; a comma or a period between groups did not stop the overflow, measured)."""
 
-_DOTTED_RUN: Final = re.compile(r"(?:(?<![^\W\d_])[^\W\d_]\.[ ]?){%d,}" % (MAX_DOTTED_LETTERS + 1))
+_DOTTED_RUN: Final = re.compile(
+    r"(?:(?<![^\W\d_])[^\W\d_]\.[ ]?){" + str(MAX_DOTTED_LETTERS + 1) + ",}"
+)
 _DOTTED_LETTER: Final = re.compile(r"[^\W\d_]\.[ ]?")
 _DOTS: Final = re.compile(r"\.{2,}")
 _LANGUAGE_FLAG: Final = re.compile(r"\([^)]*\)")
@@ -68,7 +71,7 @@ def _cut_dotted(match: re.Match[str]) -> str:
 def espeak_safe_text(text: str) -> str:
     """The text with espeak-ng's known crash triggers defused (a linear pass or two).
 
-    Dotted-letter runs longer than `MAX_DOTTED_LETTERS` are cut into comma-separated groups; a
+    Dotted-letter runs longer than `MAX_DOTTED_LETTERS` are cut into groups, one a line; a
     run of dots becomes one ellipsis character (espeak-ng reads memory past the text after a
     word ending in `..`).
     """
@@ -247,9 +250,7 @@ def group_sentences(
     return sentences
 
 
-def _merge_clusters(
-    phonemes: list[str], clusters: set[tuple[str, ...]] | None
-) -> list[str]:
+def _merge_clusters(phonemes: list[str], clusters: set[tuple[str, ...]] | None) -> list[str]:
     if not clusters:
         return phonemes
     longest = max(len(c) for c in clusters)

@@ -31,13 +31,13 @@ import numpy as np
 from .backend import Session, SessionOptions, open_session
 from .errors import SynthesisError, VoiceLoadError
 from .hibari_split import SplitSession, open_split
-from .text import budget, guard
 from .hibari_stream import (
     HibariPiece,
     acoustic_frames,
     stream_ids,
     synthesize_piece,
 )
+from .text import budget, guard
 from .voice import (
     AudioChunk,
     CancelToken,
@@ -268,8 +268,7 @@ class HibariVoice(Voice):
                         ]
                     except (ArithmeticError, LookupError, ValueError, RecursionError) as err:
                         raise SynthesisError(
-                            f"hibari's G2P failed on {sentence[:60]!r}: {type(err).__name__}: "
-                            f"{err}"
+                            f"hibari's G2P failed on {sentence[:60]!r}: {type(err).__name__}: {err}"
                         ) from err
                 found = [ids for ids in found if len(ids) >= _MIN_IDS]
                 # A piece cut inside a sentence: its last sentence goes on in the next piece.

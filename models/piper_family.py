@@ -29,6 +29,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from . import espeak_process
 from .backend import (
     AUTO,
     ONNXRUNTIME,
@@ -39,7 +40,6 @@ from .backend import (
     SessionOptions,
     open_session,
 )
-from . import espeak_process
 from .cpu_features import cpu_features
 from .errors import InvalidParameter, VoiceLoadError
 from .espeak_process import espeak_safe_text, group_sentences
@@ -151,9 +151,7 @@ def iter_sentence_phonemes(
         ]
         for number, phonemes in enumerate(sentences):
             ends = piece.sentence_end or number < len(sentences) - 1
-            parts = list(
-                budget.split(phonemes, MAX_PHONEMES_PER_CALL, _is_clause_mark, _is_space)
-            )
+            parts = list(budget.split(phonemes, MAX_PHONEMES_PER_CALL, _is_clause_mark, _is_space))
             for part_number, part in enumerate(parts):
                 yield part, ends and part_number == len(parts) - 1
 

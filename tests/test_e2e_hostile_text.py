@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from audio_sinks import file_sink_env
 from daemon_harness import RunningDaemon, clean_env, next_event, wav_samples
-
 from utterd.daemon.client import RequestFailed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.audio]
@@ -73,7 +72,7 @@ def _rss_mb(d: RunningDaemon) -> float:
 
 def _synthesize(d: RunningDaemon, text: str, voice: str) -> float:
     with d.client(timeout_s=300) as c:
-        header, payload = c.request("synthesize", {"text": text, "voice": voice}, timeout_s=300)
+        _, payload = c.request("synthesize", {"text": text, "voice": voice}, timeout_s=300)
     assert payload is not None
     samples, rate = wav_samples(payload)
     return len(samples) / rate

