@@ -120,7 +120,17 @@ def test_forced_openvino_failure_falls_back_to_onnxruntime_with_a_logged_reason(
     monkeypatch.setattr(OpenVinoSession, "run", broken_run)
     with caplog.at_level(logging.WARNING, logger="utterd.models.backend"):
         audio = synth(voice, SENTENCES[1])
-    expected = synth(ort_voice, SENTENCES[1])
+    # The fallback runs the whole graph on ONNX Runtime: compare with exactly that (the split
+    # streaming runner's audio differs from it by up to ~3e-5 with today's onnxruntime).
+    whole = ort_voice.session
+    assert whole is not None
+    deterministic = np.array([0.0, 1.0, 0.0], np.float32)
+    expected = np.concatenate(
+        [
+            ort_voice._infer(whole, ids, deterministic, None)
+            for ids in ort_voice.sentence_ids(SENTENCES[1])
+        ]
+    )
     assert len(audio) == len(expected)
     assert float(np.max(np.abs(audio - expected))) < 1e-5  # ONNX Runtime made this audio
     assert voice.runtime_info()["fallbacks"] >= 1
