@@ -709,8 +709,8 @@ def install_probe(out_path: str) -> None:
     PortAudio callback only appends to a deque. Called by the sitecustomize that
     `profile_sitecustomize` writes; never imported by the daemon otherwise.
     """
-    from utterd.daemon import player as player_mod
-    from utterd.daemon import scheduler as scheduler_mod
+    from utterd.daemon.audio import player as player_mod
+    from utterd.daemon.speech import scheduler as scheduler_mod
 
     # Which code this daemon imported (a HEAD snapshot or the work tree), for the report.
     Path(out_path + ".code").write_text(str(player_mod.__file__), encoding="utf-8")

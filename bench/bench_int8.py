@@ -68,7 +68,7 @@ class UtterdVariantEngine:
 
     def load(self, threads: int) -> None:
         from utterd.models.model_store import ModelStore
-        from utterd.models.piper_family import PiperFamily, VariantChoice
+        from utterd.models.piper.family import PiperFamily, VariantChoice
         from utterd.models.voice import EngineSettings
 
         variant_name = VARIANT_OF.get(self.name)

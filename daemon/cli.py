@@ -11,12 +11,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from utterd.daemon.access import CurveClientKeys, new_key_pair, server_public_key, write_key_pair
+from utterd.daemon.client import Client, NotRunning, RequestFailed
+from utterd.daemon.config import apply_overrides, find_config_file, load_settings
+from utterd.daemon.settings import Settings
 from utterd.models.errors import UtterdError
-
-from .access import CurveClientKeys, new_key_pair, server_public_key, write_key_pair
-from .client import Client, NotRunning, RequestFailed
-from .config import apply_overrides, find_config_file, load_settings
-from .settings import Settings
 
 _TERMINAL = ("done", "stopped", "failed")
 
@@ -84,9 +83,9 @@ def _synth_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .memory import limit_arenas
-    from .sdnotify import Notifier
-    from .service import Daemon
+    from utterd.daemon.memory import limit_arenas
+    from utterd.daemon.sdnotify import Notifier
+    from utterd.daemon.service import Daemon
 
     limit_arenas()  # before any worker thread allocates: see daemon/memory.py
 

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import zmq
-
-from . import protocol
-from .access import CurveClientKeys
+from utterd.daemon import protocol
+from utterd.daemon.access import CurveClientKeys
 
 
 class NotRunning(Exception):

@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 
 import yaml
+from utterd.daemon.access import is_z85_key
+from utterd.daemon.settings import (
+    DETERMINISTIC_POLICIES,
+    PREWARM_SESSIONS,
+    SHUTDOWN_MODES,
+    Settings,
+)
 from utterd.models.errors import UtterdError
-
-from .access import is_z85_key
-from .settings import DETERMINISTIC_POLICIES, PREWARM_SESSIONS, SHUTDOWN_MODES, Settings
 
 __all__ = [
     "BACKENDS",

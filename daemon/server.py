@@ -29,16 +29,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import zmq
-from utterd.models.backend import intra_op_threads
-from utterd.models.cpu_features import cpu_features
-from utterd.models.errors import Cancelled, UtterdError
-from utterd.models.text import guard
-from utterd.models.voice import CancelToken, SynthesisParams, Voice, VoiceInfo, float_to_pcm16
-from utterd.models.voice_store import VoiceStore
-
-from . import access, memory, protocol
-from .jobs import Job, new_job_id
-from .outbox import (
+from utterd.daemon import access, memory, protocol
+from utterd.daemon.audio.player import DeviceUnavailable
+from utterd.daemon.cache.phrase_source import PhraseSource
+from utterd.daemon.cache.prewarm import Prewarmer, PrewarmSpec, parse_prewarm_entry
+from utterd.daemon.cache.templates import parse_template
+from utterd.daemon.outbox import (
     CLIENT_QUEUE_MESSAGES,
     KIND_REPLY,
     OUTBOX_ENDPOINT,
@@ -48,14 +44,17 @@ from .outbox import (
     ReplyBacklog,
     decode,
 )
-from .phrase_source import PhraseSource
-from .phrase_templates import parse_template
-from .player import DeviceUnavailable
-from .prewarm import Prewarmer, PrewarmSpec, parse_prewarm_entry
-from .scheduler import Scheduler, Target, UnknownJob
-from .settings import Settings
-from .text_stream import TextStream
-from .watchdog import Heartbeat
+from utterd.daemon.settings import Settings
+from utterd.daemon.speech.jobs import Job, new_job_id
+from utterd.daemon.speech.scheduler import Scheduler, Target, UnknownJob
+from utterd.daemon.speech.text_stream import TextStream
+from utterd.daemon.watchdog import Heartbeat
+from utterd.models.engine.backend import intra_op_threads
+from utterd.models.engine.cpu_features import cpu_features
+from utterd.models.errors import Cancelled, UtterdError
+from utterd.models.text import guard
+from utterd.models.voice import CancelToken, SynthesisParams, Voice, VoiceInfo, float_to_pcm16
+from utterd.models.voice_store import VoiceStore
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -34,22 +34,21 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from utterd.daemon.audio.player import Player, PlayerEvent
+from utterd.daemon.cache.phrase_source import PhraseSource
+from utterd.daemon.cache.prewarm import PrewarmSpec, load_prewarm_list
+from utterd.daemon.cache.store import PhraseCache
+from utterd.daemon.config import ConfigError
+from utterd.daemon.faults import DEVICE_UNAVAILABLE, VOICE_FILE_MISSING, FaultRegistry
+from utterd.daemon.sdnotify import Notifier
+from utterd.daemon.server import Server
+from utterd.daemon.settings import Settings
+from utterd.daemon.speech.jobs import Job
+from utterd.daemon.speech.scheduler import Scheduler
+from utterd.daemon.watchdog import Watchdog
 from utterd.models.errors import UtterdError
 from utterd.models.voice import EngineSettings, SynthesisParams
 from utterd.models.voice_store import VoiceStore, default_families
-
-from .cache_store import PhraseCache
-from .config import ConfigError
-from .faults import DEVICE_UNAVAILABLE, VOICE_FILE_MISSING, FaultRegistry
-from .jobs import Job
-from .phrase_source import PhraseSource
-from .player import Player, PlayerEvent
-from .prewarm import PrewarmSpec, load_prewarm_list
-from .scheduler import Scheduler
-from .sdnotify import Notifier
-from .server import Server
-from .settings import Settings
-from .watchdog import Watchdog
 
 _LOGGER = logging.getLogger(__name__)
 

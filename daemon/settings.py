@@ -238,7 +238,7 @@ class CacheSettings:
     only before a write is tried again; the first write that succeeds clears the fault."""
 
     prewarm: tuple[str, ...] = ()
-    """Prompts rendered in the background after start-up; syntax in daemon/prewarm.py
+    """Prompts rendered in the background after start-up; syntax in daemon/cache/prewarm.py
     (`voice=en_US-joe-medium rate=1.1 | Battery low.`)."""
 
     prewarm_file: Path | None = None

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from .player import PlayerHealth
-from .sdnotify import Notifier
+from utterd.daemon.audio.player import PlayerHealth
+from utterd.daemon.sdnotify import Notifier
 
 __all__ = ["Heartbeat", "Watchdog", "liveness_problem", "stale_limit_s"]
 

@@ -5,8 +5,8 @@ Importing this package loads neither onnxruntime nor piper-tts; they load with t
 
 from typing import TYPE_CHECKING, Any
 
-from .backend import Session, available_backends, open_session, register_backend
-from .errors import (
+from utterd.models.engine.backend import Session, available_backends, open_session, register_backend
+from utterd.models.errors import (
     Cancelled,
     InvalidParameter,
     SynthesisError,
@@ -15,9 +15,9 @@ from .errors import (
     UtterdError,
     VoiceLoadError,
 )
-from .hibari_family import HibariFamily
-from .piper_family import PiperFamily, PiperVitsVoice
-from .voice import (
+from utterd.models.hibari.family import HibariFamily
+from utterd.models.piper.family import PiperFamily, PiperVitsVoice
+from utterd.models.voice import (
     MAX_RATE,
     MAX_VOLUME,
     MIN_RATE,
@@ -30,16 +30,16 @@ from .voice import (
     VoiceInfo,
     float_to_pcm16,
 )
-from .voice_store import VoiceStore, default_families
+from utterd.models.voice_store import VoiceStore, default_families
 
 if TYPE_CHECKING:
-    from .hibari_voice import HibariVoice
+    from utterd.models.hibari.voice import HibariVoice
 
 
 def __getattr__(name: str) -> Any:
     # HibariVoice imports hibari and scipy (about 0.2 s): only when someone asks for it.
     if name == "HibariVoice":
-        from .hibari_voice import HibariVoice
+        from utterd.models.hibari.voice import HibariVoice
 
         return HibariVoice
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

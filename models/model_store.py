@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .errors import VoiceLoadError
+from utterd.models.errors import VoiceLoadError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-
-from .errors import Cancelled, InvalidParameter, UnknownSpeaker
+from utterd.models.errors import Cancelled, InvalidParameter, UnknownSpeaker
 
 MIN_RATE: Final = 0.25
 MAX_RATE: Final = 4.0

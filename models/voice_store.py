@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from .errors import UnknownVoice, VoiceLoadError
-from .hibari_family import HibariFamily
-from .model_store import ModelStore
-from .piper_family import PiperFamily, config_path_for
-from .voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
+from utterd.models.errors import UnknownVoice, VoiceLoadError
+from utterd.models.hibari.family import HibariFamily
+from utterd.models.model_store import ModelStore
+from utterd.models.piper.family import PiperFamily, config_path_for
+from utterd.models.voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)
 

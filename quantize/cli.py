@@ -17,13 +17,12 @@ from typing import Final
 
 from utterd.models.errors import UtterdError
 from utterd.models.model_store import ModelStore, default_model_store_dir
-from utterd.models.piper_family import PiperFamily
-
-from .pipeline import BACKENDS, QuantizeOptions, QuantizeReport, quantize_voice
-from .progress import BarProgress
-from .quality import QualityThresholds
-from .scope import DEFAULT_SCOPES, SCOPES
-from .texts import CALIBRATION_FILE, INTELLIGIBILITY_FILE, VALIDATION_FILE
+from utterd.models.piper.family import PiperFamily
+from utterd.quantize.pipeline import BACKENDS, QuantizeOptions, QuantizeReport, quantize_voice
+from utterd.quantize.progress import BarProgress
+from utterd.quantize.quality import QualityThresholds
+from utterd.quantize.scope import DEFAULT_SCOPES, SCOPES
+from utterd.quantize.texts import CALIBRATION_FILE, INTELLIGIBILITY_FILE, VALIDATION_FILE
 
 DEFAULT_VOICE_FOLDERS: Final = ("~/.local/share/utterd/voices", "/var/lib/utterd/voices")
 """The voice folders of the default configuration (config.yaml `voices.folders`)."""

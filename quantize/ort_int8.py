@@ -22,8 +22,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-
-from .scope import WEIGHT_ONLY_OP_TYPES, QuantScope
+from utterd.quantize.scope import WEIGHT_ONLY_OP_TYPES, QuantScope
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy.typing as npt
-
-from .scope import QuantScope
+from utterd.quantize.scope import QuantScope
 
 _LOGGER = logging.getLogger(__name__)
 

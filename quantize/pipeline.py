@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from utterd.models.backend import (
+from utterd.models.engine.backend import (
     ONNXRUNTIME,
     OPENVINO,
     Session,
@@ -39,7 +39,7 @@ from utterd.models.backend import (
     intra_op_threads,
     open_session,
 )
-from utterd.models.cpu_features import cpu_features
+from utterd.models.engine.cpu_features import cpu_features
 from utterd.models.errors import SynthesisError, UtterdError, VoiceLoadError
 from utterd.models.model_store import (
     FP32_ONNXRUNTIME,
@@ -54,7 +54,7 @@ from utterd.models.model_store import (
     Variant,
     best_variant,
 )
-from utterd.models.piper_family import (
+from utterd.models.piper.family import (
     LENGTH_BUCKETS,
     PADDED_INPUTS,
     PiperSettings,
@@ -63,13 +63,12 @@ from utterd.models.piper_family import (
     read_config,
 )
 from utterd.models.voice import EngineSettings, VoiceInfo
-
-from .ort_int8 import quantize_onnxruntime
-from .ov_int8 import quantize_openvino
-from .progress import LogProgress, Progress
-from .quality import QualityThresholds, SentenceScore, gate_reasons, score_sentence
-from .scope import DEFAULT_SCOPES, QuantScope, scope_named
-from .texts import (
+from utterd.quantize.ort_int8 import quantize_onnxruntime
+from utterd.quantize.ov_int8 import quantize_openvino
+from utterd.quantize.progress import LogProgress, Progress
+from utterd.quantize.quality import QualityThresholds, SentenceScore, gate_reasons, score_sentence
+from utterd.quantize.scope import DEFAULT_SCOPES, QuantScope, scope_named
+from utterd.quantize.texts import (
     CALIBRATION_FILE,
     INTELLIGIBILITY_FILE,
     VALIDATION_FILE,
@@ -564,7 +563,7 @@ def _wer_gate(
     candidates' reasons."""
     if text is None:
         return {"run": False}
-    from .intelligibility import IntelligibilityUnavailable, WerJudge
+    from utterd.quantize.intelligibility import IntelligibilityUnavailable, WerJudge
 
     try:
         judge = WerJudge(threads)

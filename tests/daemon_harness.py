@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import yaml
 import zmq
-
 from utterd.daemon.client import Client, NotRunning
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from utterd.daemon.player import DeviceUnavailable, Player, PlayerEvent
+from utterd.daemon.audio.player import DeviceUnavailable, Player, PlayerEvent
 from utterd.daemon.settings import AudioSettings
 from utterd.models.voice import AudioChunk
 

@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import NothingToSay
-from ..voice import CancelToken
+from utterd.models.errors import NothingToSay
+from utterd.models.voice import CancelToken
 
 GUARD_VERSION: Final = 1
 """Bumped whenever the guard changes what reaches a voice (it is part of phrase-cache keys)."""

@@ -35,7 +35,9 @@ from typing import Final
 import atheris
 
 with atheris.instrument_imports():
-    from utterd.daemon import phrase_templates, prewarm, protocol
+    from utterd.daemon import protocol
+    from utterd.daemon.cache import prewarm
+    from utterd.daemon.cache import templates as phrase_templates
     from utterd.daemon.settings import LimitsSettings
 
 LIMITS: Final = LimitsSettings(max_text_chars=200)

@@ -1,0 +1,205 @@
+"""Where a request's audio comes from: the phrase cache, the voice, or both (templates).
+
+Both the speech queue and `synthesize` ask this one object, so a prompt cached by one is a hit
+for the other, and the rules for what may be cached live in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from utterd.daemon.cache.key import CacheKeyParts, FileHasher, normalize_text, voice_model_files
+from utterd.daemon.cache.store import PhraseCache, pcm16_to_float
+from utterd.daemon.cache.templates import parse_template, pause_after, prepare_piece, silence
+from utterd.daemon.protocol import CacheMode
+from utterd.daemon.settings import CacheSettings
+from utterd.models.engine.backend import intra_op_threads
+from utterd.models.errors import AudioTooLong
+from utterd.models.text import budget
+from utterd.models.text.guard import GUARD_VERSION
+from utterd.models.voice import (
+    AudioChunk,
+    CancelToken,
+    EngineSettings,
+    SynthesisParams,
+    Voice,
+    float_to_pcm16,
+)
+from utterd.models.voice_store import VoiceStore
+
+_LOGGER = logging.getLogger(__name__)
+
+# The text front end (G2P, phonemizer) changes the audio as much as the model does.
+_FRONT_END_PACKAGES = {"hibari": "hibari-tts", "piper": "piper-tts"}
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return ""
+
+
+def bounded_audio(
+    chunks: Iterator[AudioChunk], chars: int, params: SynthesisParams
+) -> Iterator[AudioChunk]:
+    """The chunks, failing with AudioTooLong once they pass what `chars` characters of text may
+    produce (budget.max_audio_s): no text, whatever it holds, speaks without end."""
+    limit_s = budget.max_audio_s(chars, params.rate)
+    produced_s = 0.0
+    for chunk in chunks:
+        produced_s += chunk.duration_s
+        if produced_s > limit_s:
+            raise AudioTooLong(
+                f"the text's audio passed {limit_s:.0f} s, the most {chars} characters may "
+                f"produce at rate {params.rate:g} ({budget.AUDIO_S_FLOOR:g} s + "
+                f"{budget.AUDIO_S_PER_CHAR:g} s per character)"
+            )
+        yield chunk
+
+
+class PhraseSource:
+    """Audio for (text, voice, params): replayed from the cache when allowed, else synthesized."""
+
+    def __init__(
+        self,
+        voices: VoiceStore,
+        cache: PhraseCache | None,
+        settings: CacheSettings,
+        engine_for: Callable[[str], EngineSettings],
+    ) -> None:
+        """`engine_for(voice_id)`: the engine settings that voice loads with (its own backend)."""
+        self.voices = voices
+        self.cache = cache if settings.enabled else None
+        self.settings = settings
+        self._engine_for = engine_for
+        self._hasher = FileHasher()
+        self._front_end = {f: _package_version(p) for f, p in _FRONT_END_PACKAGES.items()}
+
+    def key(
+        self, text: str, voice: Voice, params: SynthesisParams
+    ) -> tuple[str, SynthesisParams] | None:
+        """The cache key and the parameters to synthesize with; None if the request bypasses it."""
+        cs = self.settings
+        if self.cache is None or len(text) > cs.max_text_chars:
+            return None
+        if cs.deterministic == "request" and not params.deterministic:
+            return None
+        params = dataclasses.replace(params, deterministic=True)
+        # The key names what the voice actually runs (its runtime_info: the variant `auto`
+        # chose, ...); its configured engine only fills in what the voice does not report.
+        runtime: Mapping[str, Any] = voice.runtime_info()
+        engine = self._engine_for(voice.info.voice_id)
+        files = list(voice_model_files(voice.info))
+        if runtime.get("model_file"):
+            files.append(
+                Path(str(runtime["model_file"]))
+            )  # the variant actually run (INT8 or FP32)
+        parts = CacheKeyParts.for_request(
+            text,
+            voice.info,
+            params,
+            model_sha256=self._hasher.digest(files),
+            backend=str(runtime.get("backend", engine.backend)),
+            precision=str(runtime.get("precision", "fp32")),
+            threads=int(runtime.get("threads") or intra_op_threads(engine)),
+            # The guard decides what reaches the family's front end: it changes the audio too.
+            engine_version=f"{self._front_end.get(voice.info.family, '')}+guard{GUARD_VERSION}",
+        )
+        return parts.digest(), params
+
+    def is_cached(self, text: str, voice_id: str, params: SynthesisParams) -> bool:
+        if self.cache is None:
+            return False
+        keyed = self.key(text, self.voices.get(voice_id), params)
+        return keyed is not None and self.cache.contains(keyed[0])
+
+    def stream(
+        self,
+        text: str,
+        voice_id: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        mode: CacheMode = "auto",
+        slots: Mapping[str, str] | None = None,
+        low_latency: bool = True,
+        instance: Voice | None = None,
+    ) -> Iterator[AudioChunk]:
+        """The audio of one request, chunk by chunk; `slots` makes `text` a template.
+
+        `low_latency`: someone is waiting for the first sound (see `Voice.stream`); False for
+        files and pre-warming, which want throughput. `instance`: a private instance of voice
+        `voice_id` to synthesize with (`VoiceStore.open_instance`) instead of the shared one.
+        """
+        if slots is not None:
+            yield from self._template(text, slots, voice_id, params, cancel, mode, low_latency)
+            return
+        voice = instance if instance is not None else self.voices.get(voice_id)
+        keyed = None if mode == "off" else self.key(text, voice, params)
+        if keyed is None or self.cache is None:
+            yield from bounded_audio(
+                voice.stream(text, params, cancel, low_latency=low_latency), len(text), params
+            )
+            return
+        key, cached_params = keyed
+        normalized = normalize_text(text)  # what the key names is what is synthesized
+        yield from self.cache.stream(
+            key,
+            voice_id,
+            lambda token: bounded_audio(
+                voice.stream(normalized, cached_params, token, low_latency=low_latency),
+                len(normalized),
+                cached_params,
+            ),
+            cancel,
+            mode=mode,
+        )
+
+    def _template(
+        self,
+        source: str,
+        slots: Mapping[str, str],
+        voice_id: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        mode: CacheMode,
+        low_latency: bool,
+    ) -> Iterator[AudioChunk]:
+        """Fixed parts from the cache, slot values synthesized, joined without clicks."""
+        pieces = parse_template(source).render(slots)
+        rate_hz = self.voices.info(voice_id).sample_rate_hz
+        last = len(pieces) - 1
+        for index, piece in enumerate(pieces):
+            piece_mode: CacheMode = mode if piece.cached else "off"
+            chunks = list(
+                self.stream(
+                    piece.text,
+                    voice_id,
+                    params,
+                    cancel,
+                    mode=piece_mode,
+                    low_latency=low_latency,
+                )
+            )
+            audio = (
+                np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
+            )
+            pcm = prepare_piece(
+                float_to_pcm16(audio), rate_hz, join_before=index > 0, join_after=index < last
+            )
+            if index < last:
+                pcm = np.concatenate([pcm, silence(pause_after(piece.text), rate_hz)])
+            cancel.raise_if_cancelled()
+            yield AudioChunk(pcm16_to_float(pcm), rate_hz, sentence_index=index, sentence_end=True)
+
+    def stats(self) -> dict[str, Any]:
+        if self.cache is None:
+            return {"enabled": False}
+        return {"enabled": True, **self.cache.stats().as_dict()}

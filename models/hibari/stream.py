@@ -1,0 +1,505 @@
+"""hibari's signal stage run window by window, so a sentence's first audio leaves after one window.
+
+hibari's network predicts, per 12.5 ms frame, the parts of a spectrum; `hibari.dsp.synth` turns
+the whole sentence into a waveform at once: a band-limited pulse train from F0, its STFT, the
+per-frame filters and noise, then one inverse STFT with overlap-add. Every step is local in time
+except three, handled here so that the windowed output is *identical* to `hibari.dsp.synth`:
+
+- **Pulse phase** is a running sum of the instantaneous frequency from the sentence start. We keep
+  the float64 running sum between windows and continue the same sequential `cumsum`, so each
+  sample's phase is computed by the same additions in the same order.
+- **Noise** is `rng.standard_normal((bins, 2·F))`: row-major, so frame 0's values are spread over
+  every row and depend on F. With `exact_noise` (the default, and what a deterministic request
+  asks for) we make that one draw at the start of the sentence, exactly as `synth` does (same
+  generator, same shape, same position in the generator's stream), and slice columns per
+  window; the generator is then left where `synth` would leave it, so the next sentence's noise
+  lines up too. That draw is the whole piece's noise before its first audio (about 2 ms for a
+  short prompt, 601 bins × 2 per frame); without `exact_noise` each window draws only its own
+  columns, the same distribution (independent standard normals per bin and frame) from a
+  generator that is random per request anyway.
+- **Edges**: the STFT reflect-pads the whole pulse train and the inverse STFT's normalization is
+  tapered at both ends of the sentence; we reflect at the sentence's ends (not the window's) and
+  use the whole sentence's normalization.
+
+Context needed per window (n_fft = 4 hops): output frame m is the overlap-add of STFT frames
+m−1 … m+2; STFT frame k reads pulse samples of frames k−2 … k+1, whose frequency interpolates
+F0 of frames k−3 … k+2. Those frames are all known (the network ran on the whole sentence, or,
+with decoder windows, its front gave all of F0 and the decoder has run up to frame stop + 2), so
+a window costs only the frames it adds; nothing is computed twice.
+
+Per-element numpy math (sin, tanh, exp, complex products, per-row FFTs) does not depend on where
+an element sits in an array, so the result is bit-identical, with numpy's FFT and with scipy's; tests check it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from hibari import dsp
+from utterd.models.engine.backend import Session
+from utterd.models.engine.stream_windows import window_plan
+from utterd.models.errors import SynthesisError
+from utterd.models.hibari.split import SplitSession
+from utterd.models.voice import CancelToken
+
+_LOGGER = logging.getLogger(__name__)
+
+MODEL_OUTPUTS: Final = ("lh", "theta", "ln", "lr", "phi", "f0")
+"""The acoustic model's outputs in the order `hibari.dsp.synth` takes them."""
+
+DEFAULT_FIRST_WINDOW_FRAMES: Final = 4
+DEFAULT_WINDOW_FRAMES: Final = 32
+
+N_FFT: Final[int] = int(dsp.N_FFT)
+HOP: Final[int] = int(dsp.HOP)
+SAMPLE_RATE_HZ: Final[int] = int(dsp.SR)
+_HOPS_PER_FFT: Final = N_FFT // HOP
+_HALF: Final = N_FFT // 2
+# `hibari.dsp.pulses` defaults: voicing threshold and highest harmonic, in Hz.
+_VOICED_HZ: Final = 40.0
+_MAX_HARMONIC_HZ: Final = 11000.0
+# Below this many frames the whole-sentence reflect padding may reflect more than once (numpy
+# pads iteratively when the pad exceeds the signal): leave such slivers to `dsp.synth` itself.
+_MIN_WINDOWED_FRAMES: Final = _HOPS_PER_FFT + 1
+# Below this, a piece's signal stage is too short (~2 ms) to gain from a second thread.
+_MIN_PARALLEL_FRAMES: Final = 64
+# Frames per step of `synthesize_piece`'s halves: small temporaries (~0.6 MB per array).
+_PARALLEL_CHUNK_FRAMES: Final = 128
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class HibariFrames:
+    """The acoustic model's outputs for one sentence piece (batch dimension removed)."""
+
+    lh: FloatArray
+    """Log magnitude of the harmonic filter, [bins, frames]."""
+
+    theta: FloatArray
+    """Phase of the harmonic filter before tanh·π, [bins, frames]."""
+
+    ln: FloatArray
+    """Log magnitude of the noise, [bins, frames]."""
+
+    lr: FloatArray
+    """Log magnitude of the free-phase branch, [bins, frames]."""
+
+    phi: FloatArray
+    """Phase of the free-phase branch, [bins, frames]."""
+
+    f0: FloatArray
+    """Fundamental frequency in Hz per frame, [frames]; below 40 Hz means unvoiced."""
+
+    @property
+    def frames(self) -> int:
+        return int(self.lh.shape[1])
+
+    @property
+    def bins(self) -> int:
+        return int(self.lh.shape[0])
+
+    @staticmethod
+    def from_outputs(outputs: Sequence[npt.NDArray[Any]]) -> HibariFrames:
+        """From the model's outputs in `MODEL_OUTPUTS` order, each with its batch of one."""
+        lh, theta, ln, lr, phi, f0 = (np.asarray(o[0], dtype=np.float32) for o in outputs)
+        return HibariFrames(lh, theta, ln, lr, phi, f0)
+
+
+@dataclass(frozen=True)
+class HibariPiece:
+    """A window of a sentence's audio."""
+
+    samples: FloatArray
+    """Mono float32 audio at 24 kHz of frames [start_frame, end_frame) (no gain applied)."""
+
+    start_frame: int
+    """First frame this piece covers (sample offset = start_frame · 300)."""
+
+    end_frame: int
+    """One past the last frame this piece covers."""
+
+    last: bool
+    """True for the sentence piece's last window."""
+
+
+@functools.lru_cache(maxsize=1)
+def _interpolation_weights() -> tuple[FloatArray, FloatArray]:
+    """`hibari.dsp._interp_w`: weight of the next frame (u) and of the previous one (1 − u)."""
+    u = (((np.arange(HOP) + 0.5) / HOP - 0.5) % 1.0).astype(np.float32)
+    return u, (1.0 - u).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _ola_norm(frames: int) -> FloatArray:
+    """`hibari.dsp._ola_norm`: 1 / summed squared window per output block of the whole sentence."""
+    window_sq = (dsp.WIN * dsp.WIN).reshape(_HOPS_PER_FFT, HOP)
+    wsum = np.zeros((frames + _HOPS_PER_FFT - 1, HOP), np.float32)
+    for k in range(_HOPS_PER_FFT):
+        wsum[k : k + frames] += window_sq[k]
+    norm = np.empty_like(wsum)
+    np.divide(1.0, np.maximum(wsum, 1e-11), out=norm)
+    return norm
+
+
+class _PulseTrain:
+    """`hibari.dsp.pulses`, computed a few frames at a time with the phase carried over."""
+
+    def __init__(self, f0: FloatArray) -> None:
+        self._padded_f0 = np.pad(np.asarray(f0, np.float32), 1, mode="edge")
+        self._frames = len(f0)
+        self.samples = np.zeros(self._frames * HOP, np.float32)
+        """The pulse train so far; filled frame by frame."""
+        self.done = 0
+        """Frames of `samples` computed."""
+        self._phase_sum = np.zeros(1, np.float64)  # Σ f so far, before the 1/SR scaling
+
+    def extend_to(self, frames: int) -> None:
+        """Compute the pulse train up to frame `frames` (exclusive)."""
+        start, stop = self.done, min(frames, self._frames)
+        if stop <= start:
+            return
+        n, h2 = stop - start, HOP // 2
+        u, v = _interpolation_weights()
+        fp = self._padded_f0
+        grid = np.empty((n, HOP), np.float32)
+        np.multiply(fp[start:stop, None], v[:h2], out=grid[:, :h2])
+        grid[:, :h2] += fp[start + 1 : stop + 1, None] * u[:h2]
+        np.multiply(fp[start + 1 : stop + 1, None], v[h2:], out=grid[:, h2:])
+        grid[:, h2:] += fp[start + 2 : stop + 2, None] * u[h2:]
+        f = grid.reshape(-1)
+        voiced = f > _VOICED_HZ
+        np.maximum(f, _VOICED_HZ, out=f)
+        # One sequential float64 running sum, continued from the previous window: the same
+        # additions, in the same order, as the whole-sentence cumsum.
+        t = np.cumsum(np.concatenate((self._phase_sum, f.astype(np.float64))))[1:]
+        self._phase_sum = t[-1:].copy()
+        t *= 1.0 / SAMPLE_RATE_HZ
+        np.modf(t, t)
+        t *= 2 * np.pi
+        t32 = t.astype(np.float32)
+        harmonics = np.floor(_MAX_HARMONIC_HZ / f)
+        harmonics += 0.5
+        s = np.sin(t32 * 0.5)
+        s *= 2
+        bad = np.abs(s) <= 2e-3
+        e = np.sin(harmonics * t32)
+        s[bad] = 1
+        e /= s
+        e[bad] = harmonics[bad]
+        e -= 0.5
+        e[~voiced] = 0
+        self.samples[start * HOP : stop * HOP] = e
+        self.done = stop
+
+
+def _reflect_indices(first: int, stop: int, length: int) -> npt.NDArray[np.intp]:
+    """Indices into a signal of `length` for padded positions [first, stop) (pad N_FFT/2, reflect)."""
+    j = np.arange(first, stop) - _HALF
+    j = np.where(j < 0, -j, j)
+    return np.where(j >= length, 2 * (length - 1) - j, j)
+
+
+class _WindowedSynth:
+    """State of one sentence piece's windowed synthesis."""
+
+    def __init__(
+        self, frames: HibariFrames, rng: np.random.Generator, *, exact_noise: bool = True
+    ) -> None:
+        self.f = frames
+        n = frames.frames
+        self.pulses = _PulseTrain(frames.f0)
+        self.rng = rng
+        # The one noise draw `dsp.synth` makes, same shape and order (see the module docstring);
+        # None: each window draws its own columns.
+        self.noise: npt.NDArray[np.complex64] | None = (
+            rng.standard_normal((frames.bins, 2 * n), dtype=np.float32).view(np.complex64)
+            if exact_noise
+            else None
+        )
+        self.norm = _ola_norm(n)
+        self.spec_done = 0
+        # Inverse-FFT'd, windowed frames not yet fully overlap-added: [frame, hop slot, sample].
+        self.pending = np.zeros((0, _HOPS_PER_FFT, HOP), np.float32)
+        self.pending_start = 0
+
+    def _spectra(self, start: int, stop: int, rng: np.random.Generator | None = None) -> FloatArray:
+        """Time-domain windowed frames [start, stop) — `synth` then `ola`'s irfft and window.
+
+        Without the exact noise draw, the frames' noise comes from `rng` (default: the piece's
+        generator); reads the pulse train only up to where it has been extended."""
+        f, n = self.f, self.f.frames
+        self.pulses.extend_to(stop + 1)  # frame k reads pulse frames up to k + 1
+        positions = _reflect_indices(start * HOP, (stop - 1) * HOP + N_FFT, n * HOP)
+        padded = self.pulses.samples[positions]
+        windows = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP] * dsp.WIN_SRC
+        spec = np.ascontiguousarray(dsp.rfft(windows, 1).T)
+        cols = slice(start, stop)
+        rot = np.empty(spec.shape, np.complex64)
+        c = np.tanh(np.ascontiguousarray(f.theta[:, cols]))
+        c *= np.pi
+        np.cos(c, out=rot.real)
+        np.sin(c, out=rot.imag)
+        rot *= dsp.ex(np.ascontiguousarray(f.lh[:, cols]))
+        spec *= rot
+        z = (
+            np.ascontiguousarray(self.noise[:, cols])
+            if self.noise is not None
+            else (rng if rng is not None else self.rng)
+            .standard_normal((f.bins, 2 * (stop - start)), dtype=np.float32)
+            .view(np.complex64)
+        )
+        z *= dsp.ex(np.ascontiguousarray(f.ln[:, cols]))
+        spec += z
+        phi = np.ascontiguousarray(f.phi[:, cols])
+        np.cos(phi, out=rot.real)
+        np.sin(phi, out=rot.imag)
+        rot *= dsp.ex(np.ascontiguousarray(f.lr[:, cols]))
+        spec += rot
+        time_frames: FloatArray = dsp.irfft(spec.T, N_FFT, 1)
+        time_frames *= dsp.WIN
+        return time_frames
+
+    def window(self, start: int, stop: int) -> FloatArray:
+        """Audio of output frames [start, stop); windows must come in order."""
+        n = self.f.frames
+        # Output frame m is overlap-add block m + 2, made of STFT frames m − 1 … m + 2.
+        need = min(n, stop + 2)
+        if need > self.spec_done:
+            new = self._spectra(self.spec_done, need).reshape(-1, _HOPS_PER_FFT, HOP)
+            self.pending = np.concatenate((self.pending, new))
+            self.spec_done = need
+        first_block, stop_block = start + 2, stop + 2
+        out = np.zeros((stop_block - first_block, HOP), np.float32)
+        # Same order of additions as `ola`: hop slot 0 (frame b), then slot 1 (frame b − 1), …
+        for slot in range(_HOPS_PER_FFT):
+            lo = max(first_block, self.pending_start + slot)
+            hi = min(stop_block, self.pending_start + len(self.pending) + slot)
+            if hi > lo:
+                frames = self.pending[
+                    lo - slot - self.pending_start : hi - slot - self.pending_start
+                ]
+                out[lo - first_block : hi - first_block] += frames[:, slot]
+        out *= self.norm[first_block:stop_block]
+        # Frames older than stop − 1 feed no later block.
+        drop = max(0, min(len(self.pending), stop - 1 - self.pending_start))
+        self.pending = self.pending[drop:]
+        self.pending_start += drop
+        return out.reshape(-1)
+
+
+def synthesize_windows(
+    frames: HibariFrames,
+    rng: np.random.Generator,
+    cancel: CancelToken,
+    *,
+    first_window_frames: int = DEFAULT_FIRST_WINDOW_FRAMES,
+    window_frames: int = DEFAULT_WINDOW_FRAMES,
+    exact_noise: bool = True,
+) -> Iterator[HibariPiece]:
+    """`hibari.dsp.synth` of `frames`, yielded window by window; checks `cancel` between windows.
+
+    With `exact_noise`, concatenated, the pieces equal `hibari.dsp.synth(..., rng)` with the
+    generator in the same state, and leave the generator in the same state after it. Without
+    it, each window draws its own noise (the first audio does not wait for the whole piece's
+    draw): the same signal with other, equally distributed noise.
+    """
+    plan = window_plan(frames.frames, first_window_frames, window_frames)
+    # One window for the whole piece (a piece shorter than the first window): hibari's own
+    # synth, which the windows equal sample for sample, without the windows' bookkeeping.
+    if frames.frames < _MIN_WINDOWED_FRAMES or len(plan) == 1:
+        cancel.raise_if_cancelled()
+        whole = dsp.synth(frames.lh, frames.theta, frames.ln, frames.lr, frames.phi, frames.f0, rng)
+        yield HibariPiece(np.asarray(whole, np.float32), 0, frames.frames, last=True)
+        return
+    state = _WindowedSynth(frames, rng, exact_noise=exact_noise)
+    for number, (start, stop) in enumerate(plan):
+        cancel.raise_if_cancelled()
+        yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)
+
+
+def synthesize_piece(
+    frames: HibariFrames,
+    rng: np.random.Generator,
+    helper: Executor,
+    *,
+    exact_noise: bool = True,
+) -> FloatArray:
+    """`hibari.dsp.synth` of a whole piece, its per-frame spectra computed in two halves at once:
+    the first on this thread, the second on `helper` (numpy and scipy release the GIL in their
+    loops). The overlap-add is `dsp.ola`'s, in the same order.
+
+    With `exact_noise`, the same samples as `dsp.synth(..., rng)` (one noise draw up front, the
+    generator left where `synth` leaves it). Without it, each half draws its own noise, in
+    parallel, from a generator seeded from `rng`: the noise draw was a third of the signal
+    stage's time, and a request that is not deterministic needs only its distribution.
+    """
+    n = frames.frames
+    if n < _MIN_PARALLEL_FRAMES:
+        return np.asarray(
+            dsp.synth(frames.lh, frames.theta, frames.ln, frames.lr, frames.phi, frames.f0, rng),
+            np.float32,
+        )
+    state = _WindowedSynth(frames, rng, exact_noise=exact_noise)
+    state.pulses.extend_to(n + 1)  # sequential (a running phase); the halves only read it
+    time_frames = np.empty((n, N_FFT), np.float32)
+
+    def fill(start: int, stop: int, noise_rng: np.random.Generator | None) -> None:
+        # A few frames at a time: the temporaries stay small whatever the piece's length.
+        for first in range(start, stop, _PARALLEL_CHUNK_FRAMES):
+            last = min(stop, first + _PARALLEL_CHUNK_FRAMES)
+            time_frames[first:last] = state._spectra(first, last, noise_rng)
+
+    middle = n // 2
+    second_rng = None if exact_noise else np.random.default_rng(int(rng.integers(1 << 62)))
+    second = helper.submit(fill, middle, n, second_rng)
+    try:
+        fill(0, middle, None)
+    finally:
+        second.result()  # never leaves the helper's half running behind this call
+    blocks = time_frames.reshape(n, _HOPS_PER_FFT, HOP)
+    out = np.zeros((n + _HOPS_PER_FFT - 1, HOP), np.float32)
+    for slot in range(_HOPS_PER_FFT):
+        out[slot : slot + n] += blocks[:, slot]
+    out *= _ola_norm(n)
+    return out.reshape(-1)[_HALF : _HALF + n * HOP]
+
+
+def _feeds(ids: Sequence[int], speed: float) -> dict[str, npt.NDArray[Any]]:
+    return {"ids": np.asarray([ids], dtype=np.int64), "speed": np.array([speed], dtype=np.float32)}
+
+
+def acoustic_frames(session: Session, ids: Sequence[int], speed: float) -> HibariFrames:
+    """Run the acoustic model on one piece's phoneme ids (with the 0 pads).
+
+    Uses no random generator, so it may run ahead of the signal stage of the piece before
+    (on another thread) without changing a sample.
+    """
+    outputs = session.run(MODEL_OUTPUTS, _feeds(ids, speed))
+    if len(outputs) != len(MODEL_OUTPUTS):
+        raise SynthesisError(f"{session.label}: expected outputs {MODEL_OUTPUTS}")
+    frames = HibariFrames.from_outputs(outputs)
+    _LOGGER.debug("hibari_frames label=%s ids=%d frames=%d", session.label, len(ids), frames.frames)
+    return frames
+
+
+def stream_ids(
+    session: Session,
+    ids: Sequence[int],
+    speed: float,
+    rng: np.random.Generator,
+    cancel: CancelToken,
+    *,
+    first_window_frames: int = DEFAULT_FIRST_WINDOW_FRAMES,
+    window_frames: int = DEFAULT_WINDOW_FRAMES,
+    exact_noise: bool = True,
+    decoder_windows: bool = False,
+) -> Iterator[HibariPiece]:
+    """Run the acoustic model on one piece's phoneme ids (with the 0 pads), then stream its audio.
+
+    What `hibari.Hibari.from_ids` does, with our session and the signal stage in windows
+    (`exact_noise`: see `synthesize_windows`). With `decoder_windows` and a `SplitSession`, the
+    model's decoder runs first on the frames the first two signal windows need, then on the rest
+    (see `hibari_split`): the first audio waits for the front and a few decoder frames instead of
+    the whole model, and the audio differs from the whole model's only by the decoder's
+    per-call activation scale.
+    """
+    cancel.raise_if_cancelled()
+    if decoder_windows and isinstance(session, SplitSession):
+        yield from _stream_decoder_windows(
+            session,
+            ids,
+            speed,
+            rng,
+            cancel,
+            first_window_frames=first_window_frames,
+            window_frames=window_frames,
+            exact_noise=exact_noise,
+        )
+        return
+    frames = acoustic_frames(session, ids, speed)
+    yield from synthesize_windows(
+        frames,
+        rng,
+        cancel,
+        first_window_frames=first_window_frames,
+        window_frames=window_frames,
+        exact_noise=exact_noise,
+    )
+
+
+class _DecodedFrames:
+    """A piece's spectral frames, filled by the decoder as the signal stage needs them: first
+    the frames the first windows need (a short call), then the rest in one call on all the
+    piece's frames, so that everything after the first call's frames is the whole model's
+    output bit for bit (the decoder's activation scale is per call; see `hibari_split`)."""
+
+    def __init__(self, session: SplitSession, ids: Sequence[int], speed: float) -> None:
+        self._session = session
+        self._feature, others = session.features(_feeds(ids, speed))
+        if "f0" not in others:
+            raise SynthesisError(f"{session.label}: the model's front gives no f0")
+        self.count = int(self._feature.shape[-1])
+        self._f0 = np.asarray(others["f0"][0], dtype=np.float32)
+        self.frames: HibariFrames | None = None
+        self.done = 0
+
+    def ensure(self, upto: int) -> HibariFrames:
+        """The frames with at least [0, upto) decoded."""
+        if upto > self.done or self.frames is None:
+            # The first call: the frames asked for; the second: all the piece's frames, of
+            # which those not decoded yet are kept.
+            stop = max(1, min(self.count, upto)) if self.done == 0 else self.count
+            outputs = self._session.decode(self._feature, 0, stop)
+            decoded = {
+                name: output[..., self.done :]
+                for name, output in zip(self._session.cut.decoder_outputs, outputs, strict=True)
+            }
+            if self.frames is None:
+                bins = int(decoded["lh"].shape[1])
+                lh, theta, ln, lr, phi = (
+                    np.empty((bins, self.count), np.float32) for _ in range(5)
+                )
+                self.frames = HibariFrames(lh, theta, ln, lr, phi, self._f0)
+            for name in MODEL_OUTPUTS[:-1]:
+                getattr(self.frames, name)[:, self.done : stop] = decoded[name][0]
+            self.done = stop
+        return self.frames
+
+
+def _stream_decoder_windows(
+    session: SplitSession,
+    ids: Sequence[int],
+    speed: float,
+    rng: np.random.Generator,
+    cancel: CancelToken,
+    *,
+    first_window_frames: int,
+    window_frames: int,
+    exact_noise: bool,
+) -> Iterator[HibariPiece]:
+    decoded = _DecodedFrames(session, ids, speed)
+    n = decoded.count
+    plan = window_plan(n, first_window_frames, window_frames)
+    if n < _MIN_WINDOWED_FRAMES or len(plan) == 1:
+        yield from synthesize_windows(
+            decoded.ensure(n), rng, cancel, first_window_frames=n, window_frames=n
+        )
+        return
+    # Output frame m needs spectral frames up to m + 2 (`_WindowedSynth.window`). The first call
+    # decodes the frames of the first two windows: the call on the whole piece then has the
+    # first two windows' playing time (150 ms by default) to finish in, not just the first's
+    # (50 ms: a long piece's whole decode came late under load, measured in bench_streaming).
+    early = plan[min(1, len(plan) - 1)][1]
+    state = _WindowedSynth(decoded.ensure(min(n, early + 2)), rng, exact_noise=exact_noise)
+    for number, (start, stop) in enumerate(plan):
+        cancel.raise_if_cancelled()
+        decoded.ensure(min(n, stop + 2))
+        yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)

@@ -1,0 +1,249 @@
+"""hibari's acoustic model as front + decoder: exact when whole, within the seam threshold when
+the decoder runs on a first window and then the rest, and the whole graph when it cannot be cut."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import hibari
+import numpy as np
+import numpy.typing as npt
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from utterd.models import CancelToken, EngineSettings, Session, VoiceLoadError
+from utterd.models.engine.backend import open_session
+from utterd.models.engine.stream_windows import window_plan
+from utterd.models.hibari.split import SplitSession, cut_model, find_cut, open_split
+from utterd.models.hibari.stream import HOP, MODEL_OUTPUTS, stream_ids
+from utterd.models.hibari.voice import open_decoder_windows, session_options
+
+HEART_MODEL = Path(hibari.voices.voice_path("heart", download_missing=False))
+PROMPTS = (
+    "Battery low.",
+    "Door unlocked.",
+    "Checkbox, Remember me, not checked.",
+    "Your appointment is confirmed for Tuesday, June 14th, at 10:15.",
+    (
+        "Before you leave the building tonight, please make sure that every window on the ground "
+        "floor is closed."
+    ),
+)
+SEAM_SNR_DB = 30.0
+"""The streaming seam threshold (docs/benchmarks.md, tests/test_vits_stream.py): SNR of the
+streamed audio against the one-shot audio."""
+
+
+@pytest.fixture(scope="module")
+def reference() -> hibari.Hibari:
+    return hibari.Hibari(voice="heart", threads=1)
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(reference: hibari.Hibari) -> list[list[int]]:
+    return [reference.ids(ps) for text in PROMPTS for ps in reference.phonemize(text)]
+
+
+@pytest.fixture(scope="module")
+def whole() -> Iterator[Session]:
+    opened = open_session(HEART_MODEL, EngineSettings(threads=1), label="hibari-whole")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SplitSession]:
+    cache = tmp_path_factory.mktemp("split-cache")
+    opened = open_split(
+        HEART_MODEL, EngineSettings(threads=1), label="hibari-split", options=session_options(cache)
+    )
+    yield opened
+    opened.close()
+
+
+def feeds(ids: Sequence[int]) -> dict[str, npt.NDArray[Any]]:
+    return {"ids": np.asarray([ids], np.int64), "speed": np.ones(1, np.float32)}
+
+
+def snr_db(reference: npt.NDArray[Any], other: npt.NDArray[Any]) -> float:
+    assert reference.shape == other.shape
+    error = float(np.sum((reference.astype(np.float64) - other) ** 2))
+    return float(
+        10 * np.log10(float(np.sum(reference.astype(np.float64) ** 2)) / max(error, 1e-30))
+    )
+
+
+def test_the_cut_is_the_decoder_input() -> None:
+    cut = find_cut(onnx.load(str(HEART_MODEL)), "heart")
+    assert cut.decoder_outputs == MODEL_OUTPUTS[:-1]
+    assert cut.front_outputs[1:] == ("f0",)
+    # dec_in (kernel 7) and eight ConvNeXt blocks (depthwise kernel 7): 3 + 8 * 3 frames.
+    assert cut.context_frames == 27
+
+
+def test_front_and_decoder_on_all_frames_are_the_whole_graph_bit_for_bit(
+    whole: Session, split: SplitSession, prompt_ids: list[list[int]]
+) -> None:
+    for ids in prompt_ids:
+        expected = whole.run(MODEL_OUTPUTS, feeds(ids))
+        got = split.run(MODEL_OUTPUTS, feeds(ids))
+        for name, mine, theirs in zip(MODEL_OUTPUTS, got, expected, strict=True):
+            assert np.array_equal(mine, theirs), name
+
+
+class DecodeCalls:
+    """Records which frames each decoder call of the real split session is asked for."""
+
+    def __init__(self, split: SplitSession, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+        real = split.decode
+
+        def decode(feature: npt.NDArray[Any], start: int, stop: int) -> list[npt.NDArray[Any]]:
+            self.calls.append((start, stop, int(feature.shape[-1])))
+            decoded: list[npt.NDArray[Any]] = real(feature, start, stop)
+            return decoded
+
+        monkeypatch.setattr(split, "decode", decode)
+
+
+@pytest.mark.parametrize("first_window", [4, 48])
+def test_only_the_first_window_differs_from_the_whole_model(
+    split: SplitSession,
+    prompt_ids: list[list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+    first_window: int,
+) -> None:
+    """Same noise (one exact draw) both ways: the difference is the decoder windows alone.
+
+    The first call decodes the first window's frames (its own activation scale); the second
+    decodes the whole piece, so every audio frame past the first window's reach is the whole
+    model's, bit for bit. With the default first window (4 frames, mostly the leading pause)
+    the piece stays far above the seam threshold."""
+    counting = DecodeCalls(split, monkeypatch)
+    checked = 0
+    for ids in prompt_ids:
+        one_shot = np.concatenate(
+            [
+                p.samples
+                for p in stream_ids(split, ids, 1.0, np.random.default_rng(5), CancelToken())
+            ]
+        )
+        counting.calls.clear()
+        pieces = stream_ids(
+            split,
+            ids,
+            1.0,
+            np.random.default_rng(5),
+            CancelToken(),
+            first_window_frames=first_window,
+            window_frames=64,
+            decoder_windows=True,
+        )
+        first = next(pieces)
+        frames = counting.calls[0][2]
+        # The first audio waited for a few windows' frames (plus 2 for the overlap-add), not
+        # for the piece's ...
+        plan = window_plan(frames, first_window, 64)
+        if len(plan) == 1:
+            assert counting.calls == [(0, frames, frames)]
+            continue
+        # ... of the first two windows (the whole piece's call then has their playing time).
+        first_decoded = min(frames, plan[1][1] + 2)
+        if first_decoded == frames:
+            assert counting.calls == [(0, frames, frames)]
+            continue
+        assert counting.calls == [(0, first_decoded, frames)]
+        streamed = np.concatenate([first.samples, *(p.samples for p in pieces)])
+        assert counting.calls == [(0, first_decoded, frames), (0, frames, frames)]
+        assert streamed.size == one_shot.size == frames * HOP
+        # Output frame m overlap-adds spectral frames m - 1 ... m + 2.
+        exact_from = (first_decoded + 1) * HOP
+        assert np.array_equal(streamed[exact_from:], one_shot[exact_from:])
+        assert not np.array_equal(streamed[:exact_from], one_shot[:exact_from])
+        if first_window == 4:
+            assert snr_db(one_shot, streamed) >= SEAM_SNR_DB
+        checked += 1
+    assert checked >= 2
+
+
+def test_a_piece_shorter_than_two_windows_decodes_once(
+    split: SplitSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting = DecodeCalls(split, monkeypatch)
+    pieces = list(
+        stream_ids(
+            split,
+            [0, 50, 0],
+            1.0,
+            np.random.default_rng(1),
+            CancelToken(),
+            first_window_frames=64,
+            window_frames=64,
+            decoder_windows=True,
+        )
+    )
+    frames = counting.calls[0][2]
+    assert frames <= 64 + 32  # one window (window_plan merges a short remainder)
+    assert counting.calls == [(0, frames, frames)]
+    assert len(pieces) == 1 and pieces[0].last
+
+
+def test_cached_parts_are_reused_and_a_damaged_part_is_cut_again(tmp_path: Path) -> None:
+    options = session_options(tmp_path)
+    first = open_split(HEART_MODEL, EngineSettings(threads=1), label="heart", options=options)
+    first.close()
+    (folder,) = tmp_path.glob("hibari-split-*")
+    decoder_file = folder / "decoder.onnx"
+    written = decoder_file.stat().st_mtime_ns
+    again = open_split(HEART_MODEL, EngineSettings(threads=1), label="heart", options=options)
+    again.close()
+    assert decoder_file.stat().st_mtime_ns == written  # read, not cut again
+    # Same size, garbage inside: the size check passes, ONNX Runtime refuses it, the parts are
+    # cut again and the voice opens.
+    decoder_file.write_bytes(b"\0" * decoder_file.stat().st_size)
+    for stale in tmp_path.glob("decoder-*.ort-optimized.onnx"):
+        stale.unlink()
+    mended = open_split(HEART_MODEL, EngineSettings(threads=1), label="heart", options=options)
+    try:
+        outputs = mended.run(MODEL_OUTPUTS, feeds([0, 50, 83, 156, 0]))
+        assert outputs[0].shape[1] == 601 and np.isfinite(outputs[0]).all()
+    finally:
+        mended.close()
+    assert onnx.load(str(decoder_file)).graph.node  # a real graph again
+
+
+def attention_only_model() -> bytes:
+    """A graph whose only path to the output is a product of two activations (attention-like):
+    nothing in it is a frame-local decoder."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "frames"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4])
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["x", "xt"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "attention", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return bytes(model.SerializeToString())
+
+
+def test_a_graph_without_a_decoder_cannot_be_cut() -> None:
+    with pytest.raises(VoiceLoadError, match="no output is made by a convolutional decoder"):
+        cut_model(attention_only_model(), "attention.onnx")
+    with pytest.raises(VoiceLoadError, match="not an ONNX graph"):
+        cut_model(b"not a model", "garbage.onnx")
+
+
+def test_a_graph_that_cannot_be_cut_gives_no_decoder_windows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = tmp_path / "attention.onnx"
+    model.write_bytes(attention_only_model())
+    with caplog.at_level(logging.WARNING):
+        windows = open_decoder_windows(
+            model, EngineSettings(threads=1), label="odd", options=session_options(tmp_path)
+        )
+    assert windows is None
+    assert any("hibari_split_unavailable voice=odd" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,71 @@
+"""daemon/memory.py against the real C library (glibc on Debian, Raspberry Pi OS and CI)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from utterd.daemon import memory
+
+glibc = pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="malloc arenas and malloc_trim are glibc's"
+)
+
+
+@glibc
+def test_limit_arenas_is_accepted_by_glibc() -> None:
+    assert memory.limit_arenas(memory.DEFAULT_ARENAS) is True
+
+
+@glibc
+def test_trim_gives_freed_heap_pages_back() -> None:
+    """Free 64 MiB of small blocks below a live one (so the heap top cannot shrink by itself):
+    RSS stays up until `trim` returns the pages."""
+    child = textwrap.dedent(
+        """
+        import ctypes, ctypes.util, sys
+        from utterd.daemon import memory
+
+        def rss_kib():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        blocks = []
+        for _ in range(64 * 1024):
+            p = libc.malloc(1000)
+            ctypes.memset(p, 1, 1000)
+            blocks.append(p)
+        keep = libc.malloc(1000)  # above the freed ones: the heap top stays in use
+        for p in blocks:
+            libc.free(p)
+        freed = rss_kib()
+        trimmed = memory.trim()
+        after = rss_kib()
+        print(freed, after, trimmed)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    freed_kib, after_kib, trimmed = int(out[0]), int(out[1]), out[2]
+    assert trimmed == "True"
+    assert freed_kib - after_kib > 32 * 1024, (freed_kib, after_kib)
+
+
+def test_calls_are_harmless_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_libc", lambda: None)
+    assert memory.limit_arenas() is False
+    assert memory.trim() is False
+
+
+def test_the_c_library_is_found_here() -> None:
+    assert ctypes.util.find_library("c") is not None

@@ -1,0 +1,86 @@
+"""Streamed text (speak-start / speak-chunk / speak-stop): sentences come out as they complete."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from utterd.daemon.protocol import TextTooLong
+from utterd.daemon.speech.text_stream import StreamClosed, StreamIdle, TextStream
+from utterd.models.errors import Cancelled
+from utterd.models.voice import CancelToken
+
+
+def _all(stream: TextStream) -> list[str]:
+    out = []
+    while (s := stream.next_sentence(CancelToken(), 1.0)) is not None:
+        out.append(s)
+    return out
+
+
+def test_a_sentence_is_complete_at_its_mark_and_a_space_or_at_the_stop() -> None:
+    stream = TextStream(1000)
+    stream.feed("Hello there")
+    stream.feed(". How are")
+    stream.feed(" you? Fine!\nThe end. 3.5 is a number and no sentence")
+    stream.close()
+    assert _all(stream) == [
+        "Hello there.",
+        "How are you?",
+        "Fine!",
+        "The end.",
+        "3.5 is a number and no sentence",
+    ]
+
+
+def test_the_first_sentence_comes_before_the_text_is_closed() -> None:
+    stream = TextStream(1000)
+    got: list[str | None] = []
+    reader = threading.Thread(target=lambda: got.append(stream.next_sentence(CancelToken(), 10)))
+    reader.start()
+    stream.feed("One. Two")
+    reader.join(5)
+    assert got == ["One."]
+    assert not stream.closed
+
+
+def test_idle_stream_fails_and_a_stop_wakes_the_reader() -> None:
+    stream = TextStream(1000)
+    with pytest.raises(StreamIdle):
+        stream.next_sentence(CancelToken(), 0.1)
+    cancel = CancelToken()
+    threading.Timer(0.05, lambda: (cancel.cancel("stopped"), stream.abort())).start()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        stream.next_sentence(cancel, 30)
+    assert time.monotonic() - t0 < 5
+
+
+def test_closed_and_too_long() -> None:
+    stream = TextStream(10)
+    stream.feed("12345")
+    with pytest.raises(TextTooLong):
+        stream.feed("123456")
+    stream.close()
+    with pytest.raises(StreamClosed):
+        stream.feed("x")
+    with pytest.raises(StreamClosed):
+        stream.close()
+
+
+@given(st.text(alphabet="ab .!?\n", max_size=60), st.data())
+def test_any_split_into_pieces_gives_the_same_sentences(text: str, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
+    whole = TextStream(1000)
+    whole.feed(text)
+    whole.close()
+    pieces = TextStream(1000)
+    for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True):
+        pieces.feed(text[a:b])
+    pieces.close()
+    expected = _all(whole)
+    assert _all(pieces) == expected
+    assert " ".join(expected).split() == text.split()
