@@ -124,7 +124,7 @@ from audio_sinks import NULL_SINK_RATE_HZ, PulseNullSink, file_sink_env
 from bench_stop import git_state, summarize
 from daemon_harness import RunningDaemon, clean_env
 from utterd.daemon.client import Client, NotRunning
-from utterd.models.cpu_features import cpu_features
+from utterd.models.engine.cpu_features import cpu_features
 
 STOP_TARGET_MS: Final = 30.0
 """Issue 15: stop request -> `stopped` event."""
