@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 from utterd.daemon.cache.key import CacheKeyParts, FileHasher, normalize_text, voice_model_files
+from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.cache.store import PhraseCache, pcm16_to_float
 from utterd.daemon.cache.templates import parse_template, pause_after, prepare_piece, silence
-from utterd.daemon.protocol import CacheMode
 from utterd.daemon.settings import CacheSettings
 from utterd.models.engine.backend import intra_op_threads
 from utterd.models.errors import AudioTooLong

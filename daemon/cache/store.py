@@ -76,10 +76,11 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.faults import CACHE_FULL, CACHE_READ_ONLY, CACHE_UNAVAILABLE, CACHE_WRITE_FAILED
 from utterd.models.errors import Cancelled, UtterdError
 from utterd.models.voice import AudioChunk, CancelToken, float_to_pcm16
@@ -120,9 +121,6 @@ TEMP_SUFFIX: Final = ".tmp"
 LOCK_NAME: Final = ".lock"
 """flock'ed by the process using the folder, so a second daemon cannot evict under the first."""
 
-CacheMode = Literal["auto", "refresh", "off"]
-"""Per-request cache use: `auto` (hit or synthesize and store), `refresh` (synthesize and
-replace), `off` (synthesize, never store)."""
 
 CACHE_MODES: Final[tuple[CacheMode, ...]] = ("auto", "refresh", "off")
 

@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Union, get_args, get_origin, get_type_hints
 
+from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.settings import LimitsSettings
+from utterd.daemon.speech.priorities import PRIORITIES, Priority
 from utterd.models.errors import UtterdError
 from utterd.models.voice import MAX_RATE, MAX_VOLUME, MIN_RATE, SynthesisParams
 
@@ -70,17 +72,10 @@ __all__ = [
 RequestId = str | int | None
 """A request's `id` as the client sent it; echoed in the reply. None: the client sent none."""
 
-CacheMode = Literal["auto", "refresh", "off"]
-"""How a request uses the phrase cache."""
 
 AudioFormat = Literal["wav", "pcm"]
 """`wav`: a complete RIFF/WAVE file. `pcm`: raw signed 16-bit little-endian mono samples."""
 
-Priority = Literal["important", "message", "text", "notification", "progress"]
-"""A `speak` job's priority, with speech-dispatcher's (SSIP) rules; see daemon/speech/priorities.py."""
-
-PRIORITIES: Final[tuple[str, ...]] = get_args(Priority)
-"""Every priority, most urgent first."""
 
 _RANGE: Final = "range"
 """Field-metadata key: inclusive (low, high) bounds of a number."""

@@ -10,7 +10,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from utterd.daemon.protocol import CacheMode, Priority
+from utterd.daemon.cache.mode import CacheMode
+from utterd.daemon.speech.priorities import Priority
 from utterd.daemon.speech.text_stream import TextStream
 from utterd.models.voice import CancelToken, SynthesisParams
 

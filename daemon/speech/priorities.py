@@ -30,9 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, Literal, Protocol, TypeVar, get_args
 
-from utterd.daemon.protocol import Priority
+Priority = Literal["important", "message", "text", "notification", "progress"]
+"""A `speak` job's priority, with speech-dispatcher's (SSIP) rules."""
+
+PRIORITIES: Final[tuple[str, ...]] = get_args(Priority)
+"""Every priority, most urgent first."""
 
 DEFAULT_PRIORITY: Final[Priority] = "text"
 """Priority of a `speak` that names none: speech-dispatcher's default."""

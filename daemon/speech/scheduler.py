@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from utterd.daemon.protocol import CacheMode
+from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.speech.jobs import Job, JobState, JobTable
 from utterd.daemon.speech.priorities import admit, rank
 from utterd.daemon.speech.text_stream import StreamClosed, TextStream
