@@ -13,7 +13,6 @@ import threading
 import time
 from typing import Final
 
-from utterd.daemon.protocol import TextTooLong
 from utterd.models.errors import Cancelled, UtterdError
 from utterd.models.voice import CancelToken
 
@@ -29,6 +28,13 @@ class StreamClosed(UtterdError):
     already, or the job ended (stopped, failed)."""
 
     code = "stream-closed"
+
+
+class PendingTextTooLong(UtterdError):
+    """More streamed text would wait unspoken than `limits.max_text_chars` allows. The code is
+    the protocol's `text-too-long`: to a client it is the same limit on the same text."""
+
+    code = "text-too-long"
 
 
 class StreamIdle(UtterdError):
@@ -58,16 +64,15 @@ class TextStream:
             return self._closed or self._aborted
 
     def feed(self, text: str) -> None:
-        """Append a piece; raises StreamClosed after close or abort, TextTooLong when more than
-        `max_pending_chars` would wait unspoken."""
+        """Append a piece; raises StreamClosed after close or abort, PendingTextTooLong when
+        more than `max_pending_chars` would wait unspoken."""
         with self._cond:
             self._check_open()
             waiting = len(self._pending) + len(text)
             if waiting > self._max_pending_chars:
-                raise TextTooLong(
+                raise PendingTextTooLong(
                     f"{waiting} characters would wait unspoken; the limit is "
-                    f"{self._max_pending_chars} (send less ahead, or end sentences)",
-                    field="text",
+                    f"{self._max_pending_chars} (send less ahead, or end sentences)"
                 )
             self._pending += text
             self._fed_s = time.monotonic()

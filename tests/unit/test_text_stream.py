@@ -8,8 +8,12 @@ import time
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from utterd.daemon.protocol import TextTooLong
-from utterd.daemon.speech.text_stream import StreamClosed, StreamIdle, TextStream
+from utterd.daemon.speech.text_stream import (
+    PendingTextTooLong,
+    StreamClosed,
+    StreamIdle,
+    TextStream,
+)
 from utterd.models.errors import Cancelled
 from utterd.models.voice import CancelToken
 
@@ -62,8 +66,9 @@ def test_idle_stream_fails_and_a_stop_wakes_the_reader() -> None:
 def test_closed_and_too_long() -> None:
     stream = TextStream(10)
     stream.feed("12345")
-    with pytest.raises(TextTooLong):
+    with pytest.raises(PendingTextTooLong) as too_long:
         stream.feed("123456")
+    assert too_long.value.code == "text-too-long"  # the wire code of the protocol's limit
     stream.close()
     with pytest.raises(StreamClosed):
         stream.feed("x")
