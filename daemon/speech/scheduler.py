@@ -187,7 +187,7 @@ class Scheduler:
                         f"this client already has {mine} jobs waiting "
                         f"(limits.max_queue_per_client); try again later"
                     )
-            job.seq = next(self._seq)
+            job.status.queued(next(self._seq))
             self.jobs.add(job)
             self.counters["accepted"] += 1
             current = self._live_current()
@@ -204,8 +204,7 @@ class Scheduler:
                     self._waiting.remove(other)
                     dropped.append((other, why))
                 for other in admission.promote:
-                    other.promoted = True
-                    other.seq = next(self._seq)
+                    other.status.promote(next(self._seq))
                 self._waiting.sort(key=lambda j: (rank(j), j.seq))
                 # A job that a pause holds cannot speak now, so it silences nothing.
                 if admission.interrupt_current and current is not None and not self._held(job):
@@ -384,8 +383,8 @@ class Scheduler:
     def on_started(self, job_id: str | None, at_s: float | None) -> None:
         """The player handed the job's first sample to the device at `at_s` (monotonic)."""
         job = self.jobs.get(job_id) if job_id else None
-        if job is not None and job.first_audio_s is None:
-            job.first_audio_s = at_s
+        if job is not None:
+            job.status.first_audio(at_s)
 
     def on_mark(self, job_id: str | None, mark: object) -> None:
         """A sentence of the job starts to play."""
@@ -408,16 +407,15 @@ class Scheduler:
         job = self.jobs.get(job_id) if job_id else None
         if job is None or job.cancel.cancelled:
             return
-        job.paused = True
+        job.status.set_paused(True)
         self._emit("paused", {"job": job.job_id, "client": job.client})
         _LOGGER.info("event=job-paused job=%s", job.job_id)
 
     def on_resumed(self, job_id: str | None) -> None:
         """The job's audio goes on."""
         job = self.jobs.get(job_id) if job_id else None
-        if job is None or not job.paused:
+        if job is None or not job.status.set_paused(False):
             return
-        job.paused = False
         self._emit("resumed", {"job": job.job_id, "client": job.client})
         _LOGGER.info("event=job-resumed job=%s", job.job_id)
 
@@ -470,7 +468,7 @@ class Scheduler:
 
     def _begin(self, job: Job) -> None:
         """The job's first audio goes to the player now (or it turned out to have none)."""
-        job.state = JobState.SPEAKING
+        job.status.begin()
         self._emit(
             "begin",
             {
@@ -533,7 +531,7 @@ class Scheduler:
                 job.cancel.raise_if_cancelled()
                 lost = self._lost.pop(job.job_id, None)
                 if not lost:
-                    job.state = JobState.DONE
+                    job.status.end(JobState.DONE)
             if lost:
                 raise DeviceLost(f"the sound device failed during playback: {lost}")
         except Cancelled as exc:
@@ -553,9 +551,7 @@ class Scheduler:
     def _finish(
         self, job: Job, state: JobState, reason: str | None, code: str | None = None
     ) -> None:
-        job.state = state
-        job.error = reason
-        job.paused = False
+        job.status.end(state, reason)
         if job.stream is not None:
             job.stream.abort()
         data: dict[str, Any] = {

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from utterd.daemon.protocol import CacheMode
+from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.speech.jobs import Job
 from utterd.daemon.speech.scheduler import Scheduler, Target
 from utterd.models.voice import AudioChunk, CancelToken, SynthesisParams
