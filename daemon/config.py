@@ -17,7 +17,7 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Union, get_args, get_origin, get_type_hints
+from typing import Any, Final, get_args, get_origin
 
 import yaml
 from utterd.daemon.access import is_z85_key
@@ -27,6 +27,7 @@ from utterd.daemon.settings import (
     SHUTDOWN_MODES,
     Settings,
 )
+from utterd.daemon.validation import NONE_TYPE, field_specs, is_union, matches_scalar
 from utterd.models.errors import UtterdError
 
 __all__ = [
@@ -52,8 +53,6 @@ CONFIG_ENV: Final = "UTTERD_CONFIG"
 
 OVERRIDE_SOURCE: Final = "command line"
 """What `ConfigError` names as the file for values given by `apply_overrides`."""
-
-_NONE_TYPE: Final = type(None)
 
 
 class ConfigError(UtterdError):
@@ -182,17 +181,12 @@ def _type_of(value: object) -> str:
     return _show(value)
 
 
-def _is_union(hint: object) -> bool:
-    origin = get_origin(hint)
-    return origin is Union or origin is types.UnionType
-
-
 def _describe(hint: object, check: _Check | None) -> str:
     """What a key expects, in words: `a number > 0`, `an integer in 1..65534 or null`."""
-    if _is_union(hint):
+    if is_union(hint):
         args = get_args(hint)
-        parts = [_describe(arg, check) for arg in args if arg is not _NONE_TYPE]
-        if _NONE_TYPE in args:
+        parts = [_describe(arg, check) for arg in args if arg is not NONE_TYPE]
+        if NONE_TYPE in args:
             parts.append("null")
         return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
     if hint is bool:
@@ -216,16 +210,9 @@ def _describe(hint: object, check: _Check | None) -> str:
 
 def _matches(hint: object, value: object) -> bool:
     """Whether `value` has the YAML shape of `hint` (ranges are checked later)."""
-    if hint is _NONE_TYPE:
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
+    scalar = matches_scalar(hint, value)
+    if scalar is not None:
+        return scalar
     if hint is Path:
         return isinstance(value, str | os.PathLike)
     if get_origin(hint) is tuple:
@@ -245,10 +232,10 @@ def _convert(hint: object, value: object, key: str, check: _Check | None) -> obj
     def invalid() -> _Invalid:
         return _Invalid(key, f"expected {expected}, got {_type_of(value)}")
 
-    if _is_union(hint):
+    if is_union(hint):
         for arg in get_args(hint):
             if _matches(arg, value):
-                if arg is _NONE_TYPE:
+                if arg is NONE_TYPE:
                     return None
                 # The range is checked below, so that its error describes the whole union.
                 result = _convert(arg, value, key, None)
@@ -301,11 +288,10 @@ def _convert_mapping(
 
 def _build(cls: type[Any], data: Mapping[Any, object], prefix: str) -> Any:
     """One dataclass from one mapping; keys absent from `data` keep their defaults."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = get_type_hints(cls)
+    hints = {spec.name: spec.hint for spec in field_specs(cls)}
     for key in data:
-        if not isinstance(key, str) or key not in fields:
-            raise _Invalid(f"{prefix}{key}", _unknown_key_hint(str(key), sorted(fields), prefix))
+        if not isinstance(key, str) or key not in hints:
+            raise _Invalid(f"{prefix}{key}", _unknown_key_hint(str(key), sorted(hints), prefix))
     kwargs = {
         name: _convert(hints[name], value, prefix + name, _CHECKS.get(prefix + name))
         for name, value in data.items()
