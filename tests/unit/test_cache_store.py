@@ -199,7 +199,7 @@ def test_corrupt_entry_is_a_logged_miss_and_is_recreated(
     else:
         path.write_bytes(os.urandom(len(raw)))
 
-    with caplog.at_level(logging.WARNING, logger="utterd.daemon.cache.store"):
+    with caplog.at_level(logging.WARNING, logger="utterd.daemon.cache.disk"):
         assert cache.get(key) is None
     assert f"event=cache-corrupt key={key}" in caplog.text
     assert not path.exists()
