@@ -9,7 +9,6 @@ the audio of every (re)start. Checks below allow exactly that and nothing else.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,12 @@ from audio_sinks import (
     read_s16,
     strip_start_silences,
 )
+from fakes import FakeSoundDevice, fake_sd_fixture  # noqa: F401  # the fixture fake_sd
+from fakes import PlayerEvents as Events
+from fakes import noise_chunk as _noise
+from fakes import noise_pcm as _pcm
+from fakes import start_player as _player
+from fakes import wait_until as _wait
 from player_driver import nonzero_signal, run_driver
 from utterd.daemon.audio.player import DeviceUnavailable, Player, PlayerEvent
 from utterd.daemon.settings import AudioSettings
@@ -289,178 +294,6 @@ def test_pulse_tail_of_a_job_is_heard(pulse: PulseNullSink, tmp_path: Path) -> N
 
 
 # -- the player's logic against a scripted PortAudio (in-process) ------------------------------
-
-
-class FakePortAudioError(Exception):
-    pass
-
-
-class FakeCallbackStop(Exception):
-    pass
-
-
-class FakeCallbackAbort(Exception):
-    pass
-
-
-class FakeTime:
-    def __init__(self, now_s: float, dac_s: float) -> None:
-        self.currentTime = now_s
-        self.outputBufferDacTime = dac_s
-
-
-class FakeStream:
-    """An output stream whose callback runs only when the test pumps it."""
-
-    def __init__(self, sd: FakeSoundDevice, **kwargs: Any) -> None:
-        self.sd = sd
-        self.device: int = kwargs["device"]
-        self.samplerate: int = kwargs["samplerate"]
-        self.blocksize: int = kwargs["blocksize"]
-        self.latency: float = kwargs["latency"]
-        self.callback = kwargs["callback"]
-        self.finished_callback = kwargs["finished_callback"]
-        assert kwargs["channels"] == 1 and kwargs["dtype"] == "int16"
-        self.active = False
-        self.stopped = True
-        self.closed = False
-        self.starts = 0
-        self.blocks: list[npt.NDArray[np.int16]] = []
-        self.now_s = 0.0
-        sd.streams.append(self)
-
-    def start(self) -> None:
-        if self.sd.fail_start:
-            raise FakePortAudioError("Error starting stream: Device unavailable")
-        if not self.stopped:
-            raise FakePortAudioError("Error starting stream: Stream is not stopped")
-        self.active, self.stopped = True, False
-        self.starts += 1
-
-    def stop(self) -> None:
-        self.active, self.stopped = False, True
-
-    def abort(self) -> None:
-        self.active, self.stopped = False, True
-
-    def close(self) -> None:
-        self.active, self.closed = False, True
-
-    def pump(self, max_blocks: int = 1000) -> int:
-        """Call the callback as PortAudio would, until it stops; returns blocks played."""
-        ran = 0
-        while self.active and ran < max_blocks:
-            out = np.full((self.blocksize, 1), -1, dtype=np.int16)  # garbage unless written
-            t = FakeTime(self.now_s, self.now_s + self.sd.delay_s)
-            ended = False
-            try:
-                self.callback(out, self.blocksize, t, 0)
-            except FakeCallbackStop:
-                ended = True
-            except FakeCallbackAbort:
-                self.active = False
-                self.finished_callback()
-                return ran
-            self.blocks.append(out[:, 0].copy())
-            self.now_s += self.blocksize / self.samplerate
-            ran += 1
-            if ended:
-                self.active = False
-                self.finished_callback()
-        return ran
-
-    def die(self) -> None:
-        """The device vanished: PortAudio ends the stream without the callback asking."""
-        self.active = False
-        self.finished_callback()
-
-    def output(self) -> npt.NDArray[np.int16]:
-        return np.concatenate(self.blocks) if self.blocks else np.zeros(0, np.int16)
-
-
-class FakeSoundDevice:
-    """Just enough of the sounddevice module for the player."""
-
-    PortAudioError = FakePortAudioError
-    CallbackStop = FakeCallbackStop
-    CallbackAbort = FakeCallbackAbort
-
-    def __init__(self) -> None:
-        self.devices: list[dict[str, Any]] = [
-            {"name": "Built-in Mic", "max_output_channels": 0, "default_samplerate": 48000.0},
-            {"name": "HDMI 0", "max_output_channels": 2, "default_samplerate": 48000.0},
-            {"name": "USB Speaker", "max_output_channels": 2, "default_samplerate": 44100.0},
-        ]
-        self.default = type("Default", (), {"device": (0, 2)})()
-        self.rates_hz: set[int] | None = None  # None: any rate
-        self.delay_s = 0.0
-        self.fail_start = False
-        self.streams: list[FakeStream] = []
-        self._initialized = 1
-        self.rescans = 0
-
-    def _terminate(self) -> None:
-        self._initialized -= 1
-
-    def _initialize(self) -> None:
-        self._initialized += 1
-        self.rescans += 1
-
-    def query_devices(self, index: int | None = None) -> Any:
-        return self.devices if index is None else self.devices[index]
-
-    def check_output_settings(self, **kwargs: Any) -> None:
-        if self.rates_hz is not None and kwargs["samplerate"] not in self.rates_hz:
-            raise FakePortAudioError("Invalid sample rate")
-
-    def OutputStream(self, **kwargs: Any) -> FakeStream:  # sounddevice's name
-        return FakeStream(self, **kwargs)
-
-
-def _wait(predicate: Any, timeout_s: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.002)
-
-
-class Events:
-    def __init__(self) -> None:
-        self.items: list[PlayerEvent] = []
-
-    def __call__(self, event: PlayerEvent) -> None:
-        self.items.append(event)
-
-    def kinds(self) -> list[tuple[str, str | None]]:
-        return [(e.kind, e.job_id) for e in self.items if e.kind != "started"]
-
-
-@pytest.fixture
-def fake_sd(monkeypatch: pytest.MonkeyPatch) -> FakeSoundDevice:
-    sd = FakeSoundDevice()
-    monkeypatch.setitem(sys.modules, "sounddevice", sd)
-    return sd
-
-
-def _player(events: Events, max_buffered_s: float = 30.0, **settings: Any) -> Player:
-    base: dict[str, Any] = {"sample_rate_hz": RATE_HZ, "retry_interval_s": 0.05}
-    player = Player(
-        AudioSettings(**{**base, **settings}),
-        default_rate_hz=RATE_HZ,
-        on_event=events,
-        max_buffered_s=max_buffered_s,
-    )
-    player.start()
-    return player
-
-
-def _noise(count: int, seed: int) -> AudioChunk:
-    return AudioChunk(nonzero_signal(count, seed), RATE_HZ)
-
-
-def _pcm(count: int, seed: int) -> npt.NDArray[np.int16]:
-    return float_to_pcm16(nonzero_signal(count, seed))
 
 
 def test_fake_jobs_play_back_to_back_and_the_stream_stops_when_idle(

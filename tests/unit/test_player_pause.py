@@ -1,4 +1,4 @@
-"""The player's pause, resume and marks, on the fake PortAudio of test_player (no sound device):
+"""The player's pause, resume and marks, on the fake PortAudio of tests/fakes.py (no sound device):
 a pause holds at the next piece (chunk) boundary and drops nothing; marks come back when their
 chunk starts to play."""
 
@@ -7,20 +7,17 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from test_player import (  # the fakes live there
-    BLOCK_FRAMES,
-    Events,
-    FakeSoundDevice,
-    _noise,
-    _pcm,
-    _player,
-    _wait,
-    fake_sd,  # noqa: F401  # the fixture, used by name
-)
+from fakes import FAKE_BLOCK_FRAMES as BLOCK_FRAMES
+from fakes import FakeSoundDevice, fake_sd_fixture  # noqa: F401  # the fixture fake_sd
+from fakes import PlayerEvents as Events
+from fakes import noise_chunk as _noise
+from fakes import noise_pcm as _pcm
+from fakes import start_player as _player
+from fakes import wait_until as _wait
 
 
 def test_fake_pause_holds_at_the_next_piece_and_resume_loses_nothing(
-    fake_sd: FakeSoundDevice,  # noqa: F811
+    fake_sd: FakeSoundDevice,
 ) -> None:
     events = Events()
     player = _player(events)
@@ -62,7 +59,7 @@ def test_fake_pause_holds_at_the_next_piece_and_resume_loses_nothing(
 
 
 def test_fake_pause_of_a_job_that_ends_first_has_no_effect(
-    fake_sd: FakeSoundDevice,  # noqa: F811
+    fake_sd: FakeSoundDevice,
 ) -> None:
     events = Events()
     player = _player(events)
@@ -86,7 +83,7 @@ def test_fake_pause_of_a_job_that_ends_first_has_no_effect(
 
 
 def test_fake_flush_while_paused_drops_the_rest_and_the_next_job_plays(
-    fake_sd: FakeSoundDevice,  # noqa: F811
+    fake_sd: FakeSoundDevice,
 ) -> None:
     events = Events()
     player = _player(events)

@@ -11,89 +11,14 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
-from utterd.daemon.cache.mode import CacheMode
+from fakes import FakePlayer, FakeSource
 from utterd.daemon.speech.jobs import Job
 from utterd.daemon.speech.scheduler import Scheduler, Target
-from utterd.models.voice import AudioChunk, CancelToken, SynthesisParams
-
-RATE_HZ = 16000
-CHUNKS = 3
-
-Hook = Callable[[str], None]
-"""Called with the name of the moment the job has reached."""
-
-
-class FakeSource:
-    """Three small chunks, checking the token between them as a real voice does."""
-
-    def __init__(self, hook: Hook) -> None:
-        self.hook = hook
-
-    def stream(
-        self,
-        text: str,
-        voice_id: str,
-        params: SynthesisParams,
-        cancel: CancelToken,
-        *,
-        mode: CacheMode = "auto",
-        slots: Mapping[str, str] | None = None,
-    ) -> Iterator[AudioChunk]:
-        self.hook("synthesis")
-        for _ in range(CHUNKS):
-            cancel.raise_if_cancelled()
-            yield AudioChunk(np.full(160, 0.1, np.float32), RATE_HZ)
-
-
-class FakePlayer:
-    """Plays at once: the first chunk of a job reports `started`, `end_job` reports `played`;
-    `flush` drops what a job has queued and reports it `played` (flushed), as the player does."""
-
-    def __init__(self, hook: Hook) -> None:
-        self.hook = hook
-        self.scheduler: Scheduler | None = None
-        self._pending: set[str] = set()
-        self._flushed: set[str] = set()
-
-    def play(self, job_id: str, chunk: AudioChunk, cancel: CancelToken | None = None) -> None:
-        self.hook("play")
-        assert self.scheduler is not None
-        if job_id in self._flushed or (cancel is not None and cancel.cancelled):
-            return
-        if job_id not in self._pending:
-            self._pending.add(job_id)
-            self.scheduler.on_started(job_id, time.monotonic())
-
-    def mark_next(self, job_id: str, mark: object) -> None:
-        pass
-
-    def end_job(self, job_id: str) -> None:
-        self.hook("end_job")
-        assert self.scheduler is not None
-        if job_id in self._flushed:
-            return
-        self._pending.discard(job_id)
-        self.scheduler.on_played(job_id)
-        self.hook("played")
-
-    def flush(self) -> None:
-        assert self.scheduler is not None
-        for job_id in list(self._pending):
-            self._flushed.add(job_id)
-            self.scheduler.on_played(job_id)
-        self._pending.clear()
-
-    def pause(self, job_id: str) -> None:
-        pass
-
-    def resume(self, job_id: str) -> None:
-        pass
-
+from utterd.models.voice import SynthesisParams
 
 class Harness:
     """A scheduler on the fakes; `stop_at` names the moment a stop of the job is made."""
@@ -169,7 +94,7 @@ def test_a_stop_after_the_last_audio_played_does_not_report_a_job_that_ends_end(
     when the stop lands. The stop either wins (the job ends stopped) or finds nothing."""
     h = Harness(stop_at="end")
     events = h.run()
-    assert [k for k, _ in events] == ["begin", "end"]
+    assert [k for k, _ in events] == ["begin", "sentence", "end"]
     assert h.stop_replies == [[]]
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import socket
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
-from test_player import FakeSoundDevice
+from fakes import FakeSoundDevice, fake_sd_fixture  # noqa: F401  # the fixture fake_sd
+from fakes import wait_until as _wait
 from utterd.daemon.audio.player import Player, PlayerHealth
 from utterd.daemon.sdnotify import Notifier
 from utterd.daemon.settings import AudioSettings
@@ -89,21 +89,7 @@ def test_a_started_stream_whose_callback_stopped_is_stuck() -> None:
     )
 
 
-# -- a real Player over the player tests' fake PortAudio, whose callback runs only when pumped --
-
-
-@pytest.fixture
-def fake_sd(monkeypatch: pytest.MonkeyPatch) -> FakeSoundDevice:
-    sd = FakeSoundDevice()
-    monkeypatch.setitem(sys.modules, "sounddevice", sd)
-    return sd
-
-
-def _wait(predicate: object, timeout_s: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+# -- a real Player over the fake PortAudio (tests/fakes.py), whose callback runs only when pumped
 
 
 def test_player_health_sees_a_callback_that_stopped_running(fake_sd: FakeSoundDevice) -> None:
