@@ -35,7 +35,7 @@ from typing import Final, Generic, Literal, Protocol, TypeVar, get_args
 Priority = Literal["important", "message", "text", "notification", "progress"]
 """A `speak` job's priority, with speech-dispatcher's (SSIP) rules."""
 
-PRIORITIES: Final[tuple[str, ...]] = get_args(Priority)
+PRIORITIES: Final[tuple[Priority, ...]] = get_args(Priority)
 """Every priority, most urgent first."""
 
 DEFAULT_PRIORITY: Final[Priority] = "text"

@@ -56,7 +56,12 @@ def test_idle_stream_fails_and_a_stop_wakes_the_reader() -> None:
     with pytest.raises(StreamIdle):
         stream.next_sentence(CancelToken(), 0.1)
     cancel = CancelToken()
-    threading.Timer(0.05, lambda: (cancel.cancel("stopped"), stream.abort())).start()
+
+    def stop() -> None:
+        cancel.cancel("stopped")
+        stream.abort()
+
+    threading.Timer(0.05, stop).start()
     t0 = time.monotonic()
     with pytest.raises(Cancelled):
         stream.next_sentence(cancel, 30)
