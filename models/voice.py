@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 import numpy as np
@@ -28,10 +30,10 @@ class VoiceInfo:
     """What is known about a voice without loading its model."""
 
     voice_id: str
-    """Stable id: a Piper voice's file stem (`en_US-joe-medium`), `hibari-<name>` for hibari."""
+    """Stable id, unique across families (`en_US-joe-medium`); the family chooses it."""
 
     family: str
-    """Family name: `piper` or `hibari`."""
+    """Name of the family that found it (`VoiceFamily.name`)."""
 
     language: str
     """Language tag, BCP 47 style (`en-US`)."""
@@ -47,6 +49,19 @@ class VoiceInfo:
 
     source: str = ""
     """Where the voice came from: a folder path or a PyPI package name."""
+
+    model_files: tuple[Path, ...] = ()
+    """Every file whose bytes shape the voice's audio, in hashing order (cache keys, missing-file
+    checks), as the family declares them: a Piper voice's model and its `.onnx.json`. Empty
+    means just `model_path` (filled in on construction)."""
+
+    front_end_version: str = ""
+    """Version of the family's text front end (G2P, phonemizer: the package's version), which
+    changes the audio as much as the model does; keyed by the phrase cache. Empty: untracked."""
+
+    def __post_init__(self) -> None:
+        if not self.model_files and self.model_path is not None:
+            object.__setattr__(self, "model_files", (self.model_path,))
 
     def speaker_id(self, speaker: str | int | None) -> int | None:
         """Resolve a speaker name or id to an id; None means the voice's default speaker."""
@@ -168,12 +183,51 @@ class Voice(ABC):
             pass
 
     def runtime_info(self) -> dict[str, Any]:
-        """How this voice runs (backend, precision, threads, model_file), for `describe` and for
-        phrase-cache keys. The default knows nothing."""
+        """How this voice runs (backend, precision, threads, model_file, and whatever else the
+        family reports), for `describe`. The default knows nothing."""
         return {}
+
+    def runtime(self) -> VoiceRuntime:
+        """How this voice runs, typed: what the phrase-cache key needs, plus `runtime_info()`."""
+        return VoiceRuntime.from_info(self.runtime_info())
 
     def close(self) -> None:
         """Release the model's memory. The default does nothing."""
+
+
+@dataclass(frozen=True)
+class VoiceRuntime:
+    """How a loaded voice runs: the fields the phrase-cache key names, and the full report."""
+
+    backend: str | None = None
+    """Inference backend it actually runs (`onnxruntime`, `openvino`); None: not reported (the
+    configured one applies)."""
+
+    precision: str | None = None
+    """Precision of the model it runs (`fp32`, `int8`); None: not reported."""
+
+    threads: int | None = None
+    """Intra-op threads its sessions use; None: not reported (the configured count applies)."""
+
+    model_file: Path | None = None
+    """The model variant it actually runs (an INT8 or optimized file) when that differs from
+    the declared `VoiceInfo.model_files`; None: those files are all there is."""
+
+    details: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """Everything the voice reports (`runtime_info()`), for `describe`."""
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> VoiceRuntime:
+        """Read the typed fields out of a `runtime_info()` report."""
+        backend, precision = info.get("backend"), info.get("precision")
+        model_file = info.get("model_file")
+        return cls(
+            backend=None if backend is None else str(backend),
+            precision=None if precision is None else str(precision),
+            threads=int(info["threads"]) if info.get("threads") else None,
+            model_file=Path(str(model_file)) if model_file else None,
+            details=MappingProxyType(dict(info)),
+        )
 
 
 class VoiceFamily(ABC):
@@ -203,6 +257,14 @@ class EngineSettings:
 
     threads: int = 0
     """Intra-op threads; 0 means one per physical core."""
+
+
+def distribution_version(name: str) -> str:
+    """The installed version of distribution `name` (`piper-tts`); empty when it is absent."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return ""
 
 
 def float_to_pcm16(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:

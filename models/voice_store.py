@@ -19,7 +19,7 @@ from pathlib import Path
 from utterd.models.errors import UnknownVoice, VoiceLoadError
 from utterd.models.hibari.family import HibariFamily
 from utterd.models.model_store import ModelStore
-from utterd.models.piper.family import PiperFamily, config_path_for
+from utterd.models.piper.family import PiperFamily
 from utterd.models.voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)
@@ -260,7 +260,8 @@ class VoiceStore:
     def missing_files(self) -> dict[str, tuple[Path, ...]]:
         """Discovered voices whose files are gone from disk: voice id -> the missing paths.
 
-        The files are the model and, for Piper, its `.onnx.json`. A loaded voice keeps speaking
+        The files are those the family declares (`VoiceInfo.model_files`: for a Piper voice,
+        the model and its `.onnx.json`). A loaded voice keeps speaking
         from memory and stays loaded; one not loaded yet fails to load (VoiceLoadError naming
         the file) until its files are back. A few stat calls per voice: cheap to poll.
         """
@@ -268,12 +269,7 @@ class VoiceStore:
             infos = [slot.info for slot in self._slots.values()]
         missing: dict[str, tuple[Path, ...]] = {}
         for info in infos:
-            if info.model_path is None:
-                continue
-            files = [info.model_path]
-            if info.family == "piper":
-                files.append(config_path_for(info.model_path))
-            gone = tuple(path for path in files if not path.exists())
+            gone = tuple(path for path in info.model_files if not path.exists())
             if gone:
                 missing[info.voice_id] = gone
         return missing

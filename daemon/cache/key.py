@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from utterd.models.errors import UtterdError
+from utterd.models.text.guard import GUARD_VERSION
 from utterd.models.voice import SynthesisParams, VoiceInfo
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "CacheKeyParts",
     "FileHasher",
     "ModelHashError",
+    "front_end_stamp",
     "normalize_text",
     "voice_model_files",
 ]
@@ -115,8 +117,9 @@ class CacheKeyParts:
     """Sample encoding of the cached audio."""
 
     engine_version: str = ""
-    """Versions of the code between model and samples (`onnxruntime=1.18.1 hibari=0.2.1`): an
-    upgrade may change kernels or DSP. Empty when the caller does not track them."""
+    """Versions of the code between text and samples (`front_end_stamp`: the family's front-end
+    package and the text guard): an upgrade may change phonemes, kernels or DSP. Empty when the
+    caller does not track them."""
 
     other_params: tuple[tuple[str, str], ...] = ()
     """SynthesisParams fields this schema does not name yet, as sorted (name, repr(value)):
@@ -188,18 +191,14 @@ class CacheKeyParts:
 
 
 def voice_model_files(info: VoiceInfo) -> tuple[Path, ...]:
-    """Files whose bytes shape a voice's audio: the model and, for Piper, its `.onnx.json`.
+    """Files whose bytes shape a voice's audio, as its family declares them (model, config)."""
+    return info.model_files
 
-    The Piper config holds the noise and length scales and the phoneme map, so editing it
-    changes the audio as surely as retraining the model does.
-    """
-    if info.model_path is None:
-        return ()
-    files = [info.model_path]
-    sidecar = info.model_path.with_name(info.model_path.name + ".json")
-    if sidecar.is_file():
-        files.append(sidecar)
-    return tuple(files)
+
+def front_end_stamp(front_end_version: str) -> str:
+    """The `engine_version` key field of a voice: its family's front-end version, then the text
+    guard's, since the guard decides what reaches the family's front end."""
+    return f"{front_end_version}+guard{GUARD_VERSION}"
 
 
 _StatKey = tuple[str, int, int, int, int, int]

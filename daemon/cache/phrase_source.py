@@ -9,12 +9,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from utterd.daemon.cache.key import CacheKeyParts, FileHasher, normalize_text, voice_model_files
+from utterd.daemon.cache.key import (
+    CacheKeyParts,
+    FileHasher,
+    front_end_stamp,
+    normalize_text,
+    voice_model_files,
+)
 from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.cache.store import PhraseCache, pcm16_to_float
 from utterd.daemon.cache.templates import parse_template, pause_after, prepare_piece, silence
@@ -22,7 +26,6 @@ from utterd.daemon.settings import CacheSettings
 from utterd.models.engine.backend import intra_op_threads
 from utterd.models.errors import AudioTooLong
 from utterd.models.text import budget
-from utterd.models.text.guard import GUARD_VERSION
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -34,16 +37,6 @@ from utterd.models.voice import (
 from utterd.models.voice_store import VoiceStore
 
 _LOGGER = logging.getLogger(__name__)
-
-# The text front end (G2P, phonemizer) changes the audio as much as the model does.
-_FRONT_END_PACKAGES = {"hibari": "hibari-tts", "piper": "piper-tts"}
-
-
-def _package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return ""
 
 
 def bounded_audio(
@@ -80,7 +73,6 @@ class PhraseSource:
         self.settings = settings
         self._engine_for = engine_for
         self._hasher = FileHasher()
-        self._front_end = {f: _package_version(p) for f, p in _FRONT_END_PACKAGES.items()}
 
     def key(
         self, text: str, voice: Voice, params: SynthesisParams
@@ -92,25 +84,22 @@ class PhraseSource:
         if cs.deterministic == "request" and not params.deterministic:
             return None
         params = dataclasses.replace(params, deterministic=True)
-        # The key names what the voice actually runs (its runtime_info: the variant `auto`
-        # chose, ...); its configured engine only fills in what the voice does not report.
-        runtime: Mapping[str, Any] = voice.runtime_info()
+        # The key names what the voice actually runs (its runtime: the variant `auto` chose,
+        # ...); its configured engine only fills in what the voice does not report.
+        runtime = voice.runtime()
         engine = self._engine_for(voice.info.voice_id)
         files = list(voice_model_files(voice.info))
-        if runtime.get("model_file"):
-            files.append(
-                Path(str(runtime["model_file"]))
-            )  # the variant actually run (INT8 or FP32)
+        if runtime.model_file is not None:
+            files.append(runtime.model_file)  # the variant actually run (INT8 or FP32)
         parts = CacheKeyParts.for_request(
             text,
             voice.info,
             params,
             model_sha256=self._hasher.digest(files),
-            backend=str(runtime.get("backend", engine.backend)),
-            precision=str(runtime.get("precision", "fp32")),
-            threads=int(runtime.get("threads") or intra_op_threads(engine)),
-            # The guard decides what reaches the family's front end: it changes the audio too.
-            engine_version=f"{self._front_end.get(voice.info.family, '')}+guard{GUARD_VERSION}",
+            backend=runtime.backend if runtime.backend is not None else engine.backend,
+            precision=runtime.precision if runtime.precision is not None else "fp32",
+            threads=runtime.threads or intra_op_threads(engine),
+            engine_version=front_end_stamp(voice.info.front_end_version),
         )
         return parts.digest(), params
 

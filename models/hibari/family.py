@@ -20,13 +20,20 @@ from typing import Final
 
 from utterd.models.errors import VoiceLoadError
 from utterd.models.model_store import OPTIMIZED_DIR_NAME, default_model_store_dir
-from utterd.models.voice import EngineSettings, Voice, VoiceFamily, VoiceInfo
+from utterd.models.voice import (
+    EngineSettings,
+    Voice,
+    VoiceFamily,
+    VoiceInfo,
+    distribution_version,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
 FAMILY: Final = "hibari"
 VOICE_ID_PREFIX: Final = "hibari-"
 PACKAGE: Final = "hibari-tts"
+"""The distribution that holds the voices, their runtime and the G2P (the front end)."""
 SAMPLE_RATE_HZ: Final[int] = 24_000
 """hibari's output rate (`hibari.SAMPLE_RATE`); `hibari_voice.load_voice` checks they agree."""
 
@@ -55,6 +62,12 @@ def _registry() -> ModuleType | None:
         _LOGGER.warning("hibari_registry_unreadable path=%s reason=%r", path, err)
         return None
     return module
+
+
+@functools.cache
+def front_end_version() -> str:
+    """The version of hibari-tts, whose G2P turns text into the model's phonemes."""
+    return distribution_version(PACKAGE)
 
 
 def _hibari_name(info: VoiceInfo) -> str:
@@ -96,6 +109,8 @@ class HibariFamily(VoiceFamily):
                     sample_rate_hz=SAMPLE_RATE_HZ,
                     model_path=model_path,
                     source=PACKAGE if entry.get("bundled") else str(model_path.parent),
+                    model_files=(model_path,),
+                    front_end_version=front_end_version(),
                 )
             )
         return found

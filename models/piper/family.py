@@ -13,6 +13,7 @@ speed gates on this machine for the configured backend, or the FP32 source when 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
@@ -62,11 +63,14 @@ from utterd.models.voice import (
     Voice,
     VoiceFamily,
     VoiceInfo,
+    distribution_version,
 )
 
 _LOGGER = logging.getLogger(__name__)
 
 FAMILY: Final = "piper"
+FRONT_END_PACKAGE: Final = "piper-tts"
+"""The distribution holding the phonemizer (espeak-ng) and the phoneme → id map."""
 MODEL_SUFFIX: Final = ".onnx"
 CONFIG_SUFFIX: Final = ".onnx.json"
 
@@ -230,7 +234,17 @@ def info_from_config(
         speakers=_speaker_names(config),
         model_path=model_path,
         source=source,
+        # The config holds the noise and length scales and the phoneme map: editing it changes
+        # the audio as surely as retraining the model does.
+        model_files=(model_path, config_path_for(model_path)),
+        front_end_version=front_end_version(),
     )
+
+
+@functools.cache
+def front_end_version() -> str:
+    """The version of piper-tts, whose espeak-ng phonemizer and phoneme map are our front end."""
+    return distribution_version(FRONT_END_PACKAGE)
 
 
 @dataclass(frozen=True)

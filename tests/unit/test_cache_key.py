@@ -18,10 +18,12 @@ from utterd.daemon.cache.key import (
     CacheKeyParts,
     FileHasher,
     ModelHashError,
+    front_end_stamp,
     normalize_text,
     voice_model_files,
 )
 from utterd.models.errors import UnknownSpeaker
+from utterd.models.text.guard import GUARD_VERSION
 from utterd.models.voice import SynthesisParams, VoiceInfo
 
 _WHITESPACE = [" ", "\t", "\n", "\r\n", "\u00a0", "\u2003", "\u3000", "  \n\t "]
@@ -238,16 +240,28 @@ def test_file_hasher_rehashes_a_changed_model(tmp_path: Path) -> None:
     assert second == hashlib.sha256(b"B" * 4096).hexdigest()
 
 
-def test_file_hasher_digest_covers_every_file(tmp_path: Path) -> None:
+def test_file_hasher_digest_covers_every_declared_file(tmp_path: Path) -> None:
     model, config = tmp_path / "v.onnx", tmp_path / "v.onnx.json"
     model.write_bytes(b"model")
     config.write_text('{"inference": {"noise_scale": 0.667}}')
     hasher = FileHasher()
-    info = VoiceInfo("v", "piper", "en-US", 22050, model_path=model)
+    info = VoiceInfo("v", "f", "en-US", 22050, model_path=model, model_files=(model, config))
     assert voice_model_files(info) == (model, config)
     before = hasher.digest(voice_model_files(info))
     config.write_text('{"inference": {"noise_scale": 0.5}}')
     assert hasher.digest(voice_model_files(info)) != before
+
+
+def test_model_files_default_to_the_model_path(tmp_path: Path) -> None:
+    model = tmp_path / "v.onnx"
+    assert voice_model_files(VoiceInfo("v", "f", "en-US", 22050, model_path=model)) == (model,)
+    assert voice_model_files(VoiceInfo("v", "f", "en-US", 22050)) == ()
+
+
+def test_front_end_stamp_covers_the_front_end_and_the_guard() -> None:
+    assert front_end_stamp("1.8.0") == f"1.8.0+guard{GUARD_VERSION}"
+    assert front_end_stamp("1.8.0") != front_end_stamp("1.8.1")
+    assert front_end_stamp("") == f"+guard{GUARD_VERSION}"
 
 
 def test_file_hasher_names_a_missing_file(tmp_path: Path) -> None:

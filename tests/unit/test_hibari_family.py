@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import shutil
 import threading
 import time
@@ -90,6 +91,8 @@ def test_bundled_heart_voice_is_discovered(family: HibariFamily) -> None:
     assert heart.speakers == ()
     assert heart.model_path == HEART_MODEL
     assert heart.source == "hibari-tts"
+    assert heart.model_files == (HEART_MODEL,)
+    assert heart.front_end_version == importlib.metadata.version("hibari-tts")
 
 
 def test_cached_voice_is_discovered_without_downloading(

