@@ -52,8 +52,8 @@ altogether, to bound the run.
 `git worktree` of an older commit): a temporary `utterd/` package whose `daemon`, `models` and
 `quantize` are symlinks into DIR goes first on PYTHONPATH (pyproject.toml maps those three
 folders to `utterd.*`), ahead of the editable install. The module path the daemon's Python
-resolves is checked and written to the JSON (`code`). The bench process imports utterd (its
-client) from DIR too; only the tests/ harness and the text come from the bench's own tree.
+resolves is checked and written to the JSON (`code`). The bench process itself (its client, the
+tests/ harness, the text) runs on its own tree, so a newer bench can measure an older tree.
 
 No figure is asserted: the machine is shared. Prints a table and writes JSON to bench/results/
 (or --out) with the CPU model, load averages, the exact command and the git state.
@@ -112,19 +112,23 @@ def _repo_from_argv(argv: Sequence[str]) -> Path:
     return Path(pre.parse_known_args(argv)[0].repo).resolve()
 
 
-# The code under test must be on the path before anything imports utterd (the harness does).
 CODE_TREE: Final = _repo_from_argv(sys.argv[1:])
+"""The checkout whose code the daemon and the front-end workers run (--repo)."""
 CODE_PATH: Final = code_path(CODE_TREE)
-sys.path.insert(0, str(CODE_PATH))
-for _extra in (TESTS_DIR, BENCH_DIR):
-    if str(_extra) not in sys.path:
-        sys.path.insert(1, str(_extra))
+WORKER_MODE: Final = "--frontend-worker" in sys.argv
+# The bench itself (client, tests/ harness) runs on its own tree's code, whose module layout
+# its imports name; a front-end worker runs the code under test and imports nothing else.
+sys.path.insert(0, str(CODE_PATH if WORKER_MODE else code_path(REPO_DIR)))
+if not WORKER_MODE:
+    for _extra in (TESTS_DIR, BENCH_DIR):
+        if str(_extra) not in sys.path:
+            sys.path.insert(1, str(_extra))
 
-from audio_sinks import NULL_SINK_RATE_HZ, PulseNullSink, file_sink_env
-from bench_stop import git_state, summarize
-from daemon_harness import RunningDaemon, clean_env
-from utterd.daemon.client import Client, NotRunning
-from utterd.models.engine.cpu_features import cpu_features
+    from audio_sinks import NULL_SINK_RATE_HZ, PulseNullSink, file_sink_env
+    from bench_stop import git_state, summarize
+    from daemon_harness import RunningDaemon, clean_env
+    from utterd.daemon.client import Client, NotRunning
+    from utterd.models.engine.cpu_features import cpu_features
 
 STOP_TARGET_MS: Final = 30.0
 """Issue 15: stop request -> `stopped` event."""
