@@ -50,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 from utterd.models.engine.backend import Feeds, Session, SessionOptions, open_session
 from utterd.models.engine.cache_folder import publish_folder
+from utterd.models.engine.graph import GraphIndex, attr_ints
 from utterd.models.errors import SynthesisError, VoiceLoadError
 from utterd.models.voice import EngineSettings
 
@@ -117,9 +118,7 @@ class HibariCut:
 
 def find_cut(model: onnx.ModelProto, label: str) -> HibariCut:
     """The decoder region of a hibari graph (see the module docstring); VoiceLoadError if none."""
-    from utterd.models.piper.vits_split import _attr_ints, _GraphIndex
-
-    index = _GraphIndex(model.graph)
+    index = GraphIndex(model.graph)
     outputs = [o.name for o in model.graph.output]
     graph_inputs = {i.name for i in model.graph.input}
 
@@ -178,10 +177,10 @@ def find_cut(model: onnx.ModelProto, label: str) -> HibariCut:
         node = index.nodes[i]
         if node.op_type != "Conv":
             continue
-        kernel = _attr_ints(node, "kernel_shape")
-        dilation = (_attr_ints(node, "dilations") or [1])[0]
-        stride = (_attr_ints(node, "strides") or [1])[0]
-        pads = _attr_ints(node, "pads") or [0, 0]
+        kernel = attr_ints(node, "kernel_shape")
+        dilation = (attr_ints(node, "dilations") or [1])[0]
+        stride = (attr_ints(node, "strides") or [1])[0]
+        pads = attr_ints(node, "pads") or [0, 0]
         span = dilation * (kernel[0] - 1) if len(kernel) == 1 else -1
         if span < 0 or stride != 1 or len(pads) != 2 or pads[0] + pads[1] != span:
             raise VoiceLoadError(

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from utterd.models.engine.cache_folder import publish_folder
+from utterd.models.engine.graph import GraphIndex, attr_int, attr_ints, attr_str
 from utterd.models.errors import VoiceLoadError
 from utterd.models.piper.vits_attention import band_relative_attention
 
@@ -376,51 +377,6 @@ def _drop_older_versions(folder: Path) -> None:
 # --------------------------------------------------------------------------- the cut itself
 
 
-class _GraphIndex:
-    """Producers, consumers and constant values of a graph's tensors."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        from onnx import numpy_helper
-
-        self.graph = graph
-        self.nodes = list(graph.node)
-        self.producer: dict[str, int] = {}
-        self.consumers: dict[str, list[int]] = {}
-        for index, node in enumerate(self.nodes):
-            for name in node.output:
-                if name:
-                    self.producer[name] = index
-            for name in node.input:
-                if name:
-                    self.consumers.setdefault(name, []).append(index)
-        self.initializers = {init.name: init for init in graph.initializer}
-        self._numpy_helper = numpy_helper
-
-    def const_ints(self, name: str) -> list[int] | None:
-        """The integer values of an initializer or a `Constant` node output, else None."""
-        if not name:
-            return None
-        tensor = self.initializers.get(name)
-        if tensor is None:
-            index = self.producer.get(name)
-            if index is None or self.nodes[index].op_type != "Constant":
-                return None
-            for attr in self.nodes[index].attribute:
-                if attr.name == "value":
-                    tensor = attr.t
-            if tensor is None:
-                return None
-        return [int(v) for v in self._numpy_helper.to_array(tensor).reshape(-1)]
-
-    def downstream(self, start: str) -> set[str]:
-        """Every tensor whose value depends on `start` (nodes are in topological order)."""
-        reached = {start}
-        for node in self.nodes:
-            if any(name in reached for name in node.input):
-                reached.update(name for name in node.output if name)
-        return reached
-
-
 def _split(
     source: bytes, label: str, sha256: str, flow_in_decoder: bool
 ) -> tuple[bytes, bytes, SplitInfo]:
@@ -436,7 +392,7 @@ def _split(
         raise VoiceLoadError(f"cannot split {label}: not an ONNX model ({err})") from err
 
     graph = model.graph
-    index = _GraphIndex(graph)
+    index = GraphIndex(graph)
     stock_inputs = tuple(i.name for i in graph.input if i.name not in index.initializers)
     if len(graph.output) < 1:
         raise VoiceLoadError(f"cannot split {label}: the graph has no output")
@@ -531,7 +487,7 @@ def _split(
     return encoder.SerializeToString(), decoder.SerializeToString(), info
 
 
-def _find_generator_input(index: _GraphIndex, label: str) -> tuple[str, int]:
+def _find_generator_input(index: GraphIndex, label: str) -> tuple[str, int]:
     """(tensor feeding the HiFi-GAN generator, index of its `conv_pre` node).
 
     HiFi-GAN is `conv_pre` [+ `cond(g)`] → LeakyReLU → ConvTranspose …; the first ConvTranspose in
@@ -565,7 +521,7 @@ def _find_generator_input(index: _GraphIndex, label: str) -> tuple[str, int]:
     )
 
 
-def _conv_branch(index: _GraphIndex, names: Iterable[str]) -> str | None:
+def _conv_branch(index: GraphIndex, names: Iterable[str]) -> str | None:
     """Of an Add's inputs, the one made by conv_pre (not by the 1x1 `cond` conv on the speaker)."""
     candidates = []
     for name in names:
@@ -573,13 +529,13 @@ def _conv_branch(index: _GraphIndex, names: Iterable[str]) -> str | None:
         if producer is not None and index.nodes[producer].op_type == "Conv":
             candidates.append((name, index.nodes[producer]))
     for name, node in candidates:
-        kernel = _attr_ints(node, "kernel_shape")
+        kernel = attr_ints(node, "kernel_shape")
         if kernel and kernel[0] > 1:
             return name
     return candidates[0][0] if len(candidates) == 1 else None
 
 
-def _conv_in_channels(index: _GraphIndex, conv: int, label: str) -> int:
+def _conv_in_channels(index: GraphIndex, conv: int, label: str) -> int:
     name = index.nodes[conv].input[1]
     producer = index.producer.get(name)
     if producer is not None and index.nodes[producer].op_type == "DequantizeLinear":
@@ -589,17 +545,17 @@ def _conv_in_channels(index: _GraphIndex, conv: int, label: str) -> int:
         raise VoiceLoadError(
             f"cannot split {label}: the generator's first Conv has no 1-D weight initializer"
         )
-    group = _attr_int(index.nodes[conv], "group", 1)
+    group = attr_int(index.nodes[conv], "group", 1)
     return int(weight.dims[1]) * group
 
 
-def _find_durations(index: _GraphIndex) -> str | None:
+def _find_durations(index: GraphIndex) -> str | None:
     """The `w_ceil` tensor (frames per phoneme id): the graph's only Ceil output, if any."""
     ceils = [n.output[0] for n in index.nodes if n.op_type == "Ceil"]
     return ceils[0] if len(ceils) == 1 else None
 
 
-def _find_prior_sample(index: _GraphIndex, label: str) -> str:
+def _find_prior_sample(index: GraphIndex, label: str) -> str:
     """`z_p = m_p + randn_like(m_p) · exp(logs_p) · noise_scale`: the flow's input.
 
     The stochastic duration predictor draws noise too, before the durations are rounded; the
@@ -629,7 +585,7 @@ def _find_prior_sample(index: _GraphIndex, label: str) -> str:
 
 
 def _split_mask_product(
-    index: _GraphIndex, generator_input: str, prior: str, label: str
+    index: GraphIndex, generator_input: str, prior: str, label: str
 ) -> tuple[str, str]:
     """The generator's input is `flow(z_p) · y_mask`: return (flow output, y_mask)."""
     producer = index.producer.get(generator_input)
@@ -682,7 +638,7 @@ class _NotConvolutional(Exception):
         super().__init__(f"{node.op_type} node {node.name!r} {why}")
 
 
-def _reach(index: _GraphIndex, start: str, stop: str, label: str, what: str) -> _Reach:
+def _reach(index: GraphIndex, start: str, stop: str, label: str, what: str) -> _Reach:
     """Propagate receptive fields from `start` to `stop`; VoiceLoadError if unbounded."""
     reach: dict[str, _Reach] = {start: _Reach(1, Fraction(0), Fraction(0), 3)}
     try:
@@ -707,7 +663,7 @@ def _reach(index: _GraphIndex, start: str, stop: str, label: str, what: str) -> 
 
 
 def _propagate(
-    index: _GraphIndex, node: onnx.NodeProto, deps: list[_Reach], dep_names: list[str]
+    index: GraphIndex, node: onnx.NodeProto, deps: list[_Reach], dep_names: list[str]
 ) -> _Reach:
     op = node.op_type
     if op == "Conv":
@@ -734,11 +690,11 @@ def _propagate(
         # per-axis scale must not run along time.
         scale = index.initializers.get(node.input[1])
         if scale is None or any(d > 1 for d in scale.dims):
-            _check_axes(node, [_attr_int(node, "axis", 1)], merged.rank)
+            _check_axes(node, [attr_int(node, "axis", 1)], merged.rank)
         return merged
     if op in ("Split", "Concat", "Gather"):
         default_axis = 0
-        axis = _attr_int(node, "axis", default_axis)
+        axis = attr_int(node, "axis", default_axis)
         if op == "Gather" and node.input[0] not in dep_names:
             raise _NotConvolutional(node, "gathers with indices taken from the audio path")
         _check_axes(node, [axis], merged.rank)
@@ -750,7 +706,7 @@ def _propagate(
         _check_axes(node, axes, merged.rank)
         return merged
     if op in ("Unsqueeze", "Squeeze"):
-        axes = index.const_ints(node.input[1]) if len(node.input) > 1 else _attr_ints(node, "axes")
+        axes = index.const_ints(node.input[1]) if len(node.input) > 1 else attr_ints(node, "axes")
         if not axes:
             raise _NotConvolutional(node, "has no constant axes")
         out_rank = merged.rank + len(axes) if op == "Unsqueeze" else merged.rank - len(axes)
@@ -765,11 +721,11 @@ def _check_axes(node: onnx.NodeProto, axes: Sequence[int], rank: int) -> None:
 
 
 def _conv_reach(node: onnx.NodeProto, src: _Reach) -> _Reach:
-    kernel = _attr_ints(node, "kernel_shape")
-    dilation = (_attr_ints(node, "dilations") or [1])[0]
-    pads = _attr_ints(node, "pads") or [0, 0]
-    stride = (_attr_ints(node, "strides") or [1])[0]
-    auto_pad = _attr_str(node, "auto_pad")
+    kernel = attr_ints(node, "kernel_shape")
+    dilation = (attr_ints(node, "dilations") or [1])[0]
+    pads = attr_ints(node, "pads") or [0, 0]
+    stride = (attr_ints(node, "strides") or [1])[0]
+    auto_pad = attr_str(node, "auto_pad")
     if not kernel or len(kernel) != 1:
         raise _NotConvolutional(node, "is not a 1-D convolution")
     span = dilation * (kernel[0] - 1)
@@ -782,13 +738,13 @@ def _conv_reach(node: onnx.NodeProto, src: _Reach) -> _Reach:
 
 
 def _conv_transpose_reach(node: onnx.NodeProto, src: _Reach) -> _Reach:
-    kernel = _attr_ints(node, "kernel_shape")
-    stride = (_attr_ints(node, "strides") or [1])[0]
-    pads = _attr_ints(node, "pads") or [0, 0]
-    dilation = (_attr_ints(node, "dilations") or [1])[0]
+    kernel = attr_ints(node, "kernel_shape")
+    stride = (attr_ints(node, "strides") or [1])[0]
+    pads = attr_ints(node, "pads") or [0, 0]
+    dilation = (attr_ints(node, "dilations") or [1])[0]
     if not kernel or len(kernel) != 1 or dilation != 1:
         raise _NotConvolutional(node, "is not a plain 1-D transposed convolution")
-    if _attr_ints(node, "output_shape") or any(_attr_ints(node, "output_padding")):
+    if attr_ints(node, "output_shape") or any(attr_ints(node, "output_padding")):
         raise _NotConvolutional(node, "has an explicit output shape")
     if kernel[0] - pads[0] - pads[1] != stride:
         raise _NotConvolutional(node, "does not upsample by exactly its stride")
@@ -800,36 +756,12 @@ def _conv_transpose_reach(node: onnx.NodeProto, src: _Reach) -> _Reach:
     return _Reach(out_rate, src.left + left, src.right + right, src.rank)
 
 
-def _attr(node: onnx.NodeProto, name: str) -> Any:
-    from onnx import helper
-
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return None
-
-
-def _attr_ints(node: onnx.NodeProto, name: str) -> list[int]:
-    value = _attr(node, name)
-    return [int(v) for v in value] if value is not None else []
-
-
-def _attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
-    value = _attr(node, name)
-    return int(value) if value is not None else default
-
-
-def _attr_str(node: onnx.NodeProto, name: str) -> str:
-    value = _attr(node, name)
-    return value.decode() if isinstance(value, bytes) else str(value or "")
-
-
 # ----------------------------------------------------------------------------- graph surgery
 
 
 def _extract(
     model: onnx.ModelProto,
-    index: _GraphIndex,
+    index: GraphIndex,
     inputs: list[str],
     outputs: list[str],
     label: str,
