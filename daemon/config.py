@@ -454,11 +454,13 @@ def apply_overrides(settings: Settings, /, **overrides: object) -> Settings:
 # YAML reading.
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys: YAML keeps the last silently, hiding a mistake."""
+# SafeLoader that rejects duplicate keys: YAML keeps the last silently, hiding a mistake. Made
+# with type() so that it type-checks with and without PyYAML's stubs (a class statement
+# subclassing an untyped base is an error under --strict).
+_StrictLoader: type[yaml.SafeLoader] = type("_StrictLoader", (yaml.SafeLoader,), {})
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     seen: set[object] = set()
     for key_node, _ in node.value:
@@ -471,7 +473,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
-    return loader.construct_mapping(node)
+    mapping: dict[Any, Any] = loader.construct_mapping(node)
+    return mapping
 
 
 _StrictLoader.add_constructor(

@@ -1,9 +1,10 @@
 """Replies on their way to clients: from worker threads to the socket loop, and from the loop to
 a client that may read slowly.
 
-ZeroMQ sockets belong to one thread, so workers never touch the ROUTER or PUB socket. Each worker
-thread gets its own PUSH socket (created on first use) connected to an inproc PULL that the socket
-loop polls beside the ROUTER; the loop forwards what arrives.
+ZeroMQ sockets belong to one thread, so workers never touch the ROUTER socket. Each worker thread
+gets its own PUSH socket (created on first use) connected to an inproc PULL that the socket loop
+polls beside the ROUTER; the loop forwards what arrives. (Events do not come this way: they go
+straight onto the PUB socket from any thread, daemon/publisher.py.)
 
 The ROUTER runs with ZMQ_ROUTER_MANDATORY, so a reply to a client whose queue is full raises
 instead of vanishing. The loop then keeps it in that client's `ReplyBacklog` and sends it when
@@ -24,9 +25,7 @@ import zmq
 
 _LOGGER = logging.getLogger(__name__)
 
-OUTBOX_ENDPOINT = "inproc://utterd-outbox"
-KIND_REPLY = b"R"
-KIND_EVENT = b"E"
+OUTBOX_ENDPOINT: Final = "inproc://utterd-outbox"
 
 CLIENT_QUEUE_MESSAGES: Final = 100
 """The ROUTER's send high-water mark: replies ZeroMQ queues for one client (in messages, of any
@@ -45,16 +44,13 @@ MESSAGE_OVERHEAD_BYTES: Final = 256
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message from a worker, as the socket loop reads it from the outbox."""
-
-    kind: bytes
-    """KIND_REPLY or KIND_EVENT."""
+    """One reply from a worker, as the socket loop reads it from the outbox."""
 
     envelope: tuple[bytes, ...]
-    """The client's routing id (and REQ delimiter) for a reply; empty for an event."""
+    """The client's routing id (and REQ delimiter)."""
 
     frames: tuple[bytes, ...]
-    """The reply or event itself."""
+    """The reply itself."""
 
     job: str | None = None
     """The `synthesize` job the reply belongs to; None for anything else."""
@@ -64,7 +60,7 @@ class Outgoing:
 
 
 class Outbox:
-    """Thread-safe sender of replies and events to the socket loop."""
+    """Thread-safe sender of replies to the socket loop."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]]) -> None:
         self._context = context
@@ -99,7 +95,6 @@ class Outbox:
         if sock is not None:
             sock.send_multipart(
                 [
-                    KIND_REPLY,
                     len(envelope).to_bytes(2, "big"),
                     *envelope,
                     (job or "").encode(),
@@ -107,12 +102,6 @@ class Outbox:
                     *frames,
                 ]
             )
-
-    def event(self, frames: list[bytes]) -> None:
-        """Publish an event on the PUB socket."""
-        sock = self._socket()
-        if sock is not None:
-            sock.send_multipart([KIND_EVENT, *frames])
 
     def close(self) -> None:
         with self._lock:
@@ -124,13 +113,10 @@ class Outbox:
 
 def decode(frames: list[bytes]) -> Outgoing:
     """An outbox message as the loop reads it."""
-    kind = frames[0]
-    if kind == KIND_REPLY:
-        n = int.from_bytes(frames[1], "big")
-        envelope = tuple(frames[2 : 2 + n])
-        job, final = frames[2 + n], frames[3 + n]
-        return Outgoing(kind, envelope, tuple(frames[4 + n :]), job.decode() or None, final == b"1")
-    return Outgoing(kind, (), tuple(frames[1:]))
+    n = int.from_bytes(frames[0], "big")
+    envelope = tuple(frames[1 : 1 + n])
+    job, final = frames[1 + n], frames[2 + n]
+    return Outgoing(envelope, tuple(frames[3 + n :]), job.decode() or None, final == b"1")
 
 
 class Delivery(enum.Enum):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import zmq
 from utterd.daemon import access, memory, protocol
@@ -34,9 +34,9 @@ from utterd.daemon.audio.player import DeviceUnavailable
 from utterd.daemon.cache.phrase_source import PhraseSource
 from utterd.daemon.cache.prewarm import Prewarmer, PrewarmSpec, parse_prewarm_entry
 from utterd.daemon.cache.templates import parse_template
+from utterd.daemon.counters import Counters
 from utterd.daemon.outbox import (
     CLIENT_QUEUE_MESSAGES,
-    KIND_REPLY,
     OUTBOX_ENDPOINT,
     Delivery,
     Kept,
@@ -44,6 +44,24 @@ from utterd.daemon.outbox import (
     ReplyBacklog,
     decode,
 )
+from utterd.daemon.protocol import replies
+from utterd.daemon.protocol.messages import (
+    CacheClear,
+    CacheWarm,
+    Cancel,
+    Describe,
+    JobQuery,
+    Pause,
+    Ping,
+    Resume,
+    Speak,
+    SpeakChunk,
+    SpeakStart,
+    SpeakStop,
+    Stop,
+    Synthesize,
+)
+from utterd.daemon.publisher import EventPublisher
 from utterd.daemon.settings import Settings
 from utterd.daemon.speech.jobs import Job, new_job_id
 from utterd.daemon.speech.scheduler import Scheduler, Target, UnknownJob
@@ -70,6 +88,15 @@ _KEEP_FINISHED_SYNTHESES: Final = 1000
 _BACKLOG_POLL_MS: Final = 10
 """How soon the loop retries kept replies while a backlog waits (ZeroMQ cannot say when a
 client's queue has room again)."""
+
+COUNTERS: Final = ("requests", "errors", "synthesized", "rate_limited")
+"""The server's counters in `describe` (the scheduler adds its own)."""
+
+_Voiced: TypeAlias = Speak | SpeakStart | Synthesize
+"""Requests that name a voice and synthesis parameters."""
+
+_Targeted: TypeAlias = Stop | Cancel | Pause | Resume
+"""Requests that name whose speech they act on."""
 
 
 class AlreadyRunning(UtterdError):
@@ -161,10 +188,13 @@ class Server:
         settings: Settings,
         voices: VoiceStore,
         source: PhraseSource,
-        scheduler_factory: Callable[[Callable[[str, dict[str, Any]], None]], Scheduler],
+        scheduler: Scheduler,
+        publisher: EventPublisher,
         device_state: Callable[[], dict[str, Any]],
         version: str,
     ) -> None:
+        """`scheduler` and `publisher` are built by the service (daemon/service.py); the
+        scheduler publishes its events through the same `publisher` the server binds."""
         self.settings = settings
         self.voices = voices
         self.source = source
@@ -182,19 +212,16 @@ class Server:
         self._device_state = device_state
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.outbox = Outbox(self.context)
-        self.scheduler = scheduler_factory(self.emit)
+        self.publisher = publisher
+        self.scheduler = scheduler
         self._pool = ThreadPoolExecutor(
             max_workers=settings.server.synth_workers, thread_name_prefix="utterd-synth"
         )
         self._stop = threading.Event()
         self._started_s = time.monotonic()
         self.state = "starting"
-        self.counters: dict[str, int] = {
-            "requests": 0,
-            "errors": 0,
-            "synthesized": 0,
-            "rate_limited": 0,
-        }
+        self.counters = Counters(COUNTERS)
+        """Incremented by the socket loop and the synthesis workers."""
         self.access = access.AccessControl(settings.server, settings.limits)
         self._owner = ""  # the per-client limits' id of the request being handled
         self._router: zmq.Socket[bytes] | None = None
@@ -207,6 +234,27 @@ class Server:
         """Renewed every turn of the socket loop; the service watchdog checks it moves."""
         self.describe_sections: dict[str, Callable[[], Any]] = {}
         """Extra top-level sections of `describe`, by name, filled in by the service."""
+        self._handlers = (
+            protocol.HandlerTable()
+            .register(Speak, self._on_speak)
+            .register(Synthesize, self._on_synthesize)
+            .register(SpeakStart, self._on_speak_start)
+            .register(SpeakChunk, self._on_speak_chunk)
+            .register(SpeakStop, self._on_speak_stop)
+            .register(Stop, self._on_stop)
+            .register(Cancel, self._on_cancel)
+            .register(Pause, self._on_pause)
+            .register(Resume, self._on_resume)
+            .register(Describe, self._on_describe)
+            .register(Ping, self._on_ping)
+            .register(JobQuery, self._on_job)
+            .register(CacheClear, self._on_cache_clear)
+            .register(CacheWarm, self._on_cache_warm)
+        )
+        """Request message class → handler: the one place a request type meets its handler."""
+        missing = self._handlers.missing()
+        if missing:
+            raise TypeError(f"request types without a handler: {', '.join(missing)}")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def bind(self) -> None:
@@ -243,6 +291,7 @@ class Server:
         for ep in requests + server.event_endpoints():
             if ep.startswith("ipc://"):
                 perms.check_socket(Path(ep[len("ipc://") :]))
+        self.publisher.attach(self._pub)
         _LOGGER.info("event=bound requests=%s events=%s", requests, server.event_endpoints())
         self.bound.set()
 
@@ -277,6 +326,7 @@ class Server:
         if self._pull is not None:
             self._drain_outbox()
         self.outbox.close()
+        self.publisher.detach()
         for sock in (self._router, self._pub, self._pull):
             if sock is not None:
                 sock.close(linger=0)
@@ -289,23 +339,17 @@ class Server:
 
     # -- I/O -----------------------------------------------------------------------------------
     def emit(self, kind: str, data: dict[str, Any]) -> None:
-        """Publish an event; callable from any thread."""
-        if threading.get_ident() == self._loop_ident and self._pub is not None:
-            self._pub.send_multipart(protocol.event(kind, data))
-        else:
-            self.outbox.event(protocol.event(kind, data))
+        """Publish an event given as (kind, data); callable from any thread."""
+        self.publisher.emit(kind, data)
 
     def _drain_outbox(self) -> None:
-        assert self._pull is not None and self._router is not None and self._pub is not None
+        assert self._pull is not None and self._router is not None
         while True:
             try:
                 frames = self._pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             out = decode(frames)
-            if out.kind != KIND_REPLY:
-                self._pub.send_multipart(list(out.frames))
-                continue
             if out.job is not None:
                 synth = self._synths.get(out.job)
                 if out.final:
@@ -325,6 +369,12 @@ class Server:
 
     def _send(self, envelope: list[bytes], frames: list[bytes]) -> None:
         self._route(envelope, frames, None)
+
+    def _reply(
+        self, envelope: list[bytes], request_id: protocol.RequestId, body: replies.Reply
+    ) -> None:
+        """Answer a request from the socket loop."""
+        self._route(envelope, protocol.encode_reply(request_id, body), None)
 
     # -- delivery: every reply passes here (socket loop thread) ---------------------------------
     def _route(
@@ -397,8 +447,8 @@ class Server:
             f"({self._backlog.client_bytes} bytes); the synthesis was cut short"
         )
         for job_id, (to, request_id) in cut.items():
-            reply = protocol.error_reply(request_id, ClientTooSlow.code, message, {"job": job_id})
-            self._route(list(to), reply, None, force=True)
+            error = replies.Error(ClientTooSlow.code, message, job=job_id)
+            self._route(list(to), protocol.encode_reply(request_id, error), None, force=True)
         _LOGGER.warning(
             "event=client-too-slow client=%s cut=%s dropped_replies=%d",
             peer.hex(),
@@ -415,7 +465,7 @@ class Server:
 
     def _handle(self, frames: list[bytes], curve_key: str | None = None) -> None:
         self._received_s = time.monotonic()  # time to first audio counts from here
-        self.counters["requests"] += 1
+        self.counters.add("requests")
         envelope, body = protocol.split_envelope(frames)
         request_id: str | int | None = None
         self._owner = access.client_id(envelope, curve_key)
@@ -424,39 +474,36 @@ class Server:
             self.access.admit(self._owner)  # before parsing: a flood costs as little as possible
             request = protocol.parse_request(body, self.settings.limits)
             request_id = request.id
-            handler = getattr(self, "_on_" + request.type.replace("-", "_"))
-            handler(envelope, request)
+            self._handlers.dispatch(envelope, request)
         except access.RateLimited as exc:
-            self.counters["rate_limited"] += 1
+            self.counters.add("rate_limited")
             _LOGGER.debug("event=rate-limited client=%s", self._owner)
-            details = {"retry_after_s": exc.retry_after_s}
-            self._send(envelope, protocol.error_reply(request_id, exc.code, exc.message, details))
+            error = replies.Error(exc.code, exc.message, retry_after_s=exc.retry_after_s)
+            self._reply(envelope, request_id, error)
         except UtterdError as exc:
-            self.counters["errors"] += 1
+            self.counters.add("errors")
             _LOGGER.info("event=request-error code=%s message=%r", exc.code, exc.message)
-            self._send(envelope, protocol.error_reply(request_id, exc.code, exc.message))
+            self._reply(envelope, request_id, replies.Error(exc.code, exc.message))
         except Exception as exc:  # a bug in one handler must not take the daemon down
-            self.counters["errors"] += 1
+            self.counters.add("errors")
             _LOGGER.exception("event=request-crash")
-            self._send(
-                envelope,
-                protocol.error_reply(request_id, "internal-error", f"{type(exc).__name__}: {exc}"),
-            )
+            error = replies.Error("internal-error", f"{type(exc).__name__}: {exc}")
+            self._reply(envelope, request_id, error)
 
     # -- handlers (socket loop thread) -----------------------------------------------------------
-    def _resolve(self, msg: Any) -> tuple[VoiceInfo, SynthesisParams]:
+    def _resolve(self, msg: _Voiced) -> tuple[VoiceInfo, SynthesisParams]:
         voice_id = msg.voice or self.settings.voices.default
         info = self.voices.info(voice_id)
         info.speaker_id(msg.speaker)
         return info, msg.synthesis_params().validated()
 
-    def _on_ping(self, envelope: list[bytes], request: protocol.Request) -> None:
-        self._send(envelope, protocol.reply(request.id, "pong", {"version": self.version}))
+    def _on_ping(self, envelope: list[bytes], request: protocol.Request, msg: Ping) -> None:
+        self._reply(envelope, request.id, replies.Pong(self.version))
 
-    def _on_describe(self, envelope: list[bytes], request: protocol.Request) -> None:
-        self._send(envelope, protocol.reply(request.id, "info", self.describe()))
+    def _on_describe(self, envelope: list[bytes], request: protocol.Request, msg: Describe) -> None:
+        self._reply(envelope, request.id, self.describe())
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> replies.Info:
         current = self.scheduler.current()
         cpu = cpu_features()
         voices = []
@@ -480,58 +527,52 @@ class Server:
                     "runtime": {k: v for k, v in runtime.items() if k not in _CPU_KEYS},
                 }
             )
-        return {
-            "name": "utterd",
-            "version": self.version,
-            "state": self.state,
-            "uptime_s": round(time.monotonic() - self._started_s, 3),
-            "default_voice": self.settings.voices.default,
-            "voices": voices,
-            "backend": {
+        return replies.Info(
+            name="utterd",
+            version=self.version,
+            state=self.state,
+            uptime_s=round(time.monotonic() - self._started_s, 3),
+            default_voice=self.settings.voices.default,
+            voices=voices,
+            backend={
                 "name": self.settings.voices.backend,
                 "threads": intra_op_threads(self.voices.engine),
                 "cpu_model": cpu.model_name,
                 "cpu_features": list(cpu.features),
             },
-            "device": self._device_state(),
-            "queue": {
+            device=self._device_state(),
+            queue={
                 "length": self.scheduler.queue_length(),
                 "max": self.settings.limits.max_queue,
                 "current": current.job_id if current else None,
                 "current_priority": current.priority if current else None,
                 "paused": self.scheduler.pause_state(),
             },
-            "counters": {**self.counters, **self.scheduler.counters},
-            "cache": {**self.source.stats(), "prewarm": self.warming_progress()},
-            **{name: section() for name, section in self.describe_sections.items()},
-        }
-
-    def _on_job(self, envelope: list[bytes], request: protocol.Request) -> None:
-        job = self.scheduler.jobs.get(request.message.job)
-        if job is None:
-            raise UnknownJob(f"no job {request.message.job!r}")
-        self._send(
-            envelope,
-            protocol.reply(
-                request.id,
-                "job",
-                {
-                    "job": job.job_id,
-                    "state": job.state.value,
-                    "error": job.error,
-                    "first_audio_ms": job.first_audio_ms,
-                    "priority": job.priority,
-                    "paused": job.paused,
-                },
-            ),
+            counters={**self.counters.snapshot(), **self.scheduler.counters},
+            cache={**self.source.stats(), "prewarm": self.warming_progress()},
+            sections={name: section() for name, section in self.describe_sections.items()},
         )
+
+    def _on_job(self, envelope: list[bytes], request: protocol.Request, msg: JobQuery) -> None:
+        job = self.scheduler.jobs.get(msg.job)
+        if job is None:
+            raise UnknownJob(f"no job {msg.job!r}")
+        status = replies.JobStatus(
+            job=job.job_id,
+            state=job.state.value,
+            error=job.error,
+            first_audio_ms=job.first_audio_ms,
+            priority=job.priority,
+            paused=job.paused,
+        )
+        self._reply(envelope, request.id, status)
 
     @staticmethod
     def _client_of(envelope: list[bytes]) -> str:
         """The sender's client id, as events carry it."""
         return envelope[0].hex() if envelope else ""
 
-    def _target(self, envelope: list[bytes], msg: Any) -> Target:
+    def _target(self, envelope: list[bytes], msg: _Targeted) -> Target:
         """The `job` / `client` fields of stop, cancel, pause and resume, with `self` resolved."""
         if msg.job is not None and msg.client is not None:
             raise protocol.InvalidValue(
@@ -550,24 +591,25 @@ class Server:
                 )
         return Target(job=msg.job, client=client)
 
-    def _on_stop(self, envelope: list[bytes], request: protocol.Request) -> None:
+    def _on_stop(self, envelope: list[bytes], request: protocol.Request, msg: Stop) -> None:
         _LOGGER.info("event=stop-request received_s=%.6f", self._received_s)
-        stopped = self._stop_jobs(envelope, request, self.scheduler.stop)
-        self._send(envelope, protocol.reply(request.id, "stopped", {"jobs": stopped}))
+        stopped = self._stop_jobs(envelope, request, msg, self.scheduler.stop)
+        self._reply(envelope, request.id, replies.Stopped(stopped))
 
-    def _on_cancel(self, envelope: list[bytes], request: protocol.Request) -> None:
+    def _on_cancel(self, envelope: list[bytes], request: protocol.Request, msg: Cancel) -> None:
         _LOGGER.info("event=cancel-request received_s=%.6f", self._received_s)
-        stopped = self._stop_jobs(envelope, request, self.scheduler.cancel)
-        self._send(envelope, protocol.reply(request.id, "cancelled", {"jobs": stopped}))
+        stopped = self._stop_jobs(envelope, request, msg, self.scheduler.cancel)
+        self._reply(envelope, request.id, replies.Cancelled(stopped))
 
     def _stop_jobs(
         self,
         envelope: list[bytes],
         request: protocol.Request,
+        msg: Stop | Cancel,
         by_scheduler: Callable[[Target], list[str]],
     ) -> list[str]:
         """`stop` or `cancel`: the target's syntheses, then its speech; returns the ids ended."""
-        target = self._target(envelope, request.message)
+        target = self._target(envelope, msg)
         if target.job is not None and target.job not in self._synths:
             if target.job in self._synths_finished:
                 return []  # it finished first, as for a speech job that already ended
@@ -585,21 +627,23 @@ class Server:
             synth.cancel.cancel(f"cancelled by a {by} request")
             synth.answered = True
             message = f"synthesis {synth.job_id} was cancelled by a {by} request"
-            details = {"job": synth.job_id}
-            reply = protocol.error_reply(synth.request_id, Cancelled.code, message, details)
-            self._route(synth.envelope, reply, None)
+            self._reply(
+                synth.envelope,
+                synth.request_id,
+                replies.Error(Cancelled.code, message, job=synth.job_id),
+            )
             stopped.append(synth.job_id)
         if stopped:
             _LOGGER.info("event=synthesis-cancelled target=%s jobs=%s", target.describe(), stopped)
         return stopped
 
-    def _on_pause(self, envelope: list[bytes], request: protocol.Request) -> None:
-        paused = self.scheduler.pause(self._target(envelope, request.message))
-        self._send(envelope, protocol.reply(request.id, "paused", {"jobs": paused}))
+    def _on_pause(self, envelope: list[bytes], request: protocol.Request, msg: Pause) -> None:
+        paused = self.scheduler.pause(self._target(envelope, msg))
+        self._reply(envelope, request.id, replies.Paused(paused))
 
-    def _on_resume(self, envelope: list[bytes], request: protocol.Request) -> None:
-        resumed = self.scheduler.resume(self._target(envelope, request.message))
-        self._send(envelope, protocol.reply(request.id, "resumed", {"jobs": resumed}))
+    def _on_resume(self, envelope: list[bytes], request: protocol.Request, msg: Resume) -> None:
+        resumed = self.scheduler.resume(self._target(envelope, msg))
+        self._reply(envelope, request.id, replies.Resumed(resumed))
 
     def _check_device(self) -> None:
         device = self._device_state()
@@ -614,19 +658,11 @@ class Server:
     def _queue(self, envelope: list[bytes], request: protocol.Request, job: Job) -> None:
         self._preempt_warming()
         self.scheduler.submit(job)
-        self._send(
-            envelope,
-            protocol.reply(
-                request.id,
-                "queued",
-                {"job": job.job_id, "voice": job.voice_id, "priority": job.priority},
-            ),
-        )
+        self._reply(envelope, request.id, replies.Queued(job.job_id, job.voice_id, job.priority))
 
-    def _on_speak(self, envelope: list[bytes], request: protocol.Request) -> None:
-        info, params = self._resolve(request.message)
+    def _on_speak(self, envelope: list[bytes], request: protocol.Request, msg: Speak) -> None:
+        info, params = self._resolve(msg)
         self._check_device()
-        msg = request.message
         self._check_text(msg.text, msg.slots, info)
         job = Job(
             text=msg.text,
@@ -641,10 +677,11 @@ class Server:
         )
         self._queue(envelope, request, job)
 
-    def _on_speak_start(self, envelope: list[bytes], request: protocol.Request) -> None:
-        info, params = self._resolve(request.message)
+    def _on_speak_start(
+        self, envelope: list[bytes], request: protocol.Request, msg: SpeakStart
+    ) -> None:
+        info, params = self._resolve(msg)
         self._check_device()
-        msg = request.message
         job = Job(
             text="",
             voice_id=info.voice_id,
@@ -658,17 +695,17 @@ class Server:
         )
         self._queue(envelope, request, job)
 
-    def _on_speak_chunk(self, envelope: list[bytes], request: protocol.Request) -> None:
-        self.scheduler.feed(request.message.job, request.message.text)
-        self._send(
-            envelope, protocol.reply(request.id, "chunk-queued", {"job": request.message.job})
-        )
+    def _on_speak_chunk(
+        self, envelope: list[bytes], request: protocol.Request, msg: SpeakChunk
+    ) -> None:
+        self.scheduler.feed(msg.job, msg.text)
+        self._reply(envelope, request.id, replies.ChunkQueued(msg.job))
 
-    def _on_speak_stop(self, envelope: list[bytes], request: protocol.Request) -> None:
-        self.scheduler.close_text(request.message.job)
-        self._send(
-            envelope, protocol.reply(request.id, "text-closed", {"job": request.message.job})
-        )
+    def _on_speak_stop(
+        self, envelope: list[bytes], request: protocol.Request, msg: SpeakStop
+    ) -> None:
+        self.scheduler.close_text(msg.job)
+        self._reply(envelope, request.id, replies.TextClosed(msg.job))
 
     def _check_text(self, text: str, slots: dict[str, str] | None, info: VoiceInfo) -> None:
         """A request's text is checked at the edge, so its errors are answered at once: a
@@ -685,9 +722,11 @@ class Server:
                 )
         guard.check_speakable(text, info.language)
 
-    def _on_synthesize(self, envelope: list[bytes], request: protocol.Request) -> None:
-        info, params = self._resolve(request.message)
-        self._check_text(request.message.text, request.message.slots, info)
+    def _on_synthesize(
+        self, envelope: list[bytes], request: protocol.Request, msg: Synthesize
+    ) -> None:
+        info, params = self._resolve(msg)
+        self._check_text(msg.text, msg.slots, info)
         self.access.synth.acquire(self._owner)  # Busy: the worker pool's queue stays bounded
         with self._synth_lock:
             self._synth_in_flight += 1
@@ -697,7 +736,8 @@ class Server:
         self._pool.submit(
             self._synthesize,
             envelope,
-            request,
+            request.id,
+            msg,
             info,
             params,
             self._owner,
@@ -705,21 +745,25 @@ class Server:
             synth.cancel,
         )
 
-    def _on_cache_clear(self, envelope: list[bytes], request: protocol.Request) -> None:
-        voice = request.message.voice
+    def _on_cache_clear(
+        self, envelope: list[bytes], request: protocol.Request, msg: CacheClear
+    ) -> None:
+        voice = msg.voice
         if voice is not None:
             self.voices.info(voice)
         removed = self.source.cache.clear(voice) if self.source.cache is not None else 0
-        self._send(envelope, protocol.reply(request.id, "cache-cleared", {"removed": removed}))
+        self._reply(envelope, request.id, replies.CacheCleared(removed))
 
-    def _on_cache_warm(self, envelope: list[bytes], request: protocol.Request) -> None:
+    def _on_cache_warm(
+        self, envelope: list[bytes], request: protocol.Request, msg: CacheWarm
+    ) -> None:
         specs: list[PrewarmSpec] = []
-        for index, entry in enumerate(request.message.entries):
+        for index, entry in enumerate(msg.entries):
             specs.extend(parse_prewarm_entry(entry, f"request entries[{index}]"))
         for spec in specs:
             self.voices.info(spec.voice or self.settings.voices.default)
         self.start_warming(specs)
-        self._send(envelope, protocol.reply(request.id, "cache-warming", {"entries": len(specs)}))
+        self._reply(envelope, request.id, replies.CacheWarming(len(specs)))
 
     # -- pre-warming (background, lowest priority) ------------------------------------------------
     def start_warming(self, specs: Sequence[PrewarmSpec]) -> None:
@@ -807,7 +851,8 @@ class Server:
     def _synthesize(
         self,
         envelope: list[bytes],
-        request: protocol.Request,
+        request_id: protocol.RequestId,
+        msg: Synthesize,
         info: VoiceInfo,
         params: SynthesisParams,
         owner: str,
@@ -816,17 +861,17 @@ class Server:
     ) -> None:
         """Render one `synthesize` (worker thread). Every reply names `job_id` to the loop, which
         drops them once it has ended the job itself (stop, cancel, client too slow or gone)."""
-        msg = request.message
 
-        def send(frames: list[bytes], final: bool = False) -> None:
+        def send(body: replies.Reply, payload: bytes | None = None, final: bool = False) -> None:
+            frames = protocol.encode_reply(request_id, body, payload)
             self.outbox.reply(envelope, frames, job=job_id, final=final)
 
         try:
             cancel.raise_if_cancelled()  # ended while it waited for a worker
             rate = info.sample_rate_hz
-            fmt = {"sample_rate_hz": rate, "sample_width": 2, "channels": 1, "voice": info.voice_id}
             if msg.stream:
-                send(protocol.reply(request.id, "audio-start", {**fmt, "job": job_id}))
+                # Chunks are raw PCM whatever `format` asked: a stream has no length for a header.
+                send(replies.AudioStart(rate, 2, 1, info.voice_id, job_id, format="pcm"))
             parts: list[bytes] = []
             total = 0
             # A WAV/PCM reply waits for the whole text: throughput, not first-window latency.
@@ -844,30 +889,29 @@ class Server:
                 pcm = float_to_pcm16(chunk.samples).tobytes()
                 total += len(chunk.samples)
                 if msg.stream:
-                    data = {"sentence": chunk.sentence_index}
-                    send(protocol.reply(request.id, "audio-chunk", data, pcm))
+                    send(replies.AudioChunk(chunk.sentence_index), pcm)
                 else:
                     parts.append(pcm)
             cancel.raise_if_cancelled()
-            duration = {"duration_s": round(total / rate, 4), "samples": total, "job": job_id}
+            duration_s = round(total / rate, 4)
             if msg.stream:
-                send(protocol.reply(request.id, "audio-stop", duration), final=True)
+                send(replies.AudioStop(duration_s, total, job_id), final=True)
             else:
                 pcm_all = b"".join(parts)
                 payload = wav_bytes(pcm_all, rate) if msg.format == "wav" else pcm_all
-                data = {**fmt, **duration, "format": msg.format}
-                send(protocol.reply(request.id, "audio", data, payload), final=True)
-            self.counters["synthesized"] += 1
+                audio = replies.Audio(
+                    rate, 2, 1, info.voice_id, duration_s, total, job_id, format=msg.format
+                )
+                send(audio, payload, final=True)
+            self.counters.add("synthesized")
         except UtterdError as exc:
-            self.counters["errors"] += 1
-            details = {"job": job_id}
-            send(protocol.error_reply(request.id, exc.code, exc.message, details), final=True)
+            self.counters.add("errors")
+            send(replies.Error(exc.code, exc.message, job=job_id), final=True)
         except Exception as exc:
-            self.counters["errors"] += 1
+            self.counters.add("errors")
             _LOGGER.exception("event=synthesize-crash job=%s", job_id)
             message = f"{type(exc).__name__}: {exc}"
-            details = {"job": job_id}
-            send(protocol.error_reply(request.id, "internal-error", message, details), final=True)
+            send(replies.Error("internal-error", message, job=job_id), final=True)
         finally:
             self.access.synth.release(owner)
             with self._synth_lock:

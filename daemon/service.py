@@ -38,8 +38,10 @@ from utterd.daemon.audio.player import Player, PlayerEvent
 from utterd.daemon.cache.phrase_source import PhraseSource
 from utterd.daemon.cache.prewarm import PrewarmSpec, load_prewarm_list
 from utterd.daemon.cache.store import PhraseCache
-from utterd.daemon.config import ConfigError
+from utterd.daemon.config import ConfigError, find_config_file
 from utterd.daemon.faults import DEVICE_UNAVAILABLE, VOICE_FILE_MISSING, FaultRegistry
+from utterd.daemon.protocol.events import ConfigRejectedEvent, ConfigReloadedEvent, DeviceEvent
+from utterd.daemon.publisher import EventPublisher
 from utterd.daemon.sdnotify import Notifier
 from utterd.daemon.server import Server
 from utterd.daemon.settings import Settings
@@ -123,7 +125,8 @@ class ConfigStatus:
     """The config in force and the last reload's outcome, for `describe` and the events."""
 
     file: str | None
-    """The file read at start and at every reload; None: defaults (no file was found)."""
+    """The file last read (at start, or by the last reload applied); None: defaults (no file
+    was found)."""
 
     generation: int = 1
     """1 for the config read at start, +1 for every reload applied."""
@@ -153,8 +156,14 @@ class Daemon:
         reload_settings: Callable[[], Settings] | None = None,
         config_file: Path | None = None,
         notifier: Notifier | None = None,
+        find_file: Callable[[], Path | None] = find_config_file,
     ) -> None:
-        """`reload_settings` reads the config again for SIGHUP (None: reloads are refused)."""
+        """`reload_settings` reads the config again for SIGHUP (None: reloads are refused).
+
+        `config_file` is the file named or found at start. Without one, `reload_settings` searches
+        again (a file may have been written since, at $XDG_CONFIG_HOME/utterd/config.yaml):
+        `find_file` is that same search, so a reload reports the file it read.
+        """
         self.settings = settings
         self.version = version
         self.state = State.STARTING
@@ -162,7 +171,12 @@ class Daemon:
         """Active faults (device, cache, voice files): `describe` and the fault events."""
         self._reload_settings = reload_settings
         self._notifier = notifier if notifier is not None else Notifier(None)
+        self._config_file = config_file
+        self._find_file = find_file
         self._config = ConfigStatus(str(config_file) if config_file is not None else None)
+        self._publisher = EventPublisher()
+        """Every event leaves through it; built first, so the scheduler and server get it."""
+        self._scheduler: Scheduler | None = None
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._server: Server | None = None
         self._player: Player | None = None
@@ -171,26 +185,29 @@ class Daemon:
         self._stop_requested = threading.Event()
 
     def _on_player_event(self, event: PlayerEvent) -> None:
-        server = self._server
-        if server is None:
+        """The player's events thread: the scheduler's events go out from here, straight onto
+        the PUB socket (daemon/publisher.py), not through the socket loop."""
+        scheduler = self._scheduler
+        if scheduler is None:
             return
         if event.kind == "started":
-            server.scheduler.on_started(event.job_id, event.at_s)
+            scheduler.on_started(event.job_id, event.at_s)
         elif event.kind == "played":
-            server.scheduler.on_played(event.job_id)
+            scheduler.on_played(event.job_id)
         elif event.kind == "flushed":
-            server.scheduler.on_played(event.job_id, event.error)
+            scheduler.on_played(event.job_id, event.error)
         elif event.kind == "mark":
-            server.scheduler.on_mark(event.job_id, event.mark)
+            scheduler.on_mark(event.job_id, event.mark)
         elif event.kind == "paused":
-            server.scheduler.on_paused(event.job_id)
+            scheduler.on_paused(event.job_id)
         elif event.kind == "resumed":
-            server.scheduler.on_resumed(event.job_id)
+            scheduler.on_resumed(event.job_id)
         elif event.kind == "underrun":
             _LOGGER.info("event=underrun job=%s", event.job_id)
         elif event.kind == "device":
             _LOGGER.warning("event=device available=%s error=%r", event.available, event.error)
-            server.emit("device", {"available": event.available, "error": event.error})
+            # The player sets `available` on every device event.
+            self._publisher.publish(DeviceEvent(bool(event.available), event.error))
             self.faults.reconcile(DEVICE_UNAVAILABLE, self._device_faults())
 
     def _on_cache_fault(self, code: str | None, reason: str | None) -> None:
@@ -289,21 +306,18 @@ class Daemon:
         def device_state() -> dict[str, Any]:
             return {**dataclasses.asdict(player.state)}
 
-        server = Server(
-            cfg,
-            store,
+        # In order: the publisher (built with the daemon), the scheduler publishing through it,
+        # the server serving both.
+        scheduler = Scheduler(
             source,
-            lambda emit: Scheduler(
-                source,
-                player,
-                emit,
-                cfg.limits.max_queue,
-                cfg.limits.stream_idle_s,
-                max_queue_per_client=cfg.limits.max_queue_per_client,
-            ),
-            device_state,
-            self.version,
+            player,
+            self._publisher.emit,
+            cfg.limits.max_queue,
+            cfg.limits.stream_idle_s,
+            max_queue_per_client=cfg.limits.max_queue_per_client,
         )
+        self._scheduler = scheduler
+        server = Server(cfg, store, source, scheduler, self._publisher, device_state, self.version)
         self._server = server
         if self._stop_requested.is_set():  # a stop signal came while the parts were built
             server.request_stop()
@@ -314,7 +328,7 @@ class Daemon:
         player.start()
         self.faults.watch(DEVICE_UNAVAILABLE, self._device_faults)
         self.faults.watch(VOICE_FILE_MISSING, self._voice_faults)
-        self.faults.start(server.emit)
+        self.faults.start(self._publisher.emit)
         for voice_id in (cfg.voices.default, *cfg.voices.preload):
             if self._stop_requested.is_set():
                 break
@@ -328,9 +342,9 @@ class Daemon:
                 )
             except UtterdError as exc:  # the daemon still serves the other voices
                 _LOGGER.error("event=voice-load-failed voice=%s error=%r", voice_id, exc.message)
-        server.scheduler.start()
+        scheduler.start()
         if cfg.greeting:
-            server.scheduler.submit(
+            scheduler.submit(
                 Job(text=cfg.greeting, voice_id=default.voice_id, params=SynthesisParams())
             )
         server.start_warming(prewarm)
@@ -465,6 +479,8 @@ class Daemon:
                 raise ConfigError(
                     "command line", None, "this daemon was started without a config loader"
                 )
+            # The file the loader reads: the one of the start, else what the search finds now.
+            read = self._config_file if self._config_file is not None else self._find_file()
             new = self._reload_settings()
             merged, changed, restart = merge_live(server.settings, new)
             prewarm: tuple[PrewarmSpec, ...] | None = None
@@ -473,7 +489,7 @@ class Daemon:
                 prewarm = load_prewarm_list(
                     merged.cache.prewarm,
                     merged.cache.prewarm_file,
-                    config_source=status.file or "config",
+                    config_source=str(read) if read is not None else "config",
                 )
             # The Curve allow-list's folder is read again (a key added or removed); a bad key
             # file rejects the reload and the keys in force stay (AllowList.reload swaps last).
@@ -495,19 +511,16 @@ class Daemon:
                 status.generation,
                 exc.message,
             )
-            server.emit(
-                "config-rejected",
-                {
-                    "file": source,
-                    "key": key,
-                    "reason": exc.message,
-                    "generation": status.generation,
-                },
+            self._publisher.publish(
+                ConfigRejectedEvent(
+                    file=source, key=key, reason=exc.message, generation=status.generation
+                )
             )
             self._notifier.ready(f"{self.status_line()}; config reload rejected: {exc.message}")
             self._forget_status()
             return
         self._apply(server, merged, changed, prewarm)
+        status.file = str(read) if read is not None else None
         status.generation += 1
         status.restart_required = restart
         status.last_reload = {
@@ -526,15 +539,14 @@ class Daemon:
         )
         for key in restart:
             _LOGGER.warning("event=config-needs-restart key=%s file=%s", key, status.file)
-        server.emit(
-            "config-reloaded",
-            {
-                "file": status.file,
-                "generation": status.generation,
-                "changed": changed,
-                "restart_required": restart,
-                "curve_clients": curve_clients,
-            },
+        self._publisher.publish(
+            ConfigReloadedEvent(
+                file=status.file,
+                generation=status.generation,
+                changed=changed,
+                restart_required=restart,
+                curve_clients=curve_clients,
+            )
         )
         self._notifier.ready(self.status_line())
         self._forget_status()
