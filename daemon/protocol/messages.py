@@ -83,6 +83,11 @@ class _SpeechRequest:
     """Values for a templated prompt: `text` is then a template such as
     `Your balance is {amount}.`; the fixed parts come from the cache, the slots are synthesized."""
 
+    priority: Priority = "text"
+    """How a `speak` job competes with the others (SSIP's rules, docs/protocol.md): `important`,
+    `message`, `text` (the default, as in speech-dispatcher), `notification`, `progress`.
+    Accepted by `synthesize` too, where it has no effect: a synthesis does not queue."""
+
     def synthesis_params(self) -> SynthesisParams:
         """The engine's view of this request."""
         return SynthesisParams(
@@ -96,10 +101,6 @@ class _SpeechRequest:
 @dataclass(frozen=True)
 class Speak(_SpeechRequest):
     """Queue text for playback on the sound device. Reply: `queued` with the job id."""
-
-    priority: Priority = "text"
-    """How the job competes with the others (SSIP's rules, docs/protocol.md): `important`,
-    `message`, `text` (the default, as in speech-dispatcher), `notification`, `progress`."""
 
 
 @dataclass(frozen=True)

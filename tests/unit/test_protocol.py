@@ -149,6 +149,15 @@ def test_synthesize_round_trip(message: Synthesize) -> None:
     assert parsed.message == message
 
 
+def test_synthesize_takes_every_field_of_speak() -> None:
+    # Issue 16, finding 5: docs/protocol.md says so, and a client written from it sent `priority`.
+    speak_fields = {f.name for f in dataclasses.fields(Speak)}
+    assert speak_fields <= {f.name for f in dataclasses.fields(Synthesize)}
+    data = {"text": "x", "priority": "important", "format": "pcm"}
+    message = parse_request(request_frames("synthesize", data), LIMITS).message
+    assert isinstance(message, Synthesize) and message.priority == "important"
+
+
 # --- nothing escapes but ProtocolError ----------------------------------------------------------
 
 _json = st.recursive(
