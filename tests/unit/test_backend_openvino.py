@@ -118,7 +118,7 @@ def test_forced_openvino_failure_falls_back_to_onnxruntime_with_a_logged_reason(
         raise SynthesisError(f"{self.label}: OpenVINO inference failed: Range overflow (forced)")
 
     monkeypatch.setattr(OpenVinoSession, "run", broken_run)
-    with caplog.at_level(logging.WARNING, logger="utterd.models.engine.backend"):
+    with caplog.at_level(logging.WARNING, logger="utterd.models.engine.fallback"):
         audio = synth(voice, SENTENCES[1])
     # The fallback runs the whole graph on ONNX Runtime: compare with exactly that (the split
     # streaming runner's audio differs from it by up to ~3e-5 with today's onnxruntime).

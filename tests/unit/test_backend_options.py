@@ -133,10 +133,10 @@ def test_onnxruntime_sessions_share_one_cpu_arena_or_fall_back(
     """The process-wide arena is registered once; an ONNX Runtime that cannot register it
     leaves each session its own arena, with a warning, and sessions still open."""
     import onnxruntime as ort
-    from utterd.models.engine import backend
+    from utterd.models.engine import ort_session
 
-    assert backend._share_cpu_arena(ort) is True  # this ORT has it; registered once
-    assert backend._share_cpu_arena(ort) is True
+    assert ort_session._share_cpu_arena(ort) is True  # this ORT has it; registered once
+    assert ort_session._share_cpu_arena(ort) is True
 
     class NoSharedArena:
         OrtMemoryInfo = ort.OrtMemoryInfo
@@ -148,7 +148,7 @@ def test_onnxruntime_sessions_share_one_cpu_arena_or_fall_back(
         def create_and_register_allocator(*_: Any) -> None:
             raise RuntimeError("not in this build")
 
-    monkeypatch.setattr(backend, "_shared_arena", None)
-    with caplog.at_level("WARNING", logger="utterd.models.engine.backend"):
-        assert backend._share_cpu_arena(NoSharedArena) is False
+    monkeypatch.setattr(ort_session, "_shared_arena", None)
+    with caplog.at_level("WARNING", logger="utterd.models.engine.ort_session"):
+        assert ort_session._share_cpu_arena(NoSharedArena) is False
     assert "shared-arena-unavailable" in caplog.text and "not in this build" in caplog.text
