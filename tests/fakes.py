@@ -286,6 +286,10 @@ class FakePlayer:
         self._ended_paused: set[str] = set()
         self._marks: dict[str, object] = {}
 
+    def holds_end_of(self, job_id: str) -> bool:
+        """The job's audio is all queued but a pause holds it (its `played` waits)."""
+        return job_id in self._ended_paused
+
     def _scheduler(self) -> Scheduler:
         assert self.scheduler is not None, "set FakePlayer.scheduler first"
         return self.scheduler

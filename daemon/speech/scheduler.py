@@ -272,10 +272,12 @@ class Scheduler:
 
     def resume(self, target: Target) -> list[str]:
         """End the pause made with the same target (no target ends every pause); returns the ids
-        of the jobs no longer paused. NotPaused if there is no such pause."""
+        of the jobs no longer paused. UnknownJob for a job id never seen (as for `pause`);
+        NotPaused if there is no such pause."""
         with self._cond:
             before = {j.job_id for j in self._live_jobs() if self._held(j)}
             if target.job is not None:
+                self._known(target.job)
                 if target.job not in self._paused_jobs:
                     raise NotPaused(f"job {target.job} is not paused by a pause of that job")
                 self._paused_jobs.discard(target.job)
