@@ -81,7 +81,7 @@ def test_run_facts(report: dict[str, Any]) -> None:
     assert "rate_hz=" in daemon["device_open_log"]
     assert report["probe"] is True and report["duration_s"] > 0 and report["complete"] is True
     assert report["daemon_code"].startswith("snapshot of HEAD ")
-    assert "/code/utterd/daemon/player.py" in report["daemon"]["player_module"]
+    assert "/code/utterd/daemon/audio/player.py" in report["daemon"]["player_module"]
 
 
 @pytest.mark.parametrize("voice", VOICES)
