@@ -12,7 +12,7 @@ import onnx
 import pytest
 from utterd.models import EngineSettings
 from utterd.models.engine.backend import open_session
-from utterd.models.piper import vits_split
+from utterd.models.piper import vits_cut, vits_split
 from utterd.models.piper.vits_attention import band_relative_attention
 from utterd.models.piper.vits_split import DURATIONS, LATENT, split_vits
 from utterd.models.piper.vits_stream import open_streaming_runner
@@ -37,7 +37,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes, in
     """(exported encoder part, banded encoder part, layers rewritten), cut from joe's file."""
     banded, _, info = split_vits(JOE_MODEL, tmp_path_factory.mktemp("banded"))
     patch = pytest.MonkeyPatch()
-    patch.setattr(vits_split, "band_relative_attention", lambda graph: 0)
+    patch.setattr(vits_cut, "band_relative_attention", lambda graph: 0)
     try:
         exported, _, _ = split_vits(JOE_MODEL, None)
     finally:

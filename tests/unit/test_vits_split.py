@@ -189,7 +189,7 @@ def test_second_split_comes_from_the_cache(
     def no_split(*args: object, **kwargs: object) -> None:
         raise AssertionError("split again although cached")
 
-    monkeypatch.setattr(vits_split, "_split", no_split)
+    monkeypatch.setattr(vits_split, "cut_vits", no_split)
     encoder_bytes, decoder_bytes, info = split_vits(JOE_MODEL, cache_dir)
     assert (encoder_bytes, decoder_bytes, info) == parts
     folder = cache_dir / info.source_sha256
