@@ -20,6 +20,7 @@ from utterd.daemon.speech.jobs import Job
 from utterd.daemon.speech.scheduler import Scheduler, Target
 from utterd.models.voice import SynthesisParams
 
+
 class Harness:
     """A scheduler on the fakes; `stop_at` names the moment a stop of the job is made."""
 
