@@ -10,6 +10,11 @@ reply passes, so `stop` and `cancel` reach it, and so does a client that reads t
 disappears. Every reply leaves through one path (`_route`): a client whose ZeroMQ queue is full
 gets its replies kept in a bounded backlog (daemon/outbox.py); beyond the bound its syntheses are
 cut, each with one `client-too-slow` error, and a client that is gone has its syntheses cancelled.
+
+Requests meet their handlers in one table (`_handlers`, keyed by message class); replies are the
+dataclasses of daemon/protocol/replies.py. Events do not pass the loop: whoever makes one (the
+speech thread, the player's events thread, the fault poller) publishes it through the service's
+`EventPublisher` (daemon/publisher.py), which owns the PUB socket once `bind` attaches it.
 """
 
 from __future__ import annotations
@@ -228,7 +233,6 @@ class Server:
         self._pub: zmq.Socket[bytes] | None = None
         self._pull: zmq.Socket[bytes] | None = None
         self.bound = threading.Event()
-        self._loop_ident: int | None = None
         self._received_s = time.monotonic()
         self.heartbeat = Heartbeat()
         """Renewed every turn of the socket loop; the service watchdog checks it moves."""
@@ -304,7 +308,6 @@ class Server:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
-        self._loop_ident = threading.get_ident()
         self.state = "started"
         while not self._stop.is_set():
             self.heartbeat.beat()
