@@ -18,6 +18,7 @@ from typing import Final
 from utterd.models.errors import UtterdError
 from utterd.models.model_store import ModelStore, default_model_store_dir
 from utterd.models.piper.family import PiperFamily
+from utterd.quantize.logs import setup_logging
 from utterd.quantize.pipeline import BACKENDS, QuantizeOptions, QuantizeReport, quantize_voice
 from utterd.quantize.progress import BarProgress
 from utterd.quantize.quality import QualityThresholds
@@ -214,9 +215,7 @@ def format_report(report: QuantizeReport) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """`utterd quantize ...` with `argv` the arguments after `quantize`. Returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # NNCF logs every algorithm step at INFO; the progress bar says enough.
-    logging.getLogger("nncf").setLevel(logging.WARNING)
+    setup_logging(logging.WARNING)
     return run(args)
 
 
