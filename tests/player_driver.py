@@ -241,6 +241,28 @@ class _NoPortAudio(importlib.abc.MetaPathFinder):
         return None
 
 
+class StreamStarts:
+    """Counts PortAudio stream starts: each writes a device buffer of silence on ALSA, so a
+    file sink's recording has one such silence per start."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def install(self) -> None:
+        """Wrap sounddevice.OutputStream.start (nothing without PortAudio)."""
+        try:
+            import sounddevice
+        except OSError:
+            return
+        original = sounddevice.OutputStream.start
+
+        def start(stream: Any) -> None:
+            self.count += 1
+            original(stream)
+
+        sounddevice.OutputStream.start = start
+
+
 def _device_arg(text: str) -> str | int:
     return int(text) if text.lstrip("-").isdigit() else text
 
@@ -301,6 +323,9 @@ def main(argv: list[str]) -> int:
     for _ in range(args.busy_threads):
         threading.Thread(target=busy, daemon=True).start()
 
+    starts = StreamStarts()
+    if not args.no_portaudio:
+        starts.install()
     rec = Recorder()
     player = Player(
         _settings(args), default_rate_hz=RATE_HZ, on_event=rec, max_buffered_s=args.max_buffered_s
@@ -322,6 +347,7 @@ def main(argv: list[str]) -> int:
         "state": state_at_end,
         "events": rec.events,
         "threads_after_close": threads,
+        "stream_starts": starts.count,
     }
     print(json.dumps(out))
     return 0

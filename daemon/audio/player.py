@@ -10,8 +10,8 @@ Threads and who does what:
 - the PortAudio callback only copies from the ring, pads zeros, and notes what it saw in plain
   attributes; it never takes the player's locks, logs or emits.
 - the supervisor thread (`utterd-player`) starts the stream when audio is queued, stops it once
-  the callback has ended it, counts underruns, turns the callback's notes into events and
-  reopens a failed device every `retry_interval_s`.
+  the callback has ended it, turns the callback's notes into events and reopens a failed device
+  every `retry_interval_s`. Underruns are counted where more audio of a starved job arrives.
 - the events thread (`utterd-player-events`) calls `on_event`, so a slow handler delays no audio.
 
 The stream does not run while idle: the callback ends it (`CallbackStop`) once the ring cannot
@@ -19,6 +19,13 @@ fill another block without putting silence inside a job, and the supervisor rest
 enough audio waits (the device buffer plus `_START_BLOCKS` blocks, a whole job, or after
 `_START_WAIT_S`: a start takes a device buffer at once). PortAudio's ALSA host API writes one device buffer of silence at every start, so a
 file sink records that much silence before the audio of each (re)start.
+
+Underruns (a job's audio ran out before the job ended, and more came) are gaps heard only on a
+device that plays in real time. A device that takes audio faster than real time (the ALSA file
+sink: PortAudio hands it blocks back to back) runs dry after every chunk while the job is still
+being synthesized, and nobody hears a gap: the callback notices the pace (more frames taken
+than the stream clock and the device's own delay allow), and such a device's underruns are logged
+at DEBUG and neither counted nor reported.
 """
 
 from __future__ import annotations
@@ -68,6 +75,18 @@ as an underrun (hibari's first window after the resampler's delay: 734 frames)."
 
 _START_WAIT_S: Final = 0.1
 """The longest the first audio waits for `_START_BLOCKS` (a slow engine starts anyway)."""
+
+_PACE_SLACK_BLOCKS: Final = 0.5
+"""Blocks a run may have taken beyond what real time allows (the frames its stream clock says
+were heard, plus the device's reported delay) before the device counts as faster than real
+time. On the PulseAudio null sink the excess stays at or below 0 (-4 frames) from the first
+callback; on the ALSA file sink it grows by a block per callback (measured: 252, 507, 763
+frames before the 2nd, 3rd, 4th block of 256 frames at 22.05 kHz), so a run is judged by its
+2nd callback, the first that can run dry."""
+
+_PACE_DRIFT: Final = 0.01
+"""Share of the heard frames also allowed: a sound card's clock drifts from the system's by far
+less (tens of ppm), so a long run on a real device is never taken for a fast one."""
 _NO_FRAMES: Final[npt.NDArray[np.int16]] = np.zeros(0, dtype=np.int16)
 _NO_SAMPLES: Final[npt.NDArray[np.float32]] = np.zeros(0, dtype=np.float32)
 
@@ -130,7 +149,9 @@ class DeviceState:
     """Why the device is unavailable; None when available."""
 
     underruns: int
-    """How often a job's audio ran out before the job ended (synthesis slower than playback)."""
+    """How often a job's audio ran out before the job ended and more of it came (synthesis
+    slower than playback): a gap heard. Counted only on a device that plays in real time; a
+    file sink's never are."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +255,13 @@ class Player:
         self._cb_starved_job: str | None = None
         # PortAudio stream time at which the last real sample has been heard.
         self._tail_until_s: float | None = None
+        # The stream's pace, per run (reset by the supervisor before each start): the stream
+        # time of the run's first callback and the frames handed out since. Once a run takes
+        # audio faster than real time the device is marked so until it is reopened.
+        self._cb_run_first_s: float | None = None
+        self._cb_run_frames = 0
+        self._cb_faster_than_real_time = False
+        self._reported_pace = False
         # (job id, mark, monotonic time) of each mark a callback passed.
         self._cb_marks: deque[tuple[str, object, float]] = deque()
         # Pause: the job to hold at its next piece marker (set by `pause`, read by the callback),
@@ -523,6 +551,7 @@ class Player:
 
         `now_s` and `dac_s` are PortAudio's stream time now and when this block will be heard.
         """
+        self._note_pace(frames, now_s, dac_s)
         ring = self._ring
         hold = self._hold_job
         buffered, ended, _ = ring.snapshot()
@@ -575,6 +604,21 @@ class Player:
         self._wake.set()
         return True
 
+    def _note_pace(self, frames: int, now_s: float, dac_s: float) -> None:
+        """Mark the device faster than real time when this run has taken more frames than its
+        stream clock and the device's reported delay account for (callback thread)."""
+        first_s = self._cb_run_first_s
+        if first_s is None:
+            self._cb_run_first_s = first_s = now_s
+        if not self._cb_faster_than_real_time:
+            heard = (now_s - first_s) * self._stream_rate_hz
+            queued = max(0.0, dac_s - now_s) * self._stream_rate_hz
+            allowed = heard * (1.0 + _PACE_DRIFT) + queued + _PACE_SLACK_BLOCKS * frames
+            if self._cb_run_frames > allowed:
+                self._cb_faster_than_real_time = True
+                self._wake.set()
+        self._cb_run_frames += frames
+
     def _on_stream_finished(self) -> None:
         self._wake.set()
 
@@ -609,6 +653,11 @@ class Player:
         return 1.0
 
     def _deliver_played(self) -> None:
+        if self._cb_faster_than_real_time and not self._reported_pace:
+            self._reported_pace = True
+            _LOGGER.info(
+                "event=device-not-real-time device=%r underruns='not counted'", self._device_name
+            )
         while self._cb_started:
             job_id, at_s = self._cb_started.popleft()
             self._emit(PlayerEvent("started", job_id, at_s=at_s))
@@ -682,6 +731,8 @@ class Player:
                 self._run_id += 1
                 self._cb_error = None
                 self._tail_until_s = None
+                self._cb_run_first_s = None
+                self._cb_run_frames = 0
                 try:
                     stream.start()
                 except self._portaudio_error as exc:
@@ -804,6 +855,8 @@ class Player:
                 )
                 self._waiting_since_s = None
                 self._cb_starved_job = None
+                self._cb_faster_than_real_time = False
+                self._reported_pace = False
                 self._available = True
                 self._error = None
                 if self._reported_unavailable:
@@ -868,6 +921,10 @@ class Player:
     def _count_underrun_locked(self, job_id: str) -> None:
         """More audio of a job follows silence the device already played; _lock held."""
         self._cb_starved_job = None
+        if self._cb_faster_than_real_time:
+            # Nobody hears a gap on a device that takes audio faster than it plays.
+            _LOGGER.debug("event=underrun-not-counted job=%s reason=not-real-time", job_id)
+            return
         self._underruns += 1
         self._emit(PlayerEvent("underrun", job_id))
         _LOGGER.debug("event=underrun job=%s", job_id)
