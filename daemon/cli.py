@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import zmq
 from utterd.daemon.access import CurveClientKeys, new_key_pair, server_public_key, write_key_pair
 from utterd.daemon.client import Client, NotRunning, RequestFailed
 from utterd.daemon.config import apply_overrides, find_config_file, load_settings
@@ -18,6 +20,28 @@ from utterd.daemon.settings import Settings
 from utterd.models.errors import UtterdError
 
 _TERMINAL = ("done", "stopped", "failed")
+
+REPLY_TIMEOUT_S: Final = 5.0
+"""How long a client command waits for the daemon's reply unless --timeout says otherwise."""
+
+SYNTH_TIMEOUT_S: Final = 300.0
+"""How long `synth` waits for its audio, once the daemon has answered, unless --timeout says."""
+
+EXIT_FAILED: Final = 1
+"""The daemon answered with an error (or synthesis outran its time)."""
+
+EXIT_INPUT: Final = 2
+"""Bad input on this side: config file, arguments, files to read or write."""
+
+EXIT_NOT_RUNNING: Final = 3
+"""No daemon answered."""
+
+EXIT_INTERRUPTED: Final = 130
+"""Ctrl-C."""
+
+
+class CliError(Exception):
+    """A problem found on the client's side, reported as one line (exit EXIT_INPUT)."""
 
 
 def utterd_version() -> str:
@@ -58,7 +82,41 @@ def _endpoint(args: argparse.Namespace) -> str:
 
 
 def _text(arg: str) -> str:
-    return sys.stdin.read() if arg == "-" else arg
+    if arg != "-":
+        return arg
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as exc:
+        raise CliError(f"standard input is not UTF-8 text (byte {exc.start})") from None
+
+
+def _read_text_file(name: str, what: str) -> str:
+    """A UTF-8 text file's content ('-': standard input), or CliError naming the file."""
+    if name == "-":
+        return _text(name)
+    path = Path(name)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except IsADirectoryError:
+        raise CliError(f"{what} {path} is a folder, not a file") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _check_output_file(name: str) -> None:
+    """Fail before any work when `name` cannot be written (a folder, no folder, not writable)."""
+    if name == "-":
+        return
+    path = Path(name)
+    folder = path.parent
+    if path.is_dir():
+        raise CliError(f"{path} is a folder: give a file name, e.g. {path / 'speech.wav'}")
+    if not folder.is_dir():
+        raise CliError(f"cannot write {path}: there is no folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CliError(f"cannot write {path}: permission denied")
 
 
 def _synth_data(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,7 +134,7 @@ def _synth_data(args: argparse.Namespace) -> dict[str, Any]:
         for item in args.slot:
             name, sep, value = item.partition("=")
             if not sep:
-                raise SystemExit(f"utterd: --slot takes NAME=VALUE, got {item!r}")
+                raise CliError(f"--slot takes NAME=VALUE, got {item!r}")
             slots[name] = value
         data["slots"] = slots
     return data
@@ -109,9 +167,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from utterd.quantize import cli as quantize_cli
+    from utterd.quantize.logs import setup_logging
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(message)s")
+    setup_logging(settings.log_level)
     if args.voices_folder is None:
         args.voices_folder = [p.expanduser() for p in settings.voices.folders]
     if args.model_store is None:
@@ -122,7 +181,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_say(args: argparse.Namespace, client: Client) -> int:
     if args.stream:
         if args.text != "-" or args.slot:
-            raise SystemExit("utterd: --stream reads standard input: give '-' as TEXT, no --slot")
+            raise CliError("--stream reads standard input: give '-' as TEXT, no --slot")
         args.text = ""  # read line by line below, not all at once
     data = _synth_data(args)
     if args.priority:
@@ -160,14 +219,31 @@ def _say_streamed(client: Client, data: dict[str, Any]) -> str:
 def cmd_synth(args: argparse.Namespace, client: Client) -> int:
     data = _synth_data(args)
     data["format"] = args.format
-    header, payload = client.request("synthesize", data, timeout_s=max(client.timeout_s, 300.0))
+    # A daemon that is not there is known in --timeout (default 5 s); only then is a long wait
+    # for the audio worth it.
+    client.request("ping")
+    wait_s = SYNTH_TIMEOUT_S if args.timeout is None else args.timeout
+    try:
+        header, payload = client.request("synthesize", data, timeout_s=wait_s)
+    except NotRunning:
+        print(
+            f"utterd: no audio within {wait_s:g} s, although the daemon answers "
+            "(a long text takes longer: raise --timeout)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     out = payload or b""
     if args.output == "-":
         sys.stdout.buffer.write(out)
-    else:
+        return 0
+    try:
         Path(args.output).write_bytes(out)
-        info = header["data"]
-        print(f"{args.output}: {info['duration_s']:.2f} s at {info['sample_rate_hz']} Hz ({info['voice']})")
+    except OSError as exc:
+        raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    info = header["data"]
+    print(
+        f"{args.output}: {info['duration_s']:.2f} s at {info['sample_rate_hz']} Hz ({info['voice']})"
+    )
     return 0
 
 
@@ -188,19 +264,144 @@ def cmd_pause(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_describe(args: argparse.Namespace, client: Client) -> int:
+    """Everything the daemon says about itself: the `describe` reply, as JSON."""
+    header, _ = client.request("describe")
+    print(json.dumps(header["data"], indent=2))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    """A few lines for a person: voices, backend, device, queue, cache, faults."""
     header, _ = client.request("describe")
     info = header["data"]
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    dev = info["device"]
-    print(f"utterd {info['version']} ({info['state']}), up {info['uptime_s']:.0f} s")
-    print(f"default voice: {info['default_voice']}; backend {info['backend']['name']}")
-    device = "ok" if dev.get("available") else f"UNAVAILABLE: {dev.get('error')}"
-    print(f"device: {dev.get('device_name')} @ {dev.get('sample_rate_hz')} Hz, {device}")
-    print(f"queue: {info['queue']['length']} (max {info['queue']['max']})")
-    print("counters: " + ", ".join(f"{k}={v}" for k, v in info["counters"].items()))
+    print("\n".join(status_lines(info)))
     return 0
+
+
+def status_lines(info: dict[str, Any]) -> list[str]:
+    """The `status` summary of a `describe` reply (docs/protocol.md, `info`)."""
+    lines = [
+        f"utterd {info.get('version')} {info.get('state')}, up {_duration(info.get('uptime_s'))}"
+    ]
+    default = info.get("default_voice")
+    voices = [_voice_summary(v, v.get("id") == default) for v in info.get("voices", [])]
+    lines.append("voices: " + (", ".join(voices) or "none"))
+    backend = info.get("backend", {})
+    features = ", ".join(backend.get("cpu_features") or []) or "no SIMD features listed"
+    lines.append(
+        f"backend: {backend.get('name')}, {backend.get('threads')} threads; "
+        f"CPU {backend.get('cpu_model')} ({features})"
+    )
+    lines.append("device: " + _device_summary(info.get("device", {})))
+    lines.append("queue: " + _queue_summary(info.get("queue", {})))
+    lines.append("cache: " + _cache_summary(info.get("cache", {})))
+    counters = info.get("counters", {})
+    lines.append(
+        f"jobs: {counters.get('accepted', 0)} spoken ({counters.get('done', 0)} done, "
+        f"{counters.get('stopped', 0)} stopped, {counters.get('failed', 0)} failed), "
+        f"{counters.get('synthesized', 0)} synthesized; {counters.get('errors', 0)} error replies"
+    )
+    faults = info.get("faults") or []
+    lines.append(
+        "faults: "
+        + (
+            "; ".join(f"{f.get('code')} ({f.get('subject')}): {f.get('message')}" for f in faults)
+            or "none"
+        )
+    )
+    problem = (info.get("watchdog") or {}).get("problem")
+    if problem:
+        lines.append(f"watchdog: {problem}")
+    restart = (info.get("config") or {}).get("restart_required") or []
+    if restart:
+        lines.append("waiting for a restart: " + ", ".join(restart))
+    return lines
+
+
+def _duration(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "?"
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def _voice_summary(voice: dict[str, Any], is_default: bool) -> str:
+    notes = ["default"] if is_default else []
+    runtime = voice.get("runtime") or {}
+    if voice.get("loaded"):
+        how = " ".join(str(runtime[k]) for k in ("backend", "precision") if runtime.get(k))
+        notes.append(f"loaded, {how}" if how else "loaded")
+    elif voice.get("load_error"):
+        notes.append(f"FAILED: {voice['load_error']}")
+    else:
+        notes.append("not loaded yet")
+    return f"{voice.get('id')} ({'; '.join(notes)})"
+
+
+def _device_summary(dev: dict[str, Any]) -> str:
+    if not dev.get("available"):
+        return f"{dev.get('device_name')} UNAVAILABLE: {dev.get('error')}"
+    text = f"{dev.get('device_name')} @ {dev.get('sample_rate_hz')} Hz, ok"
+    underruns = dev.get("underruns") or 0
+    if underruns:
+        text += f"; {underruns} underruns (gaps heard in speech: see docs/operations.md)"
+    return text
+
+
+def _queue_summary(queue: dict[str, Any]) -> str:
+    text = f"{_plural(int(queue.get('length', 0)), 'job', 'jobs')} (max {queue.get('max')})"
+    if queue.get("current"):
+        text += f"; speaking {queue['current']} ({queue.get('current_priority')})"
+    paused = queue.get("paused") or {}
+    held = (["everything"] if paused.get("all") else []) + [
+        *(f"client {c}" for c in paused.get("clients", [])),
+        *(f"job {j}" for j in paused.get("jobs", [])),
+    ]
+    if held:
+        text += "; paused: " + ", ".join(held)
+    return text
+
+
+def _hit_rate(stats: dict[str, Any]) -> str:
+    rate = stats.get("hit_rate")
+    if rate is None:
+        return "no lookups yet"
+    lookups = int(stats.get("hits", 0)) + int(stats.get("misses", 0))
+    return f"hit rate {rate:.1%} of {lookups} lookups"
+
+
+_MIB: Final = 1024 * 1024
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _tier_summary(tier: dict[str, Any]) -> str:
+    entries = _plural(int(tier.get("entries", 0)), "entry", "entries")
+    return (
+        f"{entries}, {tier.get('size_bytes', 0) / _MIB:.1f} of "
+        f"{tier.get('budget_bytes', 0) / _MIB:.0f} MiB"
+    )
+
+
+def _cache_summary(cache: dict[str, Any]) -> str:
+    if not cache.get("enabled"):
+        return "disabled"
+    text = (
+        f"RAM {_tier_summary(cache.get('ram', {}))}; disk {_tier_summary(cache.get('disk', {}))}; "
+        f"{_hit_rate(cache)}"
+    )
+    if cache.get("disk_state", "ok") != "ok":
+        text += f"; disk {cache['disk_state']}: {cache.get('disk_reason')}"
+    return text
 
 
 def cmd_voices(args: argparse.Namespace, client: Client) -> int:
@@ -211,8 +412,12 @@ def cmd_voices(args: argparse.Namespace, client: Client) -> int:
         return 0
     for v in voices:
         speakers = f", {len(v['speakers'])} speakers" if v["speakers"] else ""
-        state = "loaded" if v["loaded"] else ("FAILED: " + v["load_error"] if v["load_error"] else "")
-        print(f"{v['id']:<24} {v['family']:<7} {v['language']:<6} {v['sample_rate_hz']} Hz{speakers} {state}")
+        state = (
+            "loaded" if v["loaded"] else ("FAILED: " + v["load_error"] if v["load_error"] else "")
+        )
+        print(
+            f"{v['id']:<24} {v['family']:<7} {v['language']:<6} {v['sample_rate_hz']} Hz{speakers} {state}"
+        )
     return 0
 
 
@@ -227,12 +432,15 @@ def cmd_cache(args: argparse.Namespace, client: Client) -> int:
             print("phrase cache: disabled")
             return 0
         for tier in ("ram", "disk"):
-            t = cache[tier]
+            t = cache.get(tier, {})
             print(
-                f"{tier:<5} {t['entries']:>6} entries {t['size_bytes'] / 1e6:>9.1f} MB of "
-                f"{t['budget_bytes'] / 1e6:.0f} MB, hit rate {t['hit_rate']:.1%}"
+                f"{tier:<5} {t.get('entries', 0):>6} entries {t.get('size_bytes', 0) / _MIB:>9.1f} "
+                f"MiB of {t.get('budget_bytes', 0) / _MIB:.0f} MiB, {_hit_rate(t)}"
             )
-        warm = cache["prewarm"]
+        print(f"all   {_hit_rate(cache)}")
+        if cache.get("disk_state", "ok") != "ok":
+            print(f"disk tier {cache['disk_state']}: {cache.get('disk_reason')}")
+        warm = cache.get("prewarm") or {"entries": 0}
         if warm["entries"]:
             print(f"pre-warm: {warm['entries'] - warm['remaining']}/{warm['entries']} done")
         return 0
@@ -240,9 +448,7 @@ def cmd_cache(args: argparse.Namespace, client: Client) -> int:
         header, _ = client.request("cache-clear", {"voice": args.voice} if args.voice else {})
         print(f"removed {header['data']['removed']} entries")
         return 0
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-    entries = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    header, _ = client.request("cache-warm", {"entries": entries})
+    header, _ = client.request("cache-warm", {"entries": args.entries})
     print(f"warming {header['data']['entries']} prompts in the background (`utterd cache stats`)")
     return 0
 
@@ -253,6 +459,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(server_public_key(_settings(args).server.resolved_curve_dir()).decode("ascii"))
         return 0
     folder = Path(args.dir)
+    if not folder.is_dir():
+        raise CliError(f"there is no folder {folder} to write the keys in")
     pair = new_key_pair()
     public_path, secret_path = write_key_pair(folder, args.name, pair)
     clients_dir = _settings(args).server.resolved_curve_clients_dir()
@@ -270,7 +478,7 @@ def _curve_keys(args: argparse.Namespace) -> CurveClientKeys | None:
     if args.server_key is None and args.client_key is None:
         return None
     if args.server_key is None or args.client_key is None:
-        raise SystemExit("utterd: --server-key and --client-key go together")
+        raise CliError("--server-key and --client-key go together")
     return CurveClientKeys.load(args.server_key, args.client_key)
 
 
@@ -280,8 +488,12 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speaker", help="speaker name or id, for multi-speaker voices")
     p.add_argument("--rate", type=float, help="speaking rate, 1.0 = the voice's own pace")
     p.add_argument("--volume", type=float, help="linear gain, 1.0 = unchanged")
-    p.add_argument("--deterministic", action="store_true", help="no random noise: same text, same audio")
-    p.add_argument("--cache", choices=["auto", "refresh", "off"], help="phrase cache use (default auto)")
+    p.add_argument(
+        "--deterministic", action="store_true", help="no random noise: same text, same audio"
+    )
+    p.add_argument(
+        "--cache", choices=["auto", "refresh", "off"], help="phrase cache use (default auto)"
+    )
     p.add_argument(
         "--slot",
         action="append",
@@ -291,10 +503,31 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="utterd", description="Offline voice daemon")
-    parser.add_argument("--config", help="config file (default: $UTTERD_CONFIG, ~/.config/utterd/config.yaml, /etc/utterd/config.yaml)")
-    parser.add_argument("--endpoint", help="request endpoint, e.g. ipc:///run/utterd/utterd.sock")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
+    parser = argparse.ArgumentParser(
+        prog="utterd",
+        description="Offline voice daemon: `utterd serve` runs it; the other commands talk to it.",
+        epilog="Exit status: 0 ok; 1 the daemon answered with an error; 2 bad input on this side "
+        "(config file, arguments, files); 3 no daemon answered.",
+    )
+    parser.add_argument(
+        "--config",
+        help="config file (default: $UTTERD_CONFIG, else the first that exists of "
+        "${XDG_CONFIG_HOME:-~/.config}/utterd/config.yaml and /etc/utterd/config.yaml); "
+        "clients find the daemon's socket from it",
+    )
+    parser.add_argument(
+        "--endpoint",
+        help="request endpoint, e.g. ipc:///run/utterd/utterd.sock (overrides --config)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"seconds to wait for the daemon's reply (default {REPLY_TIMEOUT_S:g}); `synth` "
+        f"waits this long for its audio too (default {SYNTH_TIMEOUT_S:g}). A missing socket "
+        "is reported at once",
+    )
     parser.add_argument(
         "--server-key",
         metavar="KEY",
@@ -309,7 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon")
-    serve.add_argument("--voice", dest="voice_default", help="default voice (overrides voices.default)")
+    serve.add_argument(
+        "--voice", dest="voice_default", help="default voice (overrides voices.default)"
+    )
     serve.add_argument("--tcp-port", type=int, help="also listen on tcp://127.0.0.1:PORT")
     serve.add_argument("--device", help="output device name or index (overrides audio.device)")
     serve.add_argument("--greeting", help="say this once ready ('' for nothing)")
@@ -329,22 +564,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="with TEXT '-': speak standard input sentence by sentence as lines arrive",
     )
 
-    synth = sub.add_parser("synth", help="synthesize to a WAV file, no playback")
+    synth = sub.add_parser("synth", help="synthesize to a file (WAV or raw PCM), no playback")
     _add_synth_args(synth)
-    synth.add_argument("-o", "--output", required=True, help="output file ('-' for stdout)")
-    synth.add_argument("--format", choices=["wav", "pcm"], default="wav")
+    synth.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file, in an existing folder ('-' for stdout); checked before synthesizing",
+    )
+    synth.add_argument(
+        "--format",
+        choices=["wav", "pcm"],
+        default="wav",
+        help="wav (default) or pcm: raw 16-bit little-endian mono at the voice's rate",
+    )
 
-    stop = sub.add_parser("stop", help="silence now and drop the queue")
+    stop = sub.add_parser("stop", help="silence now and drop the queue (--job: only that job)")
     stop.add_argument("--job", help="stop only this job")
     for name, what in (("pause", "pause speech at the next piece"), ("resume", "end a pause")):
         cmd = sub.add_parser(name, help=what + " (everything, or --job)")
         cmd.add_argument("--job", help="only this job")
 
-    for name in ("describe", "status"):
-        d = sub.add_parser(name, help="daemon state, voices, device, counters")
-        d.add_argument("--json", action="store_true")
+    status = sub.add_parser(
+        "status", help="a short summary: state, voices, backend, device, queue, cache, faults"
+    )
+    status.add_argument("--json", action="store_true", help="the full `describe` reply instead")
+    describe = sub.add_parser(
+        "describe", help="everything the daemon reports about itself, as JSON (all of `status`)"
+    )
+    describe.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the default
     voices = sub.add_parser("voices", help="list the voices")
-    voices.add_argument("--json", action="store_true")
+    voices.add_argument("--json", action="store_true", help="as JSON")
 
     from utterd.quantize.cli import add_arguments as add_quantize_arguments
 
@@ -355,10 +605,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = sub.add_parser("cache", help="the phrase cache")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
-    warm = cache_sub.add_parser("warm", help="render prompts from FILE into the cache in the background")
-    warm.add_argument("file", help="one prompt a line, pre-warm syntax of config.yaml; '-' for stdin")
+    warm = cache_sub.add_parser(
+        "warm", help="render prompts from FILE into the cache in the background"
+    )
+    warm.add_argument(
+        "file", help="one prompt a line, pre-warm syntax of config.yaml; '-' for stdin"
+    )
     stats = cache_sub.add_parser("stats", help="entries, bytes and hit rate per tier")
-    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--json", action="store_true", help="as JSON")
     clear = cache_sub.add_parser("clear", help="remove cached phrases")
     clear.add_argument("--voice", help="only this voice's entries")
 
@@ -380,13 +634,38 @@ _CLIENT_COMMANDS = {
     "pause": cmd_pause,
     "resume": cmd_pause,
     "describe": cmd_describe,
-    "status": cmd_describe,
+    "status": cmd_status,
     "voices": cmd_voices,
     "cache": cmd_cache,
 }
 
 
+def _prepare_local_inputs(args: argparse.Namespace) -> None:
+    """Read and check what this side supplies before the daemon is asked anything."""
+    if args.command == "synth":
+        _check_output_file(args.output)
+    elif args.command == "cache" and args.cache_command == "warm":
+        text = _read_text_file(args.file, "prompt file")
+        args.entries = [
+            line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+        ]
+
+
+def _run_client_command(args: argparse.Namespace) -> int:
+    _prepare_local_inputs(args)
+    endpoint = _endpoint(args)
+    timeout_s = REPLY_TIMEOUT_S if args.timeout is None else args.timeout
+    try:
+        client = Client(endpoint, timeout_s=timeout_s, curve=_curve_keys(args))
+    except zmq.ZMQError as exc:
+        raise CliError(f"cannot use the endpoint {endpoint!r}: {exc}") from None
+    with client:
+        client.check_socket()
+        return _CLIENT_COMMANDS[args.command](args, client)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure is one line on standard error and a non-zero status."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -395,17 +674,34 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_quantize(args)
         if args.command == "keys":
             return cmd_keys(args)
-        with Client(_endpoint(args), timeout_s=args.timeout, curve=_curve_keys(args)) as client:
-            return _CLIENT_COMMANDS[args.command](args, client)
+        return _run_client_command(args)
     except NotRunning as exc:
         print(f"utterd: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_NOT_RUNNING
     except RequestFailed as exc:
         print(f"utterd: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except UtterdError as exc:
         print(f"utterd: {exc.code}: {exc.message}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
+    except CliError as exc:
+        print(f"utterd: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("utterd: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # a file or stream this side uses: standard output closed, disk full
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"utterd: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as exc:  # a bug, still one line (serve logs its own)
+        if args.command == "serve":
+            raise
+        print(
+            f"utterd: internal error: {type(exc).__name__}: {exc} (a bug: please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

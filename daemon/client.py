@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from pathlib import Path
@@ -55,17 +56,36 @@ class Client:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def check_socket(self) -> None:
+        """Raise NotRunning at once when an ipc endpoint has no socket file (no daemon made it)
+        or its folder cannot be entered; other endpoints are only known by their answer."""
+        if not self.endpoint.startswith("ipc://") or self.endpoint.startswith("ipc://@"):
+            return  # "@": Linux's abstract namespace has no file
+        path = Path(self.endpoint[6:])
+        try:
+            exists = path.exists()
+        except PermissionError:
+            raise NotRunning(
+                f"cannot reach {self.endpoint}: permission denied on {path.parent} (it is the "
+                "daemon user's own: run this as that user, or use server.client_group or "
+                "server.tcp_port)"
+            ) from None
+        if not exists:
+            raise self._not_running()
+
     def _not_running(self) -> NotRunning:
         hint = ""
-        if self.endpoint.startswith("ipc://") and not Path(self.endpoint[6:]).exists():
-            hint = f" (no socket at {self.endpoint[6:]})"
-        elif self.endpoint.startswith("tcp://"):
+        if self.endpoint.startswith("tcp://"):
             hint = (
                 " (a daemon with server.curve answers only clients with an allowed key: "
                 "--server-key and --client-key)"
                 if self.curve is None
                 else " (or it does not allow this client key, or --server-key is not its key)"
             )
+        elif self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@"):
+            path = Path(self.endpoint[6:])
+            with contextlib.suppress(OSError):  # an unreadable folder: check_socket says so
+                hint = "" if path.exists() else f" (no socket at {path})"
         return NotRunning(
             f"utterd is not answering on {self.endpoint}{hint}; start it with `utterd serve`"
         )
