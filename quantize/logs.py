@@ -38,17 +38,19 @@ class _OwnOrWarning(logging.Filter):
 
 def setup_logging(level: int | str, stream: TextIO | None = None) -> None:
     """Log utterd's records at `level` to `stream` (standard error), other libraries' from
-    WARNING up (everything at DEBUG)."""
+    WARNING up (everything at DEBUG). The handler is installed only where logging is not set up
+    yet (a command's process); the other libraries' loggers are quietened in any case."""
     numeric = level if isinstance(level, int) else logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
     others = logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
-    handler.addFilter(_OwnOrWarning(others))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(numeric)
+    if not root.handlers:  # else whoever embeds the quantizer (a test run) logs its own way
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        handler.addFilter(_OwnOrWarning(others))
+        root.addHandler(handler)
+        root.setLevel(numeric)
     for name in _SELF_CONFIGURING:
         try:
             importlib.import_module(name)
