@@ -19,6 +19,8 @@ from utterd.daemon.config import apply_overrides, find_config_file, load_setting
 from utterd.daemon.settings import Settings
 from utterd.models.errors import UtterdError
 
+_LOGGER = logging.getLogger(__name__)
+
 _TERMINAL = ("done", "stopped", "failed")
 
 REPLY_TIMEOUT_S: Final = 5.0
@@ -84,8 +86,14 @@ def _endpoint(args: argparse.Namespace) -> str:
 def _text(arg: str) -> str:
     if arg != "-":
         return arg
+    return _utf8(sys.stdin.buffer.read())
+
+
+def _utf8(data: bytes) -> str:
+    """Standard input's bytes as text: strictly UTF-8, whatever the locale says (a C locale
+    would let other bytes through as lone surrogates, which the daemon refuses less clearly)."""
     try:
-        return sys.stdin.read()
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CliError(f"standard input is not UTF-8 text (byte {exc.start})") from None
 
@@ -210,8 +218,12 @@ def _say_streamed(client: Client, data: dict[str, Any]) -> str:
     data.pop("text")
     header, _ = client.request("speak-start", data)
     job = str(header["data"]["job"])
-    for line in sys.stdin:
-        client.request("speak-chunk", {"job": job, "text": line})
+    try:
+        for line in sys.stdin.buffer:
+            client.request("speak-chunk", {"job": job, "text": _utf8(line)})
+    except CliError:
+        client.request("stop", {"job": job})  # not left waiting for text that never comes
+        raise
     client.request("speak-stop", {"job": job})
     return job
 
@@ -697,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, still one line (serve logs its own)
         if args.command == "serve":
             raise
+        _LOGGER.debug("event=cli-internal-error", exc_info=True)  # quantize's log at DEBUG
         print(
             f"utterd: internal error: {type(exc).__name__}: {exc} (a bug: please report it)",
             file=sys.stderr,

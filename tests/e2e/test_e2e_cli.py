@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +174,22 @@ def test_other_cli_errors_are_one_line(fresh_daemon: RunningDaemon, tmp_path: Pa
     # The daemon's error replies.
     assert "unknown-voice" in _one_line_error(fresh_daemon.cli("say", "--voice", "nobody", "hi"))
     assert "unknown-job" in _one_line_error(fresh_daemon.cli("stop", "--job", "j-nope"))
+
+
+@pytest.mark.parametrize("command", [["synth", "-", "-o", "-"], ["say", "--stream", "-"]])
+def test_standard_input_that_is_not_utf8_is_one_line(
+    fresh_daemon: RunningDaemon, command: list[str]
+) -> None:
+    raw = subprocess.run(
+        [sys.executable, "-m", "utterd.daemon.cli", "--config", str(fresh_daemon.config_path)]
+        + command,
+        env=fresh_daemon.env,
+        input="Caf\xe9 ouvert.\n".encode("latin-1"),
+        capture_output=True,
+        timeout=HANG_GUARD_S,
+        check=False,
+    )
+    r = subprocess.CompletedProcess(
+        raw.args, raw.returncode, raw.stdout.decode(errors="replace"), raw.stderr.decode()
+    )
+    assert "UTF-8" in _one_line_error(r)
