@@ -148,7 +148,7 @@ class UtterdEngine(Engine):
         if self.spec.voice_id.startswith("hibari-"):
             # What the daemon imports when it loads a hibari voice (discovery does not import
             # hibari), counted here as the baseline counts `import hibari`.
-            from utterd.models.hibari import voice as hibari_voice
+            from utterd.models.hibari import voice as hibari_voice  # noqa: F401
 
     def load(self, threads: int) -> None:
         from utterd.models.errors import UnknownVoice

@@ -11,7 +11,7 @@ import sys
 import time
 import wave
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import yaml
@@ -50,7 +50,7 @@ class RunningDaemon:
         self.endpoint = f"ipc://{self.runtime_dir / 'utterd.sock'}"
         self.events_endpoint = f"ipc://{self.runtime_dir / 'utterd-events.sock'}"
 
-    def __enter__(self) -> RunningDaemon:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -109,13 +109,16 @@ class RunningDaemon:
         time.sleep(0.3)  # let the subscription reach the PUB socket (ZeroMQ's slow joiner)
         return sock
 
-    def cli(self, *args: str, input_text: str | None = None, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input_text: str | None = None, timeout_s: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "utterd.daemon.cli", "--config", str(self.config_path), *args],
             env=self.env,
             input=input_text,
             capture_output=True,
             text=True,
+            check=False,
             timeout=timeout_s,
         )
 
@@ -130,14 +133,16 @@ class RunningDaemon:
         raise AssertionError(f"job {job} did not finish in {timeout_s} s")
 
 
-def next_event(sock: zmq.Socket[bytes], kinds: set[str], job: str | None, timeout_s: float) -> dict[str, Any]:
+def next_event(
+    sock: zmq.Socket[bytes], kinds: set[str], job: str | None, timeout_s: float
+) -> dict[str, Any]:
     """The next event of one of `kinds` (for `job`, if given); AssertionError on timeout."""
     deadline = time.monotonic() + timeout_s
     while True:
         left_ms = int((deadline - time.monotonic()) * 1000)
         if left_ms <= 0 or not sock.poll(left_ms):
             raise AssertionError(f"no {kinds} event for job {job} within {timeout_s} s")
-        topic, header = sock.recv_multipart()[:2]
+        _topic, header = sock.recv_multipart()[:2]
         msg = json.loads(header)
         if msg["type"] in kinds and (job is None or msg["data"].get("job") == job):
             return dict(msg)

@@ -117,7 +117,9 @@ def test_a_corrupt_entry_is_resynthesized_never_played(tmp_path: Path, damage: s
 def test_sigkill_while_warming_leaves_only_valid_entries(tmp_path: Path) -> None:
     env, _ = file_sink_env(tmp_path)
     cache_dir = tmp_path / "phrases"
-    prompts = [f"Announcement number {n}: the train to platform {n % 7 + 1} is delayed." for n in range(30)]
+    prompts = [
+        f"Announcement number {n}: the train to platform {n % 7 + 1} is delayed." for n in range(30)
+    ]
     d = _daemon(tmp_path, env, cache_dir, prewarm=prompts)
     d.start()
     deadline = time.monotonic() + 120
@@ -129,7 +131,7 @@ def test_sigkill_while_warming_leaves_only_valid_entries(tmp_path: Path) -> None
     kept = len(list(cache_dir.glob("*.upc")))
     assert 5 <= kept < len(prompts), kept
     with _daemon(tmp_path, env, cache_dir, prewarm=[]) as d:
-        for text in prompts[:kept + 2]:
+        for text in prompts[: kept + 2]:
             served = _synth(d, text)
             fresh = _synth(d, text, cache="off", deterministic=True)
             assert np.array_equal(served, fresh), text
@@ -190,7 +192,11 @@ def test_cache_cli_warm_stats_and_clear(tmp_path: Path) -> None:
         while _cache(d)["disk"]["entries"] < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         r = d.cli("cache", "stats")
-        assert r.returncode == 0 and "disk" in r.stdout and "2 entries" in r.stdout.replace("     ", " ")
+        assert (
+            r.returncode == 0
+            and "disk" in r.stdout
+            and "2 entries" in r.stdout.replace("     ", " ")
+        )
         r = d.cli("cache", "clear", "--voice", HIBARI)
         assert r.returncode == 0 and "removed 2" in r.stdout
         assert _cache(d)["disk"]["entries"] == 0

@@ -69,7 +69,9 @@ class EventLog:
         with self._lock:
             return [data for _, k, data in self.items if k == kind and data.get("job") == job]
 
-    def wait(self, job: str, kinds: set[str], timeout_s: float = 60.0) -> tuple[float, str, dict[str, Any]]:
+    def wait(
+        self, job: str, kinds: set[str], timeout_s: float = 60.0
+    ) -> tuple[float, str, dict[str, Any]]:
         """The first event of `kinds` for `job` (already received or coming)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -93,7 +95,9 @@ class EventLog:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDaemon, PulseNullSink]]:
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningDaemon, PulseNullSink]]:
     tmp = tmp_path_factory.mktemp("sched")
     with PulseNullSink(tmp / "pulse") as sink:
         cfg = {
@@ -140,7 +144,9 @@ def _audible(samples: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
     """One flag per 20 ms window: louder than LOUD somewhere in it."""
     win = RATE_HZ // 50
     n = len(samples) // win
-    return np.asarray(np.abs(samples[: n * win].astype(np.int32)).reshape(n, win).max(axis=1) > LOUD)
+    return np.asarray(
+        np.abs(samples[: n * win].astype(np.int32)).reshape(n, win).max(axis=1) > LOUD
+    )
 
 
 def _audible_s(samples: npt.NDArray[np.int16]) -> float:
@@ -177,7 +183,9 @@ def test_important_is_never_interrupted_and_goes_before_everything(
 ) -> None:
     d, _ = daemon
     with d.client() as a, d.client() as b:
-        first = _speak(a, "This important message is never cut short by anyone.", priority="important")
+        first = _speak(
+            a, "This important message is never cut short by anyone.", priority="important"
+        )
         events.wait(first, {"begin"})
         message = _speak(b, "A message.", priority="message")
         text = _speak(b, "Some text.", priority="text")
@@ -425,7 +433,9 @@ def test_streamed_text_speaks_its_first_sentence_before_the_last_piece(
         assert reply["type"] == "queued" and reply["data"]["priority"] == "message"
         job = reply["data"]["job"]
         for piece in ("The first", " sentence is", " complete now.", " And the second"):
-            assert c.request("speak-chunk", {"job": job, "text": piece})[0]["type"] == "chunk-queued"
+            assert (
+                c.request("speak-chunk", {"job": job, "text": piece})[0]["type"] == "chunk-queued"
+            )
         events.wait(job, {"sentence"}, 60)  # heard while the text is still open
         assert _describe(d)["queue"]["current"] == job
         c.request("speak-chunk", {"job": job, "text": " one ends at the stop"})
@@ -469,7 +479,9 @@ def test_sentence_marks_give_where_each_sentence_starts(
     assert kinds.index("begin") < kinds.index("sentence") and kinds[-1] == "end"
 
 
-def test_bad_targets_are_refused(daemon: tuple[RunningDaemon, PulseNullSink], events: EventLog) -> None:
+def test_bad_targets_are_refused(
+    daemon: tuple[RunningDaemon, PulseNullSink], events: EventLog
+) -> None:
     d, _ = daemon
     with d.client() as c:
         for kind, data, code in (
@@ -489,7 +501,9 @@ def test_cli_streams_standard_input_and_pauses(
     daemon: tuple[RunningDaemon, PulseNullSink], events: EventLog
 ) -> None:
     d, _ = daemon
-    r = d.cli("say", "--stream", "--wait", "--priority", "message", "-", input_text="One line.\nTwo")
+    r = d.cli(
+        "say", "--stream", "--wait", "--priority", "message", "-", input_text="One line.\nTwo"
+    )
     assert r.returncode == 0, r.stderr
     r = d.cli("pause")
     assert r.returncode == 0 and r.stdout.startswith("paused"), (r.stdout, r.stderr)

@@ -31,19 +31,24 @@ def test_stop_during_a_long_text_ends_playback_and_next_speak_plays(tmp_path: Pa
             recording = tmp_path / "played.raw"
             sub = d.subscribe()
             try:
-                with sink.record(recording):
-                    with d.client() as c:
-                        job = c.request("speak", {"text": LONG, "voice": "en_US-joe-medium"})[0]["data"]["job"]
-                        next_event(sub, {"begin"}, job, 60)
-                        time.sleep(2.5)  # let it speak for a while
-                        stopped = c.request("stop")[0]["data"]["jobs"]
-                        assert job in stopped
-                        ev = next_event(sub, {"stopped", "end", "failed"}, job, 10)
-                        assert ev["type"] == "stopped"
-                        time.sleep(1.5)  # silence expected here
-                        second = c.request("speak", {"text": "Goodbye.", "voice": "en_US-joe-medium"})[0]["data"]["job"]
-                        assert next_event(sub, {"end", "failed", "stopped"}, second, 60)["type"] == "end"
-                        time.sleep(0.5)
+                with sink.record(recording), d.client() as c:
+                    job = c.request("speak", {"text": LONG, "voice": "en_US-joe-medium"})[0][
+                        "data"
+                    ]["job"]
+                    next_event(sub, {"begin"}, job, 60)
+                    time.sleep(2.5)  # let it speak for a while
+                    stopped = c.request("stop")[0]["data"]["jobs"]
+                    assert job in stopped
+                    ev = next_event(sub, {"stopped", "end", "failed"}, job, 10)
+                    assert ev["type"] == "stopped"
+                    time.sleep(1.5)  # silence expected here
+                    second = c.request("speak", {"text": "Goodbye.", "voice": "en_US-joe-medium"})[
+                        0
+                    ]["data"]["job"]
+                    assert (
+                        next_event(sub, {"end", "failed", "stopped"}, second, 60)["type"] == "end"
+                    )
+                    time.sleep(0.5)
             finally:
                 sub.close(linger=0)
             played = read_s16(recording)
