@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -140,10 +141,34 @@ class CancelToken:
 
     _event: threading.Event = field(default_factory=threading.Event)
     reason: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _interrupts: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def cancel(self, reason: str = "stopped") -> None:
-        self.reason = reason
-        self._event.set()
+        with self._lock:
+            self.reason = reason
+            self._event.set()
+            interrupts, self._interrupts = self._interrupts, []
+        for interrupt in interrupts:
+            interrupt()
+
+    @contextmanager
+    def interrupting(self, interrupt: Callable[[], None]) -> Iterator[None]:
+        """Call `interrupt` (from the cancelling thread) if the token is cancelled while the
+        block runs, or at once if it already is: for one piece of work that cannot check the
+        token itself, such as a model run, so that a stop does not wait for it to end."""
+        with self._lock:
+            already = self._event.is_set()
+            if not already:
+                self._interrupts.append(interrupt)
+        if already:
+            interrupt()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if interrupt in self._interrupts:
+                    self._interrupts.remove(interrupt)
 
     @property
     def cancelled(self) -> bool:

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from utterd.models.engine.session import ONNXRUNTIME, Feeds, Session
 from utterd.models.errors import SynthesisError, VoiceLoadError
+from utterd.models.voice import CancelToken
 
 __all__ = ["FallbackSession"]
 
@@ -48,9 +49,14 @@ class FallbackSession(Session):
         """The session tried first."""
         return self._primary
 
-    def run(self, output_names: Sequence[str] | None, feeds: Feeds) -> list[npt.NDArray[Any]]:
+    def run(
+        self,
+        output_names: Sequence[str] | None,
+        feeds: Feeds,
+        cancel: CancelToken | None = None,
+    ) -> list[npt.NDArray[Any]]:
         try:
-            outputs = self._primary.run(output_names, feeds)
+            outputs = self._primary.run(output_names, feeds, cancel)
             problem = _output_problem(outputs)
         except SynthesisError as err:
             problem = err.message
@@ -66,7 +72,7 @@ class FallbackSession(Session):
             fallback.backend,
             problem,
         )
-        return fallback.run(output_names, feeds)
+        return fallback.run(output_names, feeds, cancel)
 
     def _fallback_session(self, problem: str) -> Session:
         with self._lock:

@@ -27,7 +27,7 @@ from utterd.models.engine.session import (
 )
 from utterd.models.engine.threads import intra_op_threads
 from utterd.models.errors import SynthesisError, VoiceLoadError
-from utterd.models.voice import EngineSettings
+from utterd.models.voice import CancelToken, EngineSettings
 
 __all__ = [
     "OPENVINO_SHAPE_CACHE",
@@ -99,7 +99,13 @@ class OpenVinoSession(Session):
                 out[spec.name] = np.pad(array, widths, constant_values=spec.pad_value)
         return out
 
-    def run(self, output_names: Sequence[str] | None, feeds: Feeds) -> list[npt.NDArray[Any]]:
+    def run(
+        self,
+        output_names: Sequence[str] | None,
+        feeds: Feeds,
+        cancel: CancelToken | None = None,
+    ) -> list[npt.NDArray[Any]]:
+        """OpenVINO runs whole sentences; a cancel is seen once the run ends."""
         compiled = self._compiled
         if compiled is None:
             raise SynthesisError(f"{self.label}: the model was closed")
@@ -119,6 +125,8 @@ class OpenVinoSession(Session):
             raise SynthesisError(f"{self.label}: OpenVINO inference failed: {err}") from err
         finally:
             self._requests.put(request)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         return outputs
 
     def close(self) -> None:

@@ -24,8 +24,8 @@ from utterd.models.engine.session import (
     describe_model,
 )
 from utterd.models.engine.threads import intra_op_threads
-from utterd.models.errors import SynthesisError, VoiceLoadError
-from utterd.models.voice import EngineSettings
+from utterd.models.errors import Cancelled, SynthesisError, VoiceLoadError
+from utterd.models.voice import CancelToken, EngineSettings
 
 __all__ = ["OnnxRuntimeSession", "open_onnxruntime"]
 
@@ -52,17 +52,35 @@ class OnnxRuntimeSession(Session):
     def output_names(self) -> tuple[str, ...]:
         return self._output_names
 
-    def run(self, output_names: Sequence[str] | None, feeds: Feeds) -> list[npt.NDArray[Any]]:
+    def run(
+        self,
+        output_names: Sequence[str] | None,
+        feeds: Feeds,
+        cancel: CancelToken | None = None,
+    ) -> list[npt.NDArray[Any]]:
         session = self._session
         if session is None:
             raise SynthesisError(f"{self.label}: the model was closed")
+        names = None if output_names is None else list(output_names)
         try:
-            outputs: list[npt.NDArray[Any]] = session.run(
-                None if output_names is None else list(output_names), dict(feeds)
-            )
+            if cancel is None:
+                outputs: list[npt.NDArray[Any]] = session.run(names, dict(feeds))
+                return outputs
+            # A stop aborts the run in progress (RunOptions.terminate), so it never waits for
+            # a long piece's model call to end.
+            import onnxruntime as ort
+
+            options = ort.RunOptions()
+            with cancel.interrupting(lambda: setattr(options, "terminate", True)):
+                outputs = session.run(names, dict(feeds), options)
+            cancel.raise_if_cancelled()
+            return outputs
+        except Cancelled:
+            raise
         except Exception as err:  # ORT raises its own pybind exception types, not a common base
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled(cancel.reason or "cancelled") from err
             raise SynthesisError(f"{self.label}: inference failed: {err}") from err
-        return outputs
 
     def close(self) -> None:
         self._session = None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy.typing as npt
-from utterd.models.voice import EngineSettings
+from utterd.models.voice import CancelToken, EngineSettings
 
 __all__ = [
     "AUTO",
@@ -115,8 +115,15 @@ class Session(ABC):
         """The graph's output names, in graph order."""
 
     @abstractmethod
-    def run(self, output_names: Sequence[str] | None, feeds: Feeds) -> list[npt.NDArray[Any]]:
-        """Run the graph; None means every output. Raises SynthesisError naming the label."""
+    def run(
+        self,
+        output_names: Sequence[str] | None,
+        feeds: Feeds,
+        cancel: CancelToken | None = None,
+    ) -> list[npt.NDArray[Any]]:
+        """Run the graph; None means every output. Raises SynthesisError naming the label, and
+        Cancelled when `cancel` is set during the run (a backend that can abort a run does so
+        at once; one that cannot finishes it first)."""
 
     def close(self) -> None:
         """Release the graph's memory. The default does nothing."""

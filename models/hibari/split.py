@@ -52,7 +52,7 @@ from utterd.models.engine.backend import Feeds, Session, SessionOptions, open_se
 from utterd.models.engine.cache_folder import publish_folder
 from utterd.models.engine.graph import GraphIndex, attr_ints
 from utterd.models.errors import SynthesisError, VoiceLoadError
-from utterd.models.voice import EngineSettings
+from utterd.models.voice import CancelToken, EngineSettings
 
 if TYPE_CHECKING:
     import onnx
@@ -321,9 +321,11 @@ class SplitSession(Session):
     def context_frames(self) -> int:
         return self.cut.context_frames
 
-    def features(self, feeds: Feeds) -> tuple[npt.NDArray[Any], dict[str, npt.NDArray[Any]]]:
+    def features(
+        self, feeds: Feeds, cancel: CancelToken | None = None
+    ) -> tuple[npt.NDArray[Any], dict[str, npt.NDArray[Any]]]:
         """The front's run: (decoder input [1, channels, frames], the other outputs by name)."""
-        outputs = self._front.run(self.cut.front_outputs, feeds)
+        outputs = self._front.run(self.cut.front_outputs, feeds, cancel)
         feature = outputs[0]
         if feature.ndim != 3:
             raise SynthesisError(
@@ -332,7 +334,13 @@ class SplitSession(Session):
             )
         return feature, dict(zip(self.cut.front_outputs[1:], outputs[1:], strict=True))
 
-    def decode(self, feature: npt.NDArray[Any], start: int, stop: int) -> list[npt.NDArray[Any]]:
+    def decode(
+        self,
+        feature: npt.NDArray[Any],
+        start: int,
+        stop: int,
+        cancel: CancelToken | None = None,
+    ) -> list[npt.NDArray[Any]]:
         """The decoder's outputs for frames [start, stop) of `feature` (frames on the last axis),
         run on those frames with `context_frames` of context each side where the piece has them."""
         frames = int(feature.shape[-1])
@@ -345,7 +353,7 @@ class SplitSession(Session):
         window = (
             feature if (low, high) == (0, frames) else np.ascontiguousarray(feature[..., low:high])
         )
-        outputs = self._decoder.run(self.cut.decoder_outputs, {self.cut.feature: window})
+        outputs = self._decoder.run(self.cut.decoder_outputs, {self.cut.feature: window}, cancel)
         decoded: list[npt.NDArray[Any]] = []
         for output in outputs:
             if output.shape[-1] != high - low:
@@ -355,9 +363,14 @@ class SplitSession(Session):
             decoded.append(output[..., start - low : stop - low])
         return decoded
 
-    def run(self, output_names: Sequence[str] | None, feeds: Feeds) -> list[npt.NDArray[Any]]:
-        feature, others = self.features(feeds)
-        decoded = self.decode(feature, 0, int(feature.shape[-1]))
+    def run(
+        self,
+        output_names: Sequence[str] | None,
+        feeds: Feeds,
+        cancel: CancelToken | None = None,
+    ) -> list[npt.NDArray[Any]]:
+        feature, others = self.features(feeds, cancel)
+        decoded = self.decode(feature, 0, int(feature.shape[-1]), cancel)
         by_name = {**dict(zip(self.cut.decoder_outputs, decoded, strict=True)), **others}
         wanted = self.output_names if output_names is None else output_names
         try:

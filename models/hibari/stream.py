@@ -376,13 +376,15 @@ def _feeds(ids: Sequence[int], speed: float) -> dict[str, npt.NDArray[Any]]:
     return {"ids": np.asarray([ids], dtype=np.int64), "speed": np.array([speed], dtype=np.float32)}
 
 
-def acoustic_frames(session: Session, ids: Sequence[int], speed: float) -> HibariFrames:
+def acoustic_frames(
+    session: Session, ids: Sequence[int], speed: float, cancel: CancelToken | None = None
+) -> HibariFrames:
     """Run the acoustic model on one piece's phoneme ids (with the 0 pads).
 
     Uses no random generator, so it may run ahead of the signal stage of the piece before
     (on another thread) without changing a sample.
     """
-    outputs = session.run(MODEL_OUTPUTS, _feeds(ids, speed))
+    outputs = session.run(MODEL_OUTPUTS, _feeds(ids, speed), cancel)
     if len(outputs) != len(MODEL_OUTPUTS):
         raise SynthesisError(f"{session.label}: expected outputs {MODEL_OUTPUTS}")
     frames = HibariFrames.from_outputs(outputs)
@@ -424,7 +426,7 @@ def stream_ids(
             exact_noise=exact_noise,
         )
         return
-    frames = acoustic_frames(session, ids, speed)
+    frames = acoustic_frames(session, ids, speed, cancel)
     yield from synthesize_windows(
         frames,
         rng,
@@ -441,9 +443,12 @@ class _DecodedFrames:
     piece's frames, so that everything after the first call's frames is the whole model's
     output bit for bit (the decoder's activation scale is per call; see `hibari_split`)."""
 
-    def __init__(self, session: SplitSession, ids: Sequence[int], speed: float) -> None:
+    def __init__(
+        self, session: SplitSession, ids: Sequence[int], speed: float, cancel: CancelToken
+    ) -> None:
         self._session = session
-        self._feature, others = session.features(_feeds(ids, speed))
+        self._cancel = cancel
+        self._feature, others = session.features(_feeds(ids, speed), cancel)
         if "f0" not in others:
             raise SynthesisError(f"{session.label}: the model's front gives no f0")
         self.count = int(self._feature.shape[-1])
@@ -457,7 +462,7 @@ class _DecodedFrames:
             # The first call: the frames asked for; the second: all the piece's frames, of
             # which those not decoded yet are kept.
             stop = max(1, min(self.count, upto)) if self.done == 0 else self.count
-            outputs = self._session.decode(self._feature, 0, stop)
+            outputs = self._session.decode(self._feature, 0, stop, self._cancel)
             decoded = {
                 name: output[..., self.done :]
                 for name, output in zip(self._session.cut.decoder_outputs, outputs, strict=True)
@@ -485,7 +490,7 @@ def _stream_decoder_windows(
     window_frames: int,
     exact_noise: bool,
 ) -> Iterator[HibariPiece]:
-    decoded = _DecodedFrames(session, ids, speed)
+    decoded = _DecodedFrames(session, ids, speed, cancel)
     n = decoded.count
     plan = window_plan(n, first_window_frames, window_frames)
     if n < _MIN_WINDOWED_FRAMES or len(plan) == 1:

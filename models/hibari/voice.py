@@ -235,7 +235,7 @@ class HibariVoice(Voice):
         half = ThreadPoolExecutor(1, thread_name_prefix="utterd-hibari-dsp")
         try:
             for piece in pieces:
-                frames = acoustic_frames(session, piece.ids, float(speed[0]))
+                frames = acoustic_frames(session, piece.ids, float(speed[0]), cancel)
                 cancel.raise_if_cancelled()
                 samples = synthesize_piece(frames, rng, half, exact_noise=params.deterministic)
                 whole = HibariPiece(samples, 0, frames.frames, last=True)

@@ -487,7 +487,7 @@ class PiperVitsVoice(Voice):
             session = self.session
             if session is None:
                 raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
-            samples = self._infer(session, ids, scales, speaker_id)
+            samples = self._infer(session, ids, scales, speaker_id, cancel)
             samples = np.clip(samples * np.float32(params.volume), -1.0, 1.0)
             _LOGGER.debug(
                 "sentence_synthesized voice=%s index=%d phoneme_ids=%d audio_s=%.3f infer_ms=%.1f",
@@ -527,8 +527,10 @@ class PiperVitsVoice(Voice):
         ids: Sequence[int],
         scales: npt.NDArray[np.float32],
         speaker_id: int | None,
+        cancel: CancelToken | None = None,
     ) -> npt.NDArray[np.float32]:
-        audio = session.run([session.output_names[0]], self.feeds(ids, scales, speaker_id))[0]
+        feeds = self.feeds(ids, scales, speaker_id)
+        audio = session.run([session.output_names[0]], feeds, cancel)[0]
         return np.asarray(audio, dtype=np.float32).reshape(-1)
 
     def close(self) -> None:

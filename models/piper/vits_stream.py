@@ -184,8 +184,9 @@ class StreamingVitsRunner:
         phoneme_ids: Sequence[int],
         scales: npt.NDArray[np.float32],
         speaker_id: int | None = None,
+        cancel: CancelToken | None = None,
     ) -> EncodedSentence:
-        """Run the encoder part on one sentence's phoneme ids.
+        """Run the encoder part on one sentence's phoneme ids (a cancel aborts the run).
 
         `scales` is the stock graph's [noise_scale, length_scale, noise_w] (float32 [3]).
         """
@@ -197,7 +198,7 @@ class StreamingVitsRunner:
         }
         if self.info.multi_speaker:
             feeds["sid"] = np.array([speaker_id or 0], dtype=np.int64)
-        outputs = encoder.run(self._encoder_outputs, feeds)
+        outputs = encoder.run(self._encoder_outputs, feeds, cancel)
         latent = np.asarray(outputs[0], dtype=np.float32)
         durations = (
             np.asarray(outputs[1]).reshape(-1).astype(np.int64) if len(outputs) > 1 else None
@@ -250,7 +251,7 @@ class StreamingVitsRunner:
                 )
             if sid is not None:
                 feeds["sid"] = sid
-            audio = decoder.run([self.info.decoder_audio], feeds)[0].reshape(-1)
+            audio = decoder.run([self.info.decoder_audio], feeds, cancel)[0].reshape(-1)
             samples = np.asarray(
                 audio[(start - gen_start) * hop : (end - gen_start) * hop], dtype=np.float32
             )
@@ -276,10 +277,11 @@ class StreamingVitsRunner:
     ) -> Iterator[VitsPiece]:
         """Encode one sentence, then yield its audio window by window.
 
-        Raises `Cancelled` (from `cancel`) before the encoder and before every window.
+        Raises `Cancelled` (from `cancel`) before the encoder and before every window, and a
+        cancel during a model run aborts that run.
         """
         cancel.raise_if_cancelled()
-        encoded = self.encode(phoneme_ids, scales, speaker_id)
+        encoded = self.encode(phoneme_ids, scales, speaker_id, cancel)
         yield from self.decode(encoded, cancel, first_window_frames=first_window_frames)
 
     def synthesize(

@@ -112,7 +112,7 @@ def test_forced_openvino_failure_falls_back_to_onnxruntime_with_a_logged_reason(
     voice = PiperFamily(model_store=store).load(joe_info, EngineSettings("openvino", threads=2))
 
     def broken_run(
-        self: OpenVinoSession, output_names: Sequence[str] | None, feeds: Any
+        self: OpenVinoSession, output_names: Sequence[str] | None, feeds: Any, cancel: Any = None
     ) -> list[Any]:
         # What OpenVINO did in bf16 on some sentences; the only faked part of the engine.
         raise SynthesisError(f"{self.label}: OpenVINO inference failed: Range overflow (forced)")
@@ -152,8 +152,10 @@ def test_non_finite_output_also_falls_back(
     feeds = ort_voice.feeds(ids, np.array([0.0, 1.0, 0.0], np.float32))
     real_run = OpenVinoSession.run
 
-    def nan_run(self: OpenVinoSession, names: Sequence[str] | None, feeds: Any) -> list[Any]:
-        out = real_run(self, names, feeds)
+    def nan_run(
+        self: OpenVinoSession, names: Sequence[str] | None, feeds: Any, cancel: Any = None
+    ) -> list[Any]:
+        out = real_run(self, names, feeds, cancel)
         out[0][..., 0] = np.nan
         return out
 

@@ -101,9 +101,11 @@ class DecodeCalls:
         self.calls: list[tuple[int, int, int]] = []
         real = split.decode
 
-        def decode(feature: npt.NDArray[Any], start: int, stop: int) -> list[npt.NDArray[Any]]:
+        def decode(
+            feature: npt.NDArray[Any], start: int, stop: int, cancel: Any = None
+        ) -> list[npt.NDArray[Any]]:
             self.calls.append((start, stop, int(feature.shape[-1])))
-            decoded: list[npt.NDArray[Any]] = real(feature, start, stop)
+            decoded: list[npt.NDArray[Any]] = real(feature, start, stop, cancel)
             return decoded
 
         monkeypatch.setattr(split, "decode", decode)
