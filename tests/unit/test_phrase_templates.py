@@ -268,7 +268,8 @@ def test_silence_length() -> None:
 @pytest.fixture(scope="module")
 def heart() -> Iterator[Any]:
     pytest.importorskip("hibari")
-    from utterd.models import EngineSettings, HibariFamily
+    from utterd.models import EngineSettings
+    from utterd.models.hibari.family import HibariFamily
 
     family = HibariFamily()
     infos = {i.voice_id: i for i in family.discover([])}

@@ -20,8 +20,6 @@ from utterd.models import (
     CancelToken,
     EngineSettings,
     InvalidParameter,
-    PiperFamily,
-    PiperVitsVoice,
     SynthesisParams,
     UnknownSpeaker,
     VoiceInfo,
@@ -30,6 +28,8 @@ from utterd.models import (
 from utterd.models.engine.backend import available_backends, open_session, physical_core_count
 from utterd.models.piper.family import (
     THROUGHPUT_WINDOW_FRAMES,
+    PiperFamily,
+    PiperVitsVoice,
     info_from_config,
     language_tag,
 )

