@@ -19,13 +19,12 @@ speech thread, the player's events thread, the fault poller) publishes it throug
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
+import struct
 import threading
 import time
-import wave
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -175,14 +174,28 @@ def check_not_running(context: zmq.Context[zmq.Socket[bytes]], endpoint: str) ->
     sock_path.unlink(missing_ok=True)
 
 
-def wav_bytes(pcm: bytes, sample_rate_hz: int) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate_hz)
-        w.writeframes(pcm)
-    return buf.getvalue()
+WAV_HEADER_BYTES: Final = 44
+"""A mono 16-bit PCM WAV file's header (RIFF, `fmt `, `data`), as the `wave` module writes it."""
+
+
+def wav_header(data_bytes: int, sample_rate_hz: int) -> bytes:
+    """The header of a mono 16-bit PCM WAV file holding `data_bytes` of samples."""
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + data_bytes,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,  # PCM
+        1,  # mono
+        sample_rate_hz,
+        2 * sample_rate_hz,
+        2,
+        16,
+        b"data",
+        data_bytes,
+    )
 
 
 class Server:
@@ -875,7 +888,9 @@ class Server:
             if msg.stream:
                 # Chunks are raw PCM whatever `format` asked: a stream has no length for a header.
                 send(replies.AudioStart(rate, 2, 1, info.voice_id, job_id, format="pcm"))
-            parts: list[bytes] = []
+            # The reply's body grows in place (its header written last): a long text's audio is
+            # held once, not as chunks, then joined, then copied into a WAV.
+            collected = bytearray(WAV_HEADER_BYTES if msg.format == "wav" else 0)
             total = 0
             # A WAV/PCM reply waits for the whole text: throughput, not first-window latency.
             chunks = self.source.stream(
@@ -894,14 +909,18 @@ class Server:
                 if msg.stream:
                     send(replies.AudioChunk(chunk.sentence_index), pcm)
                 else:
-                    parts.append(pcm)
+                    collected += pcm
             cancel.raise_if_cancelled()
             duration_s = round(total / rate, 4)
             if msg.stream:
                 send(replies.AudioStop(duration_s, total, job_id), final=True)
             else:
-                pcm_all = b"".join(parts)
-                payload = wav_bytes(pcm_all, rate) if msg.format == "wav" else pcm_all
+                if msg.format == "wav":
+                    collected[:WAV_HEADER_BYTES] = wav_header(
+                        len(collected) - WAV_HEADER_BYTES, rate
+                    )
+                payload = bytes(collected)
+                del collected  # one copy of the audio while the reply goes out, not two
                 audio = replies.Audio(
                     rate, 2, 1, info.voice_id, duration_s, total, job_id, format=msg.format
                 )
