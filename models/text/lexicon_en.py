@@ -133,6 +133,9 @@ ABBREVIATIONS: Final = {
     "Mrs": "Missus",
     "Ms": "Miz",
     "Prof": "Professor",
+    "Ch": "Chapter",
+    "Fig": "Figure",
+    "Vol": "Volume",
     "Capt": "Captain",
     "Sgt": "Sergeant",
     "Lt": "Lieutenant",
@@ -170,6 +173,8 @@ ABBREVIATIONS: Final = {
     "Tel": "Telephone",
     "min": "minutes",
     "hrs": "hours",
+    "max": "maximum",
+    "Max": "Maximum",
     "mo": "month",
     "yr": "year",
     "yrs": "years",
@@ -181,6 +186,9 @@ ABBREVIATIONS: Final = {
 
 TITLES: Final = frozenset(
     [
+        "Ch",
+        "Fig",
+        "Vol",
         "Mr",
         "Mrs",
         "Ms",
@@ -204,6 +212,34 @@ TITLES: Final = frozenset(
 )
 """Abbreviations that stand before what they qualify (a name, a number), so their period never
 ends a sentence."""
+
+NAME_SUFFIXES: Final = frozenset({"Jr", "Sr"})
+"""Abbreviations after a name that end a sentence only at the end of the text or a line
+(`Martin Luther King Jr. Blvd.` goes on)."""
+
+PER_UNITS: Final = {
+    "month": "month",
+    "mo": "month",
+    "year": "year",
+    "yr": "year",
+    "week": "week",
+    "wk": "week",
+    "day": "day",
+    "night": "night",
+    "hour": "hour",
+    "hr": "hour",
+    "h": "hour",
+    "minute": "minute",
+    "min": "minute",
+    "person": "person",
+    "item": "item",
+    "unit": "unit",
+    "user": "user",
+}
+"""Words after `/` that make it `per` (`$12.99/month`)."""
+
+COMPASS: Final = {"N": "North", "S": "South", "E": "East", "W": "West"}
+"""Compass points abbreviated before a numbered street (`12 W. 34th St.`)."""
 
 LATIN: Final = {"e.g.": "for example", "i.e.": "that is", "a.k.a.": "also known as"}
 

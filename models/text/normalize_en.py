@@ -177,7 +177,8 @@ def _spell(code: str) -> str:
 
 
 def _stop(span: Span, *, before_capital: bool = True) -> str:
-    """`.` if the abbreviation just rewritten also ended a sentence."""
+    """`.` if the abbreviation just rewritten also ended a sentence: at the end of the text or
+    a line, or (with `before_capital`) before a capital letter."""
     if not span.group(0).endswith("."):
         return ""
     rest = span.after()
@@ -186,6 +187,18 @@ def _stop(span: Span, *, before_capital: bool = True) -> str:
     if before_capital and rest[0].isspace() and rest.lstrip()[0].isupper():
         return "."
     return ""
+
+
+def _date_stop(span: Span) -> str:
+    """`_stop` for a weekday or month abbreviation: a date goes on after it (`Sat. Oct. 4`)."""
+    following = re.match(r"\s{1,3}([A-Z][a-z]{0,8})\b", span.after())
+    goes_on = following is not None and (
+        following[1] in lex.WEEKDAYS
+        or following[1] in lex.MONTH_ABBREVIATIONS
+        or following[1] in lex.MONTHS
+        or following[1] in lex.WEEKDAYS.values()
+    )
+    return _stop(span, before_capital=not goes_on)
 
 
 def _previous_word(span: Span) -> tuple[str, bool]:
@@ -210,6 +223,14 @@ def _say_number(span: Span) -> str:
             if previous.lower() in _YEAR_CONTEXT or not re.match(r"\s{1,3}[a-z]", span.after()):
                 return num.year(value)
     return _number(sign + integer + (f".{fraction}" if fraction else ""))
+
+
+def _say_dotted_numbers(span: Span) -> str:
+    """A version (`3.0.1` → `three point zero point one`) or an IP address, read by digits."""
+    parts = span.group(1).split(".")
+    if len(parts) == 4 and all(int(part) <= 255 for part in parts):
+        return " dot ".join(num.digits(part) for part in parts)
+    return " point ".join(_number(part) for part in parts)
 
 
 def _say_digits_run(span: Span) -> str:
@@ -290,7 +311,8 @@ def _money(symbol: str, amount: str, scale: str) -> str:
 
 
 def _say_money(span: Span) -> str:
-    return _money(span.group(2), span.group(1) + span.group(3), span.group(4))
+    sign = span.group(1) or span.group(3)
+    return _money(span.group(2), sign + span.group(4), span.group(5))
 
 
 def _say_money_after(span: Span) -> str:
@@ -417,7 +439,7 @@ def _say_month_year(span: Span) -> str:
 
 
 def _say_month_abbreviation(span: Span) -> str:
-    return lex.MONTHS[_month_number(span.group(1)) - 1] + _stop(span, before_capital=False)
+    return lex.MONTHS[_month_number(span.group(1)) - 1] + _date_stop(span)
 
 
 def _weekday(word: str) -> str:
@@ -428,11 +450,20 @@ def _say_weekday_range(span: Span) -> str:
     link = span.group(2)
     link = "to" if link in "-–" else link
     last = _weekday(span.group(3))
-    return f"{_weekday(span.group(1))} {link} {last}{_stop(span, before_capital=False)}"
+    return f"{_weekday(span.group(1))} {link} {last}{_date_stop(span)}"
+
+
+def _say_weekday_in_list(span: Span) -> str:
+    """`Mon, Wed, Fri` → the days' names; a lone `Sun` or `Sat` is a word and stays."""
+    previous, _ = _previous_word(span)
+    following = re.match(r"[,/&\s]{1,4}(?:and\s{1,3})?(\w+)", span.after())
+    if previous in lex.WEEKDAYS or (following is not None and following[1] in lex.WEEKDAYS):
+        return _weekday(span.group(1))
+    return span.group(1)
 
 
 def _say_weekday(span: Span) -> str:
-    return _weekday(span.group(1)) + _stop(span, before_capital=False)
+    return _weekday(span.group(1)) + _date_stop(span)
 
 
 # --- phone numbers and codes ---------------------------------------------------------------
@@ -501,7 +532,9 @@ def _say_code(span: Span) -> str:
 def _say_abbreviation(span: Span) -> str:
     word = span.group(1)
     words = lex.ABBREVIATIONS[word]
-    return words + ("" if word in lex.TITLES else _stop(span))
+    if word in lex.TITLES:
+        return words
+    return words + _stop(span, before_capital=word not in lex.NAME_SUFFIXES)
 
 
 def _say_title(span: Span) -> str:
@@ -733,12 +766,22 @@ def _rewriter(
         ),
         Rule(
             "phone",
+            r"(?<![\w+.,-])(?:1 )?\d{3} \d{3} \d{4}(?![\w-]|[.,]\d)",
+            _say_groups,
+        ),
+        Rule(
+            "phone",
+            r"(?<![\w+.,-])0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}(?![\w-]|[.,]\d)",
+            _say_groups,
+        ),
+        Rule(
+            "phone",
             r"(?<![\w+])\+(\d{1,3})((?:[ .-]\(?\d{1,5}\)?){1,6})(?![\w-])",
             _say_international,
         ),
         Rule(
             "phone",
-            r"(?<![\w])((?i:call|dial|text))\s{1,3}(\d{3,6})(?![\w-]|[.,]\d)",
+            r"(?<![\w])((?i:call|dial|text))\s{1,3}(\d{3,6})(?![\w-]|[.,]\d|\s\d)",
             _say_dial,
         ),
         Rule(
@@ -787,6 +830,7 @@ def _rewriter(
             rf"\b({_WEEKDAY_ABBR})\b(?=,?\s{{1,3}}(?:{_MONTH}|\d))",
             _say_weekday,
         ),
+        Rule("date", rf"\b({_WEEKDAY_ABBR})\b(?![.'’])", _say_weekday_in_list),
         Rule(
             "time",
             rf"(?<![\d:.,])({_TIME}|\d{{1,2}})\s?[-–]\s?({_TIME})",
@@ -800,7 +844,7 @@ def _rewriter(
         ),
         Rule(
             "money",
-            rf"(?<![\w.,])([-−]?)({_CURRENCY})\s?({_NUM})(?:\s?({_SCALE}))?",
+            rf"(?<![\w.,])([-−]?)({_CURRENCY})\s?([-−]?)({_NUM})(?:\s?({_SCALE}))?",
             _say_money,
         ),
         Rule(
@@ -828,7 +872,13 @@ def _rewriter(
         Rule("abbreviation", rf"\b({abbreviations})\.", _say_abbreviation),
         Rule("abbreviation", rf"\b({with_period_optional})\b(?![.'])", _say_abbreviation),
         Rule("abbreviation", r"\b[Nn]o\.\s?(?=\d)", lambda span: "number "),
+        Rule(
+            "abbreviation",
+            r"\bpp?\.\s?(?=\d)",
+            lambda span: "pages " if span.group(0)[1] == "p" else "page ",
+        ),
         Rule("acronym", r"(?<![\w.])((?:[A-Z]\.){2,6})", _say_dotted_acronym),
+        Rule("range", r"(?<![\w.,/])24/7(?![\w/])", lambda span: "twenty-four seven"),
         Rule(
             "fraction",
             r"(?<![\w./-])(\d{1,3})\s(\d{1,3})/(\d{1,3})(?![\w/]|\.\d)",
@@ -844,6 +894,11 @@ def _rewriter(
             rf"(?<![\w.,])([-−]?{_NUM})(?:\s?(?:[-–]|\sto\s)\s?([-−]?{_NUM}))?"
             rf"\s?({_pattern_of(lex.UNITS)})(?![A-Za-z0-9])",
             _say_unit,
+        ),
+        Rule(
+            "number",
+            r"(?<![\w.])(\d{1,4}(?:\.\d{1,4}){2,4})(?![\w]|\.\d)",
+            _say_dotted_numbers,
         ),
         Rule(
             "range",
@@ -866,7 +921,12 @@ def _rewriter(
             r"(?<![\w.])\.(\d{1,15})(?!\d)",
             lambda span: num.decimal("", span.group(1)),
         ),
-        Rule("symbol", r"\s{0,3}&\s{0,3}", lambda span: " and "),
+        Rule("symbol", r"&", lambda span: " and "),
+        Rule(
+            "code",
+            r"#((?:[A-Z]{1,3}-?\d|\d{4})[\dA-Z-]{0,24})(?![\w-])",
+            lambda span: "number " + _spell(span.group(1)),
+        ),
         Rule("symbol", r"#\s?(?=\d)|#(?=[A-Z])", lambda span: "number "),
         Rule("symbol", r"#(?=[a-z])", lambda span: "hashtag "),
         Rule("symbol", r"(?<![\w#])#(?![\w#])", lambda span: "pound"),
@@ -877,6 +937,16 @@ def _rewriter(
         ),
         Rule("symbol", r"(?<![\w*])\*(?![\w*])", lambda span: "star"),
         Rule("symbol", r"(?<=[\w.)])\*{1,3}(?![\w*])", lambda span: ""),
+        Rule(
+            "symbol",
+            rf"(?<=[\w%.])/({_pattern_of(lex.PER_UNITS)})\b",
+            lambda span: f" per {lex.PER_UNITS[span.group(1)]}",
+        ),
+        Rule(
+            "abbreviation",
+            r"\b([NSEW])\.(?=\s{1,3}\d)",
+            lambda span: lex.COMPASS[span.group(1)],
+        ),
         Rule("symbol", r"(?<![\w+])\+(?=\s?\d)", lambda span: "plus "),
         Rule("symbol", r"(?<=\s)\+(?=\s)", lambda span: "plus"),
         Rule("symbol", r"(?<![\w@])@(?=\w)", lambda span: "at "),
@@ -890,7 +960,8 @@ def _rewriter(
         ),
         Rule("number", r"\d+", _say_digits_run),
     ]
-    return Rewriter(rules)
+    # No English rule starts on a space or on a letter that follows a letter.
+    return Rewriter(rules, skip=r"\s|(?<=[^\W\d_])[^\W\d_]")
 
 
 def _say_unit(span: Span) -> str:

@@ -70,9 +70,12 @@ class Rule:
 class Rewriter:
     """A list of rules joined into one pattern and applied in one left-to-right pass."""
 
-    def __init__(self, rules: Sequence[Rule], *, space_words: bool = True) -> None:
+    def __init__(self, rules: Sequence[Rule], *, space_words: bool = True, skip: str = "") -> None:
         """`space_words`: put a space between a rule's words and a letter or digit they touch
-        (English `B12` → `B twelve`); languages written without spaces turn it off."""
+        (English `B12` → `B twelve`); languages written without spaces turn it off.
+        `skip`: a pattern for positions where no rule can start (English: inside a word and on
+        a space); checked once per position before the rules, it makes the pass several times
+        faster on plain text."""
         self._rules = tuple(rules)
         self._space_words = space_words
         parts: list[str] = []
@@ -86,7 +89,8 @@ class Rewriter:
             parts.append(f"(?P<r{index}>{rule.pattern})")
             self._bases[f"r{index}"] = (rule, group)
             group += inner + 1
-        self._pattern = re.compile("|".join(parts))
+        guard = f"(?!{skip})" if skip else ""
+        self._pattern = re.compile(guard + "(?:" + "|".join(parts) + ")")
 
     def apply(self, text: str) -> str:
         """The text with every rule's matches replaced by their words."""
