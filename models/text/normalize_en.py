@@ -164,15 +164,18 @@ def _is_one(text: str) -> bool:
 
 
 def _spell(code: str) -> str:
-    """A code said character by character: letters as letters, digits as digits."""
+    """A code said character by character: letters as letters, digits as digits. A dash, or a
+    space after a digit (`4410 2298`), is a pause; a space after letters is not (`UA 1234`)."""
     out: list[str] = []
+    previous = ""
     for char in code:
         if char.isdecimal():
             out.append(num.digits(char))
         elif char.isalpha():
             out.append(char.upper())
-        elif char in " -–" and out and not out[-1].endswith(","):
+        elif out and not out[-1].endswith(",") and (char in "-–" or previous.isdecimal()):
             out[-1] += ","
+        previous = char
     return " ".join(out)
 
 
@@ -252,6 +255,14 @@ def _say_short_decade(span: Span) -> str:
     return num.plural(num.cardinal(int(span.group(1))))
 
 
+def _say_unit(span: Span) -> str:
+    first, second, unit = span.group(1), span.group(2), span.group(3)
+    one, many = lex.UNITS[unit]
+    name = one if not second and _is_one(first) else many
+    amount = _number(first) + (f" to {_number(second)}" if second else "")
+    return f"{amount} {name}"
+
+
 def _say_range(span: Span) -> str:
     low, high = span.group(1), span.group(2)
     if _looks_like_year(low) and (_looks_like_year(high) or len(high) == 2):
@@ -278,7 +289,7 @@ def _say_fraction_or_date(span: Span, order: DateOrder) -> str:
     return num.fraction(top, bottom)
 
 
-def _say_mixed_fraction(span: Span, order: DateOrder) -> str:
+def _say_mixed_fraction(span: Span) -> str:
     whole, top, bottom = int(span.group(1)), int(span.group(2)), int(span.group(3))
     if 0 < top < bottom <= 100:
         part = num.fraction(top, bottom)
@@ -481,14 +492,6 @@ def _say_phone(span: Span) -> str:
     return ", ".join(groups)
 
 
-def _say_dashed_phone(span: Span) -> str:
-    country, area, exchange, line = span.group(1), span.group(2), span.group(4), span.group(5)
-    groups = [_area(area), num.digits(exchange), num.digits(line)]
-    if country:
-        groups.insert(0, ("plus " if country.startswith("+") else "") + num.digits(country))
-    return ", ".join(groups)
-
-
 def _say_vanity_phone(span: Span) -> str:
     groups = [_area(span.group(2)), span.group(3).title()]
     if span.group(1):
@@ -537,10 +540,6 @@ def _say_abbreviation(span: Span) -> str:
     return words + _stop(span, before_capital=word not in lex.NAME_SUFFIXES)
 
 
-def _say_title(span: Span) -> str:
-    return lex.ABBREVIATIONS.get(span.group(1), span.group(1))
-
-
 def _say_street_or_title(span: Span) -> str:
     word = span.group(1)
     street, title = ("Street", "Saint") if word == "St" else ("Drive", "Doctor")
@@ -554,6 +553,14 @@ def _say_street_or_title(span: Span) -> str:
     if follows_name:
         return title
     return street + _stop(span) if word == "St" else title + _stop(span)
+
+
+def _say_compass(span: Span) -> str:
+    """`W. 34th St.`, `2200 N. Main St.`: a compass point; `John W. Smith`: an initial."""
+    previous, _ = _previous_word(span)
+    if span.after(4).lstrip()[:1].isdigit() or previous.isdecimal():
+        return lex.COMPASS[span.group(1)]
+    return span.group(0)
 
 
 def _say_latin(span: Span) -> str:
@@ -761,8 +768,8 @@ def _rewriter(
         ),
         Rule(
             "phone",
-            r"(?<![\w+.-])(?:(\+?1)[ .-])?(\d{3})([.-])(\d{3})[.-](\d{4})(?![\w-]|\.\d)",
-            _say_dashed_phone,
+            r"(?<![\w+.-])(?:(\+?1)[ .-])?(\d{3})[.-](\d{3})[.-](\d{4})(?![\w-]|\.\d)",
+            _say_phone,
         ),
         Rule(
             "phone",
@@ -882,7 +889,7 @@ def _rewriter(
         Rule(
             "fraction",
             r"(?<![\w./-])(\d{1,3})\s(\d{1,3})/(\d{1,3})(?![\w/]|\.\d)",
-            lambda span: _say_mixed_fraction(span, order),
+            _say_mixed_fraction,
         ),
         Rule(
             "fraction",
@@ -944,8 +951,8 @@ def _rewriter(
         ),
         Rule(
             "abbreviation",
-            r"\b([NSEW])\.(?=\s{1,3}\d)",
-            lambda span: lex.COMPASS[span.group(1)],
+            r"\b([NSEW])\.(?=\s{1,3}(?:\d|[A-Z][a-z]))",
+            _say_compass,
         ),
         Rule("symbol", r"(?<![\w+])\+(?=\s?\d)", lambda span: "plus "),
         Rule("symbol", r"(?<=\s)\+(?=\s)", lambda span: "plus"),
@@ -962,11 +969,3 @@ def _rewriter(
     ]
     # No English rule starts on a space or on a letter that follows a letter.
     return Rewriter(rules, skip=r"\s|(?<=[^\W\d_])[^\W\d_]")
-
-
-def _say_unit(span: Span) -> str:
-    first, second, unit = span.group(1), span.group(2), span.group(3)
-    one, many = lex.UNITS[unit]
-    name = one if not second and _is_one(first) else many
-    amount = _number(first) + (f" to {_number(second)}" if second else "")
-    return f"{amount} {name}"
