@@ -171,7 +171,6 @@ ABBREVIATIONS: Final = {
     "Ext": "Extension",
     "tel": "telephone",
     "Tel": "Telephone",
-    "min": "minutes",
     "hrs": "hours",
     "max": "maximum",
     "Max": "Maximum",

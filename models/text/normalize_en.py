@@ -24,6 +24,13 @@ Choices a listener will notice, and why:
   said (`HELP`); said ones are written in title case so no phonemizer spells them.
 - An abbreviation that ends a sentence keeps its period (`Acme Corp. Please hold.`); `Sat.`
   and `Oct.` in a date do not, so the date stays in one sentence.
+- Money: `$1,284.57` → `... dollars and fifty-seven cents`, `$0.99` → `ninety-nine cents`,
+  `$27k` → `twenty-seven thousand dollars`, `$1.5` (not two decimals) → `one point five
+  dollars`; `/month` after an amount is `per month`.
+- Dotted numbers: `3.0.1` is a version (`three point zero point one`), four parts up to 255
+  an IP address read by digits (`one nine two dot one six eight dot ...`).
+- Things that stay as written: a lone `Sun`/`Sat` without a period (a word), `Ave Maria`,
+  `John W. Smith`, `Mary I love you`, numbers with a separator we cannot place (`16:9`).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Final, Literal
 
 from utterd.models.text import lexicon_en as lex
@@ -70,6 +78,8 @@ class EnglishOptions:
         for word in self.lexicon:
             if not word.strip():
                 raise ValueError(f"lexicon: {word!r} is not a word")
+        # A copy the caller cannot change afterwards (the compiled rules are cached by it).
+        object.__setattr__(self, "lexicon", MappingProxyType(dict(self.lexicon)))
 
 
 DEFAULT_OPTIONS: Final = EnglishOptions()
@@ -540,6 +550,41 @@ def _say_abbreviation(span: Span) -> str:
     return words + _stop(span, before_capital=word not in lex.NAME_SUFFIXES)
 
 
+_BARE_ABBREVIATIONS: Final = {
+    "vs": "",
+    "approx": "",
+    "Inc": "",
+    "Corp": "",
+    "Ltd": "",
+    "Jr": "",
+    "Sr": "",
+    "Mr": r"\s{1,3}[A-Z]",
+    "Mrs": r"\s{1,3}[A-Z]",
+    "Ms": r"\s{1,3}[A-Z]",
+    "Prof": r"\s{1,3}[A-Z]",
+    "Apt": r"\s{1,3}[A-Z]?\d",
+    "Ste": r"\s{1,3}[A-Z]?\d",
+    "Ave": "after a name",
+    "Blvd": "after a name",
+    "Rd": "after a name",
+    "Hwy": r"\s{1,3}\d",
+}
+"""Abbreviations also written without a period → what must follow them (a pattern), or
+`after a name` (a capitalized word or a number before them); `""`: always expanded."""
+
+
+def _say_bare_abbreviation(span: Span) -> str:
+    """`Mr Smith`, `Apt 4B`, `Main Ave`; but `Ave Maria` and a lone `Ste` stay."""
+    word = span.group(1)
+    condition = _BARE_ABBREVIATIONS[word]
+    if condition == "after a name":
+        previous, _ = _previous_word(span)
+        expand = bool(previous) and (previous[0].isupper() or previous[0].isdecimal())
+    else:
+        expand = not condition or re.match(condition, span.after()) is not None
+    return lex.ABBREVIATIONS[word] if expand else word
+
+
 def _say_street_or_title(span: Span) -> str:
     word = span.group(1)
     street, title = ("Street", "Saint") if word == "St" else ("Drive", "Doctor")
@@ -732,7 +777,6 @@ def _rewriter(
         rules.append(_lexicon_rule(lexicon))
     code_words = _pattern_of(lex.CODE_WORDS)
     abbreviations = _pattern_of(lex.ABBREVIATIONS)
-    with_period_optional = "vs|approx|Mr|Mrs|Ms|Prof|Jr|Sr|Inc|Corp|Ltd|Ave|Blvd|Rd|Hwy|Apt|Ste"
     rules += [
         Rule("emoji", "[\ufe0e\ufe0f\u200d\u20e3\U0001f3fb-\U0001f3ff]", lambda span: ""),
         _flag(emoji),
@@ -877,7 +921,11 @@ def _rewriter(
         Rule("abbreviation", r"(?<![\w.])((?i:e\.g\.|i\.e\.|a\.k\.a\.))", _say_latin),
         Rule("abbreviation", r"\b(St|Dr)(\.?)(?![\w])", _say_street_or_title),
         Rule("abbreviation", rf"\b({abbreviations})\.", _say_abbreviation),
-        Rule("abbreviation", rf"\b({with_period_optional})\b(?![.'])", _say_abbreviation),
+        Rule(
+            "abbreviation",
+            rf"\b({'|'.join(_BARE_ABBREVIATIONS)})\b(?![.'’])",
+            _say_bare_abbreviation,
+        ),
         Rule("abbreviation", r"\b[Nn]o\.\s?(?=\d)", lambda span: "number "),
         Rule(
             "abbreviation",
@@ -895,6 +943,11 @@ def _rewriter(
             "fraction",
             r"(?<![\w./-])(\d{1,3})/(\d{1,3})(?![\w/]|\.\d)",
             lambda span: _say_fraction_or_date(span, order),
+        ),
+        Rule(
+            "unit",
+            r"(?<![\w.])(\d{1,2})['’](\d{1,2})(?:\"|”|'')",
+            lambda span: f"{_number(span.group(1))} feet {_number(span.group(2))} inches",
         ),
         Rule(
             "unit",

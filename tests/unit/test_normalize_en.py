@@ -306,6 +306,30 @@ def test_lexicon_wins_and_ignores_case() -> None:
     assert normalize("Utterdx", options) == "Utterdx"  # whole words only
 
 
+def test_lexicon_is_copied_so_a_later_change_cannot_reach_the_cached_rules() -> None:
+    words = {"Acme": "ack me"}
+    options = EnglishOptions(lexicon=words)
+    words["Acme"] = "changed"
+    assert normalize("Acme", options) == "ack me"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Apt 4B", "Apartment four B"),
+        ("5 Main Ave", "five Main Avenue"),
+        ("Ave Maria", "Ave Maria"),
+        ("Mr Smith", "Mister Smith"),
+        ("in a min.", "in a min."),
+        ("I'm 6'2\" tall", "I'm six feet two inches tall"),
+        ("John W. Smith", "John W. Smith"),
+        ("2200 N. Main St.", "two thousand two hundred North Main Street."),
+    ],
+)
+def test_abbreviations_without_periods_and_initials(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
 def test_options_are_validated_with_the_key_and_value() -> None:
     with pytest.raises(ValueError, match="date_order: 'ymd'"):
         EnglishOptions(date_order="ymd")  # type: ignore[arg-type]
