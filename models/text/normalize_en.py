@@ -527,6 +527,12 @@ def _say_state_zip(span: Span) -> str:
     return words + (f", {num.digits(span.group(3))}" if span.group(3) else "")
 
 
+def _say_room(span: Span) -> str:
+    word = span.group(1).rstrip(".")
+    spoken = lex.ABBREVIATIONS.get(word, {"Rm": "Room", "rm": "room"}.get(word, word))
+    return f"{spoken} {num.paired(int(span.group(2)))}"
+
+
 def _say_code(span: Span) -> str:
     word = span.group(1)
     spoken = lex.CODE_WORDS.get(word.lower(), word)
@@ -799,6 +805,12 @@ def _rewriter(
             r"((?:[A-Z]{1,3}[ -]?\d[\dA-Z-]{0,24}|\d[\dA-Z-]{2,24})(?:\s\d{3,6}(?![\w-])){0,4})"
             r"(?![\w-])",
             _say_code,
+        ),
+        Rule(
+            "code",
+            r"\b((?i:room|rm\.?|suite|ste\.?|apartment|apt\.?|unit))\s{1,3}"
+            r"([1-9]\d{2,3})(?![\w-]|[.,]\d)",
+            _say_room,
         ),
         Rule(
             "phone",

@@ -126,6 +126,17 @@ def year(n: int) -> str:
     return f"{cardinal(high)} {cardinal(low)}"
 
 
+def paired(n: int) -> str:
+    """A room or suite number, read in pairs: `204` → `two oh four`, `310` → `three ten`,
+    `1204` → `twelve oh four`, `200` → `two hundred`."""
+    if 100 <= n <= 999 and n % 100:
+        high, low = divmod(n, 100)
+        return f"{_ONES[high]} {'oh ' + _ONES[low] if low < 10 else cardinal(low)}"
+    if 1000 <= n <= 9999:
+        return year(n)
+    return cardinal(n)
+
+
 def plural(words: str) -> str:
     """The plural of a number's words, for decades: `nineteen ninety` → `nineteen nineties`."""
     if words.endswith("y"):

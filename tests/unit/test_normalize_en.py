@@ -148,6 +148,13 @@ def test_year(value: int, expected: str) -> None:
     assert num.year(value) == expected
 
 
+def test_room_numbers_are_read_in_pairs() -> None:
+    assert [num.paired(n) for n in (204, 310, 200, 1204, 45)] == [
+        "two oh four", "three ten", "two hundred", "twelve oh four", "forty-five"
+    ]  # fmt: skip
+    assert normalize("Apt. 1204") == "Apartment twelve oh four"
+
+
 def test_digits_and_fractions() -> None:
     assert num.digits("0198") == "zero one nine eight"
     assert num.digits("٣٤") == "three four"  # any script's decimal digits
