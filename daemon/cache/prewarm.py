@@ -14,7 +14,7 @@ The list comes from config.yaml (`cache.prewarm`, a list of entries) and/or a fi
   `|` is the prompt, spoken as written (leading and trailing spaces dropped).
 - Options are `key=value` words separated by spaces: `voice` (a voice id; default: the
   configured default voice), `speaker` (name or id), `rate` (0.25..4.0), `volume` (0..4.0),
-  `template` (yes/no: the prompt is a phrase template, see phrase_templates.py, and its fixed
+  `template` (yes/no: the prompt is a phrase template, see cache/templates.py, and its fixed
   parts are pre-warmed; its slots are filled per request). Values contain no spaces.
 - A prompt that itself contains `|` needs the separator even without options: start the line
   with `| ` (last example). A line whose text before the first `|` is not all options is an

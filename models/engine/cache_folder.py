@@ -2,8 +2,8 @@
 
 The files are written into a temporary sibling folder, synced, and the folder is renamed into
 place, so a reader sees the whole folder or none of it; the last file (the info file) is written
-last, so a folder without it is never taken for complete. Used by `vits_split` and
-`hibari_split`.
+last, so a folder without it is never taken for complete. Used by `piper/vits_split.py` and
+`hibari/split.py`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How a sentence's frames are cut into windows for streaming: small first, then doubling.
 
-Shared by the Piper VITS decoder (`vits_stream`) and hibari's signal stage (`hibari_stream`):
+Shared by the Piper VITS decoder (`piper/vits_stream.py`) and hibari's signal stage (`hibari/stream.py`):
 the first window is small so the first piece leaves early; each later window doubles up to a
 largest size, so that every window is computed well within the playing time of those before it
 while the fixed cost per window (a model call, the context at each seam) stays small.

@@ -409,7 +409,7 @@ def stream_ids(
     What `hibari.Hibari.from_ids` does, with our session and the signal stage in windows
     (`exact_noise`: see `synthesize_windows`). With `decoder_windows` and a `SplitSession`, the
     model's decoder runs first on the frames the first two signal windows need, then on the rest
-    (see `hibari_split`): the first audio waits for the front and a few decoder frames instead of
+    (see `hibari/split.py`): the first audio waits for the front and a few decoder frames instead of
     the whole model, and the audio differs from the whole model's only by the decoder's
     per-call activation scale.
     """
@@ -441,7 +441,7 @@ class _DecodedFrames:
     """A piece's spectral frames, filled by the decoder as the signal stage needs them: first
     the frames the first windows need (a short call), then the rest in one call on all the
     piece's frames, so that everything after the first call's frames is the whole model's
-    output bit for bit (the decoder's activation scale is per call; see `hibari_split`)."""
+    output bit for bit (the decoder's activation scale is per call; see `hibari/split.py`)."""
 
     def __init__(
         self, session: SplitSession, ids: Sequence[int], speed: float, cancel: CancelToken

@@ -329,7 +329,7 @@ def session_options(optimized_dir: Path | None = None) -> SessionOptions:
 def open_decoder_windows(
     model: Path, engine: EngineSettings, *, label: str, options: SessionOptions
 ) -> SplitSession | None:
-    """The acoustic model cut into front + decoder (`hibari_split`), so that streaming can decode
+    """The acoustic model cut into front + decoder (`hibari/split.py`), so that streaming can decode
     a few frames first; None when it cannot be cut (logged with the reason: the voice then
     streams with the whole model)."""
     try:

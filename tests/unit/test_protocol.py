@@ -1,4 +1,4 @@
-"""Tests for daemon/protocol.py: envelopes, request parsing, error codes, reply builders."""
+"""Tests for daemon/protocol/ (codec, messages, errors): envelopes, request parsing, error codes, reply builders."""
 
 from __future__ import annotations
 
