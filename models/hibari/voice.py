@@ -61,14 +61,6 @@ MAX_PHONEMES_PER_CALL: Final = 250
 clause without one is cut here at a word boundary, and the model's context stays bounded)."""
 
 
-def _is_clause_mark(char: object) -> bool:
-    return char in (",", ";", ":")
-
-
-def _is_space(char: object) -> bool:
-    return char == " "
-
-
 @dataclass(frozen=True)
 class _Piece:
     """A clause-sized piece of a sentence, as hibari's G2P cuts long sentences."""
@@ -262,7 +254,7 @@ class HibariVoice(Voice):
                             self._frontend.ids(part)
                             for ps in self._frontend.phonemize(sentence)
                             for part in budget.split(
-                                ps, MAX_PHONEMES_PER_CALL, _is_clause_mark, _is_space
+                                ps, MAX_PHONEMES_PER_CALL, budget.is_clause_mark, budget.is_space
                             )
                         ]
                     except (ArithmeticError, LookupError, ValueError, RecursionError) as err:

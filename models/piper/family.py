@@ -132,14 +132,6 @@ def piper_installed() -> bool:
     return importlib.util.find_spec("piper") is not None
 
 
-def _is_clause_mark(phoneme: object) -> bool:
-    return phoneme in (",", ";", ":")
-
-
-def _is_space(phoneme: object) -> bool:
-    return phoneme == " "
-
-
 def iter_sentence_phonemes(
     settings: PiperSettings, text: str, cancel: CancelToken | None = None
 ) -> Iterator[tuple[list[str], bool]]:
@@ -154,7 +146,11 @@ def iter_sentence_phonemes(
         ]
         for number, phonemes in enumerate(sentences):
             ends = piece.sentence_end or number < len(sentences) - 1
-            parts = list(budget.split(phonemes, MAX_PHONEMES_PER_CALL, _is_clause_mark, _is_space))
+            parts = list(
+                budget.split(
+                    phonemes, MAX_PHONEMES_PER_CALL, budget.is_clause_mark, budget.is_space
+                )
+            )
             for part_number, part in enumerate(parts):
                 yield part, ends and part_number == len(parts) - 1
 

@@ -26,6 +26,16 @@ def max_audio_s(chars: int, rate: float = 1.0) -> float:
     return (AUDIO_S_FLOOR + AUDIO_S_PER_CHAR * chars) / max(rate, 1e-3)
 
 
+def is_clause_mark(item: object) -> bool:
+    """A clause mark as phonemizers keep it (`,`, `;`, `:`): the best place to cut a sentence."""
+    return item in (",", ";", ":")
+
+
+def is_space(item: object) -> bool:
+    """A word boundary: the place to cut a sentence without a clause mark."""
+    return item == " "
+
+
 def split(seq: S, max_len: int, *boundaries: Callable[[object], bool]) -> Iterator[S]:
     """`seq` in consecutive parts of at most `max_len` items. Each part ends just after the last
     item in the second half of its window that the first of `boundaries` accepts (else the
