@@ -67,3 +67,9 @@ class AudioTooLong(UtterdError):
     """The text produced more audio than its length allows (`limits` in docs/protocol.md)."""
 
     code = "audio-too-long"
+
+
+class PhonemesUnsupported(UtterdError):
+    """The voice cannot say phonemes given in the request (`Voice.supports_phonemes` is False)."""
+
+    code = "phonemes-unsupported"

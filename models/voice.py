@@ -19,7 +19,12 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from utterd.models.errors import Cancelled, InvalidParameter, UnknownSpeaker
+from utterd.models.errors import (
+    Cancelled,
+    InvalidParameter,
+    PhonemesUnsupported,
+    UnknownSpeaker,
+)
 
 MIN_RATE: Final = 0.25
 MAX_RATE: Final = 4.0
@@ -201,6 +206,24 @@ class Voice(ABC):
         sentence in as few model calls as possible, for throughput; the audio may differ from
         the low-latency one only at window seams (docs/benchmarks.md gives the measured SNR).
         """
+
+    supports_phonemes: bool = False
+    """Whether `stream_phonemes` works: the voice says IPA given in the request (SSML
+    `<phoneme alphabet="ipa">`). False: the front end says the phoneme element's text instead."""
+
+    def stream_phonemes(
+        self,
+        phonemes: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        low_latency: bool = True,
+    ) -> Iterator[AudioChunk]:
+        """Say `phonemes` (IPA as SSML writes it: spaces between words, stress marks allowed)
+        instead of text, chunk by chunk like `stream`. Symbols the voice cannot say are skipped
+        and logged; nothing left to say raises `NothingToSay`. The default raises
+        `PhonemesUnsupported`: check `supports_phonemes` first."""
+        raise PhonemesUnsupported(f"voice {self.info.voice_id!r} does not take phonemes")
 
     def warm_up(self) -> None:
         """Run one short synthesis so the first request does not pay for lazy initialization."""
