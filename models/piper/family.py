@@ -3,7 +3,9 @@
 We run the ONNX graph ourselves (through `backend.py`) instead of `piper.PiperVoice.synthesize`,
 so thread settings, cancellation between sentences and the fixed output gain are ours; piper-tts
 is used only for its espeak-ng phonemizer and its phoneme → id mapping. piper-tts is GPL and
-optional, so it is imported lazily: without it this family simply offers no voices.
+optional, so it is imported lazily: without it this family simply offers no voices. IPA given
+in SSML (`<phoneme>`) skips the phonemizer: `ipa.py` maps it onto the voice's phoneme map, and
+it is cut and synthesized as text is.
 
 At load, the variant that runs is chosen from the voice's manifest in the model store (see
 `model_store.py`, written by `utterd quantize`): the fastest variant that passed the quality and
@@ -21,6 +23,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +43,7 @@ from utterd.models.engine.backend import (
     open_session,
 )
 from utterd.models.engine.cpu_features import cpu_features
-from utterd.models.errors import InvalidParameter, VoiceLoadError
+from utterd.models.errors import InvalidParameter, NothingToSay, VoiceLoadError
 from utterd.models.model_store import (
     FP32_ONNXRUNTIME,
     FP32_OPENVINO,
@@ -52,6 +55,7 @@ from utterd.models.model_store import (
     verify_source,
 )
 from utterd.models.piper import espeak_process
+from utterd.models.piper import ipa as ipa_reader
 from utterd.models.piper.espeak_process import espeak_safe_text, group_sentences
 from utterd.models.piper.vits_stream import StreamingVitsRunner, open_streaming_runner
 from utterd.models.text import budget, guard
@@ -144,15 +148,22 @@ def iter_sentence_phonemes(
         sentences = [
             p for p in group_sentences(clauses, settings.vowel_clusters) if "".join(p).strip()
         ]
-        for number, phonemes in enumerate(sentences):
-            ends = piece.sentence_end or number < len(sentences) - 1
-            parts = list(
-                budget.split(
-                    phonemes, MAX_PHONEMES_PER_CALL, budget.is_clause_mark, budget.is_space
-                )
-            )
-            for part_number, part in enumerate(parts):
-                yield part, ends and part_number == len(parts) - 1
+        yield from model_calls(sentences, piece.sentence_end)
+
+
+def model_calls(
+    sentences: Sequence[list[str]], last_ends: bool
+) -> Iterator[tuple[list[str], bool]]:
+    """Sentences' phonemes → (phonemes, ends a sentence) per model call, a sentence over the
+    budget cut after a clause mark, else at a word boundary: its parts before the last do not
+    end it, nor does the last sentence unless `last_ends` (its text goes on in the next piece)."""
+    for number, phonemes in enumerate(sentences):
+        ends = last_ends or number < len(sentences) - 1
+        parts = list(
+            budget.split(phonemes, MAX_PHONEMES_PER_CALL, budget.is_clause_mark, budget.is_space)
+        )
+        for part_number, part in enumerate(parts):
+            yield part, ends and part_number == len(parts) - 1
 
 
 def iter_sentence_ids(
@@ -164,6 +175,30 @@ def iter_sentence_ids(
 
     for phonemes, ends in iter_sentence_phonemes(settings, text, cancel):
         yield phonemes_to_ids(phonemes, settings.phoneme_id_map), ends
+
+
+def ipa_phonemes(
+    settings: PiperSettings, ipa: str
+) -> tuple[list[tuple[list[str], bool]], Counter[str]]:
+    """Written IPA (SSML `<phoneme>`) → (phonemes, ends a sentence) per model call, cut to the
+    same budget as text (`ipa.piper_sentences` maps it onto the voice's phoneme map), and the
+    symbols the map could not take, with their counts."""
+    sentences, skipped = ipa_reader.piper_sentences(
+        ipa,
+        settings.phoneme_id_map,
+        english=ipa_reader.is_english(settings.espeak_voice),
+        vowel_clusters=settings.vowel_clusters,
+    )
+    return list(model_calls(sentences, True)), skipped
+
+
+def ipa_ids(settings: PiperSettings, ipa: str) -> tuple[list[tuple[list[int], bool]], Counter[str]]:
+    """Written IPA → (phoneme ids, ends a sentence) per model call, with the voice's BOS, EOS
+    and pads as on the text path, and the symbols skipped."""
+    from piper.phoneme_ids import phonemes_to_ids
+
+    calls, skipped = ipa_phonemes(settings, ipa)
+    return [(phonemes_to_ids(p, settings.phoneme_id_map), ends) for p, ends in calls], skipped
 
 
 def sentence_ids(settings: PiperSettings, text: str) -> list[list[int]]:
@@ -420,6 +455,9 @@ class PiperVitsVoice(Voice):
         )
         return info
 
+    supports_phonemes = True
+    """Every Piper voice takes espeak-ng IPA: its phoneme ids are IPA code points."""
+
     def stream(
         self,
         text: str,
@@ -428,6 +466,42 @@ class PiperVitsVoice(Voice):
         *,
         low_latency: bool = True,
     ) -> Iterator[AudioChunk]:
+        yield from self._synthesize(
+            iter_sentence_ids(self.settings, text, cancel), params, cancel, low_latency
+        )
+
+    def stream_phonemes(
+        self,
+        phonemes: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        low_latency: bool = True,
+    ) -> Iterator[AudioChunk]:
+        """Say written IPA through the text path's synthesis (`ipa.py` reads it)."""
+        calls, skipped = ipa_ids(self.settings, phonemes)
+        if skipped:
+            _LOGGER.warning(
+                "event=phonemes-skipped voice=%s symbols=%r count=%d",
+                self.info.voice_id,
+                "".join(sorted(skipped)[:20]),
+                sum(skipped.values()),
+            )
+        if not calls:
+            raise NothingToSay(
+                f"the IPA has no sound voice {self.info.voice_id!r} can say "
+                f"({len(phonemes)} characters)"
+            )
+        yield from self._synthesize(iter(calls), params, cancel, low_latency)
+
+    def _synthesize(
+        self,
+        sentences: Iterator[tuple[list[int], bool]],
+        params: SynthesisParams,
+        cancel: CancelToken,
+        low_latency: bool,
+    ) -> Iterator[AudioChunk]:
+        """(phoneme ids, ends a sentence) per model call → audio chunks (see `Voice.stream`)."""
         params = params.validated()
         speaker_id = self.info.speaker_id(params.speaker)
         if self._multi_speaker and speaker_id is None:
@@ -442,7 +516,6 @@ class PiperVitsVoice(Voice):
         scales = np.array(
             [noise_scale, settings.length_scale / params.rate, noise_w], dtype=np.float32
         )
-        sentences = iter_sentence_ids(settings, text, cancel)
 
         runner = self._runner
         index = 0  # the sentence (a sentence over the phoneme budget takes several calls)
