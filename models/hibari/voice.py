@@ -5,6 +5,9 @@ We keep hibari's text side (sentence splitting, G2P, phoneme ids) and its DSP, b
 graphs (the acoustic model and the G2P's out-of-vocabulary net) through `backend.py`, so thread
 settings and error handling match every other voice.
 
+IPA given in SSML (`<phoneme>`) skips the G2P: `ipa.py` maps it onto the G2P's symbols, and
+it is synthesized as text is.
+
 Importing this module imports hibari (and through its DSP, scipy: about 0.2 s), so only
 `HibariFamily.load` imports it; discovery (hibari_family.py) reads the registry without it.
 """
@@ -28,7 +31,8 @@ import hibari.tts
 import hibari.voices
 import numpy as np
 from utterd.models.engine.backend import Session, SessionOptions, open_session
-from utterd.models.errors import SynthesisError, VoiceLoadError
+from utterd.models.errors import NothingToSay, SynthesisError, VoiceLoadError
+from utterd.models.hibari.ipa import misaki_sentences
 from utterd.models.hibari.split import SplitSession, open_split
 from utterd.models.hibari.stream import (
     HibariPiece,
@@ -157,6 +161,8 @@ class HibariVoice(Voice):
         # hibari's G2P (tokenizer, tagger, lexicon) is not documented as thread-safe; it is
         # cheap next to the model, so it is serialized per voice while inference runs in parallel.
         self._frontend_lock = threading.Lock()
+        self._british = bool(hibari.voices.VOICES[frontend.voice]["british"])
+        """The accent of the G2P's symbols the model learnt (for `stream_phonemes`)."""
 
     @property
     def backend(self) -> str:
@@ -177,6 +183,9 @@ class HibariVoice(Voice):
             "model_file": str(self.info.model_path),
         }
 
+    supports_phonemes = True
+    """hibari says IPA mapped onto its G2P's misaki symbols (`hibari/ipa.py`)."""
+
     def stream(
         self,
         text: str,
@@ -185,6 +194,44 @@ class HibariVoice(Voice):
         *,
         low_latency: bool = True,
     ) -> Iterator[AudioChunk]:
+        yield from self._synthesize(self._pieces(text, cancel), params, cancel, low_latency)
+
+    def stream_phonemes(
+        self,
+        phonemes: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        low_latency: bool = True,
+    ) -> Iterator[AudioChunk]:
+        """Say written IPA through the text path's synthesis, as the G2P's symbols would be."""
+        sentences, skipped = misaki_sentences(phonemes, british=self._british)
+        if skipped:
+            _LOGGER.warning(
+                "event=phonemes-skipped voice=%s symbols=%r count=%d",
+                self.info.voice_id,
+                "".join(sorted(skipped)[:20]),
+                sum(skipped.values()),
+            )
+        pieces: list[_Piece] = []
+        for sentence in sentences:
+            index = pieces[-1].sentence_index + 1 if pieces else 0
+            pieces.extend(self._sentence_pieces(index, [sentence], True))
+        if not pieces:
+            raise NothingToSay(
+                f"the IPA has no sound voice {self.info.voice_id!r} can say "
+                f"({len(phonemes)} characters)"
+            )
+        yield from self._synthesize(iter(pieces), params, cancel, low_latency)
+
+    def _synthesize(
+        self,
+        pieces: Iterator[_Piece],
+        params: SynthesisParams,
+        cancel: CancelToken,
+        low_latency: bool,
+    ) -> Iterator[AudioChunk]:
+        """Pieces of phoneme ids → audio chunks (see `Voice.stream`)."""
         params = params.validated()
         self.info.speaker_id(params.speaker)  # single speaker: rejects anything but None/0
         session = self._session
@@ -194,8 +241,6 @@ class HibariVoice(Voice):
         # the same audio for the same text.
         rng = np.random.default_rng(0) if params.deterministic else np.random.default_rng()
         speed = np.array([params.rate], dtype=np.float32)
-
-        pieces = self._pieces(text, cancel)
         if low_latency:
             # The signal stage runs in windows, so the first audio leaves after one small window
             # instead of after the sentence. A deterministic request gets hibari.dsp.synth's
@@ -250,26 +295,36 @@ class HibariVoice(Voice):
                 with self._frontend_lock:
                     try:
                         # Long sentences come back as several clause-sized phoneme strings.
-                        found = [
-                            self._frontend.ids(part)
-                            for ps in self._frontend.phonemize(sentence)
-                            for part in budget.split(
-                                ps, MAX_PHONEMES_PER_CALL, budget.is_clause_mark, budget.is_space
-                            )
-                        ]
+                        phonemes = self._frontend.phonemize(sentence)
                     except (ArithmeticError, LookupError, ValueError, RecursionError) as err:
                         raise SynthesisError(
                             f"hibari's G2P failed on {sentence[:60]!r}: {type(err).__name__}: {err}"
                         ) from err
-                found = [ids for ids in found if len(ids) >= _MIN_IDS]
                 # A piece cut inside a sentence: its last sentence goes on in the next piece.
                 ends = text_piece.sentence_end or number < len(sentences) - 1
-                for piece_index, ids in enumerate(found):
+                found = self._sentence_pieces(index, phonemes, ends)
+                for piece in found:
                     cancel.raise_if_cancelled()
-                    last = piece_index == len(found) - 1
-                    yield _Piece(index, ids, sentence_end=last and ends)
+                    yield piece
                 if found and ends:
                     index += 1
+
+    def _sentence_pieces(self, index: int, phonemes: list[str], ends: bool) -> list[_Piece]:
+        """One sentence's phoneme strings → its pieces of ids, each cut to the model's budget at
+        a clause mark, else a word boundary; pieces too short to say are dropped. The last
+        piece ends the sentence when `ends`."""
+        found = [
+            ids
+            for ps in phonemes
+            for part in budget.split(
+                ps, MAX_PHONEMES_PER_CALL, budget.is_clause_mark, budget.is_space
+            )
+            if len(ids := self._frontend.ids(part)) >= _MIN_IDS
+        ]
+        return [
+            _Piece(index, ids, sentence_end=ends and number == len(found) - 1)
+            for number, ids in enumerate(found)
+        ]
 
     def _chunks(
         self, piece: _Piece, windows: Iterator[HibariPiece], params: SynthesisParams
