@@ -180,6 +180,7 @@ ABBREVIATIONS: Final = {
     "pkg": "package",
     "qty": "quantity",
     "Qty": "Quantity",
+    "Rx": "prescription",
 }
 """Abbreviations written with a period (the period is optional for the first group)."""
 
@@ -234,8 +235,26 @@ PER_UNITS: Final = {
     "item": "item",
     "unit": "unit",
     "user": "user",
+    "lb": "pound",
+    "kg": "kilogram",
+    "oz": "ounce",
+    "gal": "gallon",
+    "mi": "mile",
+    "km": "kilometer",
+    "sq ft": "square foot",
+    "kWh": "kilowatt hour",
+    "GB": "gigabyte",
 }
-"""Words after `/` that make it `per` (`$12.99/month`)."""
+"""Words and unit symbols after `/` that make it `per` (`$12.99/month`, `$0.59/lb`)."""
+
+TIME_ZONES: Final = {
+    "ET": "Eastern Time",
+    "CT": "Central Time",
+    "MT": "Mountain Time",
+    "PT": "Pacific Time",
+}
+"""US time zones written after a time (`9 PM ET`); said by name, as people say them. The
+three-letter forms (`EST`) stay acronyms: they are commonly spelled aloud too."""
 
 COMPASS: Final = {"N": "North", "S": "South", "E": "East", "W": "West"}
 """Compass points abbreviated before a numbered street (`12 W. 34th St.`)."""
@@ -449,6 +468,8 @@ CODE_WORDS: Final = {
     "ext.": "extension",
     "flight": "flight",
     "ending in": "ending in",
+    "ending": "ending",
+    "rx": "prescription",
     "case": "case",
     "case number": "case number",
     "claim": "claim",
@@ -462,3 +483,27 @@ CODE_WORDS: Final = {
 """Words (lower case) after which a number is read digit by digit → how the word is said."""
 
 SPELLED_TLDS: Final = frozenset(["uk", "us", "io", "ai", "tv", "ca", "de", "fr", "eu"])
+"""Country-code top-level domains, spelled (`co.uk` → `co dot U K`)."""
+
+EMOJI_NAMES: Final = {
+    "\u2764": "red heart",
+    "\u2665": "heart suit",
+    "\u2660": "spade suit",
+    "\u2663": "club suit",
+    "\u2666": "diamond suit",
+    "\u2b50": "star",
+    "\u2600": "sun",
+    "\u260e": "telephone",
+    "\u2705": "check mark button",
+    "\u2714": "check mark",
+    "\u2702": "scissors",
+    "\u263a": "smiling face",
+    "\u2639": "frowning face",
+    "\u2b06": "up arrow",
+    "\u2b07": "down arrow",
+    "\u2b05": "left arrow",
+    "\u27a1": "right arrow",
+}
+"""Pictographs whose Unicode name describes the old dingbat's glyph, not what a reader sees
+(`HEAVY BLACK HEART` is drawn red, `WHITE MEDIUM STAR` yellow) → the name screen readers say
+(CLDR's short name). Every other pictograph is read by its Unicode name."""

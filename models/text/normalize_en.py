@@ -15,7 +15,8 @@ Choices a listener will notice, and why:
   `confirmation`, `ext.` ...) are read digit by digit, `0` as `zero`, phone groups separated by
   commas so the voice pauses; `800` in a toll-free number is `eight hundred`.
 - Times: `1:00 PM` → `one P M`, `3:00` → `three o'clock`, `1:05` → `one oh five`, 24-hour
-  `13:30` → `thirteen thirty` and `13:00` → `thirteen hundred`, `00:00` → `midnight`.
+  `13:30` → `thirteen thirty` and `13:00` → `thirteen hundred`, `00:00` → `midnight`; a US
+  zone after a time is said by name (`9 PM ET` → `nine P M Eastern Time`).
 - `n/d` is a fraction when it is proper with a denominator up to 10 (`3/4`), else a date if it
   is one in the configured order (`12/25`), else a fraction (`15/16`).
 - `St.` and `Dr.` are `Saint` and `Doctor` before a name, `Street` and `Drive` after one.
@@ -26,7 +27,14 @@ Choices a listener will notice, and why:
   and `Oct.` in a date do not, so the date stays in one sentence.
 - Money: `$1,284.57` → `... dollars and fifty-seven cents`, `$0.99` → `ninety-nine cents`,
   `$27k` → `twenty-seven thousand dollars`, `$1.5` (not two decimals) → `one point five
-  dollars`; `/month` after an amount is `per month`.
+  dollars`, `45¢` → `forty-five cents`; `/month` or `/lb` after an amount is `per month`,
+  `per pound`.
+- Scales without money: `2.5B` → `two point five billion`; a whole number takes its `K`/`M`/`B`
+  only when it is round and a plural noun follows (`250K followers`), since `5K run`, `4K TV`
+  and `401k plans` name things.
+- E-mail addresses and URLs: a letter run without a vowel is spelled (`rx-refills`), and so is
+  a domain's name of up to four letters that would be spelled in capitals (`irs.gov`,
+  `usps.com`); the cost is that a three-letter word as a domain name is spelled too (`pay.gov`).
 - Dotted numbers: `3.0.1` is a version (`three point zero point one`), four parts up to 255
   an IP address read by digits (`one nine two dot one six eight dot ...`).
 - Things that stay as written: a lone `Sun`/`Sat` without a period (a word), `Ave Maria`,
@@ -51,7 +59,7 @@ from utterd.models.text.rewrite import Rewriter, Rule, Span
 DateOrder = Literal["mdy", "dmy"]
 EmojiPolicy = Literal["skip", "name"]
 
-NORMALIZER_VERSION: Final = 1
+NORMALIZER_VERSION: Final = 2
 """Bumped whenever normalization changes what is said (for phrase-cache keys)."""
 
 
@@ -104,6 +112,7 @@ _AMPM: Final = r"(?:[AaPp]\.[Mm](?![A-Za-z])\.?|[AaPp][Mm](?![A-Za-z]))"
 _TIME: Final = (
     rf"(?:\d{{1,2}}:[0-5]\d(?::[0-5]\d)?(?![\d:])(?:\s?{_AMPM})?|(?:1[0-2]|0?[1-9])\s?{_AMPM})"
 )
+_ZONE: Final = rf"(?:\s{{1,2}}({'|'.join(lex.TIME_ZONES)})(?!\w))?"
 _TIME_PARTS: Final = re.compile(r"(\d{1,2})(?::(\d\d)(?::(\d\d))?)?\s?(?:([AaPp])\.?[Mm](\.?))?")
 _MONTH: Final = "|".join([*lex.MONTHS, *sorted(lex.MONTH_ABBREVIATIONS, key=len, reverse=True)])
 _WEEKDAY_ABBR: Final = "|".join(sorted(lex.WEEKDAYS, key=len, reverse=True))
@@ -273,6 +282,14 @@ def _say_unit(span: Span) -> str:
     return f"{amount} {name}"
 
 
+def _say_feet_and_inches(span: Span) -> str:
+    """`6 ft 8 in` → `six feet eight inches` (a lone `in` after a number stays a word)."""
+    feet, inches = span.group(1), span.group(2)
+    foot = "foot" if _is_one(feet) else "feet"
+    inch = "inch" if _is_one(inches) else "inches"
+    return f"{_number(feet)} {foot} {_number(inches)} {inch}"
+
+
 def _say_range(span: Span) -> str:
     low, high = span.group(1), span.group(2)
     if _looks_like_year(low) and (_looks_like_year(high) or len(high) == 2):
@@ -341,6 +358,22 @@ def _say_money_after(span: Span) -> str:
     return _money(_CURRENCY_CODES.get(unit, unit), span.group(1), "")
 
 
+def _say_cents(span: Span) -> str:
+    return f"{_number(span.group(1))} cent{'' if _is_one(span.group(1)) else 's'}"
+
+
+def _say_scaled_number(span: Span) -> str:
+    """`2.5B` → `two point five billion`; `250K followers` → `two hundred fifty thousand
+    followers`. A whole number takes the scale only when it is round (a multiple of 5 from 10
+    up) and a plural noun follows, since `5K run`, `4K TV` and `401k plans` name things."""
+    amount, suffix = span.group(1), span.group(2)
+    whole = "." not in amount
+    value = int(amount.lstrip("-−").replace(",", "").partition(".")[0])
+    if whole and (value < 10 or value % 5 or not re.match(r"\s{1,3}[a-z]{2,20}s\b", span.after())):
+        return f"{_number(amount)} {suffix}"
+    return f"{_number(amount)} {lex.SCALE_SUFFIXES[suffix]}"
+
+
 def _say_money_range(span: Span) -> str:
     symbol = span.group(1)
     second = span.group(3) or symbol
@@ -385,15 +418,19 @@ def _digits_in(text: str) -> str:
     return re.sub(r"\d{1,15}", lambda m: " " + num.cardinal(int(m.group())) + " ", text).strip()
 
 
+def _zone(written: str) -> str:
+    return f" {lex.TIME_ZONES[written]}" if written else ""
+
+
 def _say_time(span: Span) -> str:
-    return _time_words(span.group(1)) + _stop(span)
+    return _time_words(span.group(1)) + _zone(span.group(2)) + _stop(span)
 
 
 def _say_time_range(span: Span) -> str:
-    first = span.group(1)
+    first, last = span.group(1), _time_words(span.group(2)) + _zone(span.group(3))
     if ":" not in first and not re.search(r"[AaPp]\.?[Mm]", first) and int(first) > 12:
-        return f"{_digits_in(first)} to {_time_words(span.group(2))}{_stop(span)}"
-    return f"{_time_words(first)} to {_time_words(span.group(2))}{_stop(span)}"
+        return f"{_digits_in(first)} to {last}{_stop(span)}"
+    return f"{_time_words(first)} to {last}{_stop(span)}"
 
 
 # --- dates ---------------------------------------------------------------------------------
@@ -453,6 +490,20 @@ def _say_day_month(span: Span) -> str:
     return words or f"{num.cardinal(day)} {lex.MONTHS[month - 1]}" + (
         f", {_year_words(year)}" if year else ""
     )
+
+
+def _say_month_day_range(span: Span) -> str:
+    """`Dec 24-26` → `December twenty-fourth to twenty-sixth`."""
+    month, first, last = _month_number(span.group(1)), int(span.group(2)), int(span.group(3))
+    days = num.ordinal if 1 <= first < last <= calendar.monthrange(2024, month)[1] else num.cardinal
+    year = f", {_year_words(span.group(4))}" if span.group(4) else ""
+    return f"{lex.MONTHS[month - 1]} {days(first)} to {days(last)}{year}"
+
+
+def _say_month_range(span: Span) -> str:
+    """`Jan-Mar` → `January to March`."""
+    first, last = _month_number(span.group(1)), _month_number(span.group(2))
+    return f"{lex.MONTHS[first - 1]} to {lex.MONTHS[last - 1]}" + _date_stop(span)
 
 
 def _say_month_year(span: Span) -> str:
@@ -574,6 +625,7 @@ _BARE_ABBREVIATIONS: Final = {
     "Blvd": "after a name",
     "Rd": "after a name",
     "Hwy": r"\s{1,3}\d",
+    "Rx": "",
 }
 """Abbreviations also written without a period → what must follow them (a pattern), or
 `after a name` (a capitalized word or a number before them); `""`: always expanded."""
@@ -672,6 +724,11 @@ def _sayable(word: str) -> bool:
     return len(last) <= 2 and all(len(r) <= 3 for r in inner)
 
 
+def _said(word: str) -> bool:
+    """Whether an all-capital word is said as a word (`NASA`, `HELP`) rather than spelled."""
+    return word in lex.SAID_ACRONYMS or (word not in lex.SPELLED_ACRONYMS and _sayable(word))
+
+
 def _say_acronym(span: Span) -> str:
     word, plural = span.group(1), span.group(2)
     if word in lex.OKAY:
@@ -680,7 +737,7 @@ def _say_acronym(span: Span) -> str:
         return " ".join(word)
     if word in lex.WORDS_IN_CAPITALS and not plural:
         return word.lower()
-    if word in lex.SAID_ACRONYMS or (word not in lex.SPELLED_ACRONYMS and _sayable(word)):
+    if _said(word):
         return word.title() + plural
     return " ".join(word) + ("'s" if plural else "")
 
@@ -715,6 +772,8 @@ def _roman_value(numeral: str) -> int:
 
 
 def _say_address_part(part: str) -> str:
+    """Part of an e-mail address or URL: `.` `_` `-` `+` `/` by name, digits one by one, a
+    letter run without a vowel spelled (`rx-refills` → `R X dash refills`)."""
     pieces = re.findall(r"[A-Za-z]+|\d+|[._+\-/]", part)
     names = {".": "dot", "_": "underscore", "-": "dash", "+": "plus", "/": "slash"}
     words: list[str] = []
@@ -723,15 +782,48 @@ def _say_address_part(part: str) -> str:
             words.append(names[piece])
         elif piece.isdecimal():
             words.append(num.digits(piece))
-        elif piece.lower() in lex.SPELLED_TLDS or piece.lower() == "www":
+        elif (
+            piece.lower() in lex.SPELLED_TLDS
+            or piece.lower() == "www"
+            or not re.search("[aeiouy]", piece, re.IGNORECASE)
+        ):
             words.append(" ".join(piece.upper()))
         else:
             words.append(piece.lower())
     return " ".join(words)
 
 
+_SECOND_LEVEL: Final = frozenset(["co", "com", "org", "net", "ac", "gov", "edu"])
+"""Labels under a country code that are not the name (`shop.co.uk`: the name is `shop`)."""
+
+
+def _say_host(host: str) -> str:
+    """A domain name, label by label. Its name label (`irs` in `irs.gov`, `usps` in
+    `usps.com`) is an initialism when it is up to four letters that an all-capital word of
+    the same letters would be spelled as (`IRS`, `USPS`; not `acme`, `shop`, `now`)."""
+    labels = host.split(".")
+    name = len(labels) - 2
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2].lower() in _SECOND_LEVEL:
+        name -= 1
+    words: list[str] = []
+    for index, label in enumerate(labels):
+        upper = label.upper()
+        if (
+            index == name
+            and label.isalpha()
+            and label.isascii()
+            and len(label) <= 4
+            and upper not in lex.WORDS_IN_CAPITALS
+            and not _said(upper)
+        ):
+            words.append(" ".join(upper))
+        else:
+            words.append(_say_address_part(label))
+    return " dot ".join(words)
+
+
 def _say_email(span: Span) -> str:
-    return f"{_say_address_part(span.group(1))} at {_say_address_part(span.group(2))}"
+    return f"{_say_address_part(span.group(1))} at {_say_host(span.group(2))}"
 
 
 def _say_url(span: Span) -> str:
@@ -740,15 +832,17 @@ def _say_url(span: Span) -> str:
     while address[-1] in ".,/-_" and len(address) > 1:
         stop = address[-1] + stop if address[-1] == "." else stop
         address = address[:-1]
-    return _say_address_part(address) + stop
+    host, slash, path = address.partition("/")
+    return _say_host(host) + (" " + _say_address_part(slash + path) if slash else "") + stop
 
 
 def _emoji(policy: EmojiPolicy) -> Rule:
     def say(span: Span) -> str:
         if policy == "skip":
             return " "
-        name = unicodedata.name(span.group(0), "")
-        return f" {name.lower()} " if name else " "
+        char = span.group(0)
+        name = lex.EMOJI_NAMES.get(char) or unicodedata.name(char, "").lower()
+        return f" {name} " if name else " "
 
     pictographs = "\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u231a-\u23ff"
     return Rule("emoji", f"[{pictographs}]", say)
@@ -866,6 +960,17 @@ def _rewriter(
         ),
         Rule(
             "date",
+            rf"\b({_MONTH})\.?\s{{1,3}}(\d{{1,2}})(?:st|nd|rd|th)?\s?[-–]\s?(\d{{1,2}})"
+            r"(?:st|nd|rd|th)?(?![\w:/-]|[.,]\d)(?:,?\s{1,3}(\d{4})(?!\d))?",
+            _say_month_day_range,
+        ),
+        Rule(
+            "date",
+            rf"\b({_MONTH})\b\.?\s?[-–]\s?({_MONTH})\b\.?",
+            _say_month_range,
+        ),
+        Rule(
+            "date",
             rf"\b({_MONTH})\.?\s{{1,3}}(\d{{1,2}})(?:st|nd|rd|th)?(?![\d:])"
             r"(?:(,?\s{1,3})(\d{4})(?!\d))?",
             _say_month_day,
@@ -896,10 +1001,10 @@ def _rewriter(
         Rule("date", rf"\b({_WEEKDAY_ABBR})\b(?![.'’])", _say_weekday_in_list),
         Rule(
             "time",
-            rf"(?<![\d:.,])({_TIME}|\d{{1,2}})\s?[-–]\s?({_TIME})",
+            rf"(?<![\d:.,])({_TIME}|\d{{1,2}})\s?[-–]\s?({_TIME}){_ZONE}",
             _say_time_range,
         ),
-        Rule("time", rf"(?<![\d:.,])({_TIME})", _say_time),
+        Rule("time", rf"(?<![\d:.,])({_TIME}){_ZONE}", _say_time),
         Rule(
             "money",
             rf"({_CURRENCY})\s?({_NUM})\s?[-–]\s?({_CURRENCY})?\s?({_NUM})(?:\s?({_SCALE}))?",
@@ -914,6 +1019,12 @@ def _rewriter(
             "money",
             rf"(?<![\w.,])({_NUM})\s?([€£¥]|USD|EUR|GBP|JPY)(?![A-Za-z])",
             _say_money_after,
+        ),
+        Rule("money", r"(?<![\w.,])(\d{1,3}(?:\.\d{1,2})?)\s?¢", _say_cents),
+        Rule(
+            "large",
+            r"(?<![\w.,-])([-−]?\d{1,3}(?:,\d{3}){0,2}(?:\.\d{1,3})?)(K|k|M|B|bn)(?!\w|\.\w)",
+            _say_scaled_number,
         ),
         Rule(
             "roman",
@@ -960,6 +1071,11 @@ def _rewriter(
             "unit",
             r"(?<![\w.])(\d{1,2})['’](\d{1,2})(?:\"|”|'')",
             lambda span: f"{_number(span.group(1))} feet {_number(span.group(2))} inches",
+        ),
+        Rule(
+            "unit",
+            r"(?<![\w.,])(\d{1,2})\s?ft\.?\s{1,2}(\d{1,2})\s?in(?!\w)",
+            _say_feet_and_inches,
         ),
         Rule(
             "unit",
@@ -1021,6 +1137,8 @@ def _rewriter(
         ),
         Rule("symbol", r"(?<![\w+])\+(?=\s?\d)", lambda span: "plus "),
         Rule("symbol", r"(?<=\s)\+(?=\s)", lambda span: "plus"),
+        Rule("symbol", r"(?<=\d)\+", lambda span: "plus"),
+        Rule("symbol", r"©", lambda span: "copyright"),
         Rule("symbol", r"(?<![\w@])@(?=\w)", lambda span: "at "),
         Rule("symbol", r"(?<=\s)@(?=\s)", lambda span: "at"),
         Rule("symbol", r"(?<=\s)=(?=\s)", lambda span: "equals"),
