@@ -15,12 +15,12 @@ hibari also takes phonemes inline, `[word](/phonemes/)` in the text (misaki's sy
 `Voice.stream_phonemes` has phonemes only, so they are turned into ids directly, as hibari's
 own `Hibari.from_phonemes` does.
 
-`misaki_sentences` reads the IPA with the reader shared with the Piper voices
-(`piper/ipa.py`: delimiters, tie bars, syllable breaks, clauses and sentences), maps each
-clause's symbols (`US_SPELLINGS`/`GB_SPELLINGS`, longest sequence first, then the shared
-`COMMON_SPELLINGS`), skips and counts any symbol left outside the inventory, moves stress marks
-to the vowel, and joins each sentence's clauses as the G2P does (`fˈɑks, ʤˈʌmps.`). Linear in
-the IPA's length. So IPA spelled from the G2P's own output gives its phonemes back.
+`misaki_sentences` reads the IPA with the reader every family shares (`text/ipa.py`:
+delimiters, tie bars, syllable breaks, clauses and sentences), maps each clause's symbols
+(`US_SPELLINGS`/`GB_SPELLINGS`, longest sequence first, then the shared `COMMON_SPELLINGS`),
+skips and counts any symbol left outside the inventory, moves stress marks to the vowel, and
+joins each sentence's clauses as the G2P does (`fˈɑks, ʤˈʌmps.`). Linear in the IPA's
+length. So IPA spelled from the G2P's own output gives its phonemes back.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from utterd.models.piper.ipa import SYLLABIC, place_stress, read_clauses
+from utterd.models.text.ipa import SYLLABIC, place_stress, read_clauses
 
 _CONSONANTS: Final = "bdfhjklmnpstvwzðŋɡɹʃʒʤʧθ"
 US_INVENTORY: Final = frozenset("AIOWYiuæɑɔəɛɜɪʊʌᵻᵊɐ" + _CONSONANTS + "Tˈˌ ")

@@ -1,19 +1,7 @@
 """IPA as SSML writes it (`<phoneme alphabet="ipa" ph="...">`) → a Piper voice's phonemes.
 
-Reading is in two steps, the first shared with hibari's `ipa.py`:
-
-1. `read_clauses` turns the written IPA into clauses of words, the shape espeak-ng's clause loop
-   gives the text path: decomposed (NFD, as `group_sentences` does), transcription delimiters
-   (`/…/`, `[…]`, parentheses around optional sounds), tie bars and the linking mark dropped,
-   an apostrophe taken for the primary stress mark, whitespace collapsed to one space between
-   words. A period inside a word is IPA's syllable break and is dropped; a period, `!` or `?`
-   elsewhere ends a sentence and `,` `;` `:` a clause, as in text; IPA's group marks `|` and `‖`
-   are read as a comma and a period. (espeak-ng's own Mandarin IPA has periods inside words; a
-   writer's IPA does not, so the syllable-break reading wins.)
-2. `place_stress` moves each stress mark from the start of its syllable, where IPA writes it,
-   to just before the syllable's vowel, where espeak-ng (and misaki, hibari's G2P) put it and
-   the models learnt it (`həˈloʊ` → `həlˈoʊ`, `ˈstɹiːt` → `stɹˈiːt`); a syllabic consonant
-   (`n̩`) is a vowel here. A mark with no vowel before the next word or mark stays put.
+The IPA is read as for every family (`text/ipa.py`: delimiters, tie bars, syllable breaks,
+clauses, stress moved to the vowel as espeak-ng writes it), then mapped onto the voice.
 
 Piper's phoneme ids are espeak-ng IPA code points, so `piper_sentences` maps a voice's IPA
 mostly code point by code point onto its `phoneme_id_map`:
@@ -39,26 +27,12 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
-from utterd.models.piper.espeak_process import Clause, group_sentences
-
-STRESS_MARKS: Final = frozenset("ˈˌ")
-SYLLABIC: Final = "\u0329"
-"""Combining vertical line below: the consonant before it is a syllable's nucleus (`n̩`)."""
-
-_SILENT: Final = frozenset("/[]{}()\u0361\u035c\u203f")
-"""Transcription delimiters, tie bars (`t͡ʃ`) and the linking mark `‿`: they say nothing."""
-_SPELLINGS: Final[Mapping[str, str]] = MappingProxyType(
-    {"'": "ˈ", "\u2019": "ˈ", "|": ",", "\u2016": "."}
-)
-"""ASCII and typographic apostrophes written for the primary stress; IPA's minor and major
-group marks read as a comma and a period."""
-_CLAUSE_MARKS: Final = frozenset(",;:")
-_SENTENCE_ENDS: Final = frozenset(".!?")
-_PUNCTUATION: Final = _CLAUSE_MARKS | _SENTENCE_ENDS | frozenset("|\u2016")
+from utterd.models.piper.espeak_process import group_sentences
+from utterd.models.text.ipa import is_ipa_nucleus, place_stress, read_clauses
 
 ESPEAK_SPELLINGS: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -97,80 +71,8 @@ FALLBACKS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 )
 """A sound the map lacks → the nearest spellings it may have, the first it has winning."""
 
-VOWELS: Final = frozenset("iyɨʉɯuɪʏʊeøɘɵɤoəɛœɜɞʌɔæɐaɶɑɒɚɝᵻᵊ")
-"""IPA vowel letters (a stress mark moves up to the first of these in its syllable)."""
-
 _SPEAKABLE_CATEGORIES: Final = frozenset({"Ll", "Lu", "Lo"})
 """Letters that are sounds: not modifier letters (stress, length, `ʰ`), marks or punctuation."""
-
-
-def read_clauses(ipa: str) -> list[Clause]:
-    """Written IPA → (phonemes, terminator, ends a sentence) per clause, words one space apart
-    (see the module docstring); clauses without phonemes are dropped."""
-    text = unicodedata.normalize("NFD", ipa)
-    clauses: list[Clause] = []
-    current: list[str] = []
-
-    def close(terminator: str, ends: bool) -> None:
-        phonemes = " ".join("".join(current).split())
-        current.clear()
-        if phonemes:
-            clauses.append((phonemes, terminator, ends))
-
-    for i, raw in enumerate(text):
-        if raw in _SILENT:
-            continue
-        if raw.isspace():
-            current.append(" ")
-            continue
-        if raw == "." and _inside_word(text, i, current):
-            continue  # a syllable break
-        char = _SPELLINGS.get(raw, raw)
-        if char in _SENTENCE_ENDS:
-            close(char, True)
-        elif char in _CLAUSE_MARKS:
-            close(char, False)
-        else:
-            current.append(char)
-    close("", True)
-    return clauses
-
-
-def _inside_word(text: str, index: int, before: list[str]) -> bool:
-    """True when the character at `index` has a symbol of the same word on both sides."""
-    after = text[index + 1] if index + 1 < len(text) else " "
-    return bool(before) and before[-1] != " " and not after.isspace() and after not in _PUNCTUATION
-
-
-def place_stress(phonemes: str, is_nucleus: Callable[[str, str], bool]) -> str:
-    """Each stress mark moved past its syllable's onset to just before the nucleus.
-
-    `is_nucleus(char, next_char)` says whether `char` is a vowel (or a syllabic consonant,
-    which `next_char` may mark). Linear: a mark's look-ahead stops at the next mark or word.
-    """
-    out: list[str] = []
-    i, length = 0, len(phonemes)
-    while i < length:
-        char = phonemes[i]
-        if char in STRESS_MARKS:
-            j = i + 1
-            while j < length and phonemes[j] != " " and phonemes[j] not in STRESS_MARKS:
-                if is_nucleus(phonemes[j], phonemes[j + 1] if j + 1 < length else ""):
-                    break
-                j += 1
-            if j < length and phonemes[j] != " " and phonemes[j] not in STRESS_MARKS:
-                out.append(phonemes[i + 1 : j])
-                out.append(char)
-                i = j
-                continue
-        out.append(char)
-        i += 1
-    return "".join(out)
-
-
-def is_ipa_nucleus(char: str, next_char: str) -> bool:
-    """An IPA vowel, or a consonant marked syllabic."""
-    return char in VOWELS or next_char == SYLLABIC
 
 
 def is_speakable(phoneme: str) -> bool:
