@@ -40,7 +40,7 @@ def _write_set(path: Path, *rows: str) -> Path:
     return path
 
 
-def _item(line: int, category: str, errors: int, words: int) -> dict[str, Any]:
+def _item(line: int, category: str, errors: int, words: int, spoken: int = 0) -> dict[str, Any]:
     return {
         "line": line,
         "category": category,
@@ -49,6 +49,7 @@ def _item(line: int, category: str, errors: int, words: int) -> dict[str, Any]:
         "spoken": f"spoken {line}",
         "transcript": f"heard {line}",
         "errors": errors,
+        "errors_spoken": spoken,
         "words": words,
         "audio_s": 1.0,
     }
@@ -92,22 +93,44 @@ def test_the_token_set_parses(bt: ModuleType) -> None:
 
 
 def test_score_reads_both_sides_alike(bt: ModuleType) -> None:
-    assert bt.score("press one for billing", "Press 1 for billing.") == (0, 4)
-    assert bt.score("one p m", "1 PM") == (0, 3)
-    assert bt.score("you have twelve new messages", "You have new messages") == (1, 5)
+    assert bt.score("press one for billing", "Press 1 for billing.") == {
+        "errors": 0,
+        "errors_spoken": 0,
+        "words": 4,
+    }
+    assert bt.score("you have twelve new messages", "You have new messages")["errors"] == 1
+    # Written forms wer.normalize reads its own way: only the spoken scoring hears them right.
+    for expected, transcript in (
+        ("in business since nineteen ninety eight", "In business since 1998."),
+        ("the f b i has been notified", "The FBI has been notified."),
+        ("we are closed on december twenty fifth", "We are closed on December 25th."),
+    ):
+        scored = bt.score(expected, transcript)
+        assert scored["errors"] > 0, transcript
+        assert scored["errors_spoken"] == 0, transcript
+    # A wrong word stays wrong under both.
+    wrong = bt.score("the f b i has been notified", "The FDI has been notified.")
+    assert wrong["errors"] > 0 and wrong["errors_spoken"] > 0
 
 
 def test_compare_lists_worse_lines_and_bounds_the_difference(bt: ModuleType) -> None:
     baseline = [_item(n, "a", e, 4) for n, e in ((1, 2), (2, 0), (3, 1), (4, 0))]
-    candidate = [_item(n, "a", e, 4) for n, e in ((1, 0), (2, 1), (3, 1), (4, 0))]
+    candidate = [
+        _item(n, "a", e, 4, spoken) for n, e, spoken in ((1, 0, 0), (2, 1, 0), (3, 1, 0), (4, 0, 2))
+    ]
     result = bt.compare(baseline, candidate)
-    assert result["wer_difference"] == pytest.approx((0 - 2 + 1 + 0 + 0) / 16)
-    assert (result["lines_better"], result["lines_worse"], result["lines_equal"]) == (1, 1, 2)
-    assert [item["line"] for item in result["worse_lines"]] == [2]
+    plain, spoken = result["wer"], result["wer_spoken"]
+    assert plain["difference"] == pytest.approx((0 - 2 + 1 + 0 + 0) / 16)
+    assert (plain["lines_better"], plain["lines_worse"], plain["lines_equal"]) == (1, 1, 2)
+    assert spoken["difference"] == pytest.approx(2 / 16) and spoken["lines_worse"] == 1
+    # Line 2 is worse under `wer`, line 4 under `wer_spoken`.
+    assert [item["line"] for item in result["worse_lines"]] == [2, 4]
     assert result["worse_lines"][0]["baseline_errors"] == 0
-    low, high = result["wer_difference_ci95"]
-    assert low <= result["wer_difference"] <= high and low < high
-    assert bt.compare(baseline, baseline)["wer_difference_ci95"] == [0.0, 0.0]
+    assert result["worse_lines"][1]["errors_spoken"] == 2
+    low, high = plain["difference_ci95"]
+    assert low <= plain["difference"] <= high and low < high
+    same = bt.compare(baseline, baseline)
+    assert same["wer"]["difference_ci95"] == [0.0, 0.0] and same["worse_lines"] == []
     with pytest.raises(ValueError):
         bt.compare(baseline, candidate[:3])
 
@@ -121,16 +144,17 @@ def test_set_report_wer_categories_and_target(bt: ModuleType, tmp_path: Path) ->
         )
     )
     runs = {
-        "joe-raw": [_item(3, "cardinal", 1, 2), _item(4, "code", 2, 2)],
+        "joe-raw": [_item(3, "cardinal", 1, 2, 1), _item(4, "code", 2, 2, 2)],
         "joe-utterd": [_item(3, "cardinal", 0, 2), _item(4, "code", 1, 2)],
-        "hibari-raw": [_item(3, "cardinal", 0, 2), _item(4, "code", 0, 2)],
+        "hibari-raw": [_item(3, "cardinal", 0, 2, 1), _item(4, "code", 0, 2, 1)],
         "hibari-utterd": [_item(3, "cardinal", 0, 2), _item(4, "code", 1, 2)],
     }
     report = bt.set_report(lines, runs)
     joe = report["configs"]["joe-utterd"]
-    assert (joe["wer"], joe["errors"], joe["words"]) == (0.25, 1, 4)
+    assert (joe["wer"], joe["errors"], joe["words"], joe["wer_spoken"]) == (0.25, 1, 4, 0.0)
     assert report["configs"]["joe-raw"]["categories"]["code"]["wer"] == 1.0
-    assert report["target"]["met"] is False  # 0.25 > hibari-raw's 0.0
+    assert report["target"]["wer"]["met"] is False  # 0.25 > hibari-raw's 0.0
+    assert report["target"]["wer_spoken"]["met"] is True  # 0.0 <= 0.5
     hibari = report["comparisons"]["hibari-utterd vs hibari-raw"]
     assert [item["line"] for item in hibari["worse_lines"]] == [4]
     assert report["front_end_match"]["lines"] == 2
