@@ -1,9 +1,33 @@
 """English word tables the normalizer reads: months, weekdays, currencies, units, abbreviations
-and the acronyms that are said as words. Data only; the rules are in `normalize_en`."""
+and the acronyms that are said as words; the rules are in `normalize_en`. One reading needs no
+context and is shared by `normalize_en` and `say_as_en`: how a spelled letter is written for
+the phonemizers (`letter`, `letters`)."""
 
 from __future__ import annotations
 
 from typing import Final
+
+LETTER_WORDS: Final = {"A": "Eh"}
+"""Letters a phonemizer misreads when written as a capital → how to write them. espeak-ng (the
+Piper voices) and hibari's G2P both read a capital `A` followed by another word as the article
+(/ɐ/: `A T M` is "uh T M", `nine A M` "nine uh M"), and `Eh` as the letter's name /eɪ/ in every
+context (measured with en-us and en-gb-x-rp espeak-ng and both hibari lexicons: `Eh T M`,
+`Eh one two`, `nine Eh M`, `C Eh nine`, `U S Eh`); every other capital reads as its name."""
+
+
+def letter(char: str) -> str:
+    """One letter as it is spelled aloud: its capital (`b` → `B`), or `LETTER_WORDS`' word
+    (`a` → `Eh`); a letter whose capital is two letters (`ß`) stays as it is."""
+    upper = char.upper()
+    if len(upper) != 1:
+        upper = char
+    return LETTER_WORDS.get(upper, upper)
+
+
+def letters(word: str) -> str:
+    """A word spelled letter by letter (`ATM` → `Eh T M`)."""
+    return " ".join(letter(char) for char in word)
+
 
 MONTHS: Final = (
     "January",

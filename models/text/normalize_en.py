@@ -23,6 +23,10 @@ Choices a listener will notice, and why:
 - An all-capital word is spelled (`FBI` → `F B I`) unless it is a known said acronym
   (`NASA`), a short word typed in capitals (`CALL NOW`), or four letters or more that can be
   said (`HELP`); said ones are written in title case so no phonemizer spells them.
+- A spelled letter A, wherever letters are spelled (acronyms, codes, `AM`, states, addresses,
+  a letter on a number: `Gate 4A`, `A1`), is written `Eh` (`ATM` → `Eh T M`, `9 AM` → `nine Eh
+  M`): espeak-ng and hibari's G2P read a capital `A` before another word as the article "uh"
+  (`lexicon_en.letter`, shared with `say_as_en`).
 - An abbreviation that ends a sentence keeps its period (`Acme Corp. Please hold.`); `Sat.`
   and `Oct.` in a date do not, so the date stays in one sentence.
 - Money: `$1,284.57` → `... dollars and fifty-seven cents`, `$0.99` → `ninety-nine cents`,
@@ -59,7 +63,7 @@ from utterd.models.text.rewrite import Rewriter, Rule, Span
 DateOrder = Literal["mdy", "dmy"]
 EmojiPolicy = Literal["skip", "name"]
 
-NORMALIZER_VERSION: Final = 2
+NORMALIZER_VERSION: Final = 3
 """Bumped whenever normalization changes what is said (for phrase-cache keys)."""
 
 
@@ -191,7 +195,7 @@ def _spell(code: str) -> str:
         if char.isdecimal():
             out.append(num.digits(char))
         elif char.isalpha():
-            out.append(char.upper())
+            out.append(lex.letter(char))
         elif out and not out[-1].endswith(",") and (char in "-–" or previous.isdecimal()):
             out[-1] += ","
         previous = char
@@ -395,11 +399,11 @@ def _time_words(written: str) -> str:
         return _digits_in(written)
     if half:
         head = num.cardinal(hour)
-        tail = f" {half} M"
+        tail = f" {lex.letter(half)} M"
     elif hour == 0 and minute == 0 and not second:
         return "midnight"
     elif hour == 0:
-        head, tail = "twelve", " A M"
+        head, tail = "twelve", f" {lex.letter('A')} M"
     else:
         head, tail = num.cardinal(hour), ""
     if minute == 0:
@@ -574,7 +578,7 @@ def _say_dial(span: Span) -> str:
 
 
 def _say_state_zip(span: Span) -> str:
-    words = f"{' '.join(span.group(1))} {num.digits(span.group(2))}"
+    words = f"{lex.letters(span.group(1))} {num.digits(span.group(2))}"
     return words + (f", {num.digits(span.group(3))}" if span.group(3) else "")
 
 
@@ -673,8 +677,7 @@ def _say_latin(span: Span) -> str:
 
 
 def _say_dotted_acronym(span: Span) -> str:
-    letters = " ".join(c for c in span.group(1) if c.isalpha())
-    return letters + _stop(span)
+    return lex.letters(span.group(1).replace(".", "")) + _stop(span)
 
 
 _ONSETS: Final = frozenset(
@@ -734,12 +737,12 @@ def _say_acronym(span: Span) -> str:
     if word in lex.OKAY:
         return "okay"
     if span.after(1) == "&" or span.before(1) == "&":
-        return " ".join(word)
+        return lex.letters(word)
     if word in lex.WORDS_IN_CAPITALS and not plural:
         return word.lower()
     if _said(word):
         return word.title() + plural
-    return " ".join(word) + ("'s" if plural else "")
+    return lex.letters(word) + ("'s" if plural else "")
 
 
 def _say_roman(span: Span) -> str:
@@ -787,7 +790,7 @@ def _say_address_part(part: str) -> str:
             or piece.lower() == "www"
             or not re.search("[aeiouy]", piece, re.IGNORECASE)
         ):
-            words.append(" ".join(piece.upper()))
+            words.append(lex.letters(piece))
         else:
             words.append(piece.lower())
     return " ".join(words)
@@ -816,7 +819,7 @@ def _say_host(host: str) -> str:
             and upper not in lex.WORDS_IN_CAPITALS
             and not _said(upper)
         ):
-            words.append(" ".join(upper))
+            words.append(lex.letters(upper))
         else:
             words.append(_say_address_part(label))
     return " dot ".join(words)
@@ -1147,6 +1150,11 @@ def _rewriter(
             "acronym",
             r"(?<![A-Za-z'’])([A-Z]{2,8})(s?)(?![A-Za-z]|['’][A-Za-z])",
             _say_acronym,
+        ),
+        Rule(
+            "code",
+            r"(?<=\d)A(?![A-Za-z'’])|(?<![A-Za-z'’])A(?=\d)",
+            lambda span: lex.letter("A"),
         ),
         Rule("number", r"\d+", _say_digits_run),
     ]

@@ -9,12 +9,11 @@ never fail on it.
 
 Choices a listener will notice, and why:
 
-- Spelling (`characters`, `spell-out`) ignores case and writes each letter as a capital, but the
-  letter A as `Eh`: both espeak-ng and hibari's G2P read a capital `A` followed by another word
-  as the article (/ɐ/, "uh B C"), and `Eh` as /eɪ/ (measured on `Z A one` and `Z Eh one` with
-  en-us, en and en-gb-x-rp espeak voices and both hibari lexicons; every other letter reads as
-  its name). Digits are digit words, symbols are named (`#` is `pound` and `*` `star`, as on a
-  phone keypad; others by their Unicode name), and a space is a short pause (a comma).
+- Spelling (`characters`, `spell-out`) ignores case and writes each letter as `normalize` does
+  (`lexicon_en.letter`): a capital, but the letter A as `Eh`, which both espeak-ng and hibari's
+  G2P read as the letter's name where a capital `A` before another word is the article ("uh B
+  C"). Digits are digit words, symbols are named (`#` is `pound` and `*` `star`, as on a phone
+  keypad; others by their Unicode name), and a space is a short pause (a comma).
 - `digits` reads only digits (and `+`, `*`, `#`); spaces, dashes, slashes and brackets are
   pauses, and a single `.` between digits is `point`, any other `.` is `dot` (`192.168.0.1`).
 - `cardinal`: `-1,284.5` → `minus one thousand two hundred eighty-four point five`; leading
@@ -26,7 +25,7 @@ Choices a listener will notice, and why:
   does). Month names and abbreviations, a leading weekday, `of` and `the` may appear. How the
   date is *said* follows `options.date_order`: `October fourth, twenty twenty-seven` (en-US) or
   `the fourth of October, twenty twenty-seven` (en-GB). Two-digit years are 1970–2069.
-- `time`: 12-hour (`1:05 PM` → `one oh five P M`) and 24-hour (`13:00` → `thirteen hundred`,
+- `time`: 12-hour (`1:05 PM` → `one oh five P M`, `AM` → `Eh M`) and 24-hour (`13:00` → `thirteen hundred`,
   `00:00` → `midnight`), `HHMM` (`1330`); a `format` ending in `12` or `24` (`hms12`, `hm24`)
   rejects hours its clock does not have. The words match `normalize`'s.
 - `telephone`: each written group read digit by digit with a comma between groups so the voice
@@ -142,20 +141,10 @@ _SYMBOL_NAMES: Final = {
 }
 """Symbols a listener knows by a short name; others are read by their Unicode name."""
 
-_LETTER_WORDS: Final = {"A": "Eh"}
-"""Letters a phonemizer misreads when written as a capital (see the module docstring)."""
-
 _UNICODE_NAME: Final = re.compile(r"[A-Z]+(?:[ -][A-Z]+)*")
 """A Unicode character name made of words only (no code point numbers)."""
 
 _SILENT_CATEGORIES: Final = frozenset({"Mn", "Me", "Cf", "Cc", "Cs", "Co", "Cn"})
-
-
-def _letter(char: str) -> str:
-    upper = char.upper()
-    if len(upper) != 1:  # `ß` → `SS`: keep the letter itself
-        upper = char
-    return _LETTER_WORDS.get(upper, upper)
 
 
 def _symbol(char: str) -> str:
@@ -177,7 +166,7 @@ def _spell(text: str) -> str:
         elif char.isdecimal():
             speech.say(num.digits(char))
         elif char.isalpha():
-            speech.say(_letter(char))
+            speech.say(lex.letter(char))
         elif name := _symbol(char):
             speech.say(name)
     return speech.text()
@@ -379,11 +368,11 @@ def _say_time(text: str, hint: SayAs, options: EnglishOptions) -> str | None:
 
 
 def _clock_words(hour: int, minute: int, second: int, half: str) -> str:
-    tail = f" {half} M" if half else ""
+    tail = f" {lex.letter(half)} M" if half else ""
     if not half and hour == 0:
         if minute == 0 and second == 0:
             return "midnight"
-        hour, tail = 12, " A M"
+        hour, tail = 12, f" {lex.letter('A')} M"
     words = num.cardinal(hour)
     if minute >= 10:
         words += f" {num.cardinal(minute)}"

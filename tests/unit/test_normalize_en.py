@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from utterd.models.text import lexicon_en as lex
 from utterd.models.text import numbers_en as num
 from utterd.models.text.normalize_en import EnglishOptions, normalize
 from utterd.models.text.rewrite import Rewriter, Rule
@@ -27,9 +29,15 @@ GB = EnglishOptions(date_order="dmy")
 NAMES = EnglishOptions(emoji="name")
 
 
+LETTERS_HEARD = {word.lower(): letter.lower() for letter, word in lex.LETTER_WORDS.items()}
+"""How a spelled letter is written for the phonemizers (`eh`) → the letter a listener hears."""
+
+
 def words(text: str) -> list[str]:
-    """Text reduced to lower-case words, as the token set writes them."""
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower().replace("’", "'"))
+    """Text reduced to lower-case words, as the token set writes them (a letter written `Eh`
+    for the phonemizers is the letter `a` a listener hears)."""
+    found = re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower().replace("’", "'"))
+    return [LETTERS_HEARD.get(word, word) for word in found]
 
 
 @dataclass(frozen=True)
@@ -208,14 +216,14 @@ def test_ranges(text: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("1:00 AM", "one A M"),
+        ("1:00 AM", "one Eh M"),
         ("12:00 PM", "twelve P M"),
         ("1:05", "one oh five"),
         ("3:00", "three o'clock"),
         ("13:00", "thirteen hundred"),
-        ("00:30", "twelve thirty A M"),
+        ("00:30", "twelve thirty Eh M"),
         ("13:30:15", "thirteen thirty and fifteen seconds"),
-        ("9 a.m. Then", "nine A M. Then"),  # the period of a.m. also ended the sentence
+        ("9 a.m. Then", "nine Eh M. Then"),  # the period of a.m. also ended the sentence
         ("25:00", "twenty-five: zero"),  # not a time: read as numbers, nothing left as digits
     ],
 )
@@ -225,7 +233,7 @@ def test_times(text: str, expected: str) -> None:
 
 def test_a_us_time_zone_after_a_time_is_said_by_name() -> None:
     assert normalize("9 PM ET") == "nine P M Eastern Time"
-    assert normalize("9am-5pm PT.") == "nine A M to five P M Pacific Time."
+    assert normalize("9am-5pm PT.") == "nine Eh M to five P M Pacific Time."
     assert normalize("ET phoned home") == "E T phoned home"  # not after a time: an acronym
 
 
@@ -361,8 +369,8 @@ def test_abbreviations_by_context(text: str, expected: str) -> None:
         ("HELP", "Help"),  # sayable: typed in capitals for emphasis
         ("CALL NOW", "Call now"),
         ("HTML", "H T M L"),
-        ("YMCA", "Y M C A"),
-        ("ATMs", "A T M's"),
+        ("YMCA", "Y M C Eh"),
+        ("ATMs", "Eh T M's"),
         ("OK", "okay"),
         ("MP3", "M P three"),
         ("DON'T", "DON'T"),
@@ -370,6 +378,51 @@ def test_abbreviations_by_context(text: str, expected: str) -> None:
 )
 def test_acronyms(text: str, expected: str) -> None:
     assert normalize(text) == expected
+
+
+SPELLED_A = [
+    ("ATM", 0),
+    ("Order #A12345", 2),
+    ("9 AM today", 1),
+    ("Sacramento, CA 95814", 2),
+    ("Gate 4A is open", 2),
+    ("U.S.A. today", 2),
+    ("Visit aarp.org now", 1),
+]
+"""Text with a spelled letter A, and which word of the normalized text is that letter."""
+
+
+@pytest.mark.parametrize(("text", "index"), SPELLED_A)
+def test_a_spelled_a_is_written_for_the_phonemizers_as_its_name(text: str, index: int) -> None:
+    assert normalize(text).split()[index] == "Eh"
+
+
+def test_both_phonemizers_read_the_spelled_a_as_the_letter_name() -> None:
+    """espeak-ng (the Piper voices) and hibari's G2P read a capital `A` before another word as
+    the article /ɐ/; what the normalizer writes for it must read /eɪ/ (misaki's `A`)."""
+    pytest.importorskip("piper")
+    g2p = pytest.importorskip("hibari.g2p")
+    from utterd.models.piper.espeak_process import EspeakProcess
+
+    espeak = EspeakProcess()
+
+    def espeak_ng(voice: str) -> Callable[[str], str]:
+        return lambda text: " ".join(phonemes for phonemes, _, _ in espeak.clauses(voice, text))
+
+    readers = {
+        "espeak-ng en-us": (espeak_ng("en-us"), "eɪ"),
+        "espeak-ng en-gb-x-rp": (espeak_ng("en-gb-x-rp"), "eɪ"),
+        "hibari US": (g2p.G2P(british=False), "A"),
+        "hibari GB": (g2p.G2P(british=True), "A"),
+    }
+    try:
+        for name, (phonemize, letter_name) in readers.items():
+            for text, index in SPELLED_A:
+                spoken = normalize(text)
+                word = phonemize(spoken).replace(",", "").split()[index]
+                assert word.replace("ˈ", "").replace("ˌ", "") == letter_name, (name, spoken)
+    finally:
+        espeak.close()
 
 
 def test_roman_numerals_only_in_context() -> None:
