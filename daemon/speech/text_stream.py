@@ -1,23 +1,38 @@
 """The text of a streamed `speak` (`speak-start`, `speak-chunk`s, `speak-stop`), handed to the
 speech thread sentence by sentence as the pieces arrive.
 
-A sentence is complete at `.`, `!` or `?` followed by whitespace, or at `speak-stop` (whatever is
-left then is the last sentence). The pieces are joined exactly as sent, so a client sends the
-spaces between words itself (as a language model's tokens carry them).
+Plain text: a sentence is complete where models/text/sentences.py cuts one (`.`, `!`, `?`, `…`
+or `。` followed by whitespace and no lowercase word, and not after an abbreviation such as
+`Sat.` or `Dr.`), or at `speak-stop` (whatever is left then is cut the same way and spoken). The
+pieces are joined exactly as sent, so a client sends the spaces between words itself (as a
+language model's tokens carry them). Each piece costs time linear in its own length: only the
+new text and a short overlap are scanned again.
+
+SSML (`text_format: "ssml"`): the pieces are one SSML document, parsed as it arrives
+(`ssml.SsmlStream`); its sentences come out as the parser completes them. A malformed document
+fails the piece that shows it (`invalid-ssml`, with line and column) and the job with it.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from typing import Final
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Literal, TypeAlias
 
 from utterd.models.errors import Cancelled, UtterdError
+from utterd.models.text import sentences
+from utterd.models.text.segments import Sentence
+from utterd.models.text.ssml import InvalidSsml, SsmlLimits, SsmlStream
 from utterd.models.voice import CancelToken
 
-_SENTENCE_END: Final = re.compile(r"[.!?](?=\s)")
-"""Where a sentence ends: its final mark, when whitespace follows it."""
+TextFormat: TypeAlias = Literal["text", "ssml"]
+"""How a request's text is written: plain text, or an SSML document."""
+
+_RESCAN: Final = sentences.MAX_WORD_LOOKBACK + 8
+"""Characters before the end of unfinished text scanned again when more comes: a sentence end
+there was undecided (it needs the character after it)."""
 
 _POLL_S: Final = 0.05
 """How often a waiting reader looks at its job's cancel token (a stop also wakes it)."""
@@ -47,10 +62,20 @@ class TextStream:
     """Text arriving in pieces; complete sentences come out in order. Thread-safe: the socket
     loop feeds and closes, the speech thread reads."""
 
-    def __init__(self, max_pending_chars: int) -> None:
+    def __init__(
+        self,
+        max_pending_chars: int,
+        text_format: TextFormat = "text",
+        ssml_limits: SsmlLimits | None = None,
+    ) -> None:
         self._max_pending_chars = max_pending_chars
         self._cond = threading.Condition()
         self._pending = ""
+        self._scanned = 0
+        self._ready: deque[str | Sentence] = deque()
+        self._ready_chars = 0
+        self._ssml = SsmlStream(ssml_limits) if text_format == "ssml" else None
+        self._error: InvalidSsml | None = None
         self._closed = False
         self._aborted = False
         self._fed_s = time.monotonic()
@@ -65,24 +90,35 @@ class TextStream:
 
     def feed(self, text: str) -> None:
         """Append a piece; raises StreamClosed after close or abort, PendingTextTooLong when
-        more than `max_pending_chars` would wait unspoken."""
+        more than `max_pending_chars` would wait unspoken, InvalidSsml for a malformed SSML
+        document (the job then fails with it too)."""
         with self._cond:
             self._check_open()
-            waiting = len(self._pending) + len(text)
+            waiting = len(self._pending) + self._ready_chars + len(text)
             if waiting > self._max_pending_chars:
                 raise PendingTextTooLong(
                     f"{waiting} characters would wait unspoken; the limit is "
                     f"{self._max_pending_chars} (send less ahead, or end sentences)"
                 )
-            self._pending += text
             self._fed_s = time.monotonic()
+            if self._ssml is not None:
+                self._pending += text  # counted as waiting until the parser completes a sentence
+                self._parse_ssml(lambda ssml: ssml.feed(text))
+            else:
+                self._pending += text
+                self._cut(final=False)
             self._cond.notify_all()
 
     def close(self) -> None:
-        """No more text: what is pending is the last sentence. StreamClosed if already closed."""
+        """No more text: what is pending is the last sentence. StreamClosed if already closed;
+        InvalidSsml when the SSML document is incomplete."""
         with self._cond:
             self._check_open()
             self._closed = True
+            if self._ssml is not None:
+                self._parse_ssml(lambda ssml: ssml.close())
+            else:
+                self._cut(final=True)
             self._cond.notify_all()
 
     def abort(self) -> None:
@@ -91,11 +127,12 @@ class TextStream:
             self._aborted = True
             self._cond.notify_all()
 
-    def next_sentence(self, cancel: CancelToken, idle_s: float) -> str | None:
-        """The next complete sentence, waiting for it; None once the text is closed and spoken.
+    def next_sentence(self, cancel: CancelToken, idle_s: float) -> str | Sentence | None:
+        """The next complete sentence (plain text, or an SSML sentence of segments), waiting
+        for it; None once the text is closed and spoken.
 
         Raises Cancelled when `cancel` is set (or the stream aborted), StreamIdle when no text
-        arrives for `idle_s` seconds while waiting.
+        arrives for `idle_s` seconds while waiting, InvalidSsml when the document was malformed.
         """
         started_s = time.monotonic()
         with self._cond:
@@ -103,10 +140,13 @@ class TextStream:
                 cancel.raise_if_cancelled()
                 if self._aborted:
                     raise Cancelled("the job ended")
-                sentence = self._take()
-                if sentence is not None:
+                if self._ready:
+                    sentence = self._ready.popleft()
+                    self._ready_chars -= len(sentence) if isinstance(sentence, str) else 0
                     self.sentences += 1
                     return sentence
+                if self._error is not None:
+                    raise self._error
                 if self._closed:
                     return None
                 idle_for_s = time.monotonic() - max(started_s, self._fed_s)
@@ -117,21 +157,39 @@ class TextStream:
                     )
                 self._cond.wait(min(_POLL_S, idle_s - idle_for_s))
 
-    def _take(self) -> str | None:
-        """Cut the next non-empty sentence off the pending text; lock held."""
-        while True:
-            found = _SENTENCE_END.search(self._pending)
-            if found is None:
-                if not self._closed:
-                    return None
-                rest, self._pending = self._pending.strip(), ""
-                return rest or None
-            sentence = self._pending[: found.end()].strip()
-            self._pending = self._pending[found.end() :]
+    def _cut(self, *, final: bool) -> None:
+        """Move the complete sentences of the pending text to the ready queue; lock held.
+        Only text from `_scanned` on is looked at for a sentence end."""
+        cuts, _ = sentences.sentence_cuts(self._pending, at_end=False, min_start=self._scanned)
+        if final:
+            cuts.append(len(self._pending))
+        start = 0
+        for cut in cuts:
+            sentence = self._pending[start:cut].strip()
+            start = cut
             if sentence:
-                return sentence
+                self._ready.append(sentence)
+                self._ready_chars += len(sentence)
+        self._pending = self._pending[start:]
+        self._scanned = max(0, len(self._pending.rstrip()) - _RESCAN)
+
+    def _parse_ssml(self, step: Callable[[SsmlStream], list[Sentence]]) -> None:
+        """Run one parser step; its sentences become ready. Lock held."""
+        assert self._ssml is not None
+        try:
+            done = step(self._ssml)
+        except InvalidSsml as exc:
+            self._error = exc
+            self._closed = True
+            self._cond.notify_all()
+            raise
+        if done:
+            self._ready.extend(done)
+            self._pending = ""
 
     def _check_open(self) -> None:
+        if self._error is not None:
+            raise self._error
         if self._aborted:
             raise StreamClosed("the job has ended; its text is closed")
         if self._closed:

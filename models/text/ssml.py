@@ -51,6 +51,7 @@ from typing import Final, Literal, NoReturn, TypeAlias
 from xml.parsers import expat
 
 from utterd.models.errors import UtterdError
+from utterd.models.text import sentences
 from utterd.models.text.segments import (
     Break,
     Emphasis,
@@ -150,65 +151,6 @@ DATE_FORMATS: Final = frozenset({"mdy", "dmy", "ymd", "ydm", "ym", "my", "md", "
 MAX_WARNINGS: Final = 64
 """Most warnings one document keeps (and logs); each kind and name is kept once."""
 
-_ABBREVIATIONS: Final = frozenset(
-    {
-        "mr",
-        "mrs",
-        "ms",
-        "dr",
-        "st",
-        "jr",
-        "sr",
-        "prof",
-        "rev",
-        "gen",
-        "col",
-        "capt",
-        "lt",
-        "sgt",
-        "inc",
-        "corp",
-        "ltd",
-        "co",
-        "bros",
-        "vs",
-        "approx",
-        "dept",
-        "est",
-        "no",
-        "nos",
-        "vol",
-        "fig",
-        "ave",
-        "blvd",
-        "rd",
-        "mt",
-        "ft",
-        "jan",
-        "feb",
-        "mar",
-        "apr",
-        "jun",
-        "jul",
-        "aug",
-        "sep",
-        "sept",
-        "oct",
-        "nov",
-        "dec",
-        "mon",
-        "tue",
-        "tues",
-        "wed",
-        "thu",
-        "thur",
-        "thurs",
-        "fri",
-        "sat",
-        "sun",
-    }
-)
-"""Words after whose `.` a sentence does not end (English for now; lowercase, no dot)."""
 
 _EMPHASIS_LEVELS: Final[Mapping[str, Emphasis]] = {
     "strong": "strong",
@@ -217,18 +159,10 @@ _EMPHASIS_LEVELS: Final[Mapping[str, Emphasis]] = {
     "reduced": "reduced",
 }
 
-_TERMINAL_RUN: Final = re.compile(r"[.!?…。！？]+")
-_TERMINALS: Final = frozenset(".!?…。！？")
-_CJK_TERMINALS: Final = frozenset("。！？")
-_CLOSERS: Final = frozenset("\"')]}”’»」』")
-_OPENERS: Final = "\"'([{“‘«「『"
-_MAX_WORD_LOOKBACK: Final = 12
-"""Longest word checked against `_ABBREVIATIONS` (longer words end sentences)."""
-
 _STREAM_OVERLAP: Final = 64
 """Characters of a streamed text run scanned again with each chunk (a cut straddling chunks)."""
 
-_STREAM_SAFE_START: Final = _MAX_WORD_LOOKBACK + 4
+_STREAM_SAFE_START: Final = sentences.MAX_WORD_LOOKBACK + 4
 """Where in a re-scanned window a cut candidate has all the context it needs."""
 
 _NUMBER: Final = r"(?:\d+(?:\.\d*)?|\.\d+)"
@@ -779,7 +713,7 @@ class SsmlStream:
         if not self._run_splits:
             self._add_text(text, style)
             return
-        cuts, ends = _sentence_cuts(text, at_end=True)
+        cuts, ends = sentences.sentence_cuts(text, at_end=True)
         rest = self._add_sentences(text, cuts, style)
         self._add_text(rest, style)
         if ends:
@@ -820,67 +754,16 @@ class SsmlStream:
         at_run_start = tail_chars == self._run_chars
         self._run_scanned = self._run_chars
         safe_start = 0 if at_run_start else _STREAM_SAFE_START
-        if not _sentence_cuts(window, at_end=False, min_start=safe_start)[0]:
+        if not sentences.sentence_cuts(window, at_end=False, min_start=safe_start)[0]:
             return
         text = "".join(self._run)
         style = self._run_style
         assert style is not None
-        cuts, _ = _sentence_cuts(text, at_end=False)
+        cuts, _ = sentences.sentence_cuts(text, at_end=False)
         rest = self._add_sentences(text, cuts, style)
         self._run = [rest]
         self._run_chars = len(rest)
         self._run_scanned = len(rest)
-
-
-def _sentence_cuts(text: str, *, at_end: bool, min_start: int = 0) -> tuple[list[int], bool]:
-    """Offsets in `text` where a new sentence starts, and (with `at_end`) whether its end ends
-    one. Linear: each terminal run is found once and what follows it is read once.
-
-    A cut needs the first character after the punctuation and spaces, so the last candidate
-    of a text still growing is left undecided. Candidates starting before `min_start` are
-    skipped (a window's first characters lack the context a decision needs).
-    """
-    cuts: list[int] = []
-    length = len(text)
-    ends = False
-    for match in _TERMINAL_RUN.finditer(text):
-        begin = match.start()
-        if begin < min_start:
-            continue
-        after = match.end()
-        while after < length and text[after] in _CLOSERS:
-            after += 1
-        following = after
-        while following < length and text[following].isspace():
-            following += 1
-        cjk = not _CJK_TERMINALS.isdisjoint(match.group())
-        if following == length:  # the last candidate: decided only where the run ends
-            ends = at_end and (match.group() != "." or not _after_abbreviation(text, begin))
-            continue
-        if following == after and not cjk:
-            continue  # `3.25`, `a.m`: no space after the punctuation
-        if text[following].islower() and not cjk:
-            continue
-        if match.group() == "." and _after_abbreviation(text, begin):
-            continue
-        cuts.append(following)
-    return cuts, ends
-
-
-def _after_abbreviation(text: str, dot: int) -> bool:
-    """Whether the word before the `.` at `dot` is a single letter or a known abbreviation."""
-    start = dot
-    limit = max(0, dot - _MAX_WORD_LOOKBACK - 1)
-    while start > limit:
-        before = text[start - 1]
-        if before.isspace() or before in _TERMINALS or before in _CLOSERS:
-            break
-        start -= 1
-    else:
-        if start > 0:
-            return False  # a word longer than any abbreviation
-    word = text[start:dot].lstrip(_OPENERS).lower()
-    return (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS
 
 
 def _ssml_name(raw_name: str) -> str | None:

@@ -15,14 +15,76 @@ from utterd.daemon.speech.text_stream import (
     TextStream,
 )
 from utterd.models.errors import Cancelled
+from utterd.models.text.segments import Sentence, TextSegment
+from utterd.models.text.ssml import InvalidSsml
 from utterd.models.voice import CancelToken
 
 
-def _all(stream: TextStream) -> list[str]:
-    out = []
+def _all(stream: TextStream) -> list[str | Sentence]:
+    out: list[str | Sentence] = []
     while (s := stream.next_sentence(CancelToken(), 1.0)) is not None:
         out.append(s)
     return out
+
+
+def test_abbreviations_decimals_and_times_do_not_end_a_sentence() -> None:
+    stream = TextStream(1000)
+    stream.feed("Open Sat., Oct. 4 from 9 a.m. to $3.25 off. Call Dr. Smith. ")
+    stream.feed("Then hang up.")
+    stream.close()
+    assert _all(stream) == [
+        "Open Sat., Oct. 4 from 9 a.m. to $3.25 off.",
+        "Call Dr. Smith.",
+        "Then hang up.",
+    ]
+
+
+def test_a_long_text_in_small_pieces_costs_linear_time() -> None:
+    def feed_all(sentences: int) -> float:
+        stream = TextStream(10_000_000)
+        text = "Word word word, word word. " * sentences
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for start in range(0, len(text), 7):
+                stream.feed(text[start : start + 7])
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    small, large = feed_all(400), feed_all(4000)
+    assert large / small < 20, (small, large)  # 10x the text; quadratic would be ~100x
+
+
+def test_ssml_sentences_come_out_as_the_parser_completes_them() -> None:
+    stream = TextStream(1000, "ssml")
+    stream.feed("<speak><s>One</s><s>Tw")
+    first = stream.next_sentence(CancelToken(), 1.0)
+    assert isinstance(first, Sentence)
+    assert [seg.text for seg in first.segments if isinstance(seg, TextSegment)] == ["One"]
+    stream.feed("o</s></speak>")
+    stream.close()
+    rest = _all(stream)
+    assert len(rest) == 1 and isinstance(rest[0], Sentence)
+
+
+def test_malformed_ssml_fails_the_piece_then_the_reader() -> None:
+    stream = TextStream(1000, "ssml")
+    stream.feed("<speak><s>One.</s>")
+    with pytest.raises(InvalidSsml) as bad:
+        stream.feed("<s>x</p>")
+    assert bad.value.code == "invalid-ssml" and bad.value.line == 1
+    assert stream.next_sentence(CancelToken(), 1.0) is not None  # what was complete is said
+    with pytest.raises(InvalidSsml):
+        stream.next_sentence(CancelToken(), 1.0)
+    with pytest.raises(InvalidSsml):
+        stream.feed("more")
+
+
+def test_an_incomplete_ssml_document_fails_at_its_close() -> None:
+    stream = TextStream(1000, "ssml")
+    stream.feed("<speak><s>One.")
+    with pytest.raises(InvalidSsml):
+        stream.close()
 
 
 def test_a_sentence_is_complete_at_its_mark_and_a_space_or_at_the_stop() -> None:
@@ -81,7 +143,7 @@ def test_closed_and_too_long() -> None:
         stream.close()
 
 
-@given(st.text(alphabet="ab .!?\n", max_size=60), st.data())
+@given(st.text(alphabet="abAB3 .!?\n", max_size=60), st.data())
 def test_any_split_into_pieces_gives_the_same_sentences(text: str, data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
     whole = TextStream(1000)
