@@ -22,7 +22,9 @@ from typing import Any, Final, get_args, get_origin
 import yaml
 from utterd.daemon.access import is_z85_key
 from utterd.daemon.settings import (
+    DATE_ORDERS,
     DETERMINISTIC_POLICIES,
+    EMOJI_POLICIES,
     PREWARM_SESSIONS,
     SHUTDOWN_MODES,
     Settings,
@@ -143,6 +145,8 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "cache.max_text_chars": _Range(1),
         "cache.write_retry_s": _Range(0, low_open=True),
         "cache.prewarm_sessions": _OneOf(PREWARM_SESSIONS),
+        "text.date_order": _OneOf(DATE_ORDERS),
+        "text.emoji": _OneOf(EMOJI_POLICIES),
         "log_level": _OneOf(LOG_LEVELS),
     }
 )
@@ -322,6 +326,9 @@ def _check_cross_fields(settings: Settings) -> None:
             "use CurveZMQ: set server.curve: true and allow client keys (docs/protocol.md, "
             "Security)",
         )
+    for word in settings.text.lexicon:
+        if not word.strip():
+            raise _Invalid("text.lexicon", f"{_show(word)} is not a word")
     for index, key in enumerate(server.curve_clients):
         if not is_z85_key(key):
             raise _Invalid(

@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import Any, Final, TypeAlias
 import zmq
 from utterd.daemon import access, memory, protocol
 from utterd.daemon.audio.player import DeviceUnavailable
-from utterd.daemon.cache.phrase_source import PhraseSource
+from utterd.daemon.cache.phrase_source import PhraseSource, bounded_audio
 from utterd.daemon.cache.prewarm import Prewarmer, PrewarmSpec, parse_prewarm_entry
 from utterd.daemon.cache.templates import parse_template
 from utterd.daemon.counters import Counters
@@ -68,14 +68,24 @@ from utterd.daemon.protocol.messages import (
 from utterd.daemon.publisher import EventPublisher
 from utterd.daemon.settings import Settings
 from utterd.daemon.speech.jobs import Job, new_job_id
+from utterd.daemon.speech.render import SsmlRenderer, ssml_support
 from utterd.daemon.speech.scheduler import Scheduler, Target, UnknownJob
-from utterd.daemon.speech.text_stream import TextStream
+from utterd.daemon.speech.text_stream import TextFormat, TextStream
 from utterd.daemon.watchdog import Heartbeat
 from utterd.models.engine.backend import intra_op_threads
 from utterd.models.engine.cpu_features import cpu_features
 from utterd.models.errors import Cancelled, UtterdError
-from utterd.models.text import guard
-from utterd.models.voice import CancelToken, SynthesisParams, Voice, VoiceInfo, float_to_pcm16
+from utterd.models.text import guard, ssml
+from utterd.models.text.segments import Break, Sentence, TextSegment
+from utterd.models.text.ssml import SsmlLimits
+from utterd.models.voice import (
+    AudioChunk,
+    CancelToken,
+    SynthesisParams,
+    Voice,
+    VoiceInfo,
+    float_to_pcm16,
+)
 from utterd.models.voice_store import VoiceStore
 
 _LOGGER = logging.getLogger(__name__)
@@ -210,12 +220,15 @@ class Server:
         publisher: EventPublisher,
         device_state: Callable[[], dict[str, Any]],
         version: str,
+        ssml: SsmlRenderer | None = None,
     ) -> None:
         """`scheduler` and `publisher` are built by the service (daemon/service.py); the
-        scheduler publishes its events through the same `publisher` the server binds."""
+        scheduler publishes its events through the same `publisher` the server binds. `ssml`
+        speaks SSML `synthesize` requests (the scheduler's renderer); None: refused."""
         self.settings = settings
         self.voices = voices
         self.source = source
+        self.ssml = ssml
         self._warmers: list[Prewarmer] = []
         self._warm_lock = threading.Lock()
         self._warm_instances: dict[str, Voice] = {}
@@ -541,6 +554,7 @@ class Server:
                     # what it runs on (`auto` resolved, OpenVINO's fallback).
                     "backend": self.settings.voices.backend_for(info.voice_id),
                     "runtime": {k: v for k, v in runtime.items() if k not in _CPU_KEYS},
+                    "ssml": ssml_support(info, self.voices.get(info.voice_id) if loaded else None),
                 }
             )
         return replies.Info(
@@ -679,8 +693,9 @@ class Server:
     def _on_speak(self, envelope: list[bytes], request: protocol.Request, msg: Speak) -> None:
         info, params = self._resolve(msg)
         self._check_device()
-        self._check_text(msg.text, msg.slots, info)
+        document = self._check_text(msg.text, msg.slots, info, msg.text_format)
         job = Job(
+            ssml=document,
             text=msg.text,
             voice_id=info.voice_id,
             params=params,
@@ -706,7 +721,9 @@ class Server:
             client=self._client_of(envelope),
             owner=self._owner,
             priority=msg.priority,
-            stream=TextStream(self.settings.limits.max_text_chars),
+            stream=TextStream(
+                self.settings.limits.max_text_chars, msg.text_format, self._ssml_limits()
+            ),
             created_s=self._received_s,
         )
         self._queue(envelope, request, job)
@@ -723,10 +740,50 @@ class Server:
         self.scheduler.close_text(msg.job)
         self._reply(envelope, request.id, replies.TextClosed(msg.job))
 
-    def _check_text(self, text: str, slots: dict[str, str] | None, info: VoiceInfo) -> None:
+    def _ssml_limits(self) -> SsmlLimits:
+        return SsmlLimits(max_chars=self.settings.limits.max_text_chars)
+
+    def _check_text(
+        self,
+        text: str,
+        slots: dict[str, str] | None,
+        info: VoiceInfo,
+        text_format: TextFormat = "text",
+    ) -> tuple[Sentence, ...] | None:
         """A request's text is checked at the edge, so its errors are answered at once: a
-        template is parsed and filled in, and a text the voice can say nothing of is refused
-        (`nothing-to-say`; one linear pass of the text guard)."""
+        template is parsed and filled in, an SSML document is parsed (`invalid-ssml`; returned
+        as sentences), and a text the voice can say nothing of is refused (`nothing-to-say`;
+        one linear pass of the text guard)."""
+        if text_format == "ssml":
+            if slots is not None:
+                raise protocol.InvalidValue(
+                    "slots (a template) and text_format 'ssml' do not combine; fill in the "
+                    "SSML document yourself",
+                    field="slots",
+                )
+            document = ssml.parse(text, self._ssml_limits())
+            for warning in document.warnings:
+                _LOGGER.warning(
+                    "event=ssml-%s name=%s line=%d column=%d",
+                    warning.kind,
+                    warning.name,
+                    warning.line,
+                    warning.column,
+                )
+            said = [
+                s.text
+                for sentence in document.sentences
+                for s in sentence.segments
+                if isinstance(s, TextSegment)
+            ]
+            pauses = any(
+                isinstance(s, Break) and s.duration_ms > 0
+                for sentence in document.sentences
+                for s in sentence.segments
+            )
+            if not pauses:
+                guard.check_speakable(" ".join(said), info.language)
+            return document.sentences
         if slots is not None:
             template = parse_template(text)
             template.render(slots)
@@ -737,12 +794,13 @@ class Server:
                     f"{self.settings.limits.max_text_chars}"
                 )
         guard.check_speakable(text, info.language)
+        return None
 
     def _on_synthesize(
         self, envelope: list[bytes], request: protocol.Request, msg: Synthesize
     ) -> None:
         info, params = self._resolve(msg)
-        self._check_text(msg.text, msg.slots, info)
+        document = self._check_text(msg.text, msg.slots, info, msg.text_format)
         self.access.synth.acquire(self._owner)  # Busy: the worker pool's queue stays bounded
         with self._synth_lock:
             self._synth_in_flight += 1
@@ -759,6 +817,7 @@ class Server:
             self._owner,
             synth.job_id,
             synth.cancel,
+            document,
         )
 
     def _on_cache_clear(
@@ -864,6 +923,37 @@ class Server:
         return totals
 
     # -- synthesize (worker threads) -------------------------------------------------------------
+    def _synthesis_chunks(
+        self,
+        msg: Synthesize,
+        info: VoiceInfo,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        document: tuple[Sentence, ...] | None,
+    ) -> Iterator[AudioChunk]:
+        """A `synthesize`'s audio: its SSML document's, else its text's (or template's)."""
+        # A WAV/PCM reply waits for the whole text: throughput, not first-window latency.
+        low_latency = bool(msg.stream)
+        if document is not None:
+            if self.ssml is None:
+                raise UtterdError("this daemon was built without SSML")
+            return bounded_audio(
+                self.ssml.render(
+                    document, info.voice_id, params, cancel, mode=msg.cache, low_latency=low_latency
+                ),
+                len(msg.text),
+                params,
+            )
+        return self.source.stream(
+            msg.text,
+            info.voice_id,
+            params,
+            cancel,
+            mode=msg.cache,
+            slots=msg.slots,
+            low_latency=low_latency,
+        )
+
     def _synthesize(
         self,
         envelope: list[bytes],
@@ -874,9 +964,11 @@ class Server:
         owner: str,
         job_id: str,
         cancel: CancelToken,
+        document: tuple[Sentence, ...] | None = None,
     ) -> None:
         """Render one `synthesize` (worker thread). Every reply names `job_id` to the loop, which
-        drops them once it has ended the job itself (stop, cancel, client too slow or gone)."""
+        drops them once it has ended the job itself (stop, cancel, client too slow or gone).
+        `document`: the parsed SSML of an SSML request (its marks go in the last reply)."""
 
         def send(body: replies.Reply, payload: bytes | None = None, final: bool = False) -> None:
             frames = protocol.encode_reply(request_id, body, payload)
@@ -892,17 +984,10 @@ class Server:
             # held once, not as chunks, then joined, then copied into a WAV.
             collected = bytearray(WAV_HEADER_BYTES if msg.format == "wav" else 0)
             total = 0
-            # A WAV/PCM reply waits for the whole text: throughput, not first-window latency.
-            chunks = self.source.stream(
-                msg.text,
-                info.voice_id,
-                params,
-                cancel,
-                mode=msg.cache,
-                slots=msg.slots,
-                low_latency=bool(msg.stream),
-            )
+            marks: list[dict[str, Any]] = []
+            chunks = self._synthesis_chunks(msg, info, params, cancel, document)
             for chunk in chunks:
+                marks.extend({"name": name, "offset_samples": total} for name in chunk.marks)
                 cancel.raise_if_cancelled()  # a source may yield (a cache hit) without checking
                 pcm = float_to_pcm16(chunk.samples).tobytes()
                 total += len(chunk.samples)
@@ -913,7 +998,7 @@ class Server:
             cancel.raise_if_cancelled()
             duration_s = round(total / rate, 4)
             if msg.stream:
-                send(replies.AudioStop(duration_s, total, job_id), final=True)
+                send(replies.AudioStop(duration_s, total, job_id, marks or None), final=True)
             else:
                 if msg.format == "wav":
                     collected[:WAV_HEADER_BYTES] = wav_header(
@@ -922,7 +1007,15 @@ class Server:
                 payload = bytes(collected)
                 del collected  # one copy of the audio while the reply goes out, not two
                 audio = replies.Audio(
-                    rate, 2, 1, info.voice_id, duration_s, total, job_id, format=msg.format
+                    rate,
+                    2,
+                    1,
+                    info.voice_id,
+                    duration_s,
+                    total,
+                    job_id,
+                    format=msg.format,
+                    marks=marks or None,
                 )
                 send(audio, payload, final=True)
             self.counters.add("synthesized")

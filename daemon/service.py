@@ -44,11 +44,14 @@ from utterd.daemon.protocol.events import ConfigRejectedEvent, ConfigReloadedEve
 from utterd.daemon.publisher import EventPublisher
 from utterd.daemon.sdnotify import Notifier
 from utterd.daemon.server import Server
-from utterd.daemon.settings import Settings
+from utterd.daemon.settings import Settings, TextSettings
 from utterd.daemon.speech.jobs import Job
+from utterd.daemon.speech.render import SsmlRenderer
 from utterd.daemon.speech.scheduler import Scheduler
 from utterd.daemon.watchdog import Watchdog
 from utterd.models.errors import UtterdError
+from utterd.models.text.frontend import FrontEndOptions
+from utterd.models.text.normalize_en import DateOrder, EmojiPolicy, EnglishOptions
 from utterd.models.voice import EngineSettings, SynthesisParams
 from utterd.models.voice_store import VoiceStore, default_families
 
@@ -73,6 +76,16 @@ _STARTED: Final = -1
 """Queued on the control thread once start-up is complete (a reload may wait for it)."""
 
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+
+def front_end_options(text: TextSettings) -> FrontEndOptions:
+    """The text front end's options from config `text:` (values already validated)."""
+    date_order: DateOrder = "dmy" if text.date_order == "dmy" else "mdy"
+    emoji: EmojiPolicy = "name" if text.emoji == "name" else "skip"
+    return FrontEndOptions(
+        english=EnglishOptions(date_order=date_order, emoji=emoji, lexicon=text.lexicon),
+        own_normalizer=frozenset(text.own_normalizer),
+    )
 
 
 class State(enum.Enum):
@@ -297,7 +310,9 @@ class Daemon:
                 write_retry_s=cfg.cache.write_retry_s,
                 on_disk_fault=self._on_cache_fault,
             )
-        source = PhraseSource(store, cache, cfg.cache, store.engine_for)
+        front_end = front_end_options(cfg.text)
+        source = PhraseSource(store, cache, cfg.cache, store.engine_for, front_end)
+        ssml = SsmlRenderer(source, store, front_end)
         player = Player(
             cfg.audio, default_rate_hz=default.sample_rate_hz, on_event=self._on_player_event
         )
@@ -315,9 +330,12 @@ class Daemon:
             cfg.limits.max_queue,
             cfg.limits.stream_idle_s,
             max_queue_per_client=cfg.limits.max_queue_per_client,
+            ssml=ssml,
         )
         self._scheduler = scheduler
-        server = Server(cfg, store, source, scheduler, self._publisher, device_state, self.version)
+        server = Server(
+            cfg, store, source, scheduler, self._publisher, device_state, self.version, ssml
+        )
         self._server = server
         if self._stop_requested.is_set():  # a stop signal came while the parts were built
             server.request_stop()

@@ -261,6 +261,31 @@ class CacheSettings:
         return base / "utterd" / "phrases"
 
 
+DATE_ORDERS: Final[tuple[str, ...]] = ("mdy", "dmy")
+EMOJI_POLICIES: Final[tuple[str, ...]] = ("skip", "name")
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """The text front end (models/text, docs/text.md): how written text becomes the words
+    a voice says. Changes take effect at restart."""
+
+    date_order: str = "mdy"
+    """Order of day and month in a numeric date: `mdy` (en-US, `10/04` is October fourth) or
+    `dmy` (en-GB, the tenth of April)."""
+
+    emoji: str = "skip"
+    """Emoji and other pictographs: `skip` them, or say their Unicode `name` (for readers)."""
+
+    lexicon: Mapping[str, str] = field(default_factory=dict)
+    """Your words (names, brands) → how to say them, as words (`Nguyen: win`); whole words,
+    exact spelling first, then ignoring case. For phonemes use SSML `<phoneme>`."""
+
+    own_normalizer: tuple[str, ...] = ()
+    """Voice families (`piper`, `hibari`) that read plain text with their own normalizer
+    instead of utterd's. Chosen by measurement (docs/benchmarks.md, "Text front end")."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the daemon reads from config.yaml."""
@@ -270,6 +295,7 @@ class Settings:
     audio: AudioSettings = field(default_factory=AudioSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    text: TextSettings = field(default_factory=TextSettings)
 
     greeting: str | None = None
     """Spoken with the default voice once the daemon is ready; None says nothing."""

@@ -135,6 +135,11 @@ class AudioChunk:
     sentence_end: bool = True
     """True when this chunk is the last one of its sentence."""
 
+    marks: tuple[str, ...] = ()
+    """Names of SSML `<mark>`s that fall where this chunk starts, in document order (the daemon
+    reports each with its sample offset when the chunk starts to play). A chunk may be empty
+    only to carry marks or to end a sentence."""
+
     @property
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate_hz

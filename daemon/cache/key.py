@@ -195,10 +195,13 @@ def voice_model_files(info: VoiceInfo) -> tuple[Path, ...]:
     return info.model_files
 
 
-def front_end_stamp(front_end_version: str) -> str:
+def front_end_stamp(front_end_version: str, text_stamp: str = "") -> str:
     """The `engine_version` key field of a voice: its family's front-end version, then the text
-    guard's, since the guard decides what reaches the family's front end."""
-    return f"{front_end_version}+guard{GUARD_VERSION}"
+    guard's, since the guard decides what reaches the family's front end, then utterd's own
+    front end's (`text_stamp`: `FrontEndOptions.stamp`, or `words` for text already resolved
+    into words), when there is one."""
+    stamp = f"{front_end_version}+guard{GUARD_VERSION}"
+    return f"{stamp}+{text_stamp}" if text_stamp else stamp
 
 
 _StatKey = tuple[str, int, int, int, int, int]

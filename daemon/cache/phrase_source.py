@@ -25,7 +25,8 @@ from utterd.daemon.cache.templates import parse_template, pause_after, prepare_p
 from utterd.daemon.settings import CacheSettings
 from utterd.models.engine.backend import intra_op_threads
 from utterd.models.errors import AudioTooLong
-from utterd.models.text import budget
+from utterd.models.text import budget, frontend
+from utterd.models.text.frontend import DEFAULT_FRONT_END, FrontEndOptions
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -66,18 +67,25 @@ class PhraseSource:
         cache: PhraseCache | None,
         settings: CacheSettings,
         engine_for: Callable[[str], EngineSettings],
+        front_end: FrontEndOptions = DEFAULT_FRONT_END,
     ) -> None:
-        """`engine_for(voice_id)`: the engine settings that voice loads with (its own backend)."""
+        """`engine_for(voice_id)`: the engine settings that voice loads with (its own backend);
+        `front_end`: how plain text becomes the words a voice is handed (models/text/frontend)."""
         self.voices = voices
+        self.front_end = front_end
         self.cache = cache if settings.enabled else None
         self.settings = settings
         self._engine_for = engine_for
         self._hasher = FileHasher()
 
     def key(
-        self, text: str, voice: Voice, params: SynthesisParams
+        self, text: str, voice: Voice, params: SynthesisParams, *, words: bool = False
     ) -> tuple[str, SynthesisParams] | None:
-        """The cache key and the parameters to synthesize with; None if the request bypasses it."""
+        """The cache key and the parameters to synthesize with; None if the request bypasses it.
+
+        The key names the text as written (a hit costs no normalization) and the front end's
+        stamp (`FrontEndOptions.stamp`: normalizer version and options); `words`: the text is
+        already the words to say (an SSML segment), keyed as such."""
         cs = self.settings
         if self.cache is None or len(text) > cs.max_text_chars:
             return None
@@ -99,9 +107,22 @@ class PhraseSource:
             backend=runtime.backend if runtime.backend is not None else engine.backend,
             precision=runtime.precision if runtime.precision is not None else "fp32",
             threads=runtime.threads or intra_op_threads(engine),
-            engine_version=front_end_stamp(voice.info.front_end_version),
+            engine_version=front_end_stamp(
+                voice.info.front_end_version, self._text_stamp(voice, words=words)
+            ),
         )
         return parts.digest(), params
+
+    def _text_stamp(self, voice: Voice, *, words: bool) -> str:
+        if words:
+            return "words"
+        return self.front_end.stamp(voice.info.family, voice.info.language)
+
+    def _spoken(self, text: str, voice: Voice, *, words: bool) -> str:
+        """What the voice is handed for `text` (the front end's words, unless `words`)."""
+        if words:
+            return text
+        return frontend.spoken(text, voice.info.family, voice.info.language, self.front_end)
 
     def is_cached(self, text: str, voice_id: str, params: SynthesisParams) -> bool:
         if self.cache is None:
@@ -120,35 +141,50 @@ class PhraseSource:
         slots: Mapping[str, str] | None = None,
         low_latency: bool = True,
         instance: Voice | None = None,
+        words: bool = False,
     ) -> Iterator[AudioChunk]:
         """The audio of one request, chunk by chunk; `slots` makes `text` a template.
 
         `low_latency`: someone is waiting for the first sound (see `Voice.stream`); False for
         files and pre-warming, which want throughput. `instance`: a private instance of voice
         `voice_id` to synthesize with (`VoiceStore.open_instance`) instead of the shared one.
+        `words`: `text` is already the words to say (an SSML segment the front end resolved).
         """
         if slots is not None:
             yield from self._template(text, slots, voice_id, params, cancel, mode, low_latency)
             return
         voice = instance if instance is not None else self.voices.get(voice_id)
-        keyed = None if mode == "off" else self.key(text, voice, params)
+        keyed = None if mode == "off" else self.key(text, voice, params, words=words)
         if keyed is None or self.cache is None:
-            yield from bounded_audio(
-                voice.stream(text, params, cancel, low_latency=low_latency), len(text), params
-            )
+            yield from self._synthesized(voice, text, params, cancel, low_latency, words)
             return
         key, cached_params = keyed
         normalized = normalize_text(text)  # what the key names is what is synthesized
         yield from self.cache.stream(
             key,
             voice_id,
-            lambda token: bounded_audio(
-                voice.stream(normalized, cached_params, token, low_latency=low_latency),
-                len(normalized),
-                cached_params,
+            lambda token: self._synthesized(
+                voice, normalized, cached_params, token, low_latency, words
             ),
             cancel,
             mode=mode,
+        )
+
+    def _synthesized(
+        self,
+        voice: Voice,
+        text: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        low_latency: bool,
+        words: bool,
+    ) -> Iterator[AudioChunk]:
+        """The voice's audio for `text`, through the front end and within the audio budget."""
+        spoken = self._spoken(text, voice, words=words)
+        return bounded_audio(
+            voice.stream(spoken, params, cancel, low_latency=low_latency),
+            max(len(text), len(spoken)),
+            params,
         )
 
     def _template(

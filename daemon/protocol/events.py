@@ -24,6 +24,7 @@ __all__ = [
     "FailedEvent",
     "FaultClearedEvent",
     "FaultEvent",
+    "MarkEvent",
     "PausedEvent",
     "ResumedEvent",
     "SentenceEvent",
@@ -74,6 +75,28 @@ class SentenceEvent(Event):
 
     sample_rate_hz: int
     """Rate of the job's audio (the voice's rate)."""
+
+
+@dataclass(frozen=True)
+class MarkEvent(Event):
+    """An SSML `<mark>` of the job is reached: the audio where it falls starts to play."""
+
+    TYPE: ClassVar[str] = "mark"
+
+    job: str
+    """The job's id."""
+
+    client: str
+    """Hex routing id of the client that sent it."""
+
+    name: str
+    """The mark's `name`, as written."""
+
+    offset_samples: int
+    """Samples of the job's audio before the mark."""
+
+    sample_rate_hz: int
+    """Rate of the job's audio (the request voice's rate)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Final, Literal
 from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.protocol.errors import RequestId
 from utterd.daemon.speech.priorities import Priority
+from utterd.daemon.speech.text_stream import TextFormat
 from utterd.models.voice import MAX_RATE, MAX_VOLUME, MIN_RATE, SynthesisParams
 
 __all__ = [
@@ -58,7 +59,12 @@ class _SpeechRequest:
     """Fields shared by `speak` and `synthesize`."""
 
     text: str = field(metadata={TEXT: True})
-    """What to say, as plain text; not empty, at most `limits.max_text_chars` characters."""
+    """What to say, as plain text or an SSML document (`text_format`); not empty, at most
+    `limits.max_text_chars` characters."""
+
+    text_format: TextFormat = "text"
+    """`text` (plain text, the default) or `ssml` (an SSML document with a `<speak>` root; the
+    subset is in docs/protocol.md)."""
 
     voice: str | None = None
     """Voice id; None means the configured default voice."""
@@ -107,6 +113,10 @@ class Speak(_SpeechRequest):
 class SpeakStart:
     """Open a `speak` job whose text follows in `speak-chunk`s and ends with `speak-stop`;
     sentences are spoken as they are complete. Reply: `queued` with the job id."""
+
+    text_format: TextFormat = "text"
+    """`text` (plain text, the default) or `ssml`: the chunks are then one SSML document,
+    parsed as it arrives (a malformed one fails the chunk that shows it, and the job)."""
 
     voice: str | None = None
     """Voice id; None means the configured default voice."""

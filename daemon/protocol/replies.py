@@ -264,6 +264,9 @@ class AudioStop(Reply):
     job: str
     """The synthesis's job id."""
 
+    marks: list[dict[str, Any]] | None = field(default=None, metadata={OMIT_IF_NONE: True})
+    """SSML `<mark>`s in document order, each `{name, offset_samples}`; absent when none."""
+
 
 @dataclass(frozen=True)
 class Audio(Reply):
@@ -294,6 +297,9 @@ class Audio(Reply):
 
     format: AudioFormat
     """The payload: `wav` (a RIFF/WAVE file) or `pcm` (raw samples), as asked."""
+
+    marks: list[dict[str, Any]] | None = field(default=None, metadata={OMIT_IF_NONE: True})
+    """SSML `<mark>`s in document order, each `{name, offset_samples}`; absent when none."""
 
 
 @dataclass(frozen=True)

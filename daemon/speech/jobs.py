@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.speech.priorities import Priority
 from utterd.daemon.speech.text_stream import TextStream
+from utterd.models.text.segments import Sentence
 from utterd.models.voice import CancelToken, SynthesisParams
 
 
@@ -80,6 +81,10 @@ class JobRequest:
 
     created_s: float = 0.0
     """When the request was received (monotonic clock)."""
+
+    ssml: tuple[Sentence, ...] | None = None
+    """For a `speak` with `text_format: "ssml"`: the document, parsed when it was accepted
+    (`text` is its source); None for plain text. A streamed SSML job parses in `stream`."""
 
 
 @dataclass(frozen=True)
@@ -228,10 +233,11 @@ class Job:
         *,
         created_s: float | None = None,
         job_id: str | None = None,
+        ssml: tuple[Sentence, ...] | None = None,
     ) -> None:
         created = time.monotonic() if created_s is None else created_s
         self.request = JobRequest(
-            text, voice_id, params, cache, slots, client, owner, priority, stream, created
+            text, voice_id, params, cache, slots, client, owner, priority, stream, created, ssml
         )
         """What was asked; frozen."""
         self.status = JobStatus(created)
@@ -272,6 +278,10 @@ class Job:
     @property
     def slots(self) -> Mapping[str, str] | None:
         return self.request.slots
+
+    @property
+    def ssml(self) -> tuple[Sentence, ...] | None:
+        return self.request.ssml
 
     @property
     def client(self) -> str:

@@ -29,10 +29,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from utterd.daemon.cache.mode import CacheMode
+from utterd.daemon.cache.phrase_source import bounded_audio
 from utterd.daemon.speech.jobs import Job, JobState, JobTable
 from utterd.daemon.speech.priorities import admit, rank
+from utterd.daemon.speech.render import SsmlRenderer
 from utterd.daemon.speech.text_stream import StreamClosed, TextStream
 from utterd.models.errors import Cancelled, UtterdError
+from utterd.models.text.segments import Sentence
 from utterd.models.voice import AudioChunk, CancelToken, SynthesisParams
 
 _LOGGER = logging.getLogger(__name__)
@@ -137,9 +140,26 @@ class SentenceMark:
     """Rate of the job's audio (the voice's rate)."""
 
 
+@dataclass(frozen=True)
+class ChunkMarks:
+    """What to report when a chunk starts to play: a new sentence, SSML marks, or both."""
+
+    sentence: SentenceMark | None
+    """The sentence the chunk starts; None when it goes on with the one playing."""
+
+    names: tuple[str, ...]
+    """SSML `<mark>` names that fall where the chunk starts, in document order."""
+
+    offset_samples: int
+    """Samples of the job's audio before the chunk."""
+
+    sample_rate_hz: int
+    """Rate of the job's audio."""
+
+
 class Scheduler:
     """Priority speech queue with stop, cancel, pause and resume; emits `begin`, `sentence`,
-    `paused`, `resumed`, `end`, `stopped` and `failed` events."""
+    `mark`, `paused`, `resumed`, `end`, `stopped` and `failed` events."""
 
     def __init__(
         self,
@@ -149,8 +169,11 @@ class Scheduler:
         max_queue: int,
         stream_idle_s: float = 30.0,
         max_queue_per_client: int | None = None,
+        ssml: SsmlRenderer | None = None,
     ) -> None:
+        """`ssml` speaks SSML jobs; None: the daemon takes no SSML (unit tests)."""
         self._source = source
+        self._ssml = ssml
         self._player = player
         self._emit = emit
         self._max_queue = max_queue
@@ -389,20 +412,32 @@ class Scheduler:
             job.status.first_audio(at_s)
 
     def on_mark(self, job_id: str | None, mark: object) -> None:
-        """A sentence of the job starts to play."""
+        """A sentence of the job, or a chunk with SSML marks, starts to play."""
         job = self.jobs.get(job_id) if job_id else None
-        if job is None or not isinstance(mark, SentenceMark) or job.cancel.cancelled:
+        if job is None or not isinstance(mark, ChunkMarks) or job.cancel.cancelled:
             return
-        self._emit(
-            "sentence",
-            {
-                "job": job.job_id,
-                "client": job.client,
-                "sentence": mark.sentence,
-                "offset_samples": mark.offset_samples,
-                "sample_rate_hz": mark.sample_rate_hz,
-            },
-        )
+        if mark.sentence is not None:
+            self._emit(
+                "sentence",
+                {
+                    "job": job.job_id,
+                    "client": job.client,
+                    "sentence": mark.sentence.sentence,
+                    "offset_samples": mark.sentence.offset_samples,
+                    "sample_rate_hz": mark.sentence.sample_rate_hz,
+                },
+            )
+        for name in mark.names:
+            self._emit(
+                "mark",
+                {
+                    "job": job.job_id,
+                    "client": job.client,
+                    "name": name,
+                    "offset_samples": mark.offset_samples,
+                    "sample_rate_hz": mark.sample_rate_hz,
+                },
+            )
 
     def on_paused(self, job_id: str | None) -> None:
         """The job's audio holds at a piece boundary."""
@@ -487,6 +522,15 @@ class Scheduler:
     def _chunks(self, job: Job) -> Iterator[AudioChunk]:
         """The job's audio; a streamed job's sentences are numbered on across the pieces of text
         handed to the voice."""
+        if job.ssml is not None:
+            yield from bounded_audio(
+                self._renderer().render(
+                    job.ssml, job.voice_id, job.params, job.cancel, mode=job.cache
+                ),
+                len(job.text),
+                job.params,
+            )
+            return
         if job.stream is None:
             yield from self._source.stream(
                 job.text, job.voice_id, job.params, job.cancel, mode=job.cache, slots=job.slots
@@ -497,6 +541,18 @@ class Scheduler:
             sentence = job.stream.next_sentence(job.cancel, self._stream_idle_s)
             if sentence is None:
                 return
+            if isinstance(sentence, Sentence):
+                chunks = self._renderer().render(
+                    [sentence],
+                    job.voice_id,
+                    job.params,
+                    job.cancel,
+                    mode=job.cache,
+                    first_sentence=base,
+                )
+                yield from chunks
+                base += 1
+                continue
             top = 0
             for chunk in self._source.stream(
                 sentence, job.voice_id, job.params, job.cancel, mode=job.cache
@@ -505,20 +561,38 @@ class Scheduler:
                 yield dataclasses.replace(chunk, sentence_index=base + chunk.sentence_index)
             base += top + 1
 
+    def _renderer(self) -> SsmlRenderer:
+        if self._ssml is None:
+            raise UtterdError("this daemon was built without SSML")
+        return self._ssml
+
     def _speak(self, job: Job) -> None:
         _LOGGER.debug("job=%s text=%r", job.job_id, job.text)
         played = self._played[job.job_id]
         offset_samples = 0
+        rate_hz = 0
         sentence = -1
+        named: list[str] = []  # SSML marks waiting for the next sound
         try:
             for chunk in self._chunks(job):
                 job.cancel.raise_if_cancelled()
+                named.extend(chunk.marks)
+                rate_hz = chunk.sample_rate_hz
+                if not len(chunk.samples):
+                    continue  # carries marks (kept for the next sound) or ends a sentence
                 if job.state is JobState.QUEUED:
                     self._begin(job)
-                if chunk.sentence_index != sentence:
-                    sentence = chunk.sentence_index
-                    mark = SentenceMark(sentence, offset_samples, chunk.sample_rate_hz)
-                    self._player.mark_next(job.job_id, mark)
+                marks = ChunkMarks(
+                    SentenceMark(chunk.sentence_index, offset_samples, rate_hz)
+                    if chunk.sentence_index != sentence
+                    else None,
+                    tuple(named),
+                    offset_samples,
+                    rate_hz,
+                )
+                sentence, named = chunk.sentence_index, []
+                if marks.sentence is not None or marks.names:
+                    self._player.mark_next(job.job_id, marks)
                 self._player.play(job.job_id, chunk, job.cancel)
                 offset_samples += len(chunk.samples)
             job.cancel.raise_if_cancelled()
@@ -527,6 +601,8 @@ class Scheduler:
             self._player.end_job(job.job_id)
             while not played.wait(0.1):
                 job.cancel.raise_if_cancelled()
+            if named:  # marks after the last sound fall at the end of the audio
+                self.on_mark(job.job_id, ChunkMarks(None, tuple(named), offset_samples, rate_hz))
             with self._cond:
                 # Decided under the queue lock: a stop that lands after this finds no job to
                 # stop (its reply does not list it), so a job a stop reports always ends stopped.

@@ -86,6 +86,11 @@ REPLY_CASES: list[tuple[Reply, str, dict[str, object]]] = [
         "audio",
         {**FMT, **DURATION, "format": "wav"},
     ),
+    (
+        replies.AudioStop(1.2345, 29628, "j7", [{"name": "m", "offset_samples": 5}]),
+        "audio-stop",
+        {**DURATION, "marks": [{"name": "m", "offset_samples": 5}]},
+    ),
     (replies.Error("busy", "full"), "error", {"code": "busy", "message": "full"}),
     (
         replies.Error("rate-limited", "slow down", retry_after_s=0.25),
@@ -114,6 +119,17 @@ EVENT_CASES: list[tuple[Event, str, dict[str, object]]] = [
             "sentence": 2,
             "offset_samples": 48000,
             "sample_rate_hz": 24000,
+        },
+    ),
+    (
+        events.MarkEvent("j1", "00ab", "menu", 12000, 22050),
+        "mark",
+        {
+            "job": "j1",
+            "client": "00ab",
+            "name": "menu",
+            "offset_samples": 12000,
+            "sample_rate_hz": 22050,
         },
     ),
     (events.PausedEvent("j1", "00ab"), "paused", {"job": "j1", "client": "00ab"}),

@@ -1,0 +1,300 @@
+"""SSML sentences → one stream of audio: segments spoken, breaks as silence, marks placed.
+
+The SSML parser (models/text/ssml.py) gives sentences of segments; this walks them for one job:
+
+- **Text segments** are spoken through the phrase source (so each is cached like any phrase),
+  by the request's voice or the one the segment switches to, with the prosody in force:
+  - `<voice name>` switches to that voice when it is loaded (else the request's voice speaks
+    it, logged as `event=ssml-voice-unavailable`);
+  - `xml:lang` of another language than the voice's switches to a loaded voice of that
+    language (the same tag first, then the same primary language; the first by id), else the
+    request's voice reads it;
+  - `<prosody rate>` and `volume` multiply the request's rate and volume (held within the
+    protocol's ranges); `pitch` is not honoured by today's voices (`describe` says so);
+  - `<emphasis>`: `strong` is 15 % slower and +3 dB, `moderate` 8 % slower and +1.5 dB,
+    `reduced` 8 % faster and -2 dB (SSML leaves the rendering to the processor);
+  - `<phoneme>` IPA is said by a voice that takes phonemes (`Voice.supports_phonemes`), else
+    its text is read.
+  - Audio of a voice with another sample rate is resampled to the request voice's rate (soxr,
+    streaming), so a job has one stream at one rate.
+- **Breaks** are silence of exactly their length at the job's rate.
+- **Marks** ride on the next chunk (`AudioChunk.marks`); the scheduler reports each with its
+  sample offset when that chunk starts to play, so a mark lands where its text starts.
+
+Every sentence ends with an empty chunk (`sentence_end`), carrying the marks at its end.
+
+A pause is exactly the break's length: the voice's own silence at the edges of the speech next
+to a break (tens of milliseconds, more after a sentence's end) is trimmed to `EDGE_KEEP_S`,
+counting samples below `SILENCE_LEVEL` as silence. Trimming the end holds back the segment's
+last chunk until the segment is done, so only a segment before a break waits for its end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Final, Protocol
+
+import numpy as np
+import soxr
+from utterd.daemon.cache.mode import CacheMode
+from utterd.daemon.cache.phrase_source import bounded_audio
+from utterd.models.text import frontend
+from utterd.models.text.frontend import FrontEndOptions
+from utterd.models.text.segments import Break, Emphasis, Mark, Segment, Sentence, TextSegment
+from utterd.models.voice import (
+    MAX_RATE,
+    MAX_VOLUME,
+    MIN_RATE,
+    AudioChunk,
+    CancelToken,
+    SynthesisParams,
+    Voice,
+    VoiceInfo,
+)
+from utterd.models.voice_store import VoiceStore
+
+_LOGGER = logging.getLogger(__name__)
+
+EMPHASIS: Final[dict[Emphasis, tuple[float, float]]] = {
+    "strong": (0.85, 10 ** (3 / 20)),
+    "moderate": (0.92, 10 ** (1.5 / 20)),
+    "none": (1.0, 1.0),
+    "reduced": (1.08, 10 ** (-2 / 20)),
+}
+"""`<emphasis>` level → (rate factor, amplitude gain)."""
+
+
+class TextAudio(Protocol):
+    """Where a text segment's audio comes from (the phrase source)."""
+
+    def stream(
+        self,
+        text: str,
+        voice_id: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        mode: CacheMode = "auto",
+        low_latency: bool = True,
+        words: bool = False,
+    ) -> Iterator[AudioChunk]: ...
+
+
+class SsmlRenderer:
+    """Speaks SSML sentences for jobs and `synthesize`; thread-safe (no state across calls)."""
+
+    def __init__(self, source: TextAudio, voices: VoiceStore, options: FrontEndOptions) -> None:
+        self._source = source
+        self._voices = voices
+        self._options = options
+
+    def render(
+        self,
+        sentences: Iterable[Sentence],
+        voice_id: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        *,
+        mode: CacheMode = "auto",
+        low_latency: bool = True,
+        first_sentence: int = 0,
+    ) -> Iterator[AudioChunk]:
+        """The audio of `sentences`, numbered from `first_sentence`, at `voice_id`'s rate."""
+        rate_hz = self._voices.info(voice_id).sample_rate_hz
+        items = [
+            (index, segment)
+            for index, sentence in enumerate(sentences, first_sentence)
+            for segment in (*sentence.segments, _END)
+        ]
+        marks: list[str] = []
+        after_break = False
+        for position, (index, segment) in enumerate(items):
+            cancel.raise_if_cancelled()
+            if segment is _END:
+                yield AudioChunk(np.zeros(0, np.float32), rate_hz, index, marks=tuple(marks))
+                marks = []
+                continue
+            if isinstance(segment, Mark):
+                marks.append(segment.name)
+                continue
+            if isinstance(segment, Break):
+                samples = np.zeros(round(segment.duration_ms * rate_hz / 1000), np.float32)
+                chunks: Iterator[AudioChunk] = iter([AudioChunk(samples, rate_hz)])
+                after_break = segment.duration_ms > 0
+            else:
+                chunks = _resampled(
+                    self._speak(segment, voice_id, params, cancel, mode, low_latency), rate_hz
+                )
+                if after_break:
+                    chunks = _trim_head(chunks, rate_hz)
+                if _break_follows(items, position):
+                    chunks = _trim_tail(chunks, rate_hz)
+                after_break = False
+            for chunk in chunks:
+                yield AudioChunk(
+                    chunk.samples, rate_hz, index, sentence_end=False, marks=tuple(marks)
+                )
+                marks = []
+
+    def _speak(
+        self,
+        segment: TextSegment,
+        request_voice: str,
+        params: SynthesisParams,
+        cancel: CancelToken,
+        mode: CacheMode,
+        low_latency: bool,
+    ) -> Iterator[AudioChunk]:
+        voice_id = self._voice_for(segment, request_voice)
+        info = self._voices.info(voice_id)
+        language = segment.lang or info.language
+        segment_params = _with_prosody(params, segment)
+        if segment.phonemes is not None:
+            voice = self._voices.get(voice_id)
+            if voice.supports_phonemes:
+                return bounded_audio(
+                    voice.stream_phonemes(
+                        segment.phonemes, segment_params, cancel, low_latency=low_latency
+                    ),
+                    len(segment.phonemes),
+                    segment_params,
+                )
+            _LOGGER.info("event=ssml-phonemes-unsupported voice=%s", voice_id)
+        words = frontend.spoken_segment(segment, info.family, language, self._options)
+        return self._source.stream(
+            words, voice_id, segment_params, cancel, mode=mode, low_latency=low_latency, words=True
+        )
+
+    def _voice_for(self, segment: TextSegment, request_voice: str) -> str:
+        """The voice that says `segment` (see the module docstring)."""
+        if segment.voice is not None and segment.voice != request_voice:
+            if self._voices.is_loaded(segment.voice):
+                return segment.voice
+            _LOGGER.info("event=ssml-voice-unavailable voice=%s", segment.voice)
+        if segment.lang is None:
+            return request_voice
+        wanted = segment.lang.replace("_", "-").lower()
+        primary = frontend.primary_language(wanted)
+        current = self._voices.info(request_voice).language.replace("_", "-").lower()
+        if frontend.primary_language(current) == primary:
+            return request_voice
+        loaded = sorted(
+            (info for info in self._voices.infos() if self._voices.is_loaded(info.voice_id)),
+            key=lambda info: info.voice_id,
+        )
+        for same in (
+            lambda tag: tag == wanted,
+            lambda tag: frontend.primary_language(tag) == primary,
+        ):
+            for info in loaded:
+                if same(info.language.replace("_", "-").lower()):
+                    return info.voice_id
+        _LOGGER.info("event=ssml-language-unavailable lang=%s", segment.lang)
+        return request_voice
+
+
+_END: Final = Mark("")
+"""Stands for a sentence's end among the segments `render` walks."""
+
+SILENCE_LEVEL: Final = 10 ** (-50 / 20)
+"""Samples below this (-50 dBFS) count as silence at a segment's edge next to a break."""
+
+EDGE_KEEP_S: Final = 0.005
+"""Silence kept at such an edge, so that a soft final consonant is never clipped."""
+
+
+def _break_follows(items: list[tuple[int, Segment]], position: int) -> bool:
+    """Whether a pause (marks and sentence ends aside) comes next after `position`."""
+    for _, segment in items[position + 1 :]:
+        if isinstance(segment, Break):
+            return segment.duration_ms > 0
+        if not isinstance(segment, Mark):
+            return False
+    return False
+
+
+def _trim_head(chunks: Iterator[AudioChunk], rate_hz: int) -> Iterator[AudioChunk]:
+    """The chunks without the voice's own silence before the first sound (after a break, so
+    that the pause is the break's length), but `EDGE_KEEP_S` of it."""
+    keep = round(EDGE_KEEP_S * rate_hz)
+    for chunk in chunks:
+        loud = np.flatnonzero(np.abs(chunk.samples) >= SILENCE_LEVEL)
+        if not len(loud):
+            continue
+        yield dataclasses.replace(chunk, samples=chunk.samples[max(0, int(loud[0]) - keep) :])
+        break
+    yield from chunks
+
+
+def _trim_tail(chunks: Iterator[AudioChunk], rate_hz: int) -> Iterator[AudioChunk]:
+    """The chunks without the voice's own silence after the last sound (before a break), but
+    `EDGE_KEEP_S` of it. Holds back the last chunk with sound and any silent ones after it."""
+    keep = round(EDGE_KEEP_S * rate_hz)
+    held: list[AudioChunk] = []
+    for chunk in chunks:
+        if np.any(np.abs(chunk.samples) >= SILENCE_LEVEL):
+            yield from held
+            held = []
+        held.append(chunk)
+    if not held:
+        return
+    first = held[0]
+    loud = np.flatnonzero(np.abs(first.samples) >= SILENCE_LEVEL)
+    end = int(loud[-1]) + 1 + keep if len(loud) else 0
+    yield dataclasses.replace(first, samples=first.samples[:end])
+
+
+def _with_prosody(params: SynthesisParams, segment: TextSegment) -> SynthesisParams:
+    """The request's parameters with the segment's prosody and emphasis applied."""
+    rate_factor, gain = EMPHASIS[segment.emphasis or "none"]
+    rate = params.rate * segment.prosody.rate_factor * rate_factor
+    volume = params.volume * segment.prosody.volume_gain * gain
+    return dataclasses.replace(
+        params,
+        rate=min(max(rate, MIN_RATE), MAX_RATE),
+        volume=min(max(volume, 0.0), MAX_VOLUME),
+    )
+
+
+def _resampled(chunks: Iterator[AudioChunk], rate_hz: int) -> Iterator[AudioChunk]:
+    """The chunks at `rate_hz`: resampled as one stream when they come at another rate."""
+    resampler: soxr.ResampleStream | None = None
+    for chunk in chunks:
+        if chunk.sample_rate_hz == rate_hz:
+            yield chunk
+            continue
+        if resampler is None:
+            resampler = soxr.ResampleStream(chunk.sample_rate_hz, rate_hz, 1, dtype="float32")
+        out = resampler.resample_chunk(chunk.samples.astype(np.float32, copy=False))
+        yield AudioChunk(np.asarray(out, np.float32), rate_hz, chunk.sentence_index)
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        yield AudioChunk(np.asarray(tail, np.float32), rate_hz)
+
+
+SSML_ELEMENTS: Final = (
+    "speak",
+    "p",
+    "s",
+    "break",
+    "sub",
+    "prosody",
+    "emphasis",
+    "mark",
+    "lang",
+    "voice",
+)
+"""Elements every voice honours (`prosody`: rate and volume)."""
+
+
+def ssml_support(info: VoiceInfo, voice: Voice | None) -> list[str]:
+    """The SSML elements a voice honours, for `describe`: `say-as` where the front end reads
+    its language's hints, `phoneme` where the loaded voice takes IPA (unknown until loaded)."""
+    elements = list(SSML_ELEMENTS)
+    if frontend.primary_language(info.language) == frontend.ENGLISH:
+        elements.append("say-as")
+    if voice is not None and voice.supports_phonemes:
+        elements.append("phoneme")
+    return elements

@@ -1,0 +1,87 @@
+"""The text front end's entry: what a voice family is handed for a request's text.
+
+Every family gets text through here, whatever the request's format:
+
+- **Plain text** becomes the words to say (`spoken`): for an English voice, utterd's own
+  normalizer (`normalize_en`) rewrites numbers, money, dates, codes and symbols as words.
+  A family named in `FrontEndOptions.own_normalizer` keeps its own normalizer instead and gets
+  the text as written (the choice is measured per family: docs/benchmarks.md, "Text front end").
+- **SSML** is parsed into sentences of segments (`ssml.py`, `segments.py`); the daemon walks
+  them (breaks, marks, prosody, voice and language switches) and hands each text segment's
+  words here (`spoken_segment`): a `<say-as>` hint is read by `say_as_en` for every family,
+  since no family's own normalizer knows SSML hints; `<sub>` arrives as its alias.
+- Languages without a normalizer of their own yet pass through unchanged (Chinese comes next,
+  in its own module beside `normalize_en`).
+
+`stamp` names everything here that changes what is said (normalizer version and options), for
+the phrase-cache key: a new lexicon entry or date order never replays old audio.
+
+Every step is linear in the text (the normalizer's rules are bounded; see `rewrite.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Final
+
+from utterd.models.text import normalize_en
+from utterd.models.text.normalize_en import DEFAULT_OPTIONS, EnglishOptions
+from utterd.models.text.say_as_en import say_as
+from utterd.models.text.segments import TextSegment
+
+ENGLISH: Final = "en"
+"""Primary language subtag of the languages `normalize_en` reads."""
+
+
+@dataclass(frozen=True)
+class FrontEndOptions:
+    """How the front end treats text, from config (`text:`)."""
+
+    english: EnglishOptions = DEFAULT_OPTIONS
+    """Date order, emoji policy and the user lexicon for English text."""
+
+    own_normalizer: frozenset[str] = field(default_factory=frozenset)
+    """Families (`VoiceFamily.name`) that read plain text with their own normalizer instead of
+    utterd's; every other family gets utterd's normalized words."""
+
+    def normalizes(self, family: str, language: str) -> bool:
+        """Whether plain text for a voice of `family` speaking `language` is normalized here."""
+        return family not in self.own_normalizer and primary_language(language) == ENGLISH
+
+    def stamp(self, family: str, language: str) -> str:
+        """What the phrase-cache key must name about this front end for such a voice: the
+        normalizer's version and every option that changes what is said; empty when the
+        family's own normalizer reads the text (its version is the family's own stamp)."""
+        if not self.normalizes(family, language):
+            return ""
+        english = self.english
+        lexicon = json.dumps(sorted(english.lexicon.items()), ensure_ascii=False)
+        digest = hashlib.sha256(lexicon.encode("utf-8")).hexdigest()[:16]
+        return f"en{normalize_en.NORMALIZER_VERSION}-{english.date_order}-{english.emoji}-{digest}"
+
+
+DEFAULT_FRONT_END: Final = FrontEndOptions()
+
+
+def primary_language(tag: str) -> str:
+    """`en-US` → `en`; `EN_gb` → `en`."""
+    return tag.replace("_", "-").split("-", 1)[0].lower()
+
+
+def spoken(text: str, family: str, language: str, options: FrontEndOptions) -> str:
+    """The plain text a voice of `family` speaking `language` is handed for `text`."""
+    if options.normalizes(family, language):
+        return normalize_en.normalize(text, options.english)
+    return text
+
+
+def spoken_segment(
+    segment: TextSegment, family: str, language: str, options: FrontEndOptions
+) -> str:
+    """The words for one SSML text segment (`language`: the segment's language in force, or
+    the voice's): its `<say-as>` reading, else `spoken`."""
+    if segment.say_as is not None and primary_language(language) == ENGLISH:
+        return say_as(segment.text, segment.say_as, options.english)
+    return spoken(segment.text, family, language, options)
