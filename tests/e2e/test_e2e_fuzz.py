@@ -816,6 +816,34 @@ _GUARANTEED_BAD_ENTRIES: Final = (
 """Entries that make a `cache-warm` fail, so that no fuzzed one ever starts rendering."""
 
 
+_HOSTILE_SSML: Final = (
+    '<!DOCTYPE speak [<!ENTITY a "aaaaaaaa">]><speak>&a;&a;</speak>',
+    '<!DOCTYPE s [<!ENTITY a "x"><!ENTITY b "&a;&a;&a;&a;">]><speak>&b;</speak>',
+    '<!DOCTYPE speak [<!ENTITY x SYSTEM "file:///etc/passwd">]><speak>&x;</speak>',
+    '<!DOCTYPE speak SYSTEM "http://example.com/x.dtd"><speak>hi</speak>',
+    "<speak>&undefined;</speak>", "<speak>" + "<p>" * 40, "<speak><s>x</p></speak>",
+    "Hello, no root.", "<foo>x</foo>", "<speak>x</speak><speak>y</speak>", "<speak>x",
+    '<speak><break time="fast"/>x</speak>', '<speak><prosody rate="-5">x</prosody></speak>',
+    '<speak><prosody volume="+99dB">x</prosody></speak>', "<speak><say-as>x</say-as></speak>",
+    '<speak><mark/>x</speak>', '<speak><sub>x</sub></speak>', "<speak><break>x</break></speak>",
+    '<speak><say-as interpret-as="date"><b>x</b></say-as></speak>', "<speak\x00>x</speak>",
+    "<speak>]]></speak>",
+)  # fmt: skip
+"""SSML a daemon must refuse (`invalid-ssml`): entity bombs, external entities and DTDs, no or
+two roots, nesting past the limit, mismatched tags, malformed values of supported attributes,
+content where none is allowed."""
+
+hostile_ssml = weighted(
+    (3, st.sampled_from(_HOSTILE_SSML)),
+    (
+        2,
+        st.tuples(st.text(max_size=60), st.sampled_from(["</p>", "</speak></speak>", "<s>"])).map(
+            lambda parts: "<speak>" + parts[0].replace("<", "").replace("&", "") + parts[1]
+        ),
+    ),
+).map(lambda doc: doc[:MAX_TEXT_CHARS])
+
+
 @st.composite
 def semantic(draw: st.DrawFn) -> Case:
     """A request the parser accepts that names something the daemon does not have."""
@@ -831,6 +859,7 @@ def semantic(draw: st.DrawFn) -> Case:
                 "resume",
                 "cache-warm",
                 "prewarm-option",
+                "ssml",
             ]
         )
     )
@@ -858,8 +887,14 @@ def semantic(draw: st.DrawFn) -> Case:
         slots = draw(st.dictionaries(short_odd, short_odd, max_size=2))
         slots["zz_not_in_template"] = draw(short_odd)  # a value for no slot: never valid
         text = draw(template_texts)
-        data = base(name, text=text, voice=None, speaker=None, slots=slots)
+        data = base(name, text=text, voice=None, speaker=None, slots=slots, text_format="text")
         expect = {"invalid-template", "invalid-slots"}
+    elif kind == "ssml":
+        name = draw(st.sampled_from(["speak", "synthesize"]))
+        data = base(
+            name, text=draw(hostile_ssml), text_format="ssml", voice=None, speaker=None, slots=None
+        )
+        expect = {"invalid-ssml"}
     elif kind == "job":
         name = draw(
             st.sampled_from(["job", "speak-chunk", "speak-stop", "stop", "cancel", "pause"])
