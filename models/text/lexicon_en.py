@@ -506,6 +506,52 @@ CODE_WORDS: Final = {
 }
 """Words (lower case) after which a number is read digit by digit → how the word is said."""
 
+KEYPAD_SYMBOLS: Final = {"+": "plus", "*": "star", "#": "pound"}
+"""Phone keypad symbols by the names an IVR gives them."""
+
+SYMBOL_NAMES: Final = {
+    **KEYPAD_SYMBOLS,
+    "-": "dash",
+    "–": "dash",
+    "—": "dash",
+    "_": "underscore",
+    ".": "dot",
+    ",": "comma",
+    ":": "colon",
+    ";": "semicolon",
+    "!": "exclamation mark",
+    "?": "question mark",
+    "'": "apostrophe",
+    "’": "apostrophe",
+    '"': "quote",
+    "(": "open paren",
+    ")": "close paren",
+    "[": "open bracket",
+    "]": "close bracket",
+    "{": "open brace",
+    "}": "close brace",
+    "<": "less than",
+    ">": "greater than",
+    "/": "slash",
+    "\\": "backslash",
+    "|": "vertical bar",
+    "@": "at",
+    "&": "and",
+    "%": "percent",
+    "=": "equals",
+    "^": "caret",
+    "~": "tilde",
+    "`": "backtick",
+    "$": "dollar",
+    "€": "euro",
+    "£": "pound sign",
+    "¥": "yen",
+    "¢": "cent",
+    "°": "degree",
+}
+"""Symbols a listener knows by a short name (say-as `characters` reads others by their Unicode
+name; `normalize` names the ones it leaves after every other rule)."""
+
 SPELLED_TLDS: Final = frozenset(["uk", "us", "io", "ai", "tv", "ca", "de", "fr", "eu"])
 """Country-code top-level domains, spelled (`co.uk` → `co dot U K`)."""
 

@@ -41,8 +41,16 @@ Choices a listener will notice, and why:
   `usps.com`); the cost is that a three-letter word as a domain name is spelled too (`pay.gov`).
 - Dotted numbers: `3.0.1` is a version (`three point zero point one`), four parts up to 255
   an IP address read by digits (`one nine two dot one six eight dot ...`).
+- No symbol is left for a phonemizer to name or drop (they differ: espeak-ng says `colon` in
+  `16:9`, hibari's G2P says nothing for `/`): numbers with colons that make no time are read
+  with a pause (`25:00` → `twenty-five, zero zero`, `16:9` → `sixteen, nine`; `24:00` is
+  `twenty-four hundred`), a date that cannot be one as written (`02/30/2027` → `zero two slash
+  thirty slash two thousand twenty-seven`), `16$` as money, and a `/ $ € £ ¥ ¢ ° @ # * +` that
+  no other rule read by its name (`slash`, `dollar`, ..., `pound` and `star` as on a keypad).
+  Only a slash between two words stays (`and/or`, `w/o`: hibari's G2P reads it `without`), and
+  `*` around words is emphasis or a footnote mark and says nothing (`**Note:**`, `$9.99*`).
 - Things that stay as written: a lone `Sun`/`Sat` without a period (a word), `Ave Maria`,
-  `John W. Smith`, `Mary I love you`, numbers with a separator we cannot place (`16:9`).
+  `John W. Smith`, `Mary I love you`.
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ from utterd.models.text.rewrite import Rewriter, Rule, Span
 DateOrder = Literal["mdy", "dmy"]
 EmojiPolicy = Literal["skip", "name"]
 
-NORMALIZER_VERSION: Final = 3
+NORMALIZER_VERSION: Final = 4
 """Bumped whenever normalization changes what is said (for phrase-cache keys)."""
 
 
@@ -390,13 +398,14 @@ def _say_money_range(span: Span) -> str:
 def _time_words(written: str) -> str:
     parts = _TIME_PARTS.fullmatch(written.strip())
     if parts is None:
-        return _digits_in(written)
+        return _as_written(written)
     hour = int(parts.group(1))
     minute = int(parts.group(2) or "0")
     second = parts.group(3)
     half = parts.group(4).upper() if parts.group(4) else ""
-    if hour > 23 or (half and not 1 <= hour <= 12):
-        return _digits_in(written)
+    past_midnight = hour == 24 and minute == 0 and not int(second or "0")  # `24:00`: ISO's
+    if (hour > 23 and not (past_midnight and not half)) or (half and not 1 <= hour <= 12):
+        return _as_written(written)
     if half:
         head = num.cardinal(hour)
         tail = f" {lex.letter(half)} M"
@@ -418,8 +427,24 @@ def _time_words(written: str) -> str:
     return head + tail
 
 
-def _digits_in(text: str) -> str:
-    return re.sub(r"\d{1,15}", lambda m: " " + num.cardinal(int(m.group())) + " ", text).strip()
+_WRITTEN: Final = re.compile(r"\d{1,15}|[AaPp]\.?[Mm]\b\.?|\S")
+_SEPARATORS: Final = {"/": "slash", "-": "dash", "–": "dash", ".": "dot"}
+
+
+def _as_written(text: str) -> str:
+    """Numbers that make no time or date (`25:00`, `02/30/2027`) read as written: each number
+    as `_number` reads it (`00` → `zero zero`), a colon as a pause, `/` `-` `.` by name."""
+    words: list[str] = []
+    for token in _WRITTEN.findall(text):
+        if token.isdecimal():
+            words.append(_number(token))
+        elif token == ":" and words:
+            words[-1] += ","
+        elif token in _SEPARATORS:
+            words.append(_SEPARATORS[token])
+        elif token[0] in "AaPp":
+            words.append(f"{lex.letter(token[0])} M")
+    return " ".join(words)
 
 
 def _zone(written: str) -> str:
@@ -433,7 +458,7 @@ def _say_time(span: Span) -> str:
 def _say_time_range(span: Span) -> str:
     first, last = span.group(1), _time_words(span.group(2)) + _zone(span.group(3))
     if ":" not in first and not re.search(r"[AaPp]\.?[Mm]", first) and int(first) > 12:
-        return f"{_digits_in(first)} to {last}{_stop(span)}"
+        return f"{num.cardinal(int(first))} to {last}{_stop(span)}"
     return f"{_time_words(first)} to {last}{_stop(span)}"
 
 
@@ -461,7 +486,7 @@ def _date_words(month: int, day: int, year: str, order: DateOrder, span: Span) -
 
 def _say_iso_date(span: Span, order: DateOrder) -> str:
     year, month, day = span.group(1), int(span.group(2)), int(span.group(3))
-    return _date_words(month, day, year, order, span) or _digits_in(span.group(0))
+    return _date_words(month, day, year, order, span) or _as_written(span.group(0))
 
 
 def _say_numeric_date(span: Span, order: DateOrder) -> str:
@@ -469,7 +494,7 @@ def _say_numeric_date(span: Span, order: DateOrder) -> str:
     month, day = (first, second) if order == "mdy" else (second, first)
     if month > 12 and day <= 12:
         month, day = day, month
-    return _date_words(month, day, year, order, span) or _digits_in(span.group(0))
+    return _date_words(month, day, year, order, span) or _as_written(span.group(0))
 
 
 def _month_number(word: str) -> int:
@@ -1009,6 +1034,11 @@ def _rewriter(
         ),
         Rule("time", rf"(?<![\d:.,])({_TIME}){_ZONE}", _say_time),
         Rule(
+            "number",
+            r"(?<![\w.,:])\d{1,15}(?::\d{1,15}(?!\d))+",
+            lambda span: _as_written(span.group(0)),
+        ),
+        Rule(
             "money",
             rf"({_CURRENCY})\s?({_NUM})\s?[-–]\s?({_CURRENCY})?\s?({_NUM})(?:\s?({_SCALE}))?",
             _say_money_range,
@@ -1022,6 +1052,11 @@ def _rewriter(
             "money",
             rf"(?<![\w.,])({_NUM})\s?([€£¥]|USD|EUR|GBP|JPY)(?![A-Za-z])",
             _say_money_after,
+        ),
+        Rule(
+            "money",
+            rf"(?<![\w.,])({_NUM})\$(?!\s?\d)",
+            lambda span: _money("$", span.group(1), ""),
         ),
         Rule("money", r"(?<![\w.,])(\d{1,3}(?:\.\d{1,2})?)\s?¢", _say_cents),
         Rule(
@@ -1127,7 +1162,8 @@ def _rewriter(
             lambda span: "star " + num.digits(span.group(1)),
         ),
         Rule("symbol", r"(?<![\w*])\*(?![\w*])", lambda span: "star"),
-        Rule("symbol", r"(?<=[\w.)])\*{1,3}(?![\w*])", lambda span: ""),
+        Rule("symbol", r"(?<=[\w.,:;!?)])\*{1,3}(?![\w*])", lambda span: ""),
+        Rule("symbol", r"(?<![\w*])\*{1,3}(?=[A-Za-z])", lambda span: ""),
         Rule(
             "symbol",
             rf"(?<=[\w%.])/({_pattern_of(lex.PER_UNITS)})\b",
@@ -1146,6 +1182,11 @@ def _rewriter(
         Rule("symbol", r"(?<=\s)@(?=\s)", lambda span: "at"),
         Rule("symbol", r"(?<=\s)=(?=\s)", lambda span: "equals"),
         Rule("symbol", r"%", lambda span: " percent"),
+        Rule(
+            "symbol",
+            r"[$€£¥¢°@#*+]|(?<![^\W\d_])/|/(?![^\W\d_])",
+            lambda span: f" {lex.SYMBOL_NAMES[span.group(0)]} ",
+        ),
         Rule(
             "acronym",
             r"(?<![A-Za-z'’])([A-Z]{2,8})(s?)(?![A-Za-z]|['’][A-Za-z])",

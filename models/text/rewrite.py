@@ -71,8 +71,9 @@ class Rewriter:
     """A list of rules joined into one pattern and applied in one left-to-right pass."""
 
     def __init__(self, rules: Sequence[Rule], *, space_words: bool = True, skip: str = "") -> None:
-        """`space_words`: put a space between a rule's words and a letter or digit they touch
-        (English `B12` → `B twelve`); languages written without spaces turn it off.
+        """`space_words`: put a space between a rule's words and a letter or digit they touch,
+        in the text or in the words of the match just before (English `B12` → `B twelve`,
+        `5%+1` → `five percent plus one`); languages written without spaces turn it off.
         `skip`: a pattern for positions where no rule can start (English: inside a word and on
         a space); checked once per position before the rules, it makes the pass several times
         faster on plain text."""
@@ -95,9 +96,10 @@ class Rewriter:
     def apply(self, text: str) -> str:
         """The text with every rule's matches replaced by their words."""
         spaced_until = -1  # end of the last match that already put a space after its words
+        word_until = -1  # end of the last match whose words end in a letter or digit
 
         def replace(match: re.Match[str]) -> str:
-            nonlocal spaced_until
+            nonlocal spaced_until, word_until
             name = match.lastgroup
             assert name is not None  # every alternative is a named group
             rule, base = self._bases[name]
@@ -105,11 +107,13 @@ class Rewriter:
             words = rule.speak(span)
             if self._space_words and words:
                 start, end = span.start, span.end
-                if start > 0 and start != spaced_until and text[start - 1].isalnum():
-                    words = (" " + words) if words[0].isalnum() else words
+                touches = start == word_until or (start > 0 and text[start - 1].isalnum())
+                if touches and start != spaced_until and words[0].isalnum():
+                    words = " " + words
                 if end < len(text) and text[end].isalnum() and words[-1].isalnum():
                     words += " "
                     spaced_until = end
+                word_until = end if words[-1].isalnum() else -1
             return words
 
         return self._pattern.sub(replace, text)

@@ -96,51 +96,6 @@ class _Speech:
         return " ".join(self.words)
 
 
-_KEYS: Final = {"+": "plus", "*": "star", "#": "pound"}
-"""Phone keypad symbols, named in `digits` and `telephone` too."""
-
-_SYMBOL_NAMES: Final = {
-    **_KEYS,
-    "-": "dash",
-    "–": "dash",
-    "—": "dash",
-    "_": "underscore",
-    ".": "dot",
-    ",": "comma",
-    ":": "colon",
-    ";": "semicolon",
-    "!": "exclamation mark",
-    "?": "question mark",
-    "'": "apostrophe",
-    "’": "apostrophe",
-    '"': "quote",
-    "(": "open paren",
-    ")": "close paren",
-    "[": "open bracket",
-    "]": "close bracket",
-    "{": "open brace",
-    "}": "close brace",
-    "<": "less than",
-    ">": "greater than",
-    "/": "slash",
-    "\\": "backslash",
-    "|": "vertical bar",
-    "@": "at",
-    "&": "and",
-    "%": "percent",
-    "=": "equals",
-    "^": "caret",
-    "~": "tilde",
-    "`": "backtick",
-    "$": "dollar",
-    "€": "euro",
-    "£": "pound sign",
-    "¥": "yen",
-    "¢": "cent",
-    "°": "degree",
-}
-"""Symbols a listener knows by a short name; others are read by their Unicode name."""
-
 _UNICODE_NAME: Final = re.compile(r"[A-Z]+(?:[ -][A-Z]+)*")
 """A Unicode character name made of words only (no code point numbers)."""
 
@@ -149,8 +104,8 @@ _SILENT_CATEGORIES: Final = frozenset({"Mn", "Me", "Cf", "Cc", "Cs", "Co", "Cn"}
 
 def _symbol(char: str) -> str:
     """A symbol's name, or `""` when it has none a voice can say."""
-    if char in _SYMBOL_NAMES:
-        return _SYMBOL_NAMES[char]
+    if char in lex.SYMBOL_NAMES:
+        return lex.SYMBOL_NAMES[char]
     if unicodedata.category(char) in _SILENT_CATEGORIES:
         return ""
     name = unicodedata.name(char, "")
@@ -190,8 +145,8 @@ def _say_digits(text: str, hint: SayAs, options: EnglishOptions) -> str | None:
         if char.isdecimal():
             speech.say(num.digits(char))
             read_digit = True
-        elif char in _KEYS:
-            speech.say(_KEYS[char])
+        elif char in lex.KEYPAD_SYMBOLS:
+            speech.say(lex.KEYPAD_SYMBOLS[char])
         elif char == "." and 0 < index < len(text) - 1 and text[index - 1].isdecimal():
             if decimal_point and text[index + 1].isdecimal():
                 speech.say("point")
@@ -435,8 +390,8 @@ def _phone_words(groups: list[str], plus: bool, extension: list[str]) -> str:
             rest = groups[index + 1 : index + 3]
             toll_free = index == area and (len(rest) == 2 or rest[:1] != [] and rest[0].isalpha())
             said.append("eight hundred" if group == "800" and toll_free else num.digits(group))
-        elif group in _KEYS:
-            said.append(_KEYS[group])
+        elif group in lex.KEYPAD_SYMBOLS:
+            said.append(lex.KEYPAD_SYMBOLS[group])
         else:  # a vanity word (`FLOWERS`), or letters to spell
             said.append(group.title() if len(group) >= 3 else _spell(group))
     if plus:

@@ -224,7 +224,10 @@ def test_ranges(text: str, expected: str) -> None:
         ("00:30", "twelve thirty Eh M"),
         ("13:30:15", "thirteen thirty and fifteen seconds"),
         ("9 a.m. Then", "nine Eh M. Then"),  # the period of a.m. also ended the sentence
-        ("25:00", "twenty-five: zero"),  # not a time: read as numbers, nothing left as digits
+        ("25:00", "twenty-five, zero zero"),  # no such time: its numbers, as written
+        ("13:00 PM", "thirteen, zero zero P M"),
+        ("24:00", "twenty-four hundred"),  # ISO's end of the day
+        ("16:9", "sixteen, nine"),  # a colon no time has is a pause, never "colon"
     ],
 )
 def test_times(text: str, expected: str) -> None:
@@ -263,6 +266,39 @@ def test_slash_is_a_fraction_when_proper_and_small_else_a_date() -> None:
     assert normalize("1/15") == "January fifteenth"
     assert normalize("15/16") == "fifteen sixteenths"
     assert normalize("9/0") == "nine over zero"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("02/30/2027", "zero two slash thirty slash two thousand twenty-seven"),  # no such day
+        ("2027-02-30", "two thousand twenty-seven dash zero two dash thirty"),
+        ("31.13.2027", "thirty-one dot thirteen dot two thousand twenty-seven"),
+        ("1/2/3/4", "one slash two slash three slash four"),
+        ("Route 66/Main", "Route sixty-six slash Main"),
+        ("and/or", "and/or"),  # between words: the voice reads it
+    ],
+)
+def test_a_slash_that_makes_no_date_or_fraction_is_said(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("16$", "sixteen dollars"),
+        ("Press 7#", "Press seven pound"),
+        ("9*57", "nine star fifty-seven"),
+        ("C++ and $", "C plus plus and dollar"),
+        ("5%+1", "five percent plus one"),  # two rules' words never run together
+        ("a@", "a at"),
+        ("7°F3", "seven degree F three"),
+        ("**Note:** call *now*", "Note: call now"),  # emphasis says nothing
+        ("Only $9.99*", "Only nine dollars and ninety-nine cents"),  # nor does a footnote mark
+    ],
+)
+def test_symbols_no_rule_reads_are_named(text: str, expected: str) -> None:
+    assert normalize(text) == expected
 
 
 def test_money_variants() -> None:
@@ -516,6 +552,19 @@ def test_any_text_normalizes_and_no_ascii_digit_is_left(text: str) -> None:
     normalize(text, NAMES)
 
 
+_SYMBOLS = list("0123456789/:-.,$%#*+@& ") + ["00", "12", "2027", "1/2", "25:", "$1", "#1"]
+_SENTENCE_PUNCTUATION = ".,;:!?'-"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_SYMBOLS), max_size=30).map("".join))
+def test_digits_and_symbols_leave_only_words_and_sentence_punctuation(text: str) -> None:
+    for options in (EnglishOptions(), GB):
+        spoken = normalize(text, options)
+        left = {c for c in spoken if not (c.isalpha() or c == " " or c in _SENTENCE_PUNCTUATION)}
+        assert not left, (text, spoken)
+
+
 def _mixed_text(chars: int) -> str:
     sample = " ".join(line.text for line in TOKEN_LINES + HELD_OUT_LINES)
     return (sample * (chars // len(sample) + 1))[:chars]
@@ -541,6 +590,8 @@ _HOSTILE_UNITS = [
     "1", "1-", "1,", "1.", "1/", "$1", "A", "I", "-", ".", " ", "a@", "x.", "1:", "#", "Mon, ",
     "Dr. ", "0800 ", "1 ", "IV ", "a.b", "$1-", "1st ",
     "Dec 1-", "1K ", "1 ft 1 in ", "1+", "©", "1¢", "irs.gov/", "9 PM ET ",
+    "1:", "1:1", "25:00 ", "02/30/2027 ", "1/1/", "$", "1$", "*", "*a", "a*", "@", "+", "1%+",
+    "°", "4A ", "A1", "AM ",
 ]  # fmt: skip
 
 

@@ -296,7 +296,9 @@ def test_a_hundred_thousand_digits_are_read_one_by_one_in_well_under_a_second() 
         assert _best_time(digits, hint) < 0.5, interpret_as
 
 
-_HOSTILE_UNITS = ["1", "a", "-", "1-", "$1", "#", "1:", "+", "1/", "Oct ", "1 ", "é"]
+_HOSTILE_UNITS = [
+    "1", "a", "-", "1-", "$1", "#", "1:", "+", "1/", "Oct ", "1 ", "é", "1$", "*a", "A1 ",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("interpret_as", ALL_HINTS)
