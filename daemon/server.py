@@ -794,6 +794,8 @@ class Server:
                     f"{self.settings.limits.max_text_chars}"
                 )
         guard.check_speakable(text, info.language)
+        if slots is None and self.ssml is not None:
+            return self.ssml.lexicon_sentences(text)  # a word said as phonemes: the SSML path
         return None
 
     def _on_synthesize(

@@ -82,10 +82,19 @@ def front_end_options(text: TextSettings) -> FrontEndOptions:
     """The text front end's options from config `text:` (values already validated)."""
     date_order: DateOrder = "dmy" if text.date_order == "dmy" else "mdy"
     emoji: EmojiPolicy = "name" if text.emoji == "name" else "skip"
+    words = {w: said for w, said in text.lexicon.items() if not _is_ipa(said)}
+    phonemes = {w: said.strip()[1:-1] for w, said in text.lexicon.items() if _is_ipa(said)}
     return FrontEndOptions(
-        english=EnglishOptions(date_order=date_order, emoji=emoji, lexicon=text.lexicon),
+        english=EnglishOptions(date_order=date_order, emoji=emoji, lexicon=words),
         own_normalizer=frozenset(text.own_normalizer),
+        phoneme_lexicon=phonemes,
     )
+
+
+def _is_ipa(said: str) -> bool:
+    """A lexicon entry written `/.../` gives phonemes (IPA), not words."""
+    said = said.strip()
+    return len(said) > 2 and said.startswith("/") and said.endswith("/")
 
 
 class State(enum.Enum):

@@ -278,8 +278,9 @@ class TextSettings:
     """Emoji and other pictographs: `skip` them, or say their Unicode `name` (for readers)."""
 
     lexicon: Mapping[str, str] = field(default_factory=dict)
-    """Your words (names, brands) → how to say them, as words (`Nguyen: win`); whole words,
-    exact spelling first, then ignoring case. For phonemes use SSML `<phoneme>`."""
+    """Your words (names, brands) → how to say them: as words (`Nguyen: win`), or as IPA
+    between slashes (`Nguyen: /ŋwˈɪn/`) for voices that take phonemes (others read the word).
+    Whole words, exact spelling first, then ignoring case."""
 
     own_normalizer: tuple[str, ...] = ()
     """Voice families (`piper`, `hibari`) that read plain text with their own normalizer

@@ -40,6 +40,7 @@ import numpy as np
 import soxr
 from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.cache.phrase_source import bounded_audio
+from utterd.models.errors import NothingToSay
 from utterd.models.text import frontend
 from utterd.models.text.frontend import FrontEndOptions
 from utterd.models.text.segments import Break, Emphasis, Mark, Segment, Sentence, TextSegment
@@ -89,6 +90,11 @@ class SsmlRenderer:
         self._source = source
         self._voices = voices
         self._options = options
+
+    def lexicon_sentences(self, text: str) -> tuple[Sentence, ...] | None:
+        """A plain text as sentences when it holds a word of the phoneme lexicon, else None
+        (frontend.lexicon_sentences): such a text is rendered like SSML."""
+        return frontend.lexicon_sentences(text, self._options)
 
     def render(
         self,
@@ -151,21 +157,20 @@ class SsmlRenderer:
         info = self._voices.info(voice_id)
         language = segment.lang or info.language
         segment_params = _with_prosody(params, segment)
-        if segment.phonemes is not None:
-            voice = self._voices.get(voice_id)
-            if voice.supports_phonemes:
-                return bounded_audio(
-                    voice.stream_phonemes(
-                        segment.phonemes, segment_params, cancel, low_latency=low_latency
-                    ),
-                    len(segment.phonemes),
-                    segment_params,
-                )
-            _LOGGER.info("event=ssml-phonemes-unsupported voice=%s", voice_id)
         words = frontend.spoken_segment(segment, info.family, language, self._options)
-        return self._source.stream(
+        text = self._source.stream(
             words, voice_id, segment_params, cancel, mode=mode, low_latency=low_latency, words=True
         )
+        if segment.phonemes is None:
+            return text
+        voice = self._voices.get(voice_id)
+        if not voice.supports_phonemes:
+            _LOGGER.info("event=ssml-phonemes-unsupported voice=%s", voice_id)
+            return text
+        said = voice.stream_phonemes(
+            segment.phonemes, segment_params, cancel, low_latency=low_latency
+        )
+        return _or_else(bounded_audio(said, len(segment.phonemes), segment_params), text, voice_id)
 
     def _voice_for(self, segment: TextSegment, request_voice: str) -> str:
         """The voice that says `segment` (see the module docstring)."""
@@ -193,6 +198,22 @@ class SsmlRenderer:
                     return info.voice_id
         _LOGGER.info("event=ssml-language-unavailable lang=%s", segment.lang)
         return request_voice
+
+
+def _or_else(
+    first: Iterator[AudioChunk], then: Iterator[AudioChunk], voice_id: str
+) -> Iterator[AudioChunk]:
+    """`first`'s chunks; `then`'s when `first` has nothing to say (IPA with no symbol the voice
+    knows: its text is read instead, as for a voice that takes no phonemes)."""
+    try:
+        head = next(first, None)
+    except NothingToSay:
+        _LOGGER.info("event=ssml-phonemes-unsayable voice=%s", voice_id)
+        yield from then
+        return
+    if head is not None:
+        yield head
+        yield from first
 
 
 _END: Final = Mark("")

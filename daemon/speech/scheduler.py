@@ -541,18 +541,23 @@ class Scheduler:
             sentence = job.stream.next_sentence(job.cancel, self._stream_idle_s)
             if sentence is None:
                 return
+            document: tuple[Sentence, ...] | None = None
             if isinstance(sentence, Sentence):
-                chunks = self._renderer().render(
-                    [sentence],
+                document = (sentence,)
+            elif self._ssml is not None:
+                document = self._ssml.lexicon_sentences(sentence)  # a word said as phonemes
+            if document is not None:
+                yield from self._renderer().render(
+                    document,
                     job.voice_id,
                     job.params,
                     job.cancel,
                     mode=job.cache,
                     first_sentence=base,
                 )
-                yield from chunks
-                base += 1
+                base += len(document)
                 continue
+            assert isinstance(sentence, str)
             top = 0
             for chunk in self._source.stream(
                 sentence, job.voice_id, job.params, job.cancel, mode=job.cache

@@ -10,6 +10,9 @@ Every family gets text through here, whatever the request's format:
   them (breaks, marks, prosody, voice and language switches) and hands each text segment's
   words here (`spoken_segment`): a `<say-as>` hint is read by `say_as_en` for every family,
   since no family's own normalizer knows SSML hints; `<sub>` arrives as its alias.
+- **The user lexicon**: words with a spoken form go to the normalizer (`EnglishOptions.lexicon`);
+  words with phonemes (`FrontEndOptions.phoneme_lexicon`) turn a plain text that holds one into
+  sentences of segments (`lexicon_sentences`), spoken like SSML with a `<phoneme>` per word.
 - Languages without a normalizer of their own yet pass through unchanged (Chinese comes next,
   in its own module beside `normalize_en`).
 
@@ -23,13 +26,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Final
 
-from utterd.models.text import normalize_en
+from utterd.models.text import normalize_en, sentences
 from utterd.models.text.normalize_en import DEFAULT_OPTIONS, EnglishOptions
 from utterd.models.text.say_as_en import say_as
-from utterd.models.text.segments import TextSegment
+from utterd.models.text.segments import Sentence, TextSegment
 
 ENGLISH: Final = "en"
 """Primary language subtag of the languages `normalize_en` reads."""
@@ -46,6 +53,17 @@ class FrontEndOptions:
     """Families (`VoiceFamily.name`) that read plain text with their own normalizer instead of
     utterd's; every other family gets utterd's normalized words."""
 
+    phoneme_lexicon: Mapping[str, str] = field(default_factory=dict)
+    """The user's words said as phonemes: word → IPA (config `text.lexicon` entries written
+    `/.../`). A plain text holding one is spoken like SSML with a `<phoneme>` for each
+    (`lexicon_sentences`); a voice that takes no phonemes reads the word."""
+
+    def __post_init__(self) -> None:
+        for word, ipa in self.phoneme_lexicon.items():
+            if not word.strip() or not ipa.strip():
+                raise ValueError(f"lexicon: {word!r}: {ipa!r} is not a word and its phonemes")
+        object.__setattr__(self, "phoneme_lexicon", MappingProxyType(dict(self.phoneme_lexicon)))
+
     def normalizes(self, family: str, language: str) -> bool:
         """Whether plain text for a voice of `family` speaking `language` is normalized here."""
         return family not in self.own_normalizer and primary_language(language) == ENGLISH
@@ -57,7 +75,10 @@ class FrontEndOptions:
         if not self.normalizes(family, language):
             return ""
         english = self.english
-        lexicon = json.dumps(sorted(english.lexicon.items()), ensure_ascii=False)
+        lexicon = json.dumps(
+            [sorted(english.lexicon.items()), sorted(self.phoneme_lexicon.items())],
+            ensure_ascii=False,
+        )
         digest = hashlib.sha256(lexicon.encode("utf-8")).hexdigest()[:16]
         return f"en{normalize_en.NORMALIZER_VERSION}-{english.date_order}-{english.emoji}-{digest}"
 
@@ -85,3 +106,48 @@ def spoken_segment(
     if segment.say_as is not None and primary_language(language) == ENGLISH:
         return say_as(segment.text, segment.say_as, options.english)
     return spoken(segment.text, family, language, options)
+
+
+def lexicon_sentences(text: str, options: FrontEndOptions) -> tuple[Sentence, ...] | None:
+    """A plain text as sentences of segments when it holds a word of the phoneme lexicon (that
+    word a `<phoneme>` segment, the text around it ordinary segments); None when it holds none,
+    so that the text takes the plain path. Linear: one regex pass and one sentence pass."""
+    if not options.phoneme_lexicon:
+        return None
+    pattern = _lexicon_pattern(tuple(options.phoneme_lexicon))
+    if pattern.search(text) is None:
+        return None
+    cuts, _ = sentences.sentence_cuts(text, at_end=False)
+    out: list[Sentence] = []
+    for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
+        segments: list[TextSegment] = []
+        position = start
+        for match in pattern.finditer(text, start, end):
+            before = " ".join(text[position : match.start()].split())
+            if before:
+                segments.append(TextSegment(before))
+            word = match.group()
+            ipa = _lexicon_entry(word, options.phoneme_lexicon)
+            segments.append(TextSegment(word, phonemes=ipa))
+            position = match.end()
+        rest = " ".join(text[position:end].split())
+        if rest:
+            segments.append(TextSegment(rest))
+        if segments:
+            out.append(Sentence(tuple(segments)))
+    return tuple(out)
+
+
+def _lexicon_entry(word: str, lexicon: Mapping[str, str]) -> str:
+    """The word's IPA: the exact spelling first, then ignoring case."""
+    if word in lexicon:
+        return lexicon[word]
+    folded = word.casefold()
+    return next(ipa for key, ipa in lexicon.items() if key.casefold() == folded)
+
+
+@lru_cache(maxsize=8)
+def _lexicon_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    """Whole words of the lexicon, longest first, ignoring case."""
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)

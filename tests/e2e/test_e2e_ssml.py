@@ -23,6 +23,8 @@ pytestmark = pytest.mark.e2e
 JOE = "en_US-joe-medium"
 HEART = "hibari-heart"
 VOICES = (JOE, HEART)
+LEXICON = {"Nguyen": "/ŋwˈɪn/", "Acme": "Ack me"}
+"""The daemon's `text.lexicon`: one word said as IPA, one as words."""
 SILENCE_PCM = 10 ** (-50 / 20) * 32767
 """-50 dBFS in 16-bit samples: the level render.py trims a voice's edge silence to."""
 
@@ -31,7 +33,8 @@ SILENCE_PCM = 10 ** (-50 / 20) * 32767
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     tmp = tmp_path_factory.mktemp("ssml")
     env, _ = file_sink_env(tmp)
-    with RunningDaemon(tmp, clean_env(env), {"voices": {"preload": [JOE]}}) as d:
+    config = {"voices": {"preload": [JOE]}, "text": {"lexicon": LEXICON}}
+    with RunningDaemon(tmp, clean_env(env), config) as d:
         yield d
 
 
@@ -191,3 +194,25 @@ def test_describe_lists_the_ssml_each_voice_honours(daemon: RunningDaemon) -> No
         honoured = set(by_id[voice]["ssml"])
         assert {"break", "mark", "prosody", "say-as", "sub", "voice", "lang"} <= honoured
         assert ("phoneme" in honoured) == by_id[voice]["loaded"]
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_the_lexicon_says_words_as_written_there_and_as_phonemes(
+    daemon: RunningDaemon, voice: str
+) -> None:
+    with daemon.client() as c:
+        plain, _ = _pcm(c, "Ask for nguyen at ACME.", voice)
+        same, _ = _pcm(
+            c,
+            '<speak>Ask for <phoneme alphabet="ipa" ph="ŋwˈɪn">Nguyen</phoneme> at Ack me.</speak>',
+            voice,
+            text_format="ssml",
+        )
+        other, _ = _pcm(
+            c,
+            '<speak>Ask for <phoneme alphabet="ipa" ph="wˈɪn">Nguyen</phoneme> at Ack me.</speak>',
+            voice,
+            text_format="ssml",
+        )
+    assert np.array_equal(plain, same)
+    assert not np.array_equal(plain, other)  # the lexicon's IPA is what is said
