@@ -50,6 +50,7 @@ from utterd.daemon.speech.render import SsmlRenderer
 from utterd.daemon.speech.scheduler import Scheduler
 from utterd.daemon.watchdog import Watchdog
 from utterd.models.errors import UtterdError
+from utterd.models.text import frontend
 from utterd.models.text.frontend import FrontEndOptions
 from utterd.models.text.normalize_en import DateOrder, EmojiPolicy, EnglishOptions
 from utterd.models.voice import EngineSettings, SynthesisParams
@@ -320,6 +321,7 @@ class Daemon:
                 on_disk_fault=self._on_cache_fault,
             )
         front_end = front_end_options(cfg.text)
+        frontend.warm_up(front_end)
         source = PhraseSource(store, cache, cfg.cache, store.engine_for, front_end)
         ssml = SsmlRenderer(source, store, front_end)
         player = Player(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -118,12 +119,6 @@ class PhraseSource:
             return "words"
         return self.front_end.stamp(voice.info.family, voice.info.language)
 
-    def _spoken(self, text: str, voice: Voice, *, words: bool) -> str:
-        """What the voice is handed for `text` (the front end's words, unless `words`)."""
-        if words:
-            return text
-        return frontend.spoken(text, voice.info.family, voice.info.language, self.front_end)
-
     def is_cached(self, text: str, voice_id: str, params: SynthesisParams) -> bool:
         if self.cache is None:
             return False
@@ -179,13 +174,28 @@ class PhraseSource:
         low_latency: bool,
         words: bool,
     ) -> Iterator[AudioChunk]:
-        """The voice's audio for `text`, through the front end and within the audio budget."""
-        spoken = self._spoken(text, voice, words=words)
-        return bounded_audio(
-            voice.stream(spoken, params, cancel, low_latency=low_latency),
-            max(len(text), len(spoken)),
-            params,
-        )
+        """The voice's audio for `text`, through the front end and within the audio budget.
+
+        A long text is normalized group of sentences by group (`frontend.spoken_groups`), each
+        handed to the voice as it is needed, so the first audio never waits for the whole
+        text's normalization; sentence numbers run on across the groups."""
+        if words:
+            groups: Iterator[tuple[str, str]] = iter([(text, text)])
+        else:
+            info = voice.info
+            groups = frontend.spoken_groups(text, info.family, info.language, self.front_end)
+        base = 0
+        for written, spoken in groups:
+            top = -1
+            chunks = voice.stream(spoken, params, cancel, low_latency=low_latency)
+            for chunk in bounded_audio(chunks, max(len(written), len(spoken)), params):
+                top = max(top, chunk.sentence_index)
+                yield (
+                    chunk
+                    if not base
+                    else replace(chunk, sentence_index=base + chunk.sentence_index)
+                )
+            base += top + 1
 
     def _template(
         self,

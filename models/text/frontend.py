@@ -27,13 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
-from utterd.models.text import normalize_en, sentences
+from utterd.models.text import guard, normalize_en, sentences
 from utterd.models.text.normalize_en import DEFAULT_OPTIONS, EnglishOptions
 from utterd.models.text.say_as_en import say_as
 from utterd.models.text.segments import Sentence, TextSegment
@@ -86,6 +86,12 @@ class FrontEndOptions:
 DEFAULT_FRONT_END: Final = FrontEndOptions()
 
 
+def warm_up(options: FrontEndOptions) -> None:
+    """Compile the normalizer's rules for these options now (about 50 ms), so the first
+    request does not wait for it."""
+    normalize_en.normalize("Warm up: $1.00 on 10/04 at 1:00 PM, call 555-0198.", options.english)
+
+
 def primary_language(tag: str) -> str:
     """`en-US` → `en`; `EN_gb` → `en`."""
     return tag.replace("_", "-").split("-", 1)[0].lower()
@@ -96,6 +102,43 @@ def spoken(text: str, family: str, language: str, options: FrontEndOptions) -> s
     if options.normalizes(family, language):
         return normalize_en.normalize(text, options.english)
     return text
+
+
+GROUP_CHARS: Final = 400
+"""A plain text is normalized in groups of whole sentences of about this many characters
+(`spoken_groups`): a typical prompt is one group, and a long text's first audio waits for
+its first group only."""
+
+
+MAX_GROUP_CHARS: Final = 2_000
+"""Longest group: a longer run without a sentence end is cut at a clause mark or a space (the
+voice then hears the cut as the end of a sentence: only a pathological text has one)."""
+
+
+def spoken_groups(
+    text: str, family: str, language: str, options: FrontEndOptions
+) -> Iterator[tuple[str, str]]:
+    """`text` as (written, spoken) groups of whole sentences, each `spoken` made only when it
+    is asked for. A text the front end does not normalize is one group, as written."""
+    if not options.normalizes(family, language):
+        yield text, text
+        return
+    cuts, _ = sentences.sentence_cuts(text, at_end=False)
+    start = 0
+    for cut in [*cuts, len(text)]:
+        if cut - start >= GROUP_CHARS or cut == len(text):
+            written = text[start:cut]
+            start = cut
+            # A run with no sentence end is cut at a clause mark or space, so that its first
+            # audio does not wait for its whole normalization either.
+            parts = (
+                guard.split(written, MAX_GROUP_CHARS)
+                if len(written) > MAX_GROUP_CHARS
+                else [written]
+            )
+            for part in parts:
+                if part.strip():
+                    yield part, normalize_en.normalize(part, options.english)
 
 
 def spoken_segment(
