@@ -4,6 +4,8 @@ the normalizer for values that do not fit, and hostile spans (long, empty, only 
 from __future__ import annotations
 
 import datetime
+import gc
+import math
 import re
 import string
 import time
@@ -279,12 +281,23 @@ def test_a_24_hour_time_and_its_12_hour_form_name_the_same_minute(hour: int, min
 # --- cost ------------------------------------------------------------------------------------
 
 
-def _best_time(text: str, hint: SayAs) -> float:
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        say_as(text, hint)
-        best = min(best, time.perf_counter() - started)
+def _least_cpu_s(hint: SayAs, *texts: str) -> list[float]:
+    """The least CPU time of reading each text as `hint` over three interleaved runs, the
+    garbage collector off: this thread's CPU time leaves out other processes on a busy
+    machine, interleaving spreads a slow spell over every size, and a collection of the whole
+    test session's heap is no cost of the reader."""
+    best = [math.inf] * len(texts)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(3):
+            for index, text in enumerate(texts):
+                started = time.thread_time()
+                say_as(text, hint)
+                best[index] = min(best[index], time.thread_time() - started)
+    finally:
+        if enabled:
+            gc.enable()
     return best
 
 
@@ -293,7 +306,7 @@ def test_a_hundred_thousand_digits_are_read_one_by_one_in_well_under_a_second() 
     for interpret_as in ("digits", "cardinal", "telephone", "characters"):
         hint = SayAs(interpret_as)
         assert said(interpret_as, digits) == " ".join(["nine"] * 100_000)
-        assert _best_time(digits, hint) < 0.5, interpret_as
+        assert _least_cpu_s(hint, digits)[0] < 0.5, interpret_as
 
 
 _HOSTILE_UNITS = [
@@ -305,6 +318,8 @@ _HOSTILE_UNITS = [
 def test_cost_is_linear_in_the_span(interpret_as: str) -> None:
     hint = SayAs(interpret_as)
     for unit in _HOSTILE_UNITS:
-        small = _best_time(unit * 500, hint)
-        large = _best_time(unit * 2_000, hint)
-        assert large < 8 * small + 0.02, (unit, small, large)
+        for _ in range(3):  # measured again while 4 times the span takes 8 times as long or more
+            small, large = _least_cpu_s(hint, unit * 500, unit * 2_000)
+            if large < 8 * small + 0.02:
+                break
+        assert large < 8 * small + 0.02, (unit, small, large)  # a quadratic reader: 16 times
