@@ -925,6 +925,31 @@ class Server:
         return totals
 
     # -- synthesize (worker threads) -------------------------------------------------------------
+    def submit_synthesis(self, owner: str, work: Callable[[], None]) -> None:
+        """Run a bridge's synthesis (daemon/bridges) on the `synthesize` pool, counted as one:
+        the same limits (`busy`, raised here), and pre-warming yields to it. Any thread."""
+        self.access.synth.acquire(owner)
+        with self._synth_lock:
+            self._synth_in_flight += 1
+        self._preempt_warming()
+
+        def done() -> None:
+            self.access.synth.release(owner)
+            with self._synth_lock:
+                self._synth_in_flight -= 1
+
+        def run() -> None:
+            try:
+                work()
+            finally:
+                done()
+
+        try:
+            self._pool.submit(run)
+        except RuntimeError:  # the pool is shut down
+            done()
+            raise UtterdError("the daemon is stopping") from None
+
     def _synthesis_chunks(
         self,
         msg: Synthesize,
