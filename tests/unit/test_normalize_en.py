@@ -8,10 +8,7 @@ per category of both.
 
 from __future__ import annotations
 
-import gc
-import math
 import re
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from timing import growth
 from utterd.models.text import lexicon_en as lex
 from utterd.models.text import numbers_en as num
 from utterd.models.text.normalize_en import EnglishOptions, normalize
@@ -572,35 +570,10 @@ def _mixed_text(chars: int) -> str:
     return (sample * (chars // len(sample) + 1))[:chars]
 
 
-def _least_cpu_s(small: str, large: str) -> tuple[float, float]:
-    """The least CPU time of normalizing `small` and of `large` over three interleaved runs each,
-    the garbage collector off: this thread's CPU time leaves out other processes on a busy
-    machine, interleaving spreads a slow spell over both sizes, and a collection of the whole
-    test session's heap is no cost of the normalizer."""
-    best = [math.inf, math.inf]
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(3):
-            for index, text in enumerate((small, large)):
-                started = time.thread_time()
-                normalize(text)
-                best[index] = min(best[index], time.thread_time() - started)
-    finally:
-        if enabled:
-            gc.enable()
-    return best[0], best[1]
-
-
 def _linear_cost(small: str, large: str) -> tuple[float, float]:
-    """`_least_cpu_s` of 4 times the text (`large`) against the text (`small`), measured again,
-    up to three times, while the larger takes 8 times as long or more (a quadratic cost takes
-    16 times as long in every measurement)."""
-    for _ in range(3):
-        small_s, large_s = _least_cpu_s(small, large)
-        if large_s < 8 * small_s + 0.05:
-            break
-    return small_s, large_s
+    """CPU time of normalizing `small` and 4 times the text `large` (tests/timing.py); a
+    quadratic cost takes 16 times as long in every measurement."""
+    return growth(lambda: normalize(small), lambda: normalize(large), 8)
 
 
 def test_cost_is_linear_in_the_text_length() -> None:

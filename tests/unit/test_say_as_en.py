@@ -4,15 +4,13 @@ the normalizer for values that do not fit, and hostile spans (long, empty, only 
 from __future__ import annotations
 
 import datetime
-import gc
-import math
 import re
 import string
-import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from timing import least_cpu_s
 from utterd.models.text import lexicon_en as lex
 from utterd.models.text import numbers_en as num
 from utterd.models.text.normalize_en import EnglishOptions, normalize
@@ -282,23 +280,8 @@ def test_a_24_hour_time_and_its_12_hour_form_name_the_same_minute(hour: int, min
 
 
 def _least_cpu_s(hint: SayAs, *texts: str) -> list[float]:
-    """The least CPU time of reading each text as `hint` over three interleaved runs, the
-    garbage collector off: this thread's CPU time leaves out other processes on a busy
-    machine, interleaving spreads a slow spell over every size, and a collection of the whole
-    test session's heap is no cost of the reader."""
-    best = [math.inf] * len(texts)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(3):
-            for index, text in enumerate(texts):
-                started = time.thread_time()
-                say_as(text, hint)
-                best[index] = min(best[index], time.thread_time() - started)
-    finally:
-        if enabled:
-            gc.enable()
-    return best
+    """The least CPU time of reading each text as `hint` (tests/timing.py)."""
+    return least_cpu_s(*(lambda text=text: say_as(text, hint) for text in texts))
 
 
 def test_a_hundred_thousand_digits_are_read_one_by_one_in_well_under_a_second() -> None:

@@ -3,7 +3,6 @@ streaming."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import time
@@ -13,6 +12,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from timing import growth
 from utterd.models.errors import UtterdError
 from utterd.models.text import ssml
 from utterd.models.text.segments import (
@@ -748,33 +748,9 @@ def test_closed_stream_refuses_more() -> None:
 # -- cost ----------------------------------------------------------------------------------------
 
 
-def _least_cpu_s(small: Callable[[], object], large: Callable[[], object]) -> tuple[float, float]:
-    """The least CPU time of `small` and of `large` over five interleaved runs each, the garbage
-    collector off. This thread's CPU time leaves out other processes on a busy machine (wall
-    time there gave 4 times the text 8.7 times the time), interleaving spreads a slow spell over
-    both sizes, and a collection of the whole test session's heap is no cost of the parser."""
-    best = [math.inf, math.inf]
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(5):
-            for index, work in enumerate((small, large)):
-                started = time.thread_time()
-                work()
-                best[index] = min(best[index], time.thread_time() - started)
-    finally:
-        if enabled:
-            gc.enable()
-    return best[0], best[1]
-
-
 def _growth(small: Callable[[], object], large: Callable[[], object]) -> float:
-    """How many times longer `large` takes than `small`: measured again, up to three times,
-    while it is 8 or more (a quadratic cost is 16 for 4 times the text, in every measurement)."""
-    for _ in range(3):
-        small_s, large_s = _least_cpu_s(small, large)
-        if large_s < 8 * small_s:
-            break
+    """How many times longer `large` takes than `small` (CPU time, tests/timing.py)."""
+    small_s, large_s = growth(small, large, 8, runs=5)
     return large_s / small_s
 
 
