@@ -28,6 +28,7 @@ from utterd.daemon.settings import (
     PREWARM_SESSIONS,
     SHUTDOWN_MODES,
     Settings,
+    WyomingSettings,
 )
 from utterd.daemon.validation import NONE_TYPE, field_specs, is_union, matches_scalar
 from utterd.models.errors import UtterdError
@@ -147,6 +148,7 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "cache.prewarm_sessions": _OneOf(PREWARM_SESSIONS),
         "text.date_order": _OneOf(DATE_ORDERS),
         "text.emoji": _OneOf(EMOJI_POLICIES),
+        "wyoming.max_clients": _Range(1, 1024),
         "log_level": _OneOf(LOG_LEVELS),
     }
 )
@@ -326,6 +328,7 @@ def _check_cross_fields(settings: Settings) -> None:
             "use CurveZMQ: set server.curve: true and allow client keys (docs/protocol.md, "
             "Security)",
         )
+    _check_wyoming(settings.wyoming)
     for word in settings.text.lexicon:
         if not word.strip():
             raise _Invalid("text.lexicon", f"{_show(word)} is not a word")
@@ -335,6 +338,30 @@ def _check_cross_fields(settings: Settings) -> None:
                 f"server.curve_clients[{index}]",
                 f"expected a Z85 Curve public key (40 characters), got {_show(key)}",
             )
+
+
+def _check_wyoming(wyoming: WyomingSettings) -> None:
+    """The Wyoming bridge's address: TCP, loopback unless allowed, announced only if reachable."""
+    try:
+        endpoint = wyoming.endpoint()
+    except ValueError as exc:
+        raise _Invalid("wyoming.uri", f"{_show(wyoming.uri)}: {exc}") from None
+    if endpoint is None:
+        return
+    host, _ = endpoint
+    if not _is_loopback(host) and not wyoming.allow_non_loopback:
+        raise _Invalid(
+            "wyoming.uri",
+            f"{host!r} is not a loopback address, and Wyoming has no authentication: anyone who "
+            "can reach it could use the daemon, so set wyoming.allow_non_loopback: true to allow "
+            "it",
+        )
+    if wyoming.zeroconf and _is_loopback(host):
+        raise _Invalid(
+            "wyoming.zeroconf",
+            f"the server listens on loopback ({host!r}), which no other machine can reach: "
+            "announcing it is of no use; listen on the LAN address (or 0.0.0.0) first",
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -17,6 +17,9 @@ Under systemd (`Type=notify`, see daemon/sdnotify.py) the daemon reports STATUS 
 start-up phase, READY=1 once the sockets are bound and the default voice is loaded and warm,
 RELOADING=1 / READY=1 around a reload, STOPPING=1 at shutdown, and WATCHDOG=1 while the socket
 loop and the audio path are alive (daemon/watchdog.py).
+
+With `wyoming.uri` set, the Wyoming server (daemon/bridges/wyoming.py) listens before READY=1
+(a port it cannot take stops the start) and is the first part stopped.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from types import FrameType
 from typing import Any, Final
 
 from utterd.daemon.audio.player import Player, PlayerEvent
+from utterd.daemon.bridges.wyoming import DaemonSynthesizer, WyomingBridge
 from utterd.daemon.cache.phrase_source import PhraseSource
 from utterd.daemon.cache.prewarm import PrewarmSpec, load_prewarm_list
 from utterd.daemon.cache.store import PhraseCache
@@ -386,17 +390,23 @@ class Daemon:
         }
         server.heartbeat.beat()
         watchdog.start()
-        self.state = State.STARTED
-        self._notifier.ready(self.status_line())
-        _LOGGER.info(
-            "event=ready start_s=%.3f version=%s", time.monotonic() - started, self.version
-        )
-        self._signals.put(_STARTED)
+        bridge = self._wyoming_bridge(store, source, ssml, server)
         try:
+            if bridge is not None:
+                self._status("starting: Wyoming server")
+                bridge.start()  # BridgeBindError stops the start, the parts closed below
+            self.state = State.STARTED
+            self._notifier.ready(self.status_line())
+            _LOGGER.info(
+                "event=ready start_s=%.3f version=%s", time.monotonic() - started, self.version
+            )
+            self._signals.put(_STARTED)
             server.run()
         finally:
             self.state = State.STOPPING
             self._notifier.stopping("stopping")
+            if bridge is not None:  # first: its syntheses run on the server's pool
+                bridge.stop()
             watchdog.stop()
             self.faults.close()  # its last events go out before the sockets close
             server.close()
@@ -414,6 +424,19 @@ class Daemon:
             self.state = State.STOPPED
             _LOGGER.info("event=stopped")
         return 0
+
+    def _wyoming_bridge(
+        self, store: VoiceStore, source: PhraseSource, ssml: SsmlRenderer, server: Server
+    ) -> WyomingBridge | None:
+        """The Wyoming server on the daemon's own parts, when `wyoming.uri` is set."""
+        if self.settings.wyoming.uri is None:
+            return None
+        synth = DaemonSynthesizer(
+            store, source, ssml, lambda: server.settings, server.submit_synthesis
+        )
+        bridge = WyomingBridge(self.settings.wyoming, synth, self.version)
+        server.describe_sections["wyoming"] = bridge.describe
+        return bridge
 
     # -- signals -------------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 
 def _default_voice_folders() -> tuple[Path, ...]:
@@ -288,6 +289,47 @@ class TextSettings:
 
 
 @dataclass(frozen=True)
+class WyomingSettings:
+    """The Wyoming bridge (daemon/bridges/wyoming.py, docs/home-assistant.md): Home Assistant's
+    protocol served by `utterd serve` itself, on the same voices, cache and synthesis pool.
+    Wyoming has no authentication: whoever reaches the port can use it."""
+
+    uri: str | None = None
+    """Where to listen, `tcp://HOST:PORT` (`tcp://127.0.0.1:10200`). None: no Wyoming server."""
+
+    allow_non_loopback: bool = False
+    """Must be true to listen on anything but a loopback address (Home Assistant on another
+    machine): every host that reaches the port can then make the daemon synthesize."""
+
+    zeroconf: bool = False
+    """Announce the server over mDNS (`_wyoming._tcp`), as Home Assistant discovers Wyoming
+    services; needs the `zeroconf` package (`utterd[zeroconf]`) and a non-loopback host."""
+
+    zeroconf_name: str | None = None
+    """The name announced. None: `utterd-` and the machine's host name."""
+
+    max_clients: int = 16
+    """Wyoming connections served at once; one more is answered `busy` and closed."""
+
+    def endpoint(self) -> tuple[str, int] | None:
+        """(host, port) of `uri`; None when it is not set. ValueError naming what is wrong."""
+        if self.uri is None:
+            return None
+        parsed = urlsplit(self.uri.strip())
+        if parsed.scheme != "tcp":
+            raise ValueError("expected tcp://HOST:PORT (Wyoming over TCP)")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if not parsed.hostname or port is None or not 1 <= port <= 65535:
+            raise ValueError("expected tcp://HOST:PORT with a host and a port in 1..65535")
+        if parsed.path not in ("", "/") or parsed.query or parsed.fragment or parsed.username:
+            raise ValueError("expected tcp://HOST:PORT and nothing more")
+        return parsed.hostname, port
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the daemon reads from config.yaml."""
 
@@ -297,6 +339,7 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     text: TextSettings = field(default_factory=TextSettings)
+    wyoming: WyomingSettings = field(default_factory=WyomingSettings)
 
     greeting: str | None = None
     """Spoken with the default voice once the daemon is ready; None says nothing."""
