@@ -464,7 +464,11 @@ class _Connection:
             return
         level = logging.INFO if not isinstance(exc, Cancelled) else logging.DEBUG
         _LOGGER.log(
-            level, "event=wyoming-error client=%s code=%s message=%r", self.name, exc.code, exc
+            level,
+            "event=wyoming-error client=%s code=%s message=%r",
+            self.name,
+            exc.code,
+            exc.message,
         )
         self._bridge.count("errors")
         self.write(wev.error_event(exc))

@@ -6,7 +6,7 @@ Pure translation, no sockets or threads, so that every rule here is unit-tested 
   `data`, `data_length`, `payload_length`, `version`), then `data_length` bytes of JSON merged
   into `data`, then `payload_length` bytes of payload. The `wyoming` package's own reader trusts
   the lengths a peer sends; here every length is bounded before a byte is read (`MAX_*`), and a
-  header that is not such an object is `invalid-json` / `invalid-header`, utterd's codes.
+  header that is not such an object is `invalid-utf8` / `invalid-json` / `invalid-header`.
 - **Requests** (`parse_request`): `describe`, `synthesize`, `synthesize-start`, `-chunk`,
   `-stop`, checked like utterd's own protocol (text is a string, not empty, within
   `limits.max_text_chars`, no lone surrogates; `voice` an object of strings). Events of any other
@@ -33,6 +33,7 @@ from utterd.daemon.protocol.errors import (
     EmptyText,
     InvalidHeader,
     InvalidJson,
+    InvalidUtf8,
     InvalidValue,
     MissingField,
     TextTooLong,
@@ -145,10 +146,15 @@ Request: TypeAlias = DescribeRequest | SynthesizeRequest | StreamStart | StreamC
 
 # -- the wire --------------------------------------------------------------------------------------
 def decode_header(line: bytes) -> Header:
-    """The header line of an event, checked; InvalidJson / InvalidHeader when it is not one."""
+    """The header line of an event, checked; InvalidUtf8 / InvalidJson / InvalidHeader when it
+    is not one."""
     try:
-        header = json.loads(line)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidUtf8(f"the event header is not UTF-8 (byte {exc.start})") from None
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise InvalidJson(f"the event header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise InvalidHeader(f"the event header is not a JSON object but {_kind(header)}")
@@ -181,8 +187,10 @@ def decode_data(header: Header, raw: bytes) -> dict[str, Any]:
     if not raw:
         return header.data
     try:
-        extra = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        extra = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidUtf8(f"the event's data is not UTF-8 (byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:
         raise InvalidJson(f"the event's data is not JSON: {exc}") from None
     if not isinstance(extra, dict):
         raise InvalidHeader(f"the event's data is {_kind(extra)}, not an object", field="data")

@@ -145,7 +145,7 @@ def test_a_header_with_data_and_payload_lengths() -> None:
     ("line", "code"),
     [
         (b"hello\n", "invalid-json"),
-        (b"\xff\xfe{}\n", "invalid-json"),
+        (b"\xff\xfe{}\n", "invalid-utf8"),
         (b"[1, 2]\n", "invalid-header"),
         (b'{"data": {}}\n', "invalid-header"),
         (b'{"type": ""}\n', "invalid-header"),
@@ -172,6 +172,9 @@ def test_data_after_the_header_must_be_an_object() -> None:
     with pytest.raises(UtterdError) as excinfo:
         wev.decode_data(header, b"{x}")
     assert code_of(excinfo) == "invalid-json"
+    with pytest.raises(UtterdError) as excinfo:
+        wev.decode_data(header, b'{"text": "\xe9"}')
+    assert code_of(excinfo) == "invalid-utf8"
 
 
 @given(st.binary(max_size=300))
@@ -179,7 +182,7 @@ def test_any_header_line_is_an_event_or_an_utterd_error(line: bytes) -> None:
     try:
         header = wev.decode_header(line)
     except UtterdError as exc:
-        assert exc.code in ("invalid-json", "invalid-header")
+        assert exc.code in ("invalid-utf8", "invalid-json", "invalid-header")
         return
     assert header.type and isinstance(header.data, dict)
     assert 0 <= header.data_length <= wev.MAX_DATA_BYTES
