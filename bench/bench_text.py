@@ -102,6 +102,9 @@ QUICK_LINES: Final = 3
 MIXED_CHARS: Final = (2_000, 20_000)
 """Lengths of the mixed text timed whole (the second over the first gives the linearity ratio)."""
 
+SLOWEST_SHOWN: Final = 5
+"""Sentences listed by name among the slowest to normalize."""
+
 MIX_SEED: Final = 17
 """Seed of the shuffle of the inputs the mixed text is made of."""
 
@@ -368,11 +371,13 @@ def measure_cost(
 
     number, repeat = (2, 3) if quick else (20, 15)
     by_source: dict[str, dict[str, list[float]]] = {}
+    timed: list[tuple[float, str, str]] = []
     for source, text, options in sentences:
         fastest, median = time_call(partial(normalize, text, options), number, repeat)
         entry = by_source.setdefault(source, {"fastest": [], "median": []})
         entry["fastest"].append(fastest)
         entry["median"].append(median)
+        timed.append((fastest, source, text))
     per_sentence: dict[str, Any] = {}
     for source, entry in by_source.items():
         per_sentence[source] = {
@@ -386,6 +391,10 @@ def measure_cost(
         "sentences": len(every),
         "fastest_run": distribution_ms(every),
         "median_run": distribution_ms(every_median),
+        "slowest": [
+            {"source": source, "chars": len(text), "fastest_ms": t * 1e3, "text": text}
+            for t, source, text in sorted(timed, reverse=True)[:SLOWEST_SHOWN]
+        ],
     }
 
     long_repeat = 3 if quick else 9

@@ -192,6 +192,9 @@ def test_cost_only_quick_run(bt: ModuleType, tmp_path: Path) -> None:
     every = cost["per_sentence"]["all"]
     assert every["sentences"] > 0
     assert 0 < every["fastest_run"]["median_ms"] <= every["fastest_run"]["max_ms"]
+    slowest = [item["fastest_ms"] for item in every["slowest"]]
+    assert 0 < len(slowest) <= 5 and slowest == sorted(slowest, reverse=True)
+    assert slowest[0] == pytest.approx(every["fastest_run"]["max_ms"])
     assert [int(k) for k in cost["mixed_text"]] == [2_000, 20_000] == list(bt.MIXED_CHARS)
     assert all(v["chars"] == int(k) for k, v in cost["mixed_text"].items())
     linearity = cost["linearity"]
