@@ -11,6 +11,8 @@ import numpy as np
 from utterd.daemon.cache.phrase_source import PhraseSource
 from utterd.daemon.cache.store import PhraseCache
 from utterd.daemon.settings import CacheSettings
+from utterd.models.text.frontend import FrontEndOptions
+from utterd.models.text.normalize_en import EnglishOptions
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -113,3 +115,29 @@ def test_runtime_record_reads_the_report() -> None:
         None,
         None,
     )
+
+
+def test_the_key_covers_the_text_front_end_and_its_options(tmp_path: Path) -> None:
+    engine = EngineSettings(threads=2)
+    store = VoiceStore([], [], engine)
+
+    def key(front_end: FrontEndOptions, *, words: bool = False) -> str:
+        source = PhraseSource(
+            store, PhraseCache(None, 1 << 20, 0), CacheSettings(), lambda _: engine, front_end
+        )
+        keyed = source.key(
+            "Pay $5 by 10/04.", _Voice(_info(tmp_path), {}), SynthesisParams(), words=words
+        )
+        assert keyed is not None
+        return keyed[0]
+
+    keys = [
+        key(FrontEndOptions()),
+        key(FrontEndOptions(EnglishOptions(date_order="dmy"))),
+        key(FrontEndOptions(EnglishOptions(lexicon={"Pay": "Pey"}))),
+        key(FrontEndOptions(phoneme_lexicon={"Pay": "pˈeɪ"})),
+        key(FrontEndOptions(own_normalizer=frozenset({"any-family"}))),
+        key(FrontEndOptions(), words=True),
+    ]
+    assert len(set(keys)) == len(keys)
+    assert key(FrontEndOptions()) == keys[0]
