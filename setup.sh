@@ -2,7 +2,8 @@
 # Sets utterd up on a fresh Debian or Raspberry Pi OS machine (Python 3.11) and starts it speaking.
 #   ./setup.sh                  install, then run `utterd serve` in the foreground with a greeting
 #   ./setup.sh --install-only   install and return (used by run-tests.sh)
-#   ./setup.sh --with-tests     also install the test tools (PulseAudio for the real-time sink)
+#   ./setup.sh --with-tests     also install the test tools (PulseAudio for the real-time sink,
+#                               speech-dispatcher for sd_utterd's tests)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,9 +18,10 @@ for arg in "$@"; do
 done
 
 # System packages: PortAudio for the sound device, venv for the virtualenv; the tests also need a
-# PulseAudio null sink (real-time pace) and ALSA's pulse plugin.
+# PulseAudio null sink (real-time pace) and ALSA's pulse plugin, and speech-dispatcher with its
+# Python client to drive sd_utterd (tests/e2e/test_e2e_speechd.py).
 debs=(libportaudio2 python3-venv)
-[ "$with_tests" = 1 ] && debs+=(pulseaudio pulseaudio-utils libasound2-plugins)
+[ "$with_tests" = 1 ] && debs+=(pulseaudio pulseaudio-utils libasound2-plugins speech-dispatcher python3-speechd)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

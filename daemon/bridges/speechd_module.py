@@ -10,7 +10,7 @@ a `-`. What this module understands:
 | command | data | answer |
 |---|---|---|
 | `INIT` | | `299-message` / `299 OK LOADED SUCCESSFULLY` (or `399` and exit) |
-| `SPEAK`, `CHAR`, `KEY`, `SOUND_ICON` | lines up to `.` (a leading `.` doubled) | `202 OK RECEIVING MESSAGE`, then `200 OK SPEAKING` or `301 ERROR CANT SPEAK` |
+| `SPEAK`, `CHAR`, `KEY`, `SOUND_ICON` | lines up to `.` (a leading `.` doubled) | `202 OK RECEIVING MESSAGE`, then `200 OK SPEAKING` (`301 ERROR CANT SPEAK` if empty) |
 | `SET`, `AUDIO`, `LOGLEVEL` | `name=value` lines up to `.` | `203`/`207 OK RECEIVING ...`, then `203 OK ...` or the first error |
 | `STOP`, `PAUSE` | | none |
 | `LIST VOICES [LANG [VARIANT]]` | | `200-name<TAB>language<TAB>variant` lines, `200 OK VOICE LIST SENT` |
@@ -30,10 +30,13 @@ sound device's buffer at once; `703 STOP` goes back when the daemon confirms the
 `paused`, `704 PAUSE` goes back and the held job is cancelled, because speech-dispatcher resumes
 a paused message itself, by sending its text again from the last index mark reported.
 
-The daemon may be absent or restart at any time: a message that cannot be queued answers
-`301`, a message speaking when the daemon's connection drops ends with `703 STOP`, and while a
-message speaks its job is looked up every second, so a lost event cannot leave speech-
-dispatcher waiting forever.
+The daemon may be absent or restart at any time. A message it cannot take (not running, or an
+error such as `busy`) is answered `200 OK SPEAKING` and at once `703 STOP`, and the reason goes
+to the module's log: speech-dispatcher drops a message answered `301` without telling its client,
+whose wait for the message's end would then never end. A message speaking when the daemon's
+connection drops ends with `703 STOP`; while a message speaks its job is looked up every second,
+so a lost event cannot leave speech-dispatcher waiting either. ZeroMQ reconnects when the daemon
+is back, and the next message speaks.
 """
 
 from __future__ import annotations
@@ -306,19 +309,18 @@ class ModuleSession:
         if kind == "SOUND_ICON" and self._config.sound_icon_ms == 0:
             self._send("200 OK SPEAKING", "701 BEGIN", "702 END")
             return
-        request = self._request(kind, data)
         try:
-            job = self._speak(request)
+            job = self._speak(self._request(kind, data))
         except DaemonRefused as exc:
-            if exc.reply_code != "nothing-to-say":
-                _LOGGER.warning("event=speak-refused code=%s reason=%r", exc.reply_code, str(exc))
-                self._send(CANT_SPEAK)
+            if exc.reply_code == "nothing-to-say":
+                self._send("200 OK SPEAKING", "701 BEGIN", "702 END")
                 return
-            self._send("200 OK SPEAKING", "701 BEGIN", "702 END")
+            _LOGGER.error("event=speak-refused code=%s reason=%r", exc.reply_code, str(exc))
+            self._send("200 OK SPEAKING", "703 STOP")
             return
         except DaemonUnreachable as exc:
             _LOGGER.error("event=speak-failed reason=%r", exc.message)
-            self._send(CANT_SPEAK)
+            self._send("200 OK SPEAKING", "703 STOP")
             return
         self._send("200 OK SPEAKING")
         self._message = _Message(job, self._clock())
@@ -365,8 +367,8 @@ class ModuleSession:
         return self._link.speak({**request, "text": text, "text_format": "text"})
 
     def _voice(self) -> str | None:
-        if self._voices is None:
-            self._refresh_voices()
+        if self._voices is None and self._refresh_voices() is None:
+            raise DaemonUnreachable("utterd did not list its voices")
         return choose_voice(
             self._settings,
             self._voices or [],

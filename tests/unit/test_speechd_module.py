@@ -249,10 +249,20 @@ def test_ssml_utterd_refuses_is_spoken_as_text(h: Harness) -> None:
     "error",
     [DaemonUnreachable("utterd is not answering"), DaemonRefused("busy", "queue full")],
 )
-def test_a_message_that_cannot_be_queued_cannot_be_spoken(h: Harness, error: Exception) -> None:
+def test_a_message_the_daemon_cannot_take_is_stopped_at_once(h: Harness, error: Exception) -> None:
+    # Not 301: speech-dispatcher would drop the message without telling the client waiting on it.
     h.link.speak_errors = [error]
-    assert h.speak() == ["202 OK RECEIVING MESSAGE", "301 ERROR CANT SPEAK"]
+    assert h.speak() == ["202 OK RECEIVING MESSAGE", "200 OK SPEAKING", "703 STOP"]
     assert not h.session.speaking
+
+
+def test_a_daemon_down_before_the_voices_are_known_stops_the_message_at_once() -> None:
+    h = Harness()
+    h.link.unreachable = True
+    assert h.speak() == ["202 OK RECEIVING MESSAGE", "200 OK SPEAKING", "703 STOP"]
+    assert h.link.calls == ["describe"]
+    h.link.unreachable = False
+    assert h.speak()[-1] == "200 OK SPEAKING"
 
 
 def test_char_key_and_icon_take_one_line(h: Harness) -> None:
