@@ -67,20 +67,29 @@ names = {
     speechd.CallbackType.END: "end",
     speechd.CallbackType.CANCEL: "cancel",
     speechd.CallbackType.INDEX_MARK: "mark",
+    speechd.CallbackType.PAUSE: "pause",
+    speechd.CallbackType.RESUME: "resume",
 }
-done = threading.Event()
+seen = {name: threading.Event() for name in names.values()}
 
 def report(kind, index_mark=None):
     print(json.dumps({"t": time.monotonic(), "kind": names[kind], "mark": index_mark}), flush=True)
-    if kind in (speechd.CallbackType.END, speechd.CallbackType.CANCEL):
-        done.set()
+    seen[names[kind]].set()
 
 client.speak(text, callback=report, event_types=tuple(names))
-done.wait(120)
+if mode == "pause":  # callbacks run on the client's reader thread: control from this one
+    seen["begin"].wait(60)
+    time.sleep(0.2)
+    client.pause()
+    seen["pause"].wait(10)
+    client.resume()
+while not (seen["end"].wait(0.05) or seen["cancel"].is_set()):
+    pass
 client.close()
 """
 """speech-dispatcher's Python client speaking one message and printing its callbacks as JSON
-lines with their time.monotonic() (system-wide, so comparable with the test's clock)."""
+lines with their time.monotonic() (system-wide, so comparable with the test's clock); in mode
+`pause` it pauses the message 0.2 s after it begins and resumes it once paused."""
 
 
 class SpeechDispatcher:
@@ -291,6 +300,22 @@ def test_index_marks_come_back_in_order(spd: SpeechDispatcher) -> None:
     ]
     times = [c["t"] for c in seen]
     assert times == sorted(times)
+
+
+def test_pause_and_resume_go_on_from_the_last_sentence(
+    daemon: RunningDaemon, spd: SpeechDispatcher
+) -> None:
+    events = daemon.subscribe()
+    seen = callbacks(spd.client(LONG_TEXT, "pause"), {"end", "cancel"}, 120)
+    kinds = [c["kind"] for c in seen]
+    assert kinds[0] == "begin" and kinds[-1] == "end", kinds
+    assert kinds.index("pause") < kinds.index("resume"), kinds
+    paused_job = next_event(events, {"begin"}, None, 5)["data"]["job"]
+    assert next_event(events, {"stopped", "end"}, paused_job, 5)["type"] == "stopped"
+    # speech-dispatcher sends the rest again, from its last index mark: a new job that ends.
+    resumed_job = next_event(events, {"begin"}, None, 5)["data"]["job"]
+    assert resumed_job != paused_job
+    assert next_event(events, {"stopped", "end"}, resumed_job, 60)["type"] == "end"
 
 
 def test_spd_say_stop_silences_at_once(daemon: RunningDaemon, spd: SpeechDispatcher) -> None:
