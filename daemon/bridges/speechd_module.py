@@ -173,10 +173,6 @@ class ModuleSession:
         """A message is speaking (its end not reported yet)."""
         return self._message is not None
 
-    @property
-    def link(self) -> DaemonLink | None:
-        return self._link
-
     # -- speech-dispatcher's side ------------------------------------------------------------
 
     def feed(self, line: str) -> None:
