@@ -311,3 +311,16 @@ def test_eight_clients_at_once(daemon: Served) -> None:
     for h in heard:
         assert h.types[0] == "audio-start" and h.types[-1] == "audio-stop", h.types
         assert len(h.pcm()) > 16000
+
+
+def test_a_taken_port_stops_the_daemon_at_start(
+    daemon: Served, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = tmp_path_factory.mktemp("wyoming-taken")
+    env, _ = file_sink_env(tmp)
+    config = {"wyoming": {"uri": f"tcp://127.0.0.1:{daemon.wyoming_port}"}}
+    second = RunningDaemon(tmp, clean_env(env), config, start_timeout_s=60)
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        second.start()
+    assert "wyoming-bind" in second.log() and "address already in use" in second.log()
+    assert daemon.alive()
