@@ -228,7 +228,8 @@ EDGE_KEEP_S: Final = 0.005
 
 def _break_follows(items: list[tuple[int, Segment]], position: int) -> bool:
     """Whether a pause (marks and sentence ends aside) comes next after `position`."""
-    for _, segment in items[position + 1 :]:
+    for index in range(position + 1, len(items)):  # no slice: a copy per segment is quadratic
+        segment = items[index][1]
         if isinstance(segment, Break):
             return segment.duration_ms > 0
         if not isinstance(segment, Mark):

@@ -9,13 +9,15 @@ after), as neural voices do, so break lengths and mark offsets can be measured e
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from fakes import EventLog, FakePlayer
+from timing import growth
 from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.speech.jobs import Job
 from utterd.daemon.speech.render import EDGE_KEEP_S, SILENCE_LEVEL, SsmlRenderer, ssml_support
@@ -365,3 +367,21 @@ def test_malformed_streamed_ssml_fails_the_chunk_and_the_job(voices: FakeVoices)
         assert events.data(job.job_id, "failed")["code"] == "invalid-ssml"
     finally:
         scheduler.close()
+
+
+def test_rendering_costs_linear_time_in_the_segments(voices: FakeVoices) -> None:
+    def parsed(n: int) -> tuple[Any, ...]:
+        return ssml.parse(
+            "<speak>" + 'a <mark name="m"/>b <break time="1ms"/>' * n + "</speak>"
+        ).sentences
+
+    def render(sentences: tuple[Any, ...]) -> Callable[[], object]:
+        source = FakeSource(voices)
+        renderer = SsmlRenderer(source, voices, DEFAULT_FRONT_END)  # type: ignore[arg-type]
+        return lambda: sum(
+            1 for _ in renderer.render(sentences, "joe", SynthesisParams(), CancelToken())
+        )
+
+    small, large = parsed(300), parsed(3000)
+    small_s, large_s = growth(render(small), render(large), 20, runs=1)
+    assert large_s < 20 * small_s, (small_s, large_s)  # 10x the document; quadratic: ~100x
