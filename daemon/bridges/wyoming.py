@@ -238,7 +238,7 @@ class _Connection:
     async def serve(self) -> None:
         try:
             while not self._closing:
-                event = await self._read_event()
+                event = await self._next_event()
                 if event is None:
                     break
                 self._dispatch(event)
@@ -251,6 +251,23 @@ class _Connection:
             self.fail(UtterdError(f"{type(exc).__name__}: {exc}"))
         finally:
             self.close("the client is gone")
+
+    async def _next_event(self) -> Event | None:
+        """The next event; None at the end, or when the client has sent nothing for
+        `limits.stream_idle_s` while none of its requests runs (a connection that only holds
+        one of the `max_clients` places is let go)."""
+        _, idle_s = self._synth.limits()
+        read = asyncio.ensure_future(self._read_event())
+        try:
+            while True:
+                done, _ = await asyncio.wait({read}, timeout=idle_s)
+                if done:
+                    return read.result()
+                if not self._sessions:
+                    _LOGGER.info("event=wyoming-idle client=%s idle_s=%g", self.name, idle_s)
+                    return None
+        finally:
+            read.cancel()
 
     async def _read_event(self) -> Event | None:
         """The next event, every length bounded before it is read; None at the end."""

@@ -359,6 +359,27 @@ def test_a_stream_without_text_ends_with_stream_idle(synth: FakeSynth) -> None:
     assert [(e.type, e.data["code"]) for e in events] == [("error", "stream-idle")]
 
 
+def test_an_idle_connection_is_let_go_but_not_one_waiting_for_audio(synth: FakeSynth) -> None:
+    synth.idle_s, synth.pieces, synth.piece_s = 0.3, 10, 0.1  # a second of audio to make
+    bridge = start(synth)
+
+    async def go() -> tuple[float, list[Event]]:
+        async with client(bridge) as idle:
+            started = time.monotonic()
+            assert await read_to_end(idle) == []
+            waited = time.monotonic() - started
+        async with client(bridge) as c:
+            await c.write_event(Synthesize(text="Slow to make.").event())
+            return waited, await read_until(c, {"audio-stop"})
+
+    try:
+        waited, events = run(go())
+    finally:
+        bridge.stop()
+    assert 0.25 < waited < 2
+    assert events[-1].type == "audio-stop" and len(events) == 12
+
+
 # -- cancellation ---------------------------------------------------------------------------------
 def test_a_client_that_disconnects_has_its_synthesis_cancelled(synth: FakeSynth) -> None:
     synth.pieces, synth.piece_s = 200, 0.01
