@@ -200,6 +200,24 @@ def module_answers(log: str) -> list[dict[str, float]]:
     return messages
 
 
+def _monotonic_log_times(
+    answers: dict[str, float], wall_offset_s: float, speak_s: float, stop_s: float
+) -> dict[str, float]:
+    """A message's log times on the monotonic clock. speech-dispatcher prints the seconds of
+    `time()` (the kernel's coarse clock, a few ms behind) beside the microseconds of
+    `gettimeofday()`, so a line written in the first milliseconds of a second reads a whole
+    second early; such a time, found before what must precede it (the client's SPEAK and STOP,
+    the module's SPEAK and STOP), is moved one second on."""
+    times = {key: value - wall_offset_s for key, value in answers.items()}
+    for key, not_before in (("speak", speak_s), ("stop", stop_s)):
+        if times[key] < not_before - 0.5:
+            times[key] += 1.0
+    for key, after in (("701", "speak"), ("end", "stop")):
+        if times[key] < times[after] - 0.5:
+            times[key] += 1.0
+    return times
+
+
 def _first_loud_after(path: Path, start_index: int, timeout_s: float) -> int:
     """Index of the first non-zero sample at or after `start_index` (waiting for it)."""
     deadline = time.monotonic() + timeout_s
@@ -275,15 +293,16 @@ def measure(
         )
         loud = np.flatnonzero(samples[lo_index:hi_index])
         last_s = clock.sample_time_s(lo_index + int(loud[-1]))
-        module_stop_s = a["stop"] - wall_offset_s
+        log_s = _monotonic_log_times(a, wall_offset_s, r["speak_s"], r["stop_s"])
+        module_stop_s = log_s["stop"]
         rows.append(
             {
                 "ttfa_ms": (clock.sample_time_s(r["first_index"]) - r["speak_s"]) * 1000,
                 "stop_to_silence_ms": (last_s - module_stop_s) * 1000,
                 "client_stop_to_silence_ms": (last_s - r["stop_s"]) * 1000,
                 "client_stop_to_cancel_ms": (r["end_s"] - r["stop_s"]) * 1000,
-                "speak_to_begin_ms": (a["701"] - a["speak"]) * 1000,
-                "stop_to_stopped_ms": (a["end"] - a["stop"]) * 1000,
+                "speak_to_begin_ms": (log_s["701"] - log_s["speak"]) * 1000,
+                "stop_to_stopped_ms": (log_s["end"] - log_s["stop"]) * 1000,
                 "ended": r["ended"],
             }
         )
