@@ -86,8 +86,28 @@ class BridgeBindError(UtterdError):
     code = "wyoming-bind"
 
 
+@dataclass(frozen=True)
+class Speech:
+    """A text checked at the edge, ready to be said."""
+
+    text: str
+    """As the client wrote it; empty for a sentence a stream's SSML parser made."""
+
+    ssml: bool
+    """`text` is an SSML document."""
+
+    document: tuple[Sentence, ...] | None = None
+    """Its parsed sentences (SSML, or a plain text holding a lexicon word said as phonemes);
+    None: plain text, or SSML a relay hands on whole."""
+
+
 class Synthesizer(Protocol):
-    """What the bridge needs of utterd: the daemon's parts, or a relay to a running daemon."""
+    """What the bridge needs of utterd: the daemon's parts (`DaemonSynthesizer`), or a relay to
+    a running daemon (daemon/bridges/wyoming_relay.py)."""
+
+    streams_ssml: bool
+    """SSML of a stream can be said sentence by sentence as it is parsed; False: a streamed SSML
+    document is said whole once `synthesize-stop` closes it."""
 
     def voices(self) -> Sequence[VoiceInfo]:
         """Every voice, for `info` and voice choice."""
@@ -101,19 +121,14 @@ class Synthesizer(Protocol):
     def limits(self) -> tuple[int, float]:
         """(`limits.max_text_chars`, `limits.stream_idle_s`), read per request (SIGHUP)."""
 
-    def prepare(self, text: str, info: VoiceInfo, is_ssml: bool) -> tuple[Sentence, ...] | None:
-        """Check a text at the edge (`invalid-ssml`, `nothing-to-say`): its SSML sentences, or
-        None for plain text. Runs on a synthesis worker."""
+    def prepare(self, text: str, info: VoiceInfo, is_ssml: bool) -> Speech:
+        """Check a text at the edge (`invalid-ssml`, `nothing-to-say`). Synthesis worker."""
 
-    def chunks(
-        self,
-        text: str,
-        document: tuple[Sentence, ...] | None,
-        info: VoiceInfo,
-        params: SynthesisParams,
-        cancel: CancelToken,
-    ) -> Iterator[AudioChunk]:
-        """The audio, window by window (low latency). Runs on a synthesis worker."""
+    def pcm(
+        self, speech: Speech, info: VoiceInfo, params: SynthesisParams, cancel: CancelToken
+    ) -> Iterator[bytes]:
+        """The audio as 16-bit mono PCM at the voice's rate, window by window (low latency).
+        Synthesis worker."""
 
     def submit(self, owner: str, work: Callable[[], None]) -> None:
         """Run `work` on the synthesis pool; Busy when `owner` or everyone has too many."""
@@ -121,6 +136,8 @@ class Synthesizer(Protocol):
 
 class DaemonSynthesizer:
     """The daemon's voices, phrase cache, SSML renderer and `synthesize` pool."""
+
+    streams_ssml = True
 
     def __init__(
         self,
@@ -151,7 +168,7 @@ class DaemonSynthesizer:
         limits = self._settings().limits
         return limits.max_text_chars, limits.stream_idle_s
 
-    def prepare(self, text: str, info: VoiceInfo, is_ssml: bool) -> tuple[Sentence, ...] | None:
+    def prepare(self, text: str, info: VoiceInfo, is_ssml: bool) -> Speech:
         """As `synthesize` checks its text (Server._check_text, without templates)."""
         if is_ssml:
             document = ssml.parse(text, SsmlLimits(max_chars=self.limits()[0]))
@@ -159,23 +176,25 @@ class DaemonSynthesizer:
             if not any(isinstance(s, Break) and s.duration_ms > 0 for s in segments):
                 said = " ".join(s.text for s in segments if isinstance(s, TextSegment))
                 guard.check_speakable(said, info.language)
-            return document.sentences
+            return Speech(text, True, document.sentences)
         guard.check_speakable(text, info.language)
-        return self._renderer.lexicon_sentences(text)  # a word said as phonemes: as SSML
+        # A word said as phonemes (text.lexicon) makes a plain text SSML sentences.
+        return Speech(text, False, self._renderer.lexicon_sentences(text))
 
-    def chunks(
-        self,
-        text: str,
-        document: tuple[Sentence, ...] | None,
-        info: VoiceInfo,
-        params: SynthesisParams,
-        cancel: CancelToken,
-    ) -> Iterator[AudioChunk]:
+    def pcm(
+        self, speech: Speech, info: VoiceInfo, params: SynthesisParams, cancel: CancelToken
+    ) -> Iterator[bytes]:
         """As `synthesize` with `stream: true` makes it (Server._synthesis_chunks)."""
-        if document is not None:
-            rendered = self._renderer.render(document, info.voice_id, params, cancel)
-            return bounded_audio(rendered, len(text), params)
-        return self._source.stream(text, info.voice_id, params, cancel, low_latency=True)
+        chunks: Iterator[AudioChunk]
+        if speech.document is None:
+            chunks = self._source.stream(speech.text, info.voice_id, params, cancel)
+        else:
+            chunks = self._renderer.render(speech.document, info.voice_id, params, cancel)
+            if speech.text:  # a streamed sentence is bounded by its segments' own budgets
+                chunks = bounded_audio(chunks, len(speech.text), params)
+        for chunk in chunks:
+            if len(chunk.samples):
+                yield float_to_pcm16(chunk.samples).tobytes()
 
     def submit(self, owner: str, work: Callable[[], None]) -> None:
         self._submit(owner, work)
@@ -311,9 +330,9 @@ class _Connection:
             if stream is not None:
                 raise StreamClosed("synthesize-start while a stream is open: send synthesize-stop")
             info, speaker = self._voice(request.voice)
-            session = _Session(info, SynthesisParams(speaker=speaker), ssml=request.ssml)
+            session = _Session(info, SynthesisParams(speaker=speaker))
             if request.ssml is not None:
-                self._make_stream(session, request.ssml)
+                self._decide(session, request.ssml)
             self._add(session)
         elif stream is None:
             raise StreamClosed(f"{event.type} without an open stream: send synthesize-start first")
@@ -338,12 +357,19 @@ class _Connection:
             self._runner = asyncio.create_task(self._run(), name=f"wyoming {self.name}")
 
     # -- streamed text -----------------------------------------------------------------------
-    def _make_stream(self, session: _Session, is_ssml: bool) -> None:
-        max_chars, _ = self._synth.limits()
+    def _decide(self, session: _Session, is_ssml: bool) -> None:
+        """The stream's format is known: its text goes to a TextStream from now on, unless it
+        is SSML the synthesizer says whole (then it is held until `synthesize-stop`)."""
         session.ssml = is_ssml
+        if is_ssml and not self._synth.streams_ssml:
+            return
+        max_chars, _ = self._synth.limits()
         session.stream = TextStream(
             max_chars, "ssml" if is_ssml else "text", SsmlLimits(max_chars=max_chars)
         )
+        held, session.held = session.held, ""
+        if held:
+            session.stream.feed(held)
         session.known.set()
 
     def _feed(self, session: _Session, text: str) -> None:
@@ -354,23 +380,20 @@ class _Connection:
         if len(session.held) + len(text) > max_chars:
             raise TextTooLong(f"more than {max_chars} characters would wait unspoken")
         session.held += text
+        if session.ssml is not None:
+            return  # SSML said whole at synthesize-stop
         head = session.held.lstrip()
         if not head or (head[0] == "<" and not wev.is_ssml(head) and len(head) < len("<speak")):
             return  # not known yet: only whitespace, or what may become `<speak`
-        self._release_held(session, wev.is_ssml(head))
-
-    def _release_held(self, session: _Session, is_ssml: bool) -> None:
-        self._make_stream(session, is_ssml)
-        assert session.stream is not None
-        held, session.held = session.held, ""
-        session.stream.feed(held)
+        self._decide(session, wev.is_ssml(head))
 
     def _close_text(self, session: _Session) -> None:
         session.closed = True
-        if session.stream is None:
-            self._release_held(session, wev.is_ssml(session.held))
-        assert session.stream is not None
-        session.stream.close()
+        if session.ssml is None:
+            self._decide(session, wev.is_ssml(session.held))
+        if session.stream is not None:
+            session.stream.close()
+        session.known.set()
 
     # -- serving -----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -396,7 +419,10 @@ class _Connection:
             await asyncio.wait_for(session.known.wait(), idle_s)
         except TimeoutError:
             raise StreamIdle(f"no text came for {idle_s:g} s (limits.stream_idle_s)") from None
-        assert session.stream is not None
+        if session.stream is None:  # SSML said whole, now that it is complete
+            await self._speak(session, session.held, True)
+            self.write(wev.synthesize_stopped())
+            return
         loop = asyncio.get_running_loop()
         while True:
             sentence = await loop.run_in_executor(
@@ -405,7 +431,7 @@ class _Connection:
             if sentence is None:
                 break
             if isinstance(sentence, Sentence):
-                await self._speak(session, "", None, (sentence,))
+                await self._speak(session, "", True, (sentence,))
             else:
                 await self._speak(session, sentence, False)
         self.write(wev.synthesize_stopped())
@@ -414,7 +440,7 @@ class _Connection:
         self,
         session: _Session,
         text: str,
-        is_ssml: bool | None,
+        is_ssml: bool,
         document: tuple[Sentence, ...] | None = None,
     ) -> None:
         """One `audio-start` / `audio-chunk`s / `audio-stop` group, synthesized on the pool
@@ -435,16 +461,14 @@ class _Connection:
         def work() -> None:  # a synthesis worker
             try:
                 cancel.raise_if_cancelled()  # the client left while it waited for a worker
-                sentences = document
-                if sentences is None and is_ssml is not None:
-                    sentences = self._synth.prepare(text, session.info, is_ssml)
+                if document is not None:
+                    speech = Speech("", True, document)
+                else:
+                    speech = self._synth.prepare(text, session.info, is_ssml)
                 post(wev.audio_start(rate_hz))
-                for chunk in self._synth.chunks(
-                    text, sentences, session.info, session.params, cancel
-                ):
+                for pcm in self._synth.pcm(speech, session.info, session.params, cancel):
                     cancel.raise_if_cancelled()  # a cache hit may yield without checking
-                    if len(chunk.samples):
-                        post(wev.audio_chunk(rate_hz, float_to_pcm16(chunk.samples).tobytes()))
+                    post(wev.audio_chunk(rate_hz, pcm))
                 cancel.raise_if_cancelled()
                 post(wev.audio_stop())
                 finish(None)

@@ -20,13 +20,13 @@ from utterd.daemon.bridges import wyoming_zeroconf
 from utterd.daemon.bridges.wyoming import (
     MAX_WAITING,
     BridgeBindError,
+    Speech,
     WyomingBridge,
 )
 from utterd.daemon.settings import WyomingSettings
 from utterd.models.text import guard, ssml
 from utterd.models.text.segments import Sentence, TextSegment
 from utterd.models.voice import (
-    AudioChunk,
     CancelToken,
     SynthesisParams,
     VoiceInfo,
@@ -53,6 +53,8 @@ VOICES = (
 class FakeSynth:
     """Says each text as `pieces` chunks of a level that encodes the text's length."""
 
+    streams_ssml = True
+
     def __init__(self, pieces: int = 3, piece_s: float = 0.0, idle_s: float = 5.0) -> None:
         self.pieces = pieces
         self.piece_s = piece_s
@@ -74,27 +76,25 @@ class FakeSynth:
     def limits(self) -> tuple[int, float]:
         return 200, self.idle_s
 
-    def prepare(self, text: str, info: VoiceInfo, is_ssml: bool) -> tuple[Sentence, ...] | None:
+    def prepare(self, text: str, info: VoiceInfo, is_ssml: bool) -> Speech:
         if is_ssml:
-            return ssml.parse(text).sentences
+            return Speech(text, True, ssml.parse(text).sentences)
         guard.check_speakable(text, info.language)
-        return None
+        return Speech(text, False)
 
-    def chunks(
-        self,
-        text: str,
-        document: tuple[Sentence, ...] | None,
-        info: VoiceInfo,
-        params: SynthesisParams,
-        cancel: CancelToken,
-    ) -> Iterator[AudioChunk]:
-        self.said.append(document if document is not None else text)
+    def pcm(
+        self, speech: Speech, info: VoiceInfo, params: SynthesisParams, cancel: CancelToken
+    ) -> Iterator[bytes]:
+        self.said.append(speech.text if speech.document is None else speech.document)
         self.tokens.append(cancel)
         for _ in range(self.pieces):
             cancel.raise_if_cancelled()
             time.sleep(self.piece_s)
             self.produced += 1
-            yield AudioChunk(level(text), RATE_HZ)
+            yield float_to_pcm16(self.samples(speech.text)).tobytes()
+
+    def samples(self, text: str) -> np.ndarray:
+        return level(text)
 
     def submit(self, owner: str, work: Callable[[], None]) -> None:
         assert owner.startswith("wyoming:127.0.0.1:")
@@ -242,6 +242,29 @@ def test_ssml_is_found_by_how_a_stream_or_text_starts(
     words = [s.text for s in streamed[0].segments if isinstance(s, TextSegment)]
     assert words == ["Hi", "there."]
     assert isinstance(whole, tuple) and len(whole) == 2
+
+
+def test_streamed_ssml_is_said_whole_by_a_synthesizer_that_cannot_stream_it(
+    synth: FakeSynth,
+) -> None:
+    synth.streams_ssml = False  # a relay: the ZeroMQ synthesize takes whole documents
+    bridge = start(synth)
+
+    async def go() -> list[Event]:
+        async with client(bridge) as c:
+            await c.write_event(SynthesizeStart().event())
+            for piece in ("<speak>One. ", "Two. ", "Three.</speak>"):
+                await c.write_event(SynthesizeChunk(text=piece).event())
+            await c.write_event(SynthesizeStop().event())
+            return await read_until(c, {"synthesize-stopped"})
+
+    try:
+        events = run(go())
+    finally:
+        bridge.stop()
+    (said,) = synth.said
+    assert isinstance(said, tuple) and len(said) == 3  # one document of three sentences
+    assert [e.type for e in events].count("audio-start") == 1
 
 
 def test_a_streamed_sentence_with_nothing_to_say_is_skipped(
@@ -404,14 +427,7 @@ def test_a_client_that_disconnects_has_its_synthesis_cancelled(synth: FakeSynth)
 
 def test_a_client_that_does_not_read_is_cut(synth: FakeSynth) -> None:
     synth.pieces, synth.piece_s = 400, 0.002
-    big = np.full(200_000, 0.1, np.float32)
-    original = synth.chunks
-
-    def chunks(*args: Any) -> Iterator[AudioChunk]:
-        for chunk in original(*args):
-            yield AudioChunk(big, chunk.sample_rate_hz)
-
-    synth.chunks = chunks  # type: ignore[method-assign]
+    synth.samples = lambda text: np.full(200_000, 0.1, np.float32)  # type: ignore[method-assign]
     bridge = start(synth)
 
     async def go() -> None:
