@@ -173,6 +173,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return daemon.run()
 
 
+def cmd_wyoming(args: argparse.Namespace) -> int:
+    """Serve Wyoming for a running daemon, relayed over ZeroMQ (daemon/bridges/wyoming_relay.py)."""
+    import signal
+    import threading
+
+    from utterd.daemon.bridges.wyoming import WyomingBridge
+    from utterd.daemon.bridges.wyoming_relay import RelaySynthesizer
+
+    overrides: dict[str, Any] = {
+        "wyoming.uri": args.uri,
+        "wyoming.allow_non_loopback": True if args.allow_non_loopback else None,
+        "wyoming.zeroconf": True if args.zeroconf is not None else None,
+        "wyoming.zeroconf_name": args.zeroconf or None,
+        "wyoming.max_clients": args.max_clients,
+    }
+    settings = apply_overrides(_settings(args), **overrides)
+    if settings.wyoming.uri is None:
+        raise CliError("give --uri tcp://HOST:PORT (or wyoming.uri in the config file)")
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    synth = RelaySynthesizer(
+        _endpoint(args), _curve_keys(args), settings.limits, settings.wyoming.max_clients
+    )
+    synth.start()  # NotRunning: no daemon to relay to
+    bridge = WyomingBridge(settings.wyoming, synth, utterd_version())
+    try:
+        bridge.start()
+        _LOGGER.info("event=relay-ready uri=%s daemon=%s", settings.wyoming.uri, synth.endpoint)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        bridge.stop()
+        synth.close()
+    return 0
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from utterd.quantize import cli as quantize_cli
     from utterd.quantize.logs import setup_logging
@@ -628,6 +670,28 @@ def build_parser() -> argparse.ArgumentParser:
     clear = cache_sub.add_parser("clear", help="remove cached phrases")
     clear.add_argument("--voice", help="only this voice's entries")
 
+    wyoming = sub.add_parser(
+        "wyoming",
+        help="serve Home Assistant's Wyoming protocol for a running daemon, relayed over ZeroMQ "
+        "(the daemon's own server: wyoming.uri; docs/home-assistant.md)",
+    )
+    wyoming.add_argument(
+        "--uri", help="where to listen, tcp://HOST:PORT (default: wyoming.uri of the config)"
+    )
+    wyoming.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="allow a HOST that is not loopback (Wyoming has no authentication)",
+    )
+    wyoming.add_argument(
+        "--zeroconf",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="announce over mDNS, as NAME (default utterd-<host name>); needs utterd[zeroconf]",
+    )
+    wyoming.add_argument("--max-clients", type=int, help="connections at once (default 16)")
+
     keys = sub.add_parser("keys", help="CurveZMQ keys for TCP clients (server.curve)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("server", help="print the daemon's public key (made by its first start)")
@@ -686,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_quantize(args)
         if args.command == "keys":
             return cmd_keys(args)
+        if args.command == "wyoming":
+            return cmd_wyoming(args)
         return _run_client_command(args)
     except NotRunning as exc:
         print(f"utterd: {exc}", file=sys.stderr)

@@ -1,12 +1,13 @@
 """The Wyoming server (Home Assistant's protocol), inside `utterd serve`.
 
-Why in the daemon and not a relay process: a Wyoming synthesis then runs on the daemon's own
-loaded voices, phrase cache and `synthesize` worker pool (`Server.submit_synthesis`: the same
-limits, and pre-warming yields to it), so a prompt cached by any client is a hit for every other,
-no second copy of a voice is loaded, and there is no extra hop before the first audio. A relay
-would also have to send streamed SSML whole (the ZeroMQ `synthesize` takes a document, not the
-sentences a stream parses), and would add a process to run and supervise for nothing the daemon
-lacks. The `Synthesizer` protocol below is the seam such a relay would implement.
+Why in the daemon: a Wyoming synthesis then runs on the daemon's own loaded voices, phrase
+cache and `synthesize` worker pool (`Server.submit_synthesis`: the same limits, and pre-warming
+yields to it), so a prompt cached by any client is a hit for every other, no second copy of a
+voice is loaded, and there is no extra hop before the first audio. The same server also runs as
+a process of its own, `utterd wyoming`, relaying to a running daemon over ZeroMQ
+(daemon/bridges/wyoming_relay.py): for Home Assistant on another machine, where the relay
+listens on loopback beside it and reaches the daemon over CurveZMQ, since Wyoming itself has no
+authentication. Both plug into `Synthesizer` below.
 
 Threads: the asyncio loop runs on its own thread (`utterd-wyoming`) and only parses, writes and
 waits; synthesis runs on the pool, streamed text waits for its next sentence on a small pool of

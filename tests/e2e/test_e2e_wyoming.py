@@ -3,16 +3,21 @@
 voices (joe and hibari-heart): describe, synthesize (the same audio as the ZeroMQ `synthesize`,
 and a phrase-cache hit the second time), the streaming flow with its first audio before the
 sentence is synthesized, SSML as Home Assistant sends it, errors, a dropped connection that stops
-its synthesis while the daemon serves on, and 8 clients at once (issue 18)."""
+its synthesis while the daemon serves on, 8 clients at once; and `utterd wyoming`, the same
+server as a relay to the running daemon over ZeroMQ (issue 18)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -326,3 +331,80 @@ def test_a_taken_port_stops_the_daemon_at_start(
         second.start()
     assert "wyoming-bind" in second.log() and "address already in use" in second.log()
     assert daemon.alive()
+
+
+# -- `utterd wyoming`: the relay to a running daemon -------------------------------------------------
+def _relay(daemon: Served, *args: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "utterd.daemon.cli", "--config", str(daemon.config_path)]
+    return subprocess.Popen(
+        [*command, *args], env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+async def _info(port: int) -> Event | None:
+    async with AsyncTcpClient("127.0.0.1", port, connect_timeout=1, read_timeout=10) as c:
+        await c.write_event(Describe().event())
+        return await c.read_event()
+
+
+def test_the_relay_serves_wyoming_for_a_running_daemon(daemon: Served) -> None:
+    relay_port = free_port()
+    relay = _relay(daemon, "wyoming", "--uri", f"tcp://127.0.0.1:{relay_port}")
+    try:
+        deadline = time.monotonic() + 30
+        info: Event | None = None
+        while info is None:
+            assert relay.poll() is None, relay.communicate()[0].decode(errors="replace")
+            assert time.monotonic() < deadline, "the relay did not answer describe"
+            try:
+                info = asyncio.run(_info(relay_port))
+            except OSError:
+                time.sleep(0.2)
+        names = {v.name for v in Info.from_event(info).tts[0].voices}
+        assert {JOE, HEART} <= names
+
+        text = "The relay hands this sentence on."
+        direct = synthesize(daemon, text).pcm()  # the daemon's own server stores it
+
+        async def go() -> tuple[Heard, Heard, Heard]:
+            async with AsyncTcpClient("127.0.0.1", relay_port, read_timeout=60) as c:
+                started = time.monotonic()
+                await c.write_event(Synthesize(text=text, voice=SynthesizeVoice(JOE)).event())
+                said = await until(c, {"audio-stop"}, Heard(), started)
+            async with AsyncTcpClient("127.0.0.1", relay_port, read_timeout=60) as c:
+                await c.write_event(SynthesizeStart(voice=SynthesizeVoice(JOE)).event())
+                for piece in ("<speak>Hello.", ' <break time="500ms"/>', " Goodbye.</speak>"):
+                    await c.write_event(SynthesizeChunk(text=piece).event())
+                await c.write_event(SynthesizeStop().event())
+                streamed = await until(c, {"synthesize-stopped"}, Heard(), started)
+            async with AsyncTcpClient("127.0.0.1", relay_port, read_timeout=60) as c:
+                await c.write_event(Synthesize(text="Hi", voice=SynthesizeVoice("no")).event())
+                refused = await until(c, {"error"}, Heard(), started)
+            return said, streamed, refused
+
+        said, streamed, refused = asyncio.run(go())
+        np.testing.assert_array_equal(said.pcm(), direct)  # the same cache entry, relayed
+        assert streamed.types.count("audio-start") == 1  # SSML relayed whole
+        assert streamed.types[-1] == "synthesize-stopped"
+        assert len(streamed.pcm()) / 22050 > 0.5
+        assert refused.events[-1][1].data["code"] == "unknown-voice"
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(10) == 0
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
+
+
+def test_the_relay_without_a_daemon_exits_3(daemon: Served, tmp_path: Path) -> None:
+    relay = _relay(
+        daemon,
+        "--endpoint",
+        f"ipc://{tmp_path / 'none.sock'}",
+        "wyoming",
+        "--uri",
+        f"tcp://127.0.0.1:{free_port()}",
+    )
+    output, _ = relay.communicate(timeout=30)
+    assert relay.returncode == 3, output.decode(errors="replace")
+    assert b"not answering" in output
