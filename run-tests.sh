@@ -19,3 +19,7 @@ for room in daemon models quantize; do ln -s "$PWD/$room" "$shim/utterd/$room"; 
   -p utterd.daemon -p utterd.models -p utterd.quantize)
 
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+
+# The same checkout installed, speaking and tested on an emulated arm64 Debian (.ci/arm64/run.sh;
+# README "Supported boards"). UTTERD_SKIP_ARM64=1 skips it on a development machine, not in CI.
+.ci/arm64/run.sh
