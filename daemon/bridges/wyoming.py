@@ -221,13 +221,14 @@ class _Session:
     """A stream's text once its format is known."""
 
     held: str = ""
-    """A stream's text before its format is known (only whitespace or the start of `<speak`)."""
+    """A stream's text before its format is known (only whitespace or the start of `<speak`),
+    or all of an SSML text said whole (`Synthesizer.streams_ssml` False)."""
 
     closed: bool = False
     """`synthesize-stop` came (streams)."""
 
     known: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once `stream` exists."""
+    """Set once the text can be read: `stream` exists, or SSML said whole is complete."""
 
     cancel: CancelToken = field(default_factory=CancelToken)
     """Set when the connection ends; the synthesis stops at its next piece."""
