@@ -519,23 +519,17 @@ def test_bad_settings(name: str, value: str) -> None:
 def test_voice_choice_order() -> None:
     voices = [VoiceEntry(HEART, "en-US"), VoiceEntry(JOE, "en-US"), VoiceEntry("thorsten", "de-DE")]
     choices = [VoiceChoice("en", "male1", JOE), VoiceChoice("en", "female1", "missing")]
-    s = MessageSettings(voice_type="male1", language="en")
-    assert choose_voice(s, voices, choices, HEART) == JOE
-    assert choose_voice(
-        MessageSettings(voice_type="male1", language="de"), voices, choices, HEART
-    ) == ("thorsten")
-    assert (
-        choose_voice(
-            MessageSettings(voice_type="female1", language="en-us"), voices, choices, HEART
-        )
-        == HEART
-    )
-    named = MessageSettings(voice_type="male1", language="en", synthesis_voice="thorsten")
-    assert choose_voice(named, voices, choices, HEART) == "thorsten"
-    unknown_name = MessageSettings(synthesis_voice="nobody", language="c")
-    assert choose_voice(unknown_name, voices, choices, HEART) == HEART
-    assert choose_voice(MessageSettings(), voices, choices, None) is None
-    assert choose_voice(MessageSettings(language="en-GB"), voices, choices, None) is None
+
+    def chosen(default: str | None = HEART, **settings: str) -> str | None:
+        return choose_voice(MessageSettings(**settings), voices, choices, default)
+
+    assert chosen(voice_type="male1", language="en") == JOE  # an AddVoice line
+    assert chosen(voice_type="male1", language="de") == "thorsten"  # the line is for English
+    assert chosen(voice_type="female1", language="en-us") == HEART  # its voice is missing
+    assert chosen(voice_type="male1", language="en", synthesis_voice="thorsten") == "thorsten"
+    assert chosen(synthesis_voice="nobody", language="c") == HEART
+    assert chosen(None) is None  # the daemon's default
+    assert chosen(None, language="en-GB") is None  # no voice speaks it
 
 
 # -- the SSML the module builds ------------------------------------------------------------------
