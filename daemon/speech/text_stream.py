@@ -3,7 +3,8 @@ speech thread sentence by sentence as the pieces arrive.
 
 Plain text: a sentence is complete where models/text/sentences.py cuts one (`.`, `!`, `?`, `…`
 or `。` followed by whitespace and no lowercase word, and not after an abbreviation such as
-`Sat.` or `Dr.`), or at `speak-stop` (whatever is left then is cut the same way and spoken). The
+`Sat.` or `Dr.`), at such a mark and whitespace that end the text received so far (the next
+piece may be long in coming), or at `speak-stop` (whatever is left then is cut the same way and spoken). The
 pieces are joined exactly as sent, so a client sends the spaces between words itself (as a
 language model's tokens carry them). Each piece costs time linear in its own length: only the
 new text and a short overlap are scanned again.
@@ -160,8 +161,11 @@ class TextStream:
     def _cut(self, *, final: bool) -> None:
         """Move the complete sentences of the pending text to the ready queue; lock held.
         Only text from `_scanned` on is looked at for a sentence end."""
-        cuts, _ = sentences.sentence_cuts(self._pending, at_end=False, min_start=self._scanned)
-        if final:
+        cuts, ends = sentences.sentence_cuts(self._pending, at_end=True, min_start=self._scanned)
+        if final or (ends and self._pending[-1:].isspace()):
+            # At `speak-stop`, or a sentence end and a space with nothing after them yet: the
+            # next character (a lowercase word would join them) may be long in coming, and a
+            # listener waits; an abbreviation (`Sat. `) still waits for it.
             cuts.append(len(self._pending))
         start = 0
         for cut in cuts:

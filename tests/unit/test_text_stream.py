@@ -144,7 +144,12 @@ def test_closed_and_too_long() -> None:
 
 
 @given(st.text(alphabet="abAB3 .!?\n", max_size=60), st.data())
-def test_any_split_into_pieces_gives_the_same_sentences(text: str, data: st.DataObject) -> None:
+def test_pieces_cut_where_the_whole_text_cuts_and_lose_nothing(
+    text: str, data: st.DataObject
+) -> None:
+    """However the text is split into pieces, every sentence end of the whole text is one of
+    the pieces' too (a piece may also end at a mark and a space it could not see past), and
+    no word is lost."""
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
     whole = TextStream(1000)
     whole.feed(text)
@@ -153,6 +158,20 @@ def test_any_split_into_pieces_gives_the_same_sentences(text: str, data: st.Data
     for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True):
         pieces.feed(text[a:b])
     pieces.close()
-    expected = _all(whole)
-    assert _all(pieces) == expected
-    assert " ".join(expected).split() == text.split()
+
+    def ends(sentences: list[str | Sentence]) -> set[int]:
+        counts = [len(str(sentence).split()) for sentence in sentences]
+        return {sum(counts[: i + 1]) for i in range(len(counts))}
+
+    expected, got = _all(whole), _all(pieces)
+    assert " ".join(map(str, got)).split() == text.split()
+    assert ends(expected) <= ends(got)
+
+
+def test_a_sentence_end_and_a_space_at_the_end_of_what_came_is_spoken_at_once() -> None:
+    stream = TextStream(1000)
+    stream.feed("The first sentence is all there is. ")
+    assert stream.next_sentence(CancelToken(), 1.0) == "The first sentence is all there is."
+    stream.feed("Open Sat. ")  # an abbreviation waits for what follows
+    stream.feed("Oct. 4. ")
+    assert stream.next_sentence(CancelToken(), 1.0) == "Open Sat. Oct. 4."
