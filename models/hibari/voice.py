@@ -8,6 +8,9 @@ settings and error handling match every other voice.
 IPA given in SSML (`<phoneme>`) skips the G2P: `ipa.py` maps it onto the G2P's symbols, and
 it is synthesized as text is.
 
+Rates up to NATIVE_MAX_RATE are the model's own `speed`; faster ones add WSOLA (`tsm.py`) on
+each piece's audio, window by window, so the first audio still leaves after the first window.
+
 Importing this module imports hibari (and through its DSP, scipy: about 0.2 s), so only
 `HibariFamily.load` imports it; discovery (hibari_family.py) reads the registry without it.
 """
@@ -30,17 +33,18 @@ import hibari.dsp
 import hibari.tts
 import hibari.voices
 import numpy as np
+import numpy.typing as npt
 from utterd.models.engine.backend import Session, SessionOptions, open_session
 from utterd.models.errors import NothingToSay, SynthesisError, VoiceLoadError
 from utterd.models.hibari.ipa import misaki_sentences
 from utterd.models.hibari.split import SplitSession, open_split
 from utterd.models.hibari.stream import (
-    HibariPiece,
     acoustic_frames,
     stream_ids,
     synthesize_piece,
 )
 from utterd.models.text import budget, guard
+from utterd.models.tsm import time_scaled
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -60,6 +64,27 @@ _MODEL_OUTPUTS: Final = ("lh", "theta", "ln", "lr", "phi", "f0")
 
 _OOV_INPUTS: Final = frozenset({"chars"})
 _MIN_IDS: Final = 3  # the two 0 pads plus one phoneme; Hibari.from_ids returns silence below this
+NATIVE_MAX_RATE: Final = 1.5
+"""Fastest rate said by the model's own `speed` input; a faster rate is the audio at this rate
+made faster by time-scale modification (tsm.py), window by window inside the stream.
+
+The model rounds each phoneme's frames, `round((duration - 1) / speed)`, and keeps at least
+one, so its speed is not the audio's. Measured over bench/text/prompts_en.txt (noise off),
+duration × rate against the rate-1 audio, and Whisper tiny.en WER (docs/benchmarks.md,
+"Rates"):
+
+| rate | model's speed: duration × rate | WER | the rate-1 audio through WSOLA: WER |
+|---:|---:|---:|---:|
+| 1.25 | 1.091 (lines 1.009-1.132) | 1.1 % | 1.9 % |
+| 1.5 | 0.956 (lines 0.898-1.029) | 9.4 % | 2.1 % |
+| 2 | 1.090 (lines 1.000-1.166) | 18.0 % | 3.9 % |
+| 4 | 1.727 | | |
+
+Past 1.25 the model's speed costs more words than WSOLA does (its two-frame phonemes become
+one frame at 1.5). It is kept up to 1.5, not 1, because rates up to 1.5 are hibari's own
+`speed`, bit for bit (tests/unit/test_hibari_family.py checks it); docs/benchmarks.md has the
+figures with WSOLA from rate 1 on."""
+
 MAX_PHONEMES_PER_CALL: Final = 250
 """Most phonemes one model call takes (hibari cuts sentences at clause marks near 400; a
 clause without one is cut here at a word boundary, and the model's context stays bounded)."""
@@ -240,7 +265,11 @@ class HibariVoice(Voice):
         # One generator per request, as Hibari.stream does; seeded when the caller wants
         # the same audio for the same text.
         rng = np.random.default_rng(0) if params.deterministic else np.random.default_rng()
-        speed = np.array([params.rate], dtype=np.float32)
+        # The model's own speed up to NATIVE_MAX_RATE, the rest by time-scale modification of
+        # its audio (tsm.py), piece by piece inside the stream.
+        native = min(params.rate, NATIVE_MAX_RATE)
+        tsm_speed = params.rate / native
+        speed = np.array([native], dtype=np.float32)
         if low_latency:
             # The signal stage runs in windows, so the first audio leaves after one small window
             # instead of after the sentence. A deterministic request gets hibari.dsp.synth's
@@ -261,7 +290,10 @@ class HibariVoice(Voice):
                     exact_noise=params.deterministic,
                     decoder_windows=not params.deterministic,
                 )
-                yield from self._chunks(piece, windows, params)
+                scaled = time_scaled(
+                    ((w.samples, w.last) for w in windows), tsm_speed, SAMPLE_RATE_HZ
+                )
+                yield from self._chunks(piece, scaled, params)
             return
         # Throughput (a file, the phrase cache): per piece, the acoustic model, then the signal
         # stage in two halves at once (synthesize_piece; the second half on a helper thread of
@@ -275,8 +307,8 @@ class HibariVoice(Voice):
                 frames = acoustic_frames(session, piece.ids, float(speed[0]), cancel)
                 cancel.raise_if_cancelled()
                 samples = synthesize_piece(frames, rng, half, exact_noise=params.deterministic)
-                whole = HibariPiece(samples, 0, frames.frames, last=True)
-                yield from self._chunks(piece, iter((whole,)), params)
+                scaled = time_scaled(((samples, True),), tsm_speed, SAMPLE_RATE_HZ)
+                yield from self._chunks(piece, scaled, params)
         finally:
             half.shutdown(wait=False)
 
@@ -327,16 +359,20 @@ class HibariVoice(Voice):
         ]
 
     def _chunks(
-        self, piece: _Piece, windows: Iterator[HibariPiece], params: SynthesisParams
+        self,
+        piece: _Piece,
+        windows: Iterator[tuple[npt.NDArray[np.float32], bool]],
+        params: SynthesisParams,
     ) -> Iterator[AudioChunk]:
+        """(samples, the piece's last) per window → audio chunks with the request's gain."""
         started = time.perf_counter()
-        for window in windows:
-            samples = np.clip(window.samples * np.float32(params.volume), -1.0, 1.0)
+        for window, last in windows:
+            samples = np.clip(window * np.float32(params.volume), -1.0, 1.0)
             yield AudioChunk(
                 samples,
                 SAMPLE_RATE_HZ,
                 sentence_index=piece.sentence_index,
-                sentence_end=window.last and piece.sentence_end,
+                sentence_end=last and piece.sentence_end,
             )
         _LOGGER.debug(
             "piece_synthesized voice=%s sentence=%d phoneme_ids=%d synth_ms=%.1f",

@@ -7,6 +7,14 @@ optional, so it is imported lazily: without it this family simply offers no voic
 in SSML (`<phoneme>`) skips the phonemizer: `ipa.py` maps it onto the voice's phoneme map, and
 it is cut and synthesized as text is.
 
+Rates: the length scale does not give `duration / rate` (VITS rounds every phoneme up to a whole
+frame, and half of the ids are pads of about one frame: joe at rate 4 gave 0.48 of its rate-1
+duration, at rate 0.25 only 3.3 times it). A faster rate is the rate-1 audio made faster by
+WSOLA (`tsm.py`) inside the stream: Whisper understood it better than the model's own durations
+shortened to the same real speed (11 % against 18 % WER at rate 2). A slower rate stretches the
+encoder's rate-1 durations (`stretched`), or is the length scale where the encoder gives none
+(the whole graph, on OpenVINO). docs/benchmarks.md, "Rates", has the measurements.
+
 At load, the variant that runs is chosen from the voice's manifest in the model store (see
 `model_store.py`, written by `utterd quantize`): the fastest variant that passed the quality and
 speed gates on this machine for the configured backend, or the FP32 source when there is none.
@@ -43,7 +51,7 @@ from utterd.models.engine.backend import (
     open_session,
 )
 from utterd.models.engine.cpu_features import cpu_features
-from utterd.models.errors import InvalidParameter, NothingToSay, VoiceLoadError
+from utterd.models.errors import InvalidParameter, NothingToSay, SynthesisError, VoiceLoadError
 from utterd.models.model_store import (
     FP32_ONNXRUNTIME,
     FP32_OPENVINO,
@@ -57,8 +65,13 @@ from utterd.models.model_store import (
 from utterd.models.piper import espeak_process
 from utterd.models.piper import ipa as ipa_reader
 from utterd.models.piper.espeak_process import espeak_safe_text, group_sentences
-from utterd.models.piper.vits_stream import StreamingVitsRunner, open_streaming_runner
+from utterd.models.piper.vits_stream import (
+    EncodedSentence,
+    StreamingVitsRunner,
+    open_streaming_runner,
+)
 from utterd.models.text import budget, guard
+from utterd.models.tsm import time_scaled
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -359,6 +372,38 @@ class VariantChoice:
     """Why this variant: for the load log line and `describe`."""
 
 
+def stretched(encoded: EncodedSentence, rate: float) -> EncodedSentence:
+    """A sentence encoded at rate 1, said `1 / rate` times slower (rate ≤ 1): each phoneme's
+    latent frames spread over `1 / rate` times as many, the rounding carried along the sentence,
+    so that it is `round(frames / rate)` frames long.
+
+    The length scale cannot do this: VITS rounds each phoneme's duration up to a whole frame, and
+    half of Piper's ids are pads between phonemes of about one frame, so at length scale 4 joe's
+    audio was only 3.3 times as long (docs/benchmarks.md, "Rates"). Within a phoneme the latent
+    frames are the prior's mean plus noise drawn per frame, so repeating them is what the length
+    regulator does with longer durations: exactly so without noise (deterministic requests);
+    with noise, a draw is repeated instead of a fresh one made.
+    """
+    durations = encoded.durations
+    if durations is None:
+        raise SynthesisError("the encoder part gives no durations: the rate cannot stretch them")
+    ends = np.floor(np.cumsum(durations) / rate + 0.5).astype(np.int64)
+    counts = np.diff(ends, prepend=0)
+    starts = np.cumsum(durations) - durations
+    owner = np.repeat(np.arange(len(durations)), counts)
+    step = np.arange(len(owner)) - np.repeat(ends - counts, counts)
+    source = starts[owner] + (step * durations[owner]) // counts[owner]
+    return EncodedSentence(encoded.latent[:, :, source], counts, encoded.speaker_id)
+
+
+def _joined(
+    pieces: Iterator[tuple[npt.NDArray[np.float32], bool]],
+) -> tuple[npt.NDArray[np.float32], bool]:
+    """A sentence's decoded windows as one piece (the throughput path's one chunk)."""
+    samples = [p for p, _ in pieces]
+    return (samples[0] if len(samples) == 1 else np.concatenate(samples)), True
+
+
 class PiperVitsVoice(Voice):
     """A loaded Piper VITS voice: espeak-ng phonemes → ONNX graph → one chunk per sentence."""
 
@@ -513,61 +558,63 @@ class PiperVitsVoice(Voice):
         noise_scale, noise_w = (
             (0.0, 0.0) if params.deterministic else (settings.noise_scale, settings.noise_w)
         )
-        scales = np.array(
-            [noise_scale, settings.length_scale / params.rate, noise_w], dtype=np.float32
-        )
-
         runner = self._runner
+        # Rates: see `stretched` and `tsm.py`. A slower rate stretches the rate-1 durations when
+        # the encoder gives them, else it is the length scale (whole-graph path); a faster rate
+        # is the rate-1 audio made faster.
+        retime = params.rate < 1.0 and runner is not None and bool(runner.info.encoder_durations)
+        native_rate = 1.0 if retime else min(params.rate, 1.0)
+        tsm_speed = max(params.rate, 1.0)
+        scales = np.array(
+            [noise_scale, settings.length_scale / native_rate, noise_w], dtype=np.float32
+        )
+        rate_hz = self.info.sample_rate_hz
+        gain = np.float32(params.volume)
+
         index = 0  # the sentence (a sentence over the phoneme budget takes several calls)
         previous_ended = False
         for call, (ids, ends) in enumerate(sentences):
             index += previous_ended
             previous_ended = ends
             cancel.raise_if_cancelled()
-            bulk = self._bulk_runner
-            if bulk is not None and not low_latency:
-                # Throughput: one decoder call per window of the sentence (THROUGHPUT_WINDOW_FRAMES).
-                pieces = [p.samples for p in bulk.stream(ids, scales, cancel, speaker_id)]
-                samples = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-                yield AudioChunk(
-                    np.clip(samples * np.float32(params.volume), -1.0, 1.0),
-                    self.info.sample_rate_hz,
-                    sentence_index=index,
-                    sentence_end=ends,
-                )
-                continue
+            started = time.perf_counter()
+            pieces: Iterator[tuple[npt.NDArray[np.float32], bool]]
             if runner is not None:
+                bulk = self._bulk_runner if not low_latency else None
+                active = bulk if bulk is not None else runner
+                encoded = active.encode(ids, scales, speaker_id, cancel)
+                if retime:
+                    encoded = stretched(encoded, params.rate)
                 # Sub-sentence streaming: the first window's audio leaves before the sentence
                 # is decoded; the seams match the whole-sentence output (docs/benchmarks.md).
                 # Later sentences are decoded while earlier ones play: no small first window,
-                # whose context recompute would only cost CPU.
-                first = None if call == 0 else runner.settings.window_frames
-                for piece in runner.stream(
-                    ids, scales, cancel, speaker_id, first_window_frames=first
-                ):
-                    yield AudioChunk(
-                        np.clip(piece.samples * np.float32(params.volume), -1.0, 1.0),
-                        self.info.sample_rate_hz,
-                        sentence_index=index,
-                        sentence_end=piece.last and ends,
-                    )
-                continue
-            started = time.perf_counter()
-            session = self.session
-            if session is None:
-                raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
-            samples = self._infer(session, ids, scales, speaker_id, cancel)
-            samples = np.clip(samples * np.float32(params.volume), -1.0, 1.0)
+                # whose context recompute would only cost CPU. Throughput (`bulk`): one decoder
+                # call per window of THROUGHPUT_WINDOW_FRAMES, joined into one chunk below.
+                first = None if call == 0 or bulk is not None else runner.settings.window_frames
+                pieces = (
+                    (p.samples, p.last)
+                    for p in active.decode(encoded, cancel, first_window_frames=first)
+                )
+                if bulk is not None:
+                    pieces = iter((_joined(pieces),))
+            else:
+                session = self.session
+                if session is None:
+                    raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
+                pieces = iter(((self._infer(session, ids, scales, speaker_id, cancel), True),))
+            for samples, last in time_scaled(pieces, tsm_speed, rate_hz):
+                yield AudioChunk(
+                    np.clip(samples * gain, -1.0, 1.0),
+                    rate_hz,
+                    sentence_index=index,
+                    sentence_end=last and ends,
+                )
             _LOGGER.debug(
-                "sentence_synthesized voice=%s index=%d phoneme_ids=%d audio_s=%.3f infer_ms=%.1f",
+                "sentence_synthesized voice=%s index=%d phoneme_ids=%d synth_ms=%.1f",
                 self.info.voice_id,
                 index,
                 len(ids),
-                len(samples) / self.info.sample_rate_hz,
                 (time.perf_counter() - started) * 1e3,
-            )
-            yield AudioChunk(
-                samples, self.info.sample_rate_hz, sentence_index=index, sentence_end=ends
             )
 
     def sentence_ids(self, text: str) -> list[list[int]]:
