@@ -13,8 +13,11 @@ the speed-up is done on the audio by WSOLA (waveform-similarity overlap-add):
   Frames then join in phase, so voiced speech keeps its pitch periods whole and no comb or
   warble appears at the seams.
 - The hop is 10 ms and the search ±7.5 ms: a frame holds at least two periods of any voice above
-  100 Hz, and the search spans a whole period of voices down to 67 Hz. Chosen by Whisper WER
-  at rates 2-4 against 15 and 20 ms hops (docs/benchmarks.md, "Rates").
+  100 Hz, and the search spans a whole period of voices down to 67 Hz. At rate 3 (Whisper
+  tiny.en on hibari's audio) it lost the fewest words: 63 % WER against 93 % with a 5 ms hop
+  and 98 % with 15 ms; at rate 2 hops of 5 to 12.5 ms were within 1.5 points of each other
+  (hibari 3.2-3.9 %, joe 9.6-11.1 %). Whisper tiny.en hears little at rate 3 and beyond,
+  whatever the method (docs/benchmarks.md, "Rates").
 
 `Wsola` works chunk by chunk with bounded lookahead: a frame is made as soon as the input up to
 its search window's end and its own end has arrived (`hop · speed + search + hop` samples ahead
