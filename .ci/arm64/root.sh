@@ -3,7 +3,8 @@
 #   .ci/arm64/root.sh TARGET MIRROR
 # TARGET must not exist yet; run.sh builds into a temporary name and renames it when this script
 # succeeds, so an interrupted build is never reused. The cache key of a root is a hash of this
-# file and MIRROR: change anything here and every machine builds a new root.
+# file's lines other than comments, and MIRROR: change a command here and every machine builds a
+# new root.
 #
 # What goes in, and why:
 # - minbase (dpkg, apt, coreutils, bash), not the default variant: nothing utterd uses is in the
@@ -21,5 +22,5 @@ debootstrap --arch=arm64 --variant=minbase \
   --include=python3,python3-venv,libportaudio2,ca-certificates \
   bookworm "$target" "$mirror"
 
-# The downloaded .deb files are not needed again (about 60 MB).
+# The downloaded .deb files are not needed again.
 rm -f "$target"/var/cache/apt/archives/*.deb

@@ -6,7 +6,8 @@
 #   1. host tools: qemu-user-static, debootstrap, binfmt-support (apt-get, if missing), and the
 #      binfmt_misc entry that runs arm64 programs through qemu-aarch64.
 #   2. root: an arm64 bookworm root built by root.sh, cached under $UTTERD_ARM64_CACHE as
-#      arm64-root-<hash of root.sh and the Debian mirror>; built afresh when the hash changes.
+#      arm64-root-<hash of root.sh's commands and the Debian mirror>; built afresh when the hash
+#      changes.
 #   3. install: the checkout's files (tracked and new, as git lists them) copied to /opt/utterd
 #      in the root and installed as the README says (`./setup.sh --install-only`), then the
 #      test extra (pytest, hypothesis). The virtualenv stays in the cached root, as it stays in
@@ -19,7 +20,7 @@
 #
 # Environment:
 #   UTTERD_SKIP_ARM64=1    skip this step (for local runs only: refused when CI is set, since
-#                          CI must run it). It needs root, about 2.5 GB of disk and, from
+#                          CI must run it). It needs root, about 1 GB of disk and, from
 #                          nothing, about 20 minutes.
 #   UTTERD_ARM64_CACHE     folder for the cached root (default /var/cache/utterd-ci); an empty
 #                          folder makes a run from nothing.
@@ -107,7 +108,7 @@ rm -rf "$results"
 mkdir -p "$results"
 
 # -- 2. root -----------------------------------------------------------------------------------
-key=$(cat "$here/root.sh" <(echo "$mirror") | sha256sum | cut -c1-16)
+key=$(cat <(grep -v '^ *#' "$here/root.sh") <(echo "$mirror") | sha256sum | cut -c1-16)
 root=$cache/arm64-root-$key
 if [ ! -e "$root/.complete" ]; then
   # Only roots of other keys and unfinished builds are removed. No mounts can be inside them:
