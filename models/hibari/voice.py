@@ -39,6 +39,8 @@ from utterd.models.errors import NothingToSay, SynthesisError, VoiceLoadError
 from utterd.models.hibari.ipa import misaki_sentences
 from utterd.models.hibari.split import SplitSession, open_split
 from utterd.models.hibari.stream import (
+    DEFAULT_FIRST_WINDOW_FRAMES,
+    DEFAULT_WINDOW_FRAMES,
     acoustic_frames,
     stream_ids,
     synthesize_piece,
@@ -280,6 +282,8 @@ class HibariVoice(Voice):
             # audio differs only by the decoder's per-call activation scale, far below the seam
             # threshold).
             acoustic = session if params.deterministic or self._windows is None else self._windows
+            # Made faster, the first window holds as much audio as at rate 1.
+            first = round(DEFAULT_FIRST_WINDOW_FRAMES * tsm_speed)
             for piece in pieces:
                 windows = stream_ids(
                     acoustic,
@@ -287,6 +291,8 @@ class HibariVoice(Voice):
                     float(speed[0]),
                     rng,
                     cancel,
+                    first_window_frames=first,
+                    window_frames=max(first, DEFAULT_WINDOW_FRAMES),
                     exact_noise=params.deterministic,
                     decoder_windows=not params.deterministic,
                 )

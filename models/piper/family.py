@@ -9,11 +9,12 @@ it is cut and synthesized as text is.
 
 Rates: the length scale does not give `duration / rate` (VITS rounds every phoneme up to a whole
 frame, and half of the ids are pads of about one frame: joe at rate 4 gave 0.48 of its rate-1
-duration, at rate 0.25 only 3.3 times it). A faster rate is the rate-1 audio made faster by
-WSOLA (`tsm.py`) inside the stream: Whisper understood it better than the model's own durations
-shortened to the same real speed (11 % against 18 % WER at rate 2). A slower rate stretches the
-encoder's rate-1 durations (`stretched`), or is the length scale where the encoder gives none
-(the whole graph, on OpenVINO). docs/benchmarks.md, "Rates", has the measurements.
+duration, at rate 0.25 only 3.3 times it). The encoder runs at rate 1 and `retimed` sets the
+sentence's durations to the rate exactly: slower rates stretch them; faster ones are WSOLA
+(`tsm.py`) on the decoded audio, inside the stream, up to MAX_TSM_SPEED, and shorter durations
+beyond. Where the encoder gives no durations (the whole graph, on OpenVINO), a slower rate is
+the length scale and a faster one WSOLA alone. docs/benchmarks.md, "Rates", has the
+measurements.
 
 At load, the variant that runs is chosen from the voice's manifest in the model store (see
 `model_store.py`, written by `utterd quantize`): the fastest variant that passed the quality and
@@ -372,22 +373,50 @@ class VariantChoice:
     """Why this variant: for the load log line and `describe`."""
 
 
-def stretched(encoded: EncodedSentence, rate: float) -> EncodedSentence:
-    """A sentence encoded at rate 1, said `1 / rate` times slower (rate ≤ 1): each phoneme's
-    latent frames spread over `1 / rate` times as many, the rounding carried along the sentence,
-    so that it is `round(frames / rate)` frames long.
+MAX_TSM_SPEED: Final = 2.0
+"""Most of a rate done by WSOLA (`tsm.py`); the rest shortens the encoder's durations
+(`retimed`).
+
+Up to rate 2 WSOLA on the rate-1 audio alone: Whisper tiny.en lost fewer words with it than
+with the durations shortened to the same real speed (joe at rate 2, noise off: 11 % against
+18 % WER). But it makes the decoder produce `rate` seconds of audio per second heard: at rate 4
+the second decoder window came after the first window's audio had played out (underruns, on a
+2-vCPU machine under load). Split in two halves at rate 4, the decoder does half that, and
+Whisper lost no more words than with WSOLA alone (92 % against 98 % WER at rate 4, 65 % against
+71 % at 3: Whisper tiny.en hears little at these rates either way; docs/benchmarks.md)."""
+
+
+def retimed(encoded: EncodedSentence, rate: float) -> EncodedSentence:
+    """A sentence encoded at rate 1, with its durations for `rate`: `round(frames / rate)` frames
+    in all, the rounding carried along the sentence.
+
+    Slower (rate < 1), each phoneme's latent frames are spread over `1 / rate` times as many.
+    Faster, every phoneme keeps at least one frame and the frames beyond that are shortened
+    alike; when the ones alone are longer than the target, the sentence is all ones (the
+    caller's WSOLA makes up the rest).
 
     The length scale cannot do this: VITS rounds each phoneme's duration up to a whole frame, and
     half of Piper's ids are pads between phonemes of about one frame, so at length scale 4 joe's
-    audio was only 3.3 times as long (docs/benchmarks.md, "Rates"). Within a phoneme the latent
-    frames are the prior's mean plus noise drawn per frame, so repeating them is what the length
-    regulator does with longer durations: exactly so without noise (deterministic requests);
-    with noise, a draw is repeated instead of a fresh one made.
+    audio was only 3.3 times as long, and at 1/4 0.48 of it (docs/benchmarks.md, "Rates").
+    Within a phoneme the latent frames are the prior's mean plus noise drawn per frame, so
+    picking or repeating them is what the length regulator does with other durations: exactly
+    so without noise (deterministic requests); with noise, a draw may be repeated where the
+    regulator would make a fresh one.
     """
     durations = encoded.durations
     if durations is None:
-        raise SynthesisError("the encoder part gives no durations: the rate cannot stretch them")
-    ends = np.floor(np.cumsum(durations) / rate + 0.5).astype(np.int64)
+        raise SynthesisError("the encoder part gives no durations: the rate cannot change them")
+    total = int(durations.sum())
+    target = int(np.floor(total / rate + 0.5))
+    if target >= total:
+        ends = np.floor(np.cumsum(durations) * (target / total) + 0.5).astype(np.int64)
+    else:
+        ones = (durations > 0).astype(np.int64)
+        extra, room = target - int(ones.sum()), total - int(ones.sum())
+        scale = max(extra, 0) / room if room else 0.0
+        ends = np.cumsum(ones) + np.floor(np.cumsum(durations - ones) * scale + 0.5).astype(
+            np.int64
+        )
     counts = np.diff(ends, prepend=0)
     starts = np.cumsum(durations) - durations
     owner = np.repeat(np.arange(len(durations)), counts)
@@ -559,15 +588,17 @@ class PiperVitsVoice(Voice):
             (0.0, 0.0) if params.deterministic else (settings.noise_scale, settings.noise_w)
         )
         runner = self._runner
-        # Rates: see `stretched` and `tsm.py`. A slower rate stretches the rate-1 durations when
-        # the encoder gives them, else it is the length scale (whole-graph path); a faster rate
-        # is the rate-1 audio made faster.
-        retime = params.rate < 1.0 and runner is not None and bool(runner.info.encoder_durations)
-        native_rate = 1.0 if retime else min(params.rate, 1.0)
-        tsm_speed = max(params.rate, 1.0)
-        scales = np.array(
-            [noise_scale, settings.length_scale / native_rate, noise_w], dtype=np.float32
-        )
+        # Rates: with the encoder's durations (`retimed`), a slower rate stretches them and a
+        # faster one is WSOLA up to MAX_TSM_SPEED, then shorter durations. Without them (the
+        # whole graph, on OpenVINO), a slower rate is the length scale and a faster one WSOLA.
+        length_scale, durations_rate = settings.length_scale, 1.0
+        if runner is None or not runner.info.encoder_durations:
+            length_scale /= min(params.rate, 1.0)
+        elif params.rate < 1.0:
+            durations_rate = params.rate
+        else:
+            durations_rate = max(1.0, params.rate / MAX_TSM_SPEED)
+        scales = np.array([noise_scale, length_scale, noise_w], dtype=np.float32)
         rate_hz = self.info.sample_rate_hz
         gain = np.float32(params.volume)
 
@@ -583,17 +614,30 @@ class PiperVitsVoice(Voice):
                 bulk = self._bulk_runner if not low_latency else None
                 active = bulk if bulk is not None else runner
                 encoded = active.encode(ids, scales, speaker_id, cancel)
-                if retime:
-                    encoded = stretched(encoded, params.rate)
+                frames = encoded.frames
+                if durations_rate != 1.0:
+                    encoded = retimed(encoded, durations_rate)
+                # What is left of a faster rate, so that the sentence lasts frames / rate; a
+                # slower one is all in the durations (to half a frame).
+                faster = params.rate > 1.0 and frames > 0
+                tsm_speed = params.rate * (encoded.frames / frames) if faster else 1.0
                 # Sub-sentence streaming: the first window's audio leaves before the sentence
                 # is decoded; the seams match the whole-sentence output (docs/benchmarks.md).
-                # Later sentences are decoded while earlier ones play: no small first window,
-                # whose context recompute would only cost CPU. Throughput (`bulk`): one decoder
-                # call per window of THROUGHPUT_WINDOW_FRAMES, joined into one chunk below.
-                first = None if call == 0 or bulk is not None else runner.settings.window_frames
+                # Made faster, it holds as much audio as at rate 1 (a first chunk of 10 ms
+                # instead left the player waiting for the second window at rate 4). Later
+                # sentences are decoded while earlier ones play: no small first window, whose
+                # context recompute would only cost CPU. Throughput (`bulk`): one decoder call
+                # per window of THROUGHPUT_WINDOW_FRAMES, joined into one chunk below.
+                first = (
+                    round(runner.settings.first_window_frames * tsm_speed)
+                    if call == 0
+                    else runner.settings.window_frames
+                )
                 pieces = (
                     (p.samples, p.last)
-                    for p in active.decode(encoded, cancel, first_window_frames=first)
+                    for p in active.decode(
+                        encoded, cancel, first_window_frames=None if bulk else first
+                    )
                 )
                 if bulk is not None:
                     pieces = iter((_joined(pieces),))
@@ -602,6 +646,7 @@ class PiperVitsVoice(Voice):
                 if session is None:
                     raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
                 pieces = iter(((self._infer(session, ids, scales, speaker_id, cancel), True),))
+                tsm_speed = max(params.rate, 1.0)  # a slower rate is all in the length scale
             for samples, last in time_scaled(pieces, tsm_speed, rate_hz):
                 yield AudioChunk(
                     np.clip(samples * gain, -1.0, 1.0),

