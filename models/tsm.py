@@ -188,6 +188,19 @@ class Wsola:
         return low + int(np.argmax(score))
 
 
+def input_needed(
+    output_samples: int, speed: float, sample_rate_hz: int, settings: WsolaSettings | None = None
+) -> int:
+    """Input samples after which a `Wsola` at `speed` has made at least `output_samples` of
+    output (before `flush`): what a stream's first piece must hold for its first chunk to be
+    that long."""
+    if speed == 1.0 or output_samples <= 0:
+        return max(output_samples, 0)
+    hop, search = (settings or WsolaSettings()).samples(sample_rate_hz)
+    frames = -(-output_samples // hop)
+    return int(np.floor(frames * hop * speed + 0.5)) + search + hop
+
+
 def time_scaled(
     pieces: Iterable[tuple[FloatArray, bool]],
     speed: float,

@@ -41,12 +41,13 @@ from utterd.models.hibari.split import SplitSession, open_split
 from utterd.models.hibari.stream import (
     DEFAULT_FIRST_WINDOW_FRAMES,
     DEFAULT_WINDOW_FRAMES,
+    HOP,
     acoustic_frames,
     stream_ids,
     synthesize_piece,
 )
 from utterd.models.text import budget, guard
-from utterd.models.tsm import time_scaled
+from utterd.models.tsm import input_needed, time_scaled
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -283,7 +284,10 @@ class HibariVoice(Voice):
             # threshold).
             acoustic = session if params.deterministic or self._windows is None else self._windows
             # Made faster, the first window holds as much audio as at rate 1.
-            first = round(DEFAULT_FIRST_WINDOW_FRAMES * tsm_speed)
+            first_samples = input_needed(
+                DEFAULT_FIRST_WINDOW_FRAMES * HOP, tsm_speed, SAMPLE_RATE_HZ
+            )
+            first = -(-first_samples // HOP)
             for piece in pieces:
                 windows = stream_ids(
                     acoustic,

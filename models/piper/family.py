@@ -72,7 +72,7 @@ from utterd.models.piper.vits_stream import (
     open_streaming_runner,
 )
 from utterd.models.text import budget, guard
-from utterd.models.tsm import time_scaled
+from utterd.models.tsm import input_needed, time_scaled
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -628,11 +628,11 @@ class PiperVitsVoice(Voice):
                 # sentences are decoded while earlier ones play: no small first window, whose
                 # context recompute would only cost CPU. Throughput (`bulk`): one decoder call
                 # per window of THROUGHPUT_WINDOW_FRAMES, joined into one chunk below.
-                first = (
-                    round(runner.settings.first_window_frames * tsm_speed)
-                    if call == 0
-                    else runner.settings.window_frames
-                )
+                first = runner.settings.window_frames
+                if call == 0:
+                    hop = runner.hop_length
+                    wanted = runner.settings.first_window_frames * hop
+                    first = -(-input_needed(wanted, tsm_speed, rate_hz) // hop)
                 pieces = (
                     (p.samples, p.last)
                     for p in active.decode(

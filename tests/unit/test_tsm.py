@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from utterd.models.errors import InvalidParameter
-from utterd.models.tsm import Wsola, WsolaSettings, time_scaled
+from utterd.models.tsm import Wsola, WsolaSettings, input_needed, time_scaled
 
 RATE_HZ = 22050
 PERIOD = 147
@@ -141,3 +141,13 @@ def test_time_scaled_pieces() -> None:
     assert [last for _, last in out] == [False, True]
     assert np.array_equal(np.concatenate([s for s, _ in out]), one_shot(x, 3.0))
     assert list(time_scaled(pieces, 1.0, RATE_HZ)) == pieces
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.3, 2.0, 4.0])
+@pytest.mark.parametrize("wanted", [1, 2048, 2205])
+def test_input_needed_is_what_the_first_output_takes(speed: float, wanted: int) -> None:
+    x = tone(1.0)
+    needed = input_needed(wanted, speed, RATE_HZ)
+    assert len(Wsola(speed, RATE_HZ).process(x[:needed])) >= wanted
+    if speed != 1.0:  # one sample less, and that frame is not made yet
+        assert len(Wsola(speed, RATE_HZ).process(x[: needed - 1])) < wanted
