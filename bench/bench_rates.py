@@ -22,8 +22,11 @@ Each voice is loaded as the daemon loads it (`VoiceStore`) and speaks every line
 - **cost**: CPU seconds of the synthesis per second of audio made, at each rate; and, when the
   code has it, WSOLA's own CPU time per second of its input, on the set's rate-1 audio.
 
-`--label before` runs against older code put first on PYTHONPATH (e.g. `git archive <commit>
-models | tar -x -C /tmp/utterd-before/utterd`); there is no WSOLA to time there.
+`--piper-max-tsm` and `--hibari-native-max` change the families' split between the voice's
+own durations and WSOLA for one run (what-ifs, to compare the choices). `--label before` runs
+against older code put first on PYTHONPATH (e.g. `git archive <commit> models | tar -x -C
+/tmp/utterd-before/utterd`); its WSOLA table then times the checkout's tsm.py, which the older
+tree lacks.
 Writes JSON to bench/results/ and prints the tables.
 """
 
@@ -223,6 +226,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="first 4 lines, 1 repeat")
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     parser.add_argument(
+        "--piper-max-tsm",
+        type=float,
+        default=None,
+        help="what-if: Piper's MAX_TSM_SPEED (models/piper/family.py) for this run",
+    )
+    parser.add_argument(
         "--hibari-native-max",
         type=float,
         default=None,
@@ -250,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         compute_type="int8",
         cpu_threads=args.threads,
     )
+    if args.piper_max_tsm is not None:
+        from utterd.models.piper import family as piper_family
+
+        piper_family.MAX_TSM_SPEED = args.piper_max_tsm  # type: ignore[misc]
     if args.hibari_native_max is not None:
         from utterd.models.hibari import voice as hibari_voice
 
@@ -276,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "bench/bench_rates.py", *(argv or sys.argv[1:])]),
         "cpu_model": eng.cpu_model(),
         "threads": args.threads,
+        "piper_max_tsm": args.piper_max_tsm,
         "hibari_native_max": args.hibari_native_max,
         "text_set": {"path": str(args.text), "lines": len(lines)},
         "versions": eng.package_versions(),
