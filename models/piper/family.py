@@ -377,13 +377,19 @@ MAX_TSM_SPEED: Final = 2.0
 """Most of a rate done by WSOLA (`tsm.py`); the rest shortens the encoder's durations
 (`retimed`).
 
-Up to rate 2 WSOLA on the rate-1 audio alone: Whisper tiny.en lost fewer words with it than
-with the durations shortened to the same real speed (joe at rate 2, noise off: 11 % against
-18 % WER). But it makes the decoder produce `rate` seconds of audio per second heard: at rate 4
-the second decoder window came after the first window's audio had played out (underruns, on a
-2-vCPU machine under load). Split in two halves at rate 4, the decoder does half that, and
-Whisper lost no more words than with WSOLA alone (92 % against 98 % WER at rate 4, 65 % against
-71 % at 3: Whisper tiny.en hears little at these rates either way; docs/benchmarks.md)."""
+Measured on joe with bench/bench_rates.py (Whisper tiny.en WER over the text set, the voice's
+noise on; docs/benchmarks.md, "Rates"):
+
+| split | WER at rate 2 | 3 | 4 | CPU s per audio s at rate 4 |
+|---|---:|---:|---:|---:|
+| WSOLA alone | 8.6 % | 97.2 % | 97.6 % | 0.31 |
+| WSOLA up to 2, then durations (this) | 9.9 % | 62.5 % | 93.8 % | 0.19 |
+| durations alone (WSOLA only past one frame per phoneme) | 16.3 % | 72.6 % | 122 % | 0.18 |
+
+Up to 2, WSOLA keeps more words than shorter durations, which bring short phonemes down to a
+frame; beyond, sharing the rate halves the decoder's work (with WSOLA alone it makes `rate`
+seconds of audio per second heard), and Whisper, which hears little at these rates whatever
+the method, lost fewer words."""
 
 
 def retimed(encoded: EncodedSentence, rate: float) -> EncodedSentence:
