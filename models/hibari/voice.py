@@ -72,21 +72,19 @@ NATIVE_MAX_RATE: Final = 1.5
 made faster by time-scale modification (tsm.py), window by window inside the stream.
 
 The model rounds each phoneme's frames, `round((duration - 1) / speed)`, and keeps at least
-one, so its speed is not the audio's. Measured over bench/text/prompts_en.txt (noise off),
-duration × rate against the rate-1 audio, and Whisper tiny.en WER (docs/benchmarks.md,
-"Rates"):
+one, so its speed is not the audio's. Measured with bench/bench_rates.py (duration × rate
+against the rate-1 audio, noise off; Whisper tiny.en WER with hibari's noise;
+docs/benchmarks.md, "Rates"):
 
-| rate | model's speed: duration × rate | WER | the rate-1 audio through WSOLA: WER |
-|---:|---:|---:|---:|
-| 1.25 | 1.091 (lines 1.009-1.132) | 1.1 % | 1.9 % |
-| 1.5 | 0.956 (lines 0.898-1.029) | 9.4 % | 2.1 % |
-| 2 | 1.090 (lines 1.000-1.166) | 18.0 % | 3.9 % |
-| 4 | 1.727 | | |
+| split | × rate at 1.25 | at 1.5 to 4 | WER at rate 2 | 3 | 4 |
+|---|---:|---:|---:|---:|---:|
+| own speed up to 1.5 (this) | 1.091 | 0.956 | 16.9 % | 66.2 % | 95.9 % |
+| WSOLA from rate 1 (`--hibari-native-max 1`) | 1.000 | 1.000 | 3.9 % | 61.4 % | 98.3 % |
 
 Past 1.25 the model's speed costs more words than WSOLA does (its two-frame phonemes become
 one frame at 1.5). It is kept up to 1.5, not 1, because rates up to 1.5 are hibari's own
-`speed`, bit for bit (tests/unit/test_hibari_family.py checks it); docs/benchmarks.md has the
-figures with WSOLA from rate 1 on."""
+`speed`, bit for bit, which tests/unit/test_hibari_family.py checks; setting this to 1.0 needs
+that test to compare another rate."""
 
 MAX_PHONEMES_PER_CALL: Final = 250
 """Most phonemes one model call takes (hibari cuts sentences at clause marks near 400; a
