@@ -102,7 +102,8 @@ class SynthesisParams:
     """Speaker name or id for multi-speaker voices; None means the voice's default."""
 
     rate: float = 1.0
-    """Speaking rate: 1.0 is the voice's own pace, 2.0 twice as fast (mapped to length scale)."""
+    """Speaking rate: 1.0 is the voice's own pace, 2.0 twice as fast (each family decides how:
+    durations, its own speed, WSOLA; the duration is within 10 % of duration / rate)."""
 
     volume: float = 1.0
     """Fixed linear gain applied to every chunk (never a per-sentence normalization)."""

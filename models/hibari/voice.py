@@ -35,7 +35,7 @@ import hibari.voices
 import numpy as np
 import numpy.typing as npt
 from utterd.models.engine.backend import Session, SessionOptions, open_session
-from utterd.models.errors import NothingToSay, SynthesisError, VoiceLoadError
+from utterd.models.errors import SynthesisError, VoiceLoadError
 from utterd.models.hibari.ipa import misaki_sentences
 from utterd.models.hibari.split import SplitSession, open_split
 from utterd.models.hibari.stream import (
@@ -47,6 +47,7 @@ from utterd.models.hibari.stream import (
     synthesize_piece,
 )
 from utterd.models.text import budget, guard
+from utterd.models.text.ipa import report_reading
 from utterd.models.tsm import input_needed, time_scaled
 from utterd.models.voice import (
     AudioChunk,
@@ -232,22 +233,11 @@ class HibariVoice(Voice):
     ) -> Iterator[AudioChunk]:
         """Say written IPA through the text path's synthesis, as the G2P's symbols would be."""
         sentences, skipped = misaki_sentences(phonemes, british=self._british)
-        if skipped:
-            _LOGGER.warning(
-                "event=phonemes-skipped voice=%s symbols=%r count=%d",
-                self.info.voice_id,
-                "".join(sorted(skipped)[:20]),
-                sum(skipped.values()),
-            )
         pieces: list[_Piece] = []
         for sentence in sentences:
             index = pieces[-1].sentence_index + 1 if pieces else 0
             pieces.extend(self._sentence_pieces(index, [sentence], True))
-        if not pieces:
-            raise NothingToSay(
-                f"the IPA has no sound voice {self.info.voice_id!r} can say "
-                f"({len(phonemes)} characters)"
-            )
+        report_reading(self.info.voice_id, phonemes, skipped, bool(pieces))
         yield from self._synthesize(iter(pieces), params, cancel, low_latency)
 
     def _synthesize(

@@ -52,7 +52,7 @@ from utterd.models.engine.backend import (
     open_session,
 )
 from utterd.models.engine.cpu_features import cpu_features
-from utterd.models.errors import InvalidParameter, NothingToSay, SynthesisError, VoiceLoadError
+from utterd.models.errors import InvalidParameter, SynthesisError, VoiceLoadError
 from utterd.models.model_store import (
     FP32_ONNXRUNTIME,
     FP32_OPENVINO,
@@ -72,6 +72,7 @@ from utterd.models.piper.vits_stream import (
     open_streaming_runner,
 )
 from utterd.models.text import budget, guard
+from utterd.models.text.ipa import report_reading
 from utterd.models.tsm import input_needed, time_scaled
 from utterd.models.voice import (
     AudioChunk,
@@ -560,18 +561,7 @@ class PiperVitsVoice(Voice):
     ) -> Iterator[AudioChunk]:
         """Say written IPA through the text path's synthesis (`ipa.py` reads it)."""
         calls, skipped = ipa_ids(self.settings, phonemes)
-        if skipped:
-            _LOGGER.warning(
-                "event=phonemes-skipped voice=%s symbols=%r count=%d",
-                self.info.voice_id,
-                "".join(sorted(skipped)[:20]),
-                sum(skipped.values()),
-            )
-        if not calls:
-            raise NothingToSay(
-                f"the IPA has no sound voice {self.info.voice_id!r} can say "
-                f"({len(phonemes)} characters)"
-            )
+        report_reading(self.info.voice_id, phonemes, skipped, bool(calls))
         yield from self._synthesize(iter(calls), params, cancel, low_latency)
 
     def _synthesize(

@@ -23,10 +23,15 @@ Both are one pass over the IPA: linear in its length.
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Final, TypeAlias
+
+from utterd.models.errors import NothingToSay
+
+_LOGGER = logging.getLogger(__name__)
 
 Clause: TypeAlias = tuple[str, str, bool]
 """(phonemes, terminator, end_of_sentence), the shape of espeak-ng's clauses."""
@@ -117,3 +122,19 @@ def place_stress(phonemes: str, is_nucleus: Callable[[str, str], bool]) -> str:
 def is_ipa_nucleus(char: str, next_char: str) -> bool:
     """An IPA vowel, or a consonant marked syllabic."""
     return char in VOWELS or next_char == SYLLABIC
+
+
+def report_reading(voice_id: str, phonemes: str, skipped: Mapping[str, int], sayable: bool) -> None:
+    """What both families do after reading IPA: log the symbols the voice cannot say (once a
+    request), and raise NothingToSay when nothing sayable is left."""
+    if skipped:
+        _LOGGER.warning(
+            "event=phonemes-skipped voice=%s symbols=%r count=%d",
+            voice_id,
+            "".join(sorted(skipped)[:20]),
+            sum(skipped.values()),
+        )
+    if not sayable:
+        raise NothingToSay(
+            f"the IPA has no sound voice {voice_id!r} can say ({len(phonemes)} characters)"
+        )
