@@ -43,8 +43,12 @@ __all__ = [
     "voice_model_files",
 ]
 
-KEY_SCHEMA_VERSION: Final = 1
-"""Version of the set of fields and their encoding; bumping it orphans every old entry."""
+KEY_SCHEMA_VERSION: Final = 2
+"""Version of the set of fields and their encoding; bumping it orphans every old entry.
+
+2: the audio at rate != 1 is now made by utterd's own code (Piper's retimed durations, hibari's
+speed, WSOLA: models/tsm.py), which no key field named; entries cached at another rate under
+version 1 had the old durations and must not be replayed."""
 
 NORMALIZER_VERSION: Final = 1
 """Version of `normalize_text`; bump it whenever its output can change for some input."""
