@@ -29,6 +29,12 @@ from utterd.models.errors import (
 MIN_RATE: Final = 0.25
 MAX_RATE: Final = 4.0
 MAX_VOLUME: Final = 4.0
+MIN_PROSODY_RATIO: Final = 0.5
+"""Lowest `pitch` and `energy` a request may ask for."""
+MAX_PROSODY_RATIO: Final = 2.0
+"""Highest `pitch` and `energy` a request may ask for."""
+PROSODY_FIELDS: Final = frozenset({"pitch", "energy"})
+"""The `SynthesisParams` fields a voice honours only if it says so (`Voice.supports_prosody`)."""
 
 
 @dataclass(frozen=True)
@@ -111,13 +117,33 @@ class SynthesisParams:
     deterministic: bool = False
     """Noise scales at 0 (Piper) or a fixed noise seed (hibari): the same text gives the same audio."""
 
+    pitch: float = 1.0
+    """Pitch ratio: 1.0 is the voice's own intonation, above raises it, below lowers it (a
+    FastSpeech2 voice scales its predicted F0). Only a voice whose `supports_prosody` names
+    `pitch` honours a value other than 1.0."""
+
+    energy: float = 1.0
+    """Loudness/emphasis ratio the model itself applies (a FastSpeech2 voice scales its predicted
+    energy), unlike `volume`'s gain on the audio. Only a voice whose `supports_prosody` names
+    `energy` honours a value other than 1.0."""
+
     def validated(self) -> SynthesisParams:
         """Return self, or raise InvalidParameter naming the field that is out of range."""
         if not MIN_RATE <= self.rate <= MAX_RATE:
             raise InvalidParameter(f"rate must be in [{MIN_RATE}, {MAX_RATE}], got {self.rate}")
         if not 0.0 <= self.volume <= MAX_VOLUME:
             raise InvalidParameter(f"volume must be in [0, {MAX_VOLUME}], got {self.volume}")
+        for name in sorted(PROSODY_FIELDS):
+            value = getattr(self, name)
+            if not MIN_PROSODY_RATIO <= value <= MAX_PROSODY_RATIO:
+                raise InvalidParameter(
+                    f"{name} must be in [{MIN_PROSODY_RATIO}, {MAX_PROSODY_RATIO}], got {value}"
+                )
         return self
+
+    def prosody_requested(self) -> frozenset[str]:
+        """The `PROSODY_FIELDS` this request sets away from 1.0."""
+        return frozenset(name for name in PROSODY_FIELDS if getattr(self, name) != 1.0)
 
 
 @dataclass(frozen=True)
@@ -216,6 +242,20 @@ class Voice(ABC):
     supports_phonemes: bool = False
     """Whether `stream_phonemes` works: the voice says IPA given in the request (SSML
     `<phoneme alphabet="ipa">`). False: the front end says the phoneme element's text instead."""
+
+    supports_prosody: frozenset[str] = frozenset()
+    """Which of `PROSODY_FIELDS` (`pitch`, `energy`) the voice honours; empty: neither, and
+    `check_prosody` refuses a request that sets one."""
+
+    def check_prosody(self, params: SynthesisParams) -> None:
+        """Raise InvalidParameter naming the voice and the fields when `params` asks for pitch
+        or energy this voice cannot give (`supports_prosody`); for the daemon, before a job."""
+        unsupported = params.prosody_requested() - self.supports_prosody
+        if unsupported:
+            raise InvalidParameter(
+                f"voice {self.info.voice_id!r} cannot change {', '.join(sorted(unsupported))}"
+                f" (it honours: {', '.join(sorted(self.supports_prosody)) or 'neither'})"
+            )
 
     def stream_phonemes(
         self,
