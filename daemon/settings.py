@@ -131,8 +131,8 @@ class VoiceSettings:
     by_language: Mapping[str, str] = field(default_factory=dict)
     """Voice per language tag (`zh`, `en`, `zh-CN`), for spans of plain text in another language
     than the request's voice and for SSML `xml:lang`: the exact tag wins over its primary
-    language. An id that is not installed is logged at start-up, not refused. Empty: the first
-    loaded voice of that language, else the first installed one (by id). Read-only."""
+    language; the voice loads on first use. An id that is not installed is logged at start-up,
+    not refused. Empty: the first loaded voice of that language (by id). Read-only."""
 
     threads: int = 0
     """Intra-op threads per inference; 0 means one per physical core."""
