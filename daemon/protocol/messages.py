@@ -16,7 +16,14 @@ from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.protocol.errors import RequestId
 from utterd.daemon.speech.priorities import Priority
 from utterd.daemon.speech.text_stream import TextFormat
-from utterd.models.voice import MAX_RATE, MAX_VOLUME, MIN_RATE, SynthesisParams
+from utterd.models.voice import (
+    MAX_PROSODY_RATIO,
+    MAX_RATE,
+    MAX_VOLUME,
+    MIN_PROSODY_RATIO,
+    MIN_RATE,
+    SynthesisParams,
+)
 
 __all__ = [
     "PAYLOAD_TYPES",
@@ -78,6 +85,16 @@ class _SpeechRequest:
     volume: float = field(default=1.0, metadata={RANGE: (0.0, MAX_VOLUME)})
     """Linear gain applied to every chunk: 0 is silent, 1.0 unchanged; 0..4.0."""
 
+    pitch: float = field(default=1.0, metadata={RANGE: (MIN_PROSODY_RATIO, MAX_PROSODY_RATIO)})
+    """Pitch ratio: 1.0 is the voice's own, 2.0 an octave up; 0.5..2.0. Only for a voice whose
+    `describe` entry lists `pitch` under `prosody`; another voice refuses a value other than 1.0
+    (`invalid-parameter`)."""
+
+    energy: float = field(default=1.0, metadata={RANGE: (MIN_PROSODY_RATIO, MAX_PROSODY_RATIO)})
+    """Energy ratio the model applies (louder, more emphatic speech; `volume` is a gain on the
+    audio): 1.0 is the voice's own; 0.5..2.0. Only for a voice whose `describe` entry lists
+    `energy` under `prosody`, as for `pitch`."""
+
     deterministic: bool = False
     """Synthesize without random noise: the same request gives the same audio."""
 
@@ -100,6 +117,8 @@ class _SpeechRequest:
             speaker=self.speaker,
             rate=self.rate,
             volume=self.volume,
+            pitch=self.pitch,
+            energy=self.energy,
             deterministic=self.deterministic,
         )
 
@@ -130,6 +149,16 @@ class SpeakStart:
     volume: float = field(default=1.0, metadata={RANGE: (0.0, MAX_VOLUME)})
     """Linear gain applied to every chunk: 0 is silent, 1.0 unchanged; 0..4.0."""
 
+    pitch: float = field(default=1.0, metadata={RANGE: (MIN_PROSODY_RATIO, MAX_PROSODY_RATIO)})
+    """Pitch ratio: 1.0 is the voice's own, 2.0 an octave up; 0.5..2.0. Only for a voice whose
+    `describe` entry lists `pitch` under `prosody`; another voice refuses a value other than 1.0
+    (`invalid-parameter`)."""
+
+    energy: float = field(default=1.0, metadata={RANGE: (MIN_PROSODY_RATIO, MAX_PROSODY_RATIO)})
+    """Energy ratio the model applies (louder, more emphatic speech; `volume` is a gain on the
+    audio): 1.0 is the voice's own; 0.5..2.0. Only for a voice whose `describe` entry lists
+    `energy` under `prosody`, as for `pitch`."""
+
     deterministic: bool = False
     """Synthesize without random noise: the same request gives the same audio."""
 
@@ -145,6 +174,8 @@ class SpeakStart:
             speaker=self.speaker,
             rate=self.rate,
             volume=self.volume,
+            pitch=self.pitch,
+            energy=self.energy,
             deterministic=self.deterministic,
         )
 
