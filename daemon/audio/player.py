@@ -12,6 +12,8 @@ Threads and who does what:
 - the supervisor thread (`utterd-player`) starts the stream when audio is queued, stops it once
   the callback has ended it, turns the callback's notes into events and reopens a failed device
   every `retry_interval_s`. Underruns are counted where more audio of a starved job arrives.
+  While idle (device open, nothing queued) it sleeps until woken, without a timeout: an idle
+  daemon should not wake the CPU (the eco profile counts wake-ups; it was once a second).
 - the events thread (`utterd-player-events`) calls `on_event`, so a slow handler delays no audio.
 
 The stream does not run while idle: the callback ends it (`CallbackStop`) once the ring cannot
@@ -33,6 +35,7 @@ from __future__ import annotations
 import enum
 import importlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -162,7 +165,9 @@ class PlayerHealth:
     """`time.monotonic()` when the supervisor thread last went round its loop."""
 
     supervisor_sleep_s: float
-    """The longest the supervisor said it would sleep after that beat before going round again."""
+    """The longest the supervisor said it would sleep after that beat before going round again:
+    infinite while it waits idle for news (a thread blocked there is not stuck), 0 while it
+    works or once it has ended."""
 
     callback_s: float | None
     """While the device stream is started: `time.monotonic()` of the PortAudio callback's last
@@ -303,6 +308,8 @@ class Player:
     def health(self) -> PlayerHealth:
         """How recently the supervisor and the callback ran (see PlayerHealth)."""
         beat_s, sleep_s = self._supervisor_beat
+        if not self._supervisor.is_alive():
+            sleep_s = 0.0  # an ended supervisor never comes round, however long it meant to sleep
         started = self._stream_phase is _Phase.STARTED and not self._closing
         return PlayerHealth(
             supervisor_beat_s=beat_s,
@@ -628,7 +635,9 @@ class Player:
         while True:
             sleep_s = self._supervisor_timeout_s()
             self._supervisor_beat = (time.monotonic(), sleep_s)
-            self._wake.wait(sleep_s)
+            self._wake.wait(None if math.isinf(sleep_s) else sleep_s)
+            # Awake and working: from now on it counts as stuck once the watchdog's limit passes.
+            self._supervisor_beat = (time.monotonic(), 0.0)
             self._wake.clear()
             if self._closing:
                 return
@@ -643,6 +652,8 @@ class Player:
                 time.sleep(_HEALTH_CHECK_S)
 
     def _supervisor_timeout_s(self) -> float:
+        """How long to sleep unless woken; infinite while idle, where only news (audio, a
+        callback, a pause, close) gives it work: no wake-ups on an idle daemon."""
         if self._stream_phase is _Phase.STARTED:
             return _HEALTH_CHECK_S
         if not self._available:
@@ -650,7 +661,7 @@ class Player:
         waiting_since = self._waiting_since_s
         if waiting_since is not None:  # audio waits for the start threshold: look again then
             return min(1.0, max(0.0, waiting_since + _START_WAIT_S - time.monotonic()))
-        return 1.0
+        return math.inf
 
     def _deliver_played(self) -> None:
         if self._cb_faster_than_real_time and not self._reported_pace:
