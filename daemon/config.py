@@ -21,6 +21,7 @@ from typing import Any, Final, get_args, get_origin
 
 import yaml
 from utterd.daemon.access import is_z85_key
+from utterd.daemon.profile import PROFILES, apply_profile
 from utterd.daemon.settings import (
     DATE_ORDERS,
     DETERMINISTIC_POLICIES,
@@ -150,6 +151,7 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "text.emoji": _OneOf(EMOJI_POLICIES),
         "wyoming.max_clients": _Range(1, 1024),
         "log_level": _OneOf(LOG_LEVELS),
+        "profile": _OneOf(PROFILES),
     }
 )
 
@@ -397,7 +399,7 @@ def _settings_from_document(data: object, source: str) -> Settings:
         _check_cross_fields(settings)
     except _Invalid as exc:
         raise ConfigError(source, exc.key, exc.problem) from None
-    return settings
+    return apply_profile(settings)
 
 
 def config_search_paths(environ: Mapping[str, str] | None = None) -> list[Path]:

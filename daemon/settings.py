@@ -347,6 +347,10 @@ class Settings:
     text: TextSettings = field(default_factory=TextSettings)
     wyoming: WyomingSettings = field(default_factory=WyomingSettings)
 
+    profile: str = "default"
+    """`default`, or `eco` for battery- or thermally-limited boards: one inference thread where
+    `voices.threads` is 0, and fewer periodic wake-ups (daemon/profile.py). Applied at load."""
+
     greeting: str | None = None
     """Spoken with the default voice once the daemon is ready; None says nothing."""
 

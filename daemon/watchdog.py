@@ -1,9 +1,10 @@
 """Liveness for systemd's watchdog: `WATCHDOG=1` goes out only while the daemon is really alive.
 
 Two things must move for the daemon to be alive: the socket loop (it renews a `Heartbeat` every
-turn, at least every 100 ms) and the audio path (the player's supervisor thread comes round
-within the sleep it announced, and while the device stream is started, the PortAudio callback
-keeps running). If either stands still for longer than `stale_after_s`, the watchdog thread stops
+turn, and may announce how long it will then wait for work) and the audio path (the player's
+supervisor thread comes round within the sleep it announced, and while the device stream is
+started, the PortAudio callback keeps running). A thread waiting for work within what it
+announced is not stuck, so neither needs to wake while the daemon is idle only to prove it lives. If either stands still for longer than `stale_after_s`, the watchdog thread stops
 sending `WATCHDOG=1`, says why in STATUS and the log, and systemd restarts the service once
 `WatchdogSec=` has passed without a ping.
 
@@ -19,14 +20,16 @@ from collections.abc import Callable
 from typing import Final
 
 from utterd.daemon.audio.player import PlayerHealth
+from utterd.daemon.profile import DEFAULT_STATUS_PERIOD_S
 from utterd.daemon.sdnotify import Notifier
 
 __all__ = ["Heartbeat", "Watchdog", "liveness_problem", "stale_limit_s"]
 
 _LOGGER = logging.getLogger(__name__)
 
-STATUS_PERIOD_S: Final = 2.0
-"""How often STATUS is refreshed (and, at most, how far apart watchdog pings are)."""
+STATUS_PERIOD_S: Final = DEFAULT_STATUS_PERIOD_S
+"""How often STATUS is refreshed by default (and, at most, how far apart watchdog pings are);
+the eco profile waits longer (daemon/profile.py)."""
 
 MIN_STALE_S: Final = 2.0
 """Shortest stall counted as stuck: short hiccups (a busy machine, a device start) are not."""
@@ -39,13 +42,24 @@ class Heartbeat:
         self._clock = clock
         self.last_s: float = clock()
         """`clock()` at the last `beat()` (a float assignment: atomic, no lock needed)."""
+        self.wait_s: float = 0.0
+        """What the last `beat()` announced: the loop may block this long waiting for work."""
 
-    def beat(self) -> None:
+    def beat(self, wait_s: float = 0.0) -> None:
+        """The loop turns. `wait_s`: it is about to wait up to that long for work (a poll with
+        a timeout; `math.inf` for none), and is not stuck meanwhile; beat again once woken, so
+        that what it then does is watched. A loop may so sleep until it has work, rather than
+        wake every so often only to prove it lives."""
+        self.wait_s = wait_s
         self.last_s = self._clock()
 
     def age_s(self, now_s: float | None = None) -> float:
         """Seconds since the last beat."""
         return (self._clock() if now_s is None else now_s) - self.last_s
+
+    def overdue_s(self, now_s: float | None = None) -> float:
+        """Seconds past the announced wait since the last beat (negative while within it)."""
+        return self.age_s(now_s) - self.wait_s
 
 
 def stale_limit_s(watchdog_interval_s: float | None) -> float:
@@ -58,9 +72,8 @@ def liveness_problem(
     now_s: float, loop: Heartbeat, audio: PlayerHealth, stale_after_s: float
 ) -> str | None:
     """Why the daemon is not alive at `now_s`, in words; None when it is."""
-    loop_age_s = loop.age_s(now_s)
-    if loop_age_s > stale_after_s:
-        return f"socket loop has not turned for {loop_age_s:.1f} s"
+    if loop.overdue_s(now_s) > stale_after_s:
+        return f"socket loop has not turned for {loop.age_s(now_s):.1f} s"
     overdue_s = now_s - (audio.supervisor_beat_s + audio.supervisor_sleep_s)
     if overdue_s > stale_after_s:
         return f"audio supervisor thread is {overdue_s:.1f} s overdue"
@@ -84,7 +97,10 @@ class Watchdog:
         audio_health: Callable[[], PlayerHealth],
         status: Callable[[], str],
         clock: Callable[[], float] = time.monotonic,
+        status_period_s: float = STATUS_PERIOD_S,
     ) -> None:
+        """`status_period_s`: the longest wait between two looks (a ping is sent at least every
+        half `WatchdogSec=` whatever it says); `profile.status_period_s` gives it per profile."""
         self._notifier = notifier
         self._loop = loop
         self._audio_health = audio_health
@@ -95,7 +111,7 @@ class Watchdog:
         """Whether systemd's watchdog is on (WatchdogSec= set for this process)."""
         self.stale_after_s = stale_limit_s(interval_s)
         """Stall that counts as stuck."""
-        self.tick_s = min(interval_s, STATUS_PERIOD_S) if interval_s else STATUS_PERIOD_S
+        self.tick_s = min(interval_s, status_period_s) if interval_s else status_period_s
         """Time between checks; pings go out every tick while alive."""
         self.problem: str | None = None
         """The last check's finding; None while alive."""
