@@ -6,11 +6,20 @@ The SSML parser (models/text/ssml.py) gives sentences of segments; this walks th
   by the request's voice or the one the segment switches to, with the prosody in force:
   - `<voice name>` switches to that voice when it is loaded (else the request's voice speaks
     it, logged as `event=ssml-voice-unavailable`);
-  - `xml:lang` of another language than the voice's switches to a loaded voice of that
-    language (the same tag first, then the same primary language; the first by id), else the
-    request's voice reads it;
+  - `xml:lang` of another language than the voice's, and a span of plain text in another
+    language (`frontend.plain_sentences` tags each span with its language), switches to the
+    voice of that language (`language_voice`): the one config `voices.by_language` names for
+    the tag, else for its primary language (loaded on first use, like any voice); else a
+    loaded voice of that language (the same tag first, then the same primary language; the
+    first by id): a voice nobody named is not loaded in the middle of a job. With none, the
+    request's voice reads the span and the characters it cannot say are skipped (its text
+    guard drops letters of another script), logged as `event=language-unavailable`;
   - `<prosody rate>` and `volume` multiply the request's rate and volume (held within the
-    protocol's ranges); `pitch` is not honoured by today's voices (`describe` says so);
+    protocol's ranges); `pitch` (labels, `%`, `st`) multiplies the request's `pitch` ratio by
+    2^(semitones/12), held within 0.5..2, for a voice whose `supports_prosody` names `pitch`
+    (`describe` lists them); a voice that cannot is handed pitch and energy 1.0, so the
+    element is ignored there, as is a request's pitch or energy for a span another voice says.
+    A change in Hz (`+20Hz`) is ignored: it needs the voice's mean F0, which no voice declares;
   - `<emphasis>`: `strong` is 15 % slower and +3 dB, `moderate` 8 % slower and +1.5 dB,
     `reduced` 8 % faster and -2 dB (SSML leaves the rendering to the processor);
   - `<phoneme>` IPA is said by a voice that takes phonemes (`Voice.supports_phonemes`), else
@@ -33,7 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, Protocol
 
 import numpy as np
@@ -41,12 +51,14 @@ import soxr
 from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.cache.phrase_source import bounded_audio
 from utterd.models.errors import NothingToSay
-from utterd.models.text import frontend
+from utterd.models.text import frontend, guard
 from utterd.models.text.frontend import FrontEndOptions
 from utterd.models.text.segments import Break, Emphasis, Mark, Segment, Sentence, TextSegment
 from utterd.models.voice import (
+    MAX_PROSODY_RATIO,
     MAX_RATE,
     MAX_VOLUME,
+    MIN_PROSODY_RATIO,
     MIN_RATE,
     AudioChunk,
     CancelToken,
@@ -86,15 +98,30 @@ class TextAudio(Protocol):
 class SsmlRenderer:
     """Speaks SSML sentences for jobs and `synthesize`; thread-safe (no state across calls)."""
 
-    def __init__(self, source: TextAudio, voices: VoiceStore, options: FrontEndOptions) -> None:
+    def __init__(
+        self,
+        source: TextAudio,
+        voices: VoiceStore,
+        options: FrontEndOptions,
+        *,
+        by_language: Mapping[str, str] | None = None,
+    ) -> None:
+        """`by_language`: config `voices.by_language` (language tag → voice id); a voice it
+        names that is not installed is logged now and passed over when choosing."""
         self._source = source
         self._voices = voices
         self._options = options
+        self._by_language = {_tag(lang): voice for lang, voice in (by_language or {}).items()}
+        installed = {info.voice_id for info in voices.infos()}
+        for lang, voice_id in self._by_language.items():
+            if voice_id not in installed:  # not an error: the voice may be installed later
+                _LOGGER.warning("event=by-language-unknown-voice lang=%s voice=%s", lang, voice_id)
 
     def lexicon_sentences(self, text: str) -> tuple[Sentence, ...] | None:
-        """A plain text as sentences when it holds a word of the phoneme lexicon, else None
-        (frontend.lexicon_sentences): such a text is rendered like SSML."""
-        return frontend.lexicon_sentences(text, self._options)
+        """A plain text as sentences when it holds a word of the phoneme lexicon or a span in
+        another language (`frontend.plain_sentences`), else None: such a text is rendered like
+        SSML, each span by the voice of its language."""
+        return frontend.plain_sentences(text, self._options)
 
     def render(
         self,
@@ -110,9 +137,10 @@ class SsmlRenderer:
         """The audio of `sentences`, numbered from `first_sentence`, at `voice_id`'s rate."""
         rate_hz = self._voices.info(voice_id).sample_rate_hz
         items = [
-            (index, segment)
+            (index, part)
             for index, sentence in enumerate(sentences, first_sentence)
             for segment in (*sentence.segments, _END)
+            for part in self._language_parts(segment, voice_id)
         ]
         marks: list[str] = []
         after_break = False
@@ -144,6 +172,40 @@ class SsmlRenderer:
                 )
                 marks = []
 
+    def _language_parts(self, segment: Segment, request_voice: str) -> list[Segment]:
+        """`segment`, or its language spans (`split_language_spans`) when it is text holding
+        letters of a script its voice's language is not written in: Han letters for any voice
+        but a Chinese one, Latin letters for a Chinese one. A span in the segment's language
+        keeps the segment's tag and voice; another gets its own language and loses the voice,
+        so that `_voice_for` chooses by language. `<say-as>` and `<phoneme>` stay whole."""
+        if not isinstance(segment, TextSegment) or segment.say_as or segment.phonemes:
+            return [segment]
+        speaker = segment.voice if segment.voice and self._voices.is_loaded(segment.voice) else None
+        own = frontend.primary_language(
+            segment.lang or self._voices.info(speaker or request_voice).language
+        )
+        if own == frontend.CHINESE:
+            if _LATIN_LETTER.search(segment.text) is None:
+                return [segment]
+        elif not frontend.has_han(segment.text):
+            return [segment]
+        # Imported here: it imports the Chinese normalizer (cn2an, 0.15 s), which a daemon
+        # that never sees mixed text need not load.
+        from utterd.models.text.lang_spans import split_language_spans
+
+        parts: list[Segment] = []
+        for span in split_language_spans(segment.text, neutral=own):
+            text = " ".join(span.text.split())
+            if not text:
+                continue
+            if span.language == own:
+                parts.append(dataclasses.replace(segment, text=text))
+            else:
+                parts.append(
+                    dataclasses.replace(segment, text=text, lang=span.language, voice=None)
+                )
+        return parts or [segment]
+
     def _speak(
         self,
         segment: TextSegment,
@@ -156,14 +218,23 @@ class SsmlRenderer:
         voice_id = self._voice_for(segment, request_voice)
         info = self._voices.info(voice_id)
         language = segment.lang or info.language
-        segment_params = _with_prosody(params, segment)
+        voice = self._voices.get(voice_id)
+        segment_params = _with_prosody(params, segment, voice.supports_prosody)
         words = frontend.spoken_segment(segment, info.family, language, self._options)
+        if segment.phonemes is None and not guard.has_speech(guard.clean(words, info.language)):
+            # Another language's span with no voice of its own: nothing this voice can say.
+            _LOGGER.info(
+                "event=language-span-skipped lang=%s voice=%s chars=%d",
+                language,
+                voice_id,
+                len(segment.text),
+            )
+            return iter(())
         text = self._source.stream(
             words, voice_id, segment_params, cancel, mode=mode, low_latency=low_latency, words=True
         )
         if segment.phonemes is None:
             return text
-        voice = self._voices.get(voice_id)
         if not voice.supports_phonemes:
             _LOGGER.info("event=ssml-phonemes-unsupported voice=%s", voice_id)
             return text
@@ -180,24 +251,42 @@ class SsmlRenderer:
             _LOGGER.info("event=ssml-voice-unavailable voice=%s", segment.voice)
         if segment.lang is None:
             return request_voice
-        wanted = segment.lang.replace("_", "-").lower()
-        primary = frontend.primary_language(wanted)
-        current = self._voices.info(request_voice).language.replace("_", "-").lower()
-        if frontend.primary_language(current) == primary:
+        chosen = self.language_voice(segment.lang, request_voice)
+        if chosen is None:
+            _LOGGER.info(
+                "event=language-unavailable lang=%s voice=%s chars=%d",
+                segment.lang,
+                request_voice,
+                len(segment.text),
+            )
             return request_voice
-        loaded = sorted(
-            (info for info in self._voices.infos() if self._voices.is_loaded(info.voice_id)),
-            key=lambda info: info.voice_id,
-        )
+        return chosen
+
+    def language_voice(self, lang: str, request_voice: str) -> str | None:
+        """The voice that says text in language `lang` in a request for `request_voice`: that
+        voice itself when it speaks the same primary language; else the one `by_language`
+        names for the tag, then for its primary language (if installed); else a loaded voice
+        of that language (the same tag first, then the same primary language; the first by
+        id). None: no voice speaks it."""
+        wanted = _tag(lang)
+        primary = frontend.primary_language(wanted)
+        if frontend.primary_language(self._voices.info(request_voice).language) == primary:
+            return request_voice
+        installed = sorted(self._voices.infos(), key=lambda info: info.voice_id)
+        ids = {info.voice_id for info in installed}
+        for tag in (wanted, primary):
+            named = self._by_language.get(tag)
+            if named is not None and named in ids:
+                return named
+        loaded = [info for info in installed if self._voices.is_loaded(info.voice_id)]
         for same in (
             lambda tag: tag == wanted,
             lambda tag: frontend.primary_language(tag) == primary,
         ):
             for info in loaded:
-                if same(info.language.replace("_", "-").lower()):
+                if same(_tag(info.language)):
                     return info.voice_id
-        _LOGGER.info("event=ssml-language-unavailable lang=%s", segment.lang)
-        return request_voice
+        return None
 
 
 def _or_else(
@@ -214,6 +303,15 @@ def _or_else(
     if head is not None:
         yield head
         yield from first
+
+
+_LATIN_LETTER: Final = re.compile(r"[A-Za-z]")
+"""A Latin letter: what a Chinese voice hands to the voice of another language."""
+
+
+def _tag(lang: str) -> str:
+    """A language tag compared: `zh_CN` and `ZH-cn` are `zh-cn`."""
+    return lang.replace("_", "-").lower()
 
 
 _END: Final = Mark("")
@@ -268,15 +366,21 @@ def _trim_tail(chunks: Iterator[AudioChunk], rate_hz: int) -> Iterator[AudioChun
     yield dataclasses.replace(first, samples=first.samples[:end])
 
 
-def _with_prosody(params: SynthesisParams, segment: TextSegment) -> SynthesisParams:
-    """The request's parameters with the segment's prosody and emphasis applied."""
+def _with_prosody(
+    params: SynthesisParams, segment: TextSegment, honoured: frozenset[str]
+) -> SynthesisParams:
+    """The request's parameters with the segment's prosody and emphasis applied, for a voice
+    that honours the `PROSODY_FIELDS` in `honoured` (the others are 1.0 for it)."""
     rate_factor, gain = EMPHASIS[segment.emphasis or "none"]
     rate = params.rate * segment.prosody.rate_factor * rate_factor
     volume = params.volume * segment.prosody.volume_gain * gain
+    pitch = params.pitch * 2 ** (segment.prosody.pitch_semitones / 12)
     return dataclasses.replace(
         params,
         rate=min(max(rate, MIN_RATE), MAX_RATE),
         volume=min(max(volume, 0.0), MAX_VOLUME),
+        pitch=min(max(pitch, MIN_PROSODY_RATIO), MAX_PROSODY_RATIO) if "pitch" in honoured else 1.0,
+        energy=params.energy if "energy" in honoured else 1.0,
     )
 
 

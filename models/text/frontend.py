@@ -3,9 +3,15 @@
 Every family gets text through here, whatever the request's format:
 
 - **Plain text** becomes the words to say (`spoken`): for an English voice, utterd's own
-  normalizer (`normalize_en`) rewrites numbers, money, dates, codes and symbols as words.
+  normalizer (`normalize_en`) rewrites numbers, money, dates, codes and symbols as words; for
+  a Chinese one, `normalize_zh` writes them as Chinese words (imported on first use: cn2an
+  takes 0.15 s to import, which a daemon without Chinese text need not pay).
   A family named in `FrontEndOptions.own_normalizer` keeps its own normalizer instead and gets
   the text as written (the choice is measured per family: docs/benchmarks.md, "Text front end").
+- **Mixed languages**: a plain text holding a Han character (`has_han`, one regex scan: the
+  only cost an English text pays) is handed on as sentences (`plain_sentences`), so that the
+  daemon's renderer splits each sentence into language spans (`models/text/lang_spans.py`)
+  and has each said by a voice of its language (daemon/speech/render.py).
 - **SSML** is parsed into sentences of segments (`ssml.py`, `segments.py`); the daemon walks
   them (breaks, marks, prosody, voice and language switches) and hands each text segment's
   words here (`spoken_segment`): a `<say-as>` hint is read by `say_as_en` for every family,
@@ -13,8 +19,7 @@ Every family gets text through here, whatever the request's format:
 - **The user lexicon**: words with a spoken form go to the normalizer (`EnglishOptions.lexicon`);
   words with phonemes (`FrontEndOptions.phoneme_lexicon`) turn a plain text that holds one into
   sentences of segments (`lexicon_sentences`), spoken like SSML with a `<phoneme>` per word.
-- Languages without a normalizer of their own yet pass through unchanged (Chinese comes next,
-  in its own module beside `normalize_en`).
+- Languages without a normalizer here pass through unchanged.
 
 `stamp` names everything here that changes what is said (normalizer version and options), for
 the phrase-cache key: a new lexicon entry or date order never replays old audio.
@@ -27,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
@@ -40,6 +45,15 @@ from utterd.models.text.segments import Sentence, TextSegment
 
 ENGLISH: Final = "en"
 """Primary language subtag of the languages `normalize_en` reads."""
+
+CHINESE: Final = "zh"
+"""Primary language subtag of the languages `normalize_zh` reads."""
+
+_NORMALIZED: Final = frozenset({ENGLISH, CHINESE})
+"""Primary languages with a normalizer here."""
+
+_HAN: Final = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+"""A Han character (CJK ideographs, their extensions and compatibility forms)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +80,7 @@ class FrontEndOptions:
 
     def normalizes(self, family: str, language: str) -> bool:
         """Whether plain text for a voice of `family` speaking `language` is normalized here."""
-        return family not in self.own_normalizer and primary_language(language) == ENGLISH
+        return family not in self.own_normalizer and primary_language(language) in _NORMALIZED
 
     def stamp(self, family: str, language: str) -> str:
         """What the phrase-cache key must name about this front end for such a voice: the
@@ -74,6 +88,8 @@ class FrontEndOptions:
         family's own normalizer reads the text (its version is the family's own stamp)."""
         if not self.normalizes(family, language):
             return ""
+        if primary_language(language) == CHINESE:
+            return f"zh{_chinese_version()}"
         english = self.english
         lexicon = json.dumps(
             [sorted(english.lexicon.items()), sorted(self.phoneme_lexicon.items())],
@@ -100,8 +116,28 @@ def primary_language(tag: str) -> str:
 def spoken(text: str, family: str, language: str, options: FrontEndOptions) -> str:
     """The plain text a voice of `family` speaking `language` is handed for `text`."""
     if options.normalizes(family, language):
-        return normalize_en.normalize(text, options.english)
+        return _normalizer(language, options)(text)
     return text
+
+
+def _normalizer(language: str, options: FrontEndOptions) -> Callable[[str], str]:
+    """The normalizer of `language` (one `normalizes` accepts)."""
+    if primary_language(language) == CHINESE:
+        from utterd.models.text.normalize_zh import normalize_zh
+
+        return normalize_zh
+    return lambda text: normalize_en.normalize(text, options.english)
+
+
+def _chinese_version() -> int:
+    from utterd.models.text.normalize_zh import NORMALIZER_VERSION
+
+    return NORMALIZER_VERSION
+
+
+def has_han(text: str) -> bool:
+    """Whether `text` holds a Han character (one scan)."""
+    return _HAN.search(text) is not None
 
 
 GROUP_CHARS: Final = 400
@@ -123,6 +159,7 @@ def spoken_groups(
     if not options.normalizes(family, language):
         yield text, text
         return
+    normalize = _normalizer(language, options)
     cuts, _ = sentences.sentence_cuts(text, at_end=False)
     start = 0
     for cut in [*cuts, len(text)]:
@@ -138,7 +175,7 @@ def spoken_groups(
             )
             for part in parts:
                 if part.strip():
-                    yield part, normalize_en.normalize(part, options.english)
+                    yield part, normalize(part)
 
 
 def spoken_segment(
@@ -149,6 +186,23 @@ def spoken_segment(
     if segment.say_as is not None and primary_language(language) == ENGLISH:
         return say_as(segment.text, segment.say_as, options.english)
     return spoken(segment.text, family, language, options)
+
+
+def plain_sentences(text: str, options: FrontEndOptions) -> tuple[Sentence, ...] | None:
+    """A plain text as sentences of segments when it must be rendered like SSML: when it holds
+    a word of the phoneme lexicon (`lexicon_sentences`) or a Han character (each sentence one
+    segment, which the renderer splits into language spans); None otherwise, for the plain
+    path. Linear: a regex scan, and for such a text one sentence pass."""
+    document = lexicon_sentences(text, options)
+    if document is not None or not has_han(text):
+        return document
+    cuts, _ = sentences.sentence_cuts(text, at_end=False)
+    out: list[Sentence] = []
+    for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
+        said = " ".join(text[start:end].split())
+        if said:
+            out.append(Sentence((TextSegment(said),)))
+    return tuple(out)
 
 
 def lexicon_sentences(text: str, options: FrontEndOptions) -> tuple[Sentence, ...] | None:
