@@ -71,6 +71,11 @@ class VoiceInfo:
     """Version of the family's text front end (G2P, phonemizer: the package's version), which
     changes the audio as much as the model does; keyed by the phrase cache. Empty: untracked."""
 
+    licence: str = ""
+    """The voice's licence note for `describe`, as its family knows it: the package's licence
+    and the training data's terms (`MIT package; Baker corpus: non-commercial use only`).
+    Empty: unknown, see where the voice came from (`source`)."""
+
     def __post_init__(self) -> None:
         if not self.model_files and self.model_path is not None:
             object.__setattr__(self, "model_files", (self.model_path,))

