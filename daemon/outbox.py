@@ -27,6 +27,9 @@ _LOGGER = logging.getLogger(__name__)
 
 OUTBOX_ENDPOINT: Final = "inproc://utterd-outbox"
 
+WAKE: Final = b""
+"""The one frame of a wake-up message (a reply always has its envelope length first)."""
+
 CLIENT_QUEUE_MESSAGES: Final = 100
 """The ROUTER's send high-water mark: replies ZeroMQ queues for one client (in messages, of any
 size) before a send raises zmq.Again and the backlog takes over. Lower than ZeroMQ's 1000, so
@@ -103,12 +106,24 @@ class Outbox:
                 ]
             )
 
+    def wake(self) -> None:
+        """Wake the socket loop from its poll with a message that carries no reply (`is_wake`):
+        how another thread tells a loop that sleeps until it has work to look again (a stop)."""
+        sock = self._socket()
+        if sock is not None:
+            sock.send(WAKE)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             for sock in self._sockets:
                 sock.close(linger=0)
             self._sockets.clear()
+
+
+def is_wake(frames: list[bytes]) -> bool:
+    """Whether an outbox message is `Outbox.wake`'s, which is no reply (never `decode` it)."""
+    return frames == [WAKE]
 
 
 def decode(frames: list[bytes]) -> Outgoing:

@@ -19,7 +19,8 @@ node), where each busy core and each wake-up of an idle CPU costs charge and hea
   thread there is no pool at all. OpenVINO compiles with the LATENCY hint and one stream.
 - **No periodic wake-up without a reason.** The player's supervisor sleeps until woken while
   idle (both profiles). In eco the watchdog thread refreshes STATUS only as often as systemd's
-  watchdog needs a ping, and at most every `ECO_STATUS_PERIOD_S` without one.
+  watchdog needs a ping, and at most every `ECO_STATUS_PERIOD_S` without one; the fault poll
+  (a few stat calls on the voice files) runs every `ECO_FAULT_POLL_S`.
 
 A key set explicitly keeps its value: `voices.threads: 2` with `profile: eco` runs two threads.
 The profile is applied once, where config.yaml is validated (daemon/config.py), so every part
@@ -31,16 +32,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Final
 
+from utterd.daemon.faults import DEFAULT_POLL_INTERVAL_S
 from utterd.daemon.settings import Settings
 
 __all__ = [
     "DEFAULT",
     "DEFAULT_STATUS_PERIOD_S",
     "ECO",
+    "ECO_FAULT_POLL_S",
     "ECO_STATUS_PERIOD_S",
     "ECO_THREADS",
     "PROFILES",
     "apply_profile",
+    "fault_poll_interval_s",
     "status_period_s",
 ]
 
@@ -63,6 +67,10 @@ ECO_STATUS_PERIOD_S: Final = 30.0
 """The longest the eco watchdog thread sleeps when systemd wants no watchdog ping: STATUS may
 lag that long in `systemctl status`, which is read by people, rarely and by hand."""
 
+ECO_FAULT_POLL_S: Final = 10.0
+"""How often eco looks for deleted voice files (default: every second). A deleted file is
+reported that much later; a loaded voice keeps speaking from memory meanwhile either way."""
+
 
 def apply_profile(settings: Settings) -> Settings:
     """`settings` with the profile's choices filled in where the file left them to it."""
@@ -75,3 +83,8 @@ def apply_profile(settings: Settings) -> Settings:
 def status_period_s(profile: str) -> float:
     """The longest the watchdog thread waits between two looks (daemon/watchdog.py)."""
     return ECO_STATUS_PERIOD_S if profile == ECO else DEFAULT_STATUS_PERIOD_S
+
+
+def fault_poll_interval_s(profile: str) -> float:
+    """How often the fault registry runs its watched checks (daemon/faults.py)."""
+    return ECO_FAULT_POLL_S if profile == ECO else DEFAULT_POLL_INTERVAL_S
