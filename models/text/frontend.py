@@ -3,15 +3,16 @@
 Every family gets text through here, whatever the request's format:
 
 - **Plain text** becomes the words to say (`spoken`): for an English voice, utterd's own
-  normalizer (`normalize_en`) rewrites numbers, money, dates, codes and symbols as words; for
-  a Chinese one, `normalize_zh` writes them as Chinese words (imported on first use: cn2an
-  takes 0.15 s to import, which a daemon without Chinese text need not pay).
+  normalizer (`normalize_en`) rewrites numbers, money, dates, codes and symbols as words.
+  The Chinese family reads its text with `normalize_zh` itself (its `front_end_version` names
+  that normalizer's version for the phrase cache), so Chinese text passes here as written.
   A family named in `FrontEndOptions.own_normalizer` keeps its own normalizer instead and gets
   the text as written (the choice is measured per family: docs/benchmarks.md, "Text front end").
 - **Mixed languages**: a plain text holding a Han character (`has_han`, one regex scan: the
   only cost an English text pays) is handed on as sentences (`plain_sentences`), so that the
   daemon's renderer splits each sentence into language spans (`models/text/lang_spans.py`)
-  and has each said by a voice of its language (daemon/speech/render.py).
+  and has each said by a voice of its language (daemon/speech/render.py). A number next to
+  Chinese goes with the Chinese span, so the Chinese voice reads it in Chinese.
 - **SSML** is parsed into sentences of segments (`ssml.py`, `segments.py`); the daemon walks
   them (breaks, marks, prosody, voice and language switches) and hands each text segment's
   words here (`spoken_segment`): a `<say-as>` hint is read by `say_as_en` for every family,
@@ -32,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
@@ -47,10 +48,7 @@ ENGLISH: Final = "en"
 """Primary language subtag of the languages `normalize_en` reads."""
 
 CHINESE: Final = "zh"
-"""Primary language subtag of the languages `normalize_zh` reads."""
-
-_NORMALIZED: Final = frozenset({ENGLISH, CHINESE})
-"""Primary languages with a normalizer here."""
+"""Primary language subtag of Chinese (Mandarin) voices."""
 
 _HAN: Final = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 """A Han character (CJK ideographs, their extensions and compatibility forms)."""
@@ -80,7 +78,7 @@ class FrontEndOptions:
 
     def normalizes(self, family: str, language: str) -> bool:
         """Whether plain text for a voice of `family` speaking `language` is normalized here."""
-        return family not in self.own_normalizer and primary_language(language) in _NORMALIZED
+        return family not in self.own_normalizer and primary_language(language) == ENGLISH
 
     def stamp(self, family: str, language: str) -> str:
         """What the phrase-cache key must name about this front end for such a voice: the
@@ -88,8 +86,6 @@ class FrontEndOptions:
         family's own normalizer reads the text (its version is the family's own stamp)."""
         if not self.normalizes(family, language):
             return ""
-        if primary_language(language) == CHINESE:
-            return f"zh{_chinese_version()}"
         english = self.english
         lexicon = json.dumps(
             [sorted(english.lexicon.items()), sorted(self.phoneme_lexicon.items())],
@@ -116,23 +112,8 @@ def primary_language(tag: str) -> str:
 def spoken(text: str, family: str, language: str, options: FrontEndOptions) -> str:
     """The plain text a voice of `family` speaking `language` is handed for `text`."""
     if options.normalizes(family, language):
-        return _normalizer(language, options)(text)
+        return normalize_en.normalize(text, options.english)
     return text
-
-
-def _normalizer(language: str, options: FrontEndOptions) -> Callable[[str], str]:
-    """The normalizer of `language` (one `normalizes` accepts)."""
-    if primary_language(language) == CHINESE:
-        from utterd.models.text.normalize_zh import normalize_zh
-
-        return normalize_zh
-    return lambda text: normalize_en.normalize(text, options.english)
-
-
-def _chinese_version() -> int:
-    from utterd.models.text.normalize_zh import NORMALIZER_VERSION
-
-    return NORMALIZER_VERSION
 
 
 def has_han(text: str) -> bool:
@@ -159,7 +140,6 @@ def spoken_groups(
     if not options.normalizes(family, language):
         yield text, text
         return
-    normalize = _normalizer(language, options)
     cuts, _ = sentences.sentence_cuts(text, at_end=False)
     start = 0
     for cut in [*cuts, len(text)]:
@@ -175,7 +155,7 @@ def spoken_groups(
             )
             for part in parts:
                 if part.strip():
-                    yield part, normalize(part)
+                    yield part, normalize_en.normalize(part, options.english)
 
 
 def spoken_segment(
