@@ -130,6 +130,7 @@ _ZERO_INITIAL: Final = {
     "wei": "uei",
     "wen": "uen",
     "weng": "ueng",
+    "wong": "ueng",
     "wo": "uo",
     "n": "en",
     "ng": "en",
@@ -183,11 +184,14 @@ class _Syllable:
 
 def syllables(text: str) -> list[str]:
     """The toned pinyin of `text`'s Han characters after sandhi and erhua (`哪儿` → `nar3`)."""
-    return [
+    skipped: Counter[str] = Counter()
+    found = [
         f"{s.pinyin}r{s.tone}" if s.erhua else str(s)
-        for stretch in _stretches(text, Counter())
+        for stretch in _stretches(text, skipped)
         for s in stretch
     ]
+    _report(skipped)
+    return found
 
 
 def phonemes_zh(text: str) -> list[str]:
