@@ -130,6 +130,7 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "voices.backend": _OneOf(BACKENDS),
         "voices.backends": _OneOf(BACKENDS),
         "voices.threads": _Range(0),
+        "voices.idle_unload_s": _Range(0, low_open=True),
         "audio.device": _Range(0),
         "audio.sample_rate_hz": _Range(8000, 384_000),
         "audio.latency_ms": _Range(0, low_open=True),

@@ -145,6 +145,10 @@ class VoiceSettings:
     cpu_pinning: bool = False
     """Pin inference threads to cores (OpenVINO); helps on a busy machine, hurts a shared one."""
 
+    idle_unload_s: float | None = None
+    """Seconds without use after which a voice other than `default` is unloaded (the next request
+    loads it again: one load, logged and counted). None: voices stay loaded."""
+
     def backend_for(self, voice_id: str) -> str:
         """The backend voice `voice_id` is configured to run on: its own, else the default."""
         return self.backends.get(voice_id, self.backend)
