@@ -34,6 +34,7 @@ __all__ = [
     "CACHE_WRITE_FAILED",
     "DEVICE_UNAVAILABLE",
     "FAULT_CODES",
+    "NUMERICS_MISMATCH",
     "VOICE_FILE_MISSING",
     "Fault",
     "FaultRegistry",
@@ -62,6 +63,12 @@ utterd); the cache is RAM only until the daemon restarts."""
 VOICE_FILE_MISSING: Final = "voice-file-missing"
 """A voice's model or config file is gone from disk; a loaded voice keeps speaking from memory."""
 
+NUMERICS_MISMATCH: Final = "numerics-mismatch"
+"""A voice's canary at load differed from its reference (a kernel computing wrong on this CPU,
+a damaged model file): it runs on a fallback execution path that passed, or it refused to load
+(the message says which, with the figures). Polled from `VoiceStore.numerics_faults`; cleared
+when a later load of the voice passes on its configured path."""
+
 FAULT_CODES: Final[Mapping[str, str]] = {
     DEVICE_UNAVAILABLE: "sound device missing or failed",
     CACHE_READ_ONLY: "cache folder read-only",
@@ -69,6 +76,7 @@ FAULT_CODES: Final[Mapping[str, str]] = {
     CACHE_WRITE_FAILED: "cache write failed",
     CACHE_UNAVAILABLE: "cache folder unusable",
     VOICE_FILE_MISSING: "voice file deleted",
+    NUMERICS_MISMATCH: "voice computes wrong on this machine",
 }
 """Every fault code the daemon reports, with a short description."""
 
