@@ -7,7 +7,9 @@ key). Latin words are left as they are (`lang_spans` routes them to an English v
 
 It is one pass of `rewrite.Rewriter` over the text (bounded patterns, a few characters of
 context), so its cost is linear in the text length. Numbers are read by `cn2an` (up to 16
-digits: `一亿二千三百四十五万...`); everything around them is utterd's own rules. Choices a
+digits: `一亿二千三百四十五万...`), imported on the first number (0.1 s), so that importing this
+module (as `lang_spans` does for `UNITS`) costs nothing; everything around the numbers is
+utterd's own rules. Choices a
 listener will notice, and why:
 
 - Full-width digits, letters and symbols (`１２３`, `％`, `＄`) are read as their ASCII forms;
@@ -38,10 +40,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Final
 
-import cn2an
 from utterd.models.text.rewrite import Rewriter, Rule, Span
 
 NORMALIZER_VERSION: Final = 1
@@ -170,13 +171,22 @@ def cardinal(integer: str) -> str:
     integer = integer.replace(",", "")
     if len(integer) > 16 or (len(integer) > 1 and integer.startswith("0")):
         return digits(integer)
-    words: str = cn2an.an2cn(integer)
+    words: str = _an2cn()(integer)
     # 两 before 千/万/亿 unless it is the units digit of a ten (十二万), and leading 两百.
     words = _LIANG.sub("两", words)
     return "两百" + words[2:] if words.startswith("二百") else words
 
 
 _LIANG: Final = re.compile(r"(?<!十)二(?=[千万亿])")
+
+
+@cache
+def _an2cn() -> Callable[[str], str]:
+    """cn2an's Arabic → Chinese number reader, imported on first use."""
+    import cn2an
+
+    reader: Callable[[str], str] = cn2an.an2cn
+    return reader
 
 
 def number(text: str) -> str:
