@@ -25,7 +25,10 @@ Context needed per window (n_fft = 4 hops): output frame m is the overlap-add of
 m−1 … m+2; STFT frame k reads pulse samples of frames k−2 … k+1, whose frequency interpolates
 F0 of frames k−3 … k+2. Those frames are all known (the network ran on the whole sentence, or,
 with decoder windows, its front gave all of F0 and the decoder has run up to frame stop + 2), so
-a window costs only the frames it adds; nothing is computed twice.
+a window costs only the frames it adds; nothing is computed twice. What a window does cost is
+its Python and numpy call overhead: windows grow with the stream's lead (`StreamPace`,
+`engine/stream_windows.py`) up to LARGEST_WINDOW_FRAMES, so a piece is a few windows, not one
+per 32 frames.
 
 Per-element numpy math (sin, tanh, exp, complex products, per-row FFTs) does not depend on where
 an element sits in an array, so the result is bit-identical, with numpy's FFT and with scipy's; tests check it.
@@ -44,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 from hibari import dsp
 from utterd.models.engine.backend import Session
-from utterd.models.engine.stream_windows import window_plan
+from utterd.models.engine.stream_windows import GrowingWindows, StreamPace, window_plan
 from utterd.models.errors import SynthesisError
 from utterd.models.hibari.split import SplitSession
 from utterd.models.voice import CancelToken
@@ -56,6 +59,9 @@ MODEL_OUTPUTS: Final = ("lh", "theta", "ln", "lr", "phi", "f0")
 
 DEFAULT_FIRST_WINDOW_FRAMES: Final = 4
 DEFAULT_WINDOW_FRAMES: Final = 32
+LARGEST_WINDOW_FRAMES: Final = 128
+"""Windows grown by the lead stop here (1.6 s of audio): the signal stage's temporaries stay
+small (~0.6 MB per array, as `synthesize_piece`'s steps), and a call per 1.6 s costs nothing."""
 
 N_FFT: Final[int] = int(dsp.N_FFT)
 HOP: Final[int] = int(dsp.HOP)
@@ -303,13 +309,16 @@ def synthesize_windows(
     first_window_frames: int = DEFAULT_FIRST_WINDOW_FRAMES,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
     exact_noise: bool = True,
+    pace: StreamPace | None = None,
+    frame_s: float = HOP / SAMPLE_RATE_HZ,
 ) -> Iterator[HibariPiece]:
     """`hibari.dsp.synth` of `frames`, yielded window by window; checks `cancel` between windows.
 
     With `exact_noise`, concatenated, the pieces equal `hibari.dsp.synth(..., rng)` with the
     generator in the same state, and leave the generator in the same state after it. Without
     it, each window draws its own noise (the first audio does not wait for the whole piece's
-    draw): the same signal with other, equally distributed noise.
+    draw): the same signal with other, equally distributed noise. Windows grow with `pace`'s
+    lead (`_windows`).
     """
     plan = window_plan(frames.frames, first_window_frames, window_frames)
     # One window for the whole piece (a piece shorter than the first window): hibari's own
@@ -320,9 +329,28 @@ def synthesize_windows(
         yield HibariPiece(np.asarray(whole, np.float32), 0, frames.frames, last=True)
         return
     state = _WindowedSynth(frames, rng, exact_noise=exact_noise)
-    for number, (start, stop) in enumerate(plan):
+    pace = pace if pace is not None else StreamPace()
+    for start, stop in _windows(frames.frames, first_window_frames, window_frames, pace):
         cancel.raise_if_cancelled()
-        yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)
+        started = pace.clock()
+        samples = state.window(start, stop)
+        pace.ran(stop - start, pace.clock() - started)
+        pace.handed_out((stop - start) * frame_s)
+        yield HibariPiece(samples, start, stop, last=stop == frames.frames)
+
+
+def _windows(
+    frames: int, first_window_frames: int, window_frames: int, pace: StreamPace, grow_from: int = 0
+) -> GrowingWindows:
+    """A piece's windows: `window_plan`'s at least, up to LARGEST_WINDOW_FRAMES with the lead."""
+    return GrowingWindows(
+        frames,
+        first_window_frames,
+        window_frames,
+        max(window_frames, LARGEST_WINDOW_FRAMES),
+        pace=pace,
+        grow_from=grow_from,
+    )
 
 
 def synthesize_piece(
@@ -403,8 +431,14 @@ def stream_ids(
     window_frames: int = DEFAULT_WINDOW_FRAMES,
     exact_noise: bool = True,
     decoder_windows: bool = False,
+    pace: StreamPace | None = None,
+    frame_s: float = HOP / SAMPLE_RATE_HZ,
 ) -> Iterator[HibariPiece]:
     """Run the acoustic model on one piece's phoneme ids (with the 0 pads), then stream its audio.
+
+    `pace`: the request's clock of playback (one for all its pieces; None: one for this piece),
+    in which each window's cost and its `frame_s` seconds of playing time per frame are
+    recorded; windows grow as far as its lead affords (`engine/stream_windows.py`).
 
     What `hibari.Hibari.from_ids` does, with our session and the signal stage in windows
     (`exact_noise`: see `synthesize_windows`). With `decoder_windows` and a `SplitSession`, the
@@ -424,6 +458,8 @@ def stream_ids(
             first_window_frames=first_window_frames,
             window_frames=window_frames,
             exact_noise=exact_noise,
+            pace=pace if pace is not None else StreamPace(),
+            frame_s=frame_s,
         )
         return
     frames = acoustic_frames(session, ids, speed, cancel)
@@ -434,6 +470,8 @@ def stream_ids(
         first_window_frames=first_window_frames,
         window_frames=window_frames,
         exact_noise=exact_noise,
+        pace=pace,
+        frame_s=frame_s,
     )
 
 
@@ -489,13 +527,21 @@ def _stream_decoder_windows(
     first_window_frames: int,
     window_frames: int,
     exact_noise: bool,
+    pace: StreamPace,
+    frame_s: float,
 ) -> Iterator[HibariPiece]:
     decoded = _DecodedFrames(session, ids, speed, cancel)
     n = decoded.count
     plan = window_plan(n, first_window_frames, window_frames)
     if n < _MIN_WINDOWED_FRAMES or len(plan) == 1:
         yield from synthesize_windows(
-            decoded.ensure(n), rng, cancel, first_window_frames=n, window_frames=n
+            decoded.ensure(n),
+            rng,
+            cancel,
+            first_window_frames=n,
+            window_frames=n,
+            pace=pace,
+            frame_s=frame_s,
         )
         return
     # Output frame m needs spectral frames up to m + 2 (`_WindowedSynth.window`). The first call
@@ -504,7 +550,14 @@ def _stream_decoder_windows(
     # (50 ms: a long piece's whole decode came late under load, measured in bench_streaming).
     early = plan[min(1, len(plan) - 1)][1]
     state = _WindowedSynth(decoded.ensure(min(n, early + 2)), rng, exact_noise=exact_noise)
-    for number, (start, stop) in enumerate(plan):
+    # The second window's call decodes the whole piece, which the lead's cost figure (the
+    # first window's) knows nothing of: windows grow only after it.
+    windows = _windows(n, first_window_frames, window_frames, pace, grow_from=early)
+    for start, stop in windows:
         cancel.raise_if_cancelled()
+        started = pace.clock()
         decoded.ensure(min(n, stop + 2))
-        yield HibariPiece(state.window(start, stop), start, stop, last=number == len(plan) - 1)
+        samples = state.window(start, stop)
+        pace.ran(stop - start, pace.clock() - started)
+        pace.handed_out((stop - start) * frame_s)
+        yield HibariPiece(samples, start, stop, last=stop == n)

@@ -52,6 +52,7 @@ from utterd.models.engine.backend import (
     open_session,
 )
 from utterd.models.engine.cpu_features import cpu_features
+from utterd.models.engine.stream_windows import StreamPace
 from utterd.models.errors import InvalidParameter, SynthesisError, VoiceLoadError
 from utterd.models.model_store import (
     FP32_ONNXRUNTIME,
@@ -493,6 +494,13 @@ class PiperVitsVoice(Voice):
             else None
         )
         """The same two sessions cutting sentences into large windows only (throughput)."""
+        if runner is not None:
+            # Streamed windows grow with the lead up to the throughput window: the same calls
+            # as a file once playback is ahead, and no higher memory peak.
+            runner = runner.with_settings(
+                dataclasses.replace(runner.settings, largest_window_frames=bulk_frames)
+            )
+            self._runner = runner
 
     @property
     def throughput_window_frames(self) -> int | None:
@@ -601,6 +609,8 @@ class PiperVitsVoice(Voice):
 
         index = 0  # the sentence (a sentence over the phoneme budget takes several calls)
         previous_ended = False
+        # The request's playback clock: windows grow once the audio handed out is ahead.
+        pace = StreamPace() if low_latency else None
         for call, (ids, ends) in enumerate(sentences):
             index += previous_ended
             previous_ended = ends
@@ -633,7 +643,11 @@ class PiperVitsVoice(Voice):
                 pieces = (
                     (p.samples, p.last)
                     for p in active.decode(
-                        encoded, cancel, first_window_frames=None if bulk else first
+                        encoded,
+                        cancel,
+                        first_window_frames=None if bulk else first,
+                        pace=pace,
+                        frame_s=runner.hop_length / rate_hz / tsm_speed,
                     )
                 )
                 if bulk is not None:

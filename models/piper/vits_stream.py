@@ -4,8 +4,10 @@ The encoder part (see `vits_split`) runs once per sentence and gives the latent 
 decoder part then runs on consecutive windows of those frames, each widened by context frames on
 both sides so that the convolutions see what they would see in the whole-sentence run; the audio
 of the context frames is dropped. The first window is small, so the first piece leaves early;
-windows then double up to `window_frames`, so the per-call overhead and the context recomputed at
-every seam stay small once playback has a lead.
+windows then double up to `window_frames`, and with a `StreamPace` (the caller's clock of
+playback) grow further, up to `largest_window_frames`, as far as the lead affords
+(`engine/stream_windows.py`): the per-call overhead and the context recomputed at every seam
+were what made streaming cost 1.4x the CPU of whole sentences.
 
 Defaults, measured on the joe voice over the benchmark text set (noise scales 0, SNR of the
 streamed sentence against the stock graph's whole-sentence output): the generator gets its full
@@ -27,7 +29,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 from utterd.models.engine.backend import Session, SessionOptions, open_session
-from utterd.models.engine.stream_windows import window_plan
+from utterd.models.engine.stream_windows import GrowingWindows, StreamPace
 from utterd.models.errors import InvalidParameter, VoiceLoadError
 from utterd.models.piper.vits_split import SplitInfo, split_vits, split_vits_files
 from utterd.models.voice import CancelToken, EngineSettings
@@ -37,6 +39,9 @@ _LOGGER = logging.getLogger(__name__)
 DEFAULT_FIRST_WINDOW_FRAMES: Final = 8
 DEFAULT_WINDOW_FRAMES: Final = 64
 DEFAULT_FLOW_CONTEXT_FRAMES: Final = 16
+DEFAULT_LARGEST_WINDOW_FRAMES: Final = 128
+"""Windows grown by the lead stop here unless the voice says otherwise (the Piper family gives
+its throughput window, so that streaming's decoder buffers peak no higher than a file's)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,11 @@ class StreamSettings:
     """Frames of the first window (8 frames = 93 ms of audio at 22050 Hz, hop 256)."""
 
     window_frames: int = DEFAULT_WINDOW_FRAMES
-    """Largest window; windows double from the first one up to this size."""
+    """Windows double from the first one up to this size, whatever the lead."""
+
+    largest_window_frames: int | None = DEFAULT_LARGEST_WINDOW_FRAMES
+    """Largest window once playback has a lead (`decode`'s `pace`); None or a size below
+    `window_frames` means `window_frames`."""
 
     context_frames: int | None = None
     """Generator context each side of a window; None means its receptive field (exact)."""
@@ -66,6 +75,10 @@ class StreamSettings:
             raise InvalidParameter(
                 f"window_frames ({self.window_frames}) must be >= first_window_frames "
                 f"({self.first_window_frames})"
+            )
+        if self.largest_window_frames is not None and self.largest_window_frames < 1:
+            raise InvalidParameter(
+                f"largest_window_frames must be >= 1 or None, got {self.largest_window_frames}"
             )
         for name in ("context_frames", "flow_context_frames"):
             value = getattr(self, name)
@@ -211,11 +224,16 @@ class StreamingVitsRunner:
         cancel: CancelToken,
         *,
         first_window_frames: int | None = None,
+        pace: StreamPace | None = None,
+        frame_s: float = 0.0,
     ) -> Iterator[VitsPiece]:
         """Decode an encoded sentence window by window, checking `cancel` before each window.
 
         `first_window_frames` overrides the settings' first window (clamped to the largest):
         a sentence whose listener already has audio queued needs no small first window.
+        With a `pace` (one per request), each window's cost and `frame_s` seconds of playing
+        time per frame handed out are recorded in it, and windows grow as far as its lead
+        affords, up to `largest_window_frames`; without one, they follow `window_plan`.
         """
         decoder = self._session(self._decoder)
         latent = encoded.latent
@@ -226,13 +244,22 @@ class StreamingVitsRunner:
         first = self.settings.first_window_frames
         if first_window_frames is not None:
             first = max(1, min(first_window_frames, largest))
-        plan = window_plan(frames, first, largest)
+        # The generator's frames count the window's cost; the flow's context is cheaper.
+        windows = GrowingWindows(
+            frames,
+            first,
+            largest,
+            self.settings.largest_window_frames,
+            pace=pace,
+            context_frames=2 * context,
+        )
+        clock = pace.clock if pace is not None else time.perf_counter
         sid = (
             np.array([encoded.speaker_id or 0], dtype=np.int64) if self.info.multi_speaker else None
         )
-        for number, (start, end) in enumerate(plan):
+        for number, (start, end) in enumerate(windows):
             cancel.raise_if_cancelled()
-            started = time.perf_counter()
+            started = clock()
             # Frames the generator sees, and (flow in the decoder) the frames the flow sees.
             gen_start, gen_end = max(0, start - context), min(frames, end + context)
             feeds: dict[str, npt.NDArray[Any]] = {}
@@ -255,6 +282,7 @@ class StreamingVitsRunner:
             samples = np.asarray(
                 audio[(start - gen_start) * hop : (end - gen_start) * hop], dtype=np.float32
             )
+            decode_s = clock() - started
             _LOGGER.debug(
                 "vits_window index=%d frames=%d..%d decoded=%d..%d decode_ms=%.1f",
                 number,
@@ -262,9 +290,12 @@ class StreamingVitsRunner:
                 end,
                 gen_start,
                 gen_end,
-                (time.perf_counter() - started) * 1e3,
+                decode_s * 1e3,
             )
-            yield VitsPiece(samples, start, end, last=number == len(plan) - 1)
+            if pace is not None:
+                pace.ran(gen_end - gen_start, decode_s)
+                pace.handed_out((end - start) * frame_s)
+            yield VitsPiece(samples, start, end, last=end == frames)
 
     def stream(
         self,
@@ -274,15 +305,19 @@ class StreamingVitsRunner:
         speaker_id: int | None = None,
         *,
         first_window_frames: int | None = None,
+        pace: StreamPace | None = None,
+        frame_s: float = 0.0,
     ) -> Iterator[VitsPiece]:
-        """Encode one sentence, then yield its audio window by window.
+        """Encode one sentence, then yield its audio window by window (`decode`'s windows).
 
         Raises `Cancelled` (from `cancel`) before the encoder and before every window, and a
         cancel during a model run aborts that run.
         """
         cancel.raise_if_cancelled()
         encoded = self.encode(phoneme_ids, scales, speaker_id, cancel)
-        yield from self.decode(encoded, cancel, first_window_frames=first_window_frames)
+        yield from self.decode(
+            encoded, cancel, first_window_frames=first_window_frames, pace=pace, frame_s=frame_s
+        )
 
     def synthesize(
         self,
