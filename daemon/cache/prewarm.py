@@ -71,6 +71,11 @@ _NO: Final = frozenset({"no", "false", "0", "off"})
 LOWEST_NICE: Final = 19
 """Nice value of the warming thread (Linux niceness is per thread): the OS favours live work."""
 
+BUSY_POLL_MAX_S: Final = 0.5
+"""Longest wait between two looks for the end of live work. Waits start at the poll interval
+and double: a long speech (minutes) would otherwise wake the warming thread 50 times a second
+for nothing; warming resumes at most this long after the live work ended."""
+
 
 class InvalidPrewarmList(UtterdError):
     """A pre-warm entry or file is malformed; the message names the file and line."""
@@ -293,6 +298,8 @@ class Prewarmer:
         self._pending: deque[PrewarmSpec] = deque(self._specs)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._rendering = threading.Event()
+        """Set while an entry renders (and when the thread ends or stops): the watcher's cue."""
         self._current: CancelToken | None = None
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
@@ -305,6 +312,7 @@ class Prewarmer:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._stop.clear()
+            self._rendering.clear()
             self._state = PrewarmState.RUNNING
             self._thread = threading.Thread(target=self._run, name="utterd-prewarm", daemon=True)
             self._watcher = threading.Thread(
@@ -316,6 +324,7 @@ class Prewarmer:
     def stop(self, timeout_s: float | None = 5.0) -> bool:
         """Cancel the entry being rendered and end the thread; True once it has ended."""
         self._stop.set()
+        self._rendering.set()  # the watcher sleeps until a render starts: let it see the stop
         with self._lock:
             current, thread, watcher = self._current, self._thread, self._watcher
         if current is not None:
@@ -387,15 +396,23 @@ class Prewarmer:
             _LOGGER.debug("event=prewarm-sched-idle-failed error=%r", exc)
 
     def _wait_until_idle(self) -> bool:
-        """Block while a live request is busy; False if stopped meanwhile."""
+        """Block while a live request is busy, looking less often the longer it lasts
+        (BUSY_POLL_MAX_S); False if stopped meanwhile."""
+        wait_s = self._poll_interval_s
         while self._is_busy():
-            if self._stop.wait(self._poll_interval_s):
+            if self._stop.wait(wait_s):
                 return False
+            wait_s = min(2 * wait_s, max(self._poll_interval_s, BUSY_POLL_MAX_S))
         return not self._stop.is_set()
 
     def _watch(self) -> None:
-        """Cancel the entry being rendered the moment a live request shows up."""
-        while not self._stop.wait(self._poll_interval_s):
+        """Cancel the entry being rendered the moment a live request shows up (a backstop: the
+        server calls `preempt` itself). Polls only while an entry renders; between entries
+        (waiting for live work to end, or done) it sleeps until the next render starts."""
+        while True:
+            self._rendering.wait()
+            if self._stop.wait(self._poll_interval_s):
+                return
             with self._lock:
                 current = self._current
                 thread = self._thread
@@ -405,6 +422,12 @@ class Prewarmer:
                 current.cancel("preempted by a live request")
 
     def _run(self) -> None:
+        try:
+            self._render_pending()
+        finally:
+            self._rendering.set()  # the watcher wakes, sees this thread end, and returns
+
+    def _render_pending(self) -> None:
         self._lower_priority()
         started = time.monotonic()
         _LOGGER.info(
@@ -446,6 +469,7 @@ class Prewarmer:
         token = CancelToken()
         with self._lock:
             self._current = token
+        self._rendering.set()
         started = time.perf_counter()
         try:
             if self._is_cached(spec):
@@ -469,6 +493,8 @@ class Prewarmer:
         finally:
             with self._lock:
                 self._current = None
+            if not self._stop.is_set():
+                self._rendering.clear()
         _LOGGER.debug(
             "event=prewarm-rendered source=%s ms=%.1f",
             spec.source,

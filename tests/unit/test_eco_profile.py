@@ -282,3 +282,29 @@ def test_a_real_eco_daemon_hardly_wakes_while_idle(tmp_path: Path) -> None:
         time.sleep(IDLE_WINDOW_S)
         per_s = (_all_switches(d.proc.pid) - first) / IDLE_WINDOW_S
     assert per_s <= IDLE_WAKEUPS_PER_S_MAX
+
+
+def test_warming_that_waits_for_long_live_work_looks_ever_less_often() -> None:
+    """While live work goes on (minutes of speech), the waiting warming thread looked 50 times a
+    second (and its watcher woke as often); now it backs off, and the watcher sleeps."""
+    looks = [0]
+    busy = threading.Event()
+    busy.set()
+
+    def is_busy() -> bool:
+        looks[0] += 1
+        return busy.is_set()
+
+    rendered: list[str] = []
+    spec = PrewarmSpec(text="Door open.", voice=None, params=SynthesisParams(), source="test")
+    warmer = Prewarmer([spec], lambda s, _c: rendered.append(s.text), lambda _s: False, is_busy)
+    warmer.start()
+    try:
+        time.sleep(3.0)
+        assert looks[0] <= 20, f"{looks[0]} looks in 3 s (it was about 150)"
+        assert rendered == []
+        busy.clear()
+        assert warmer.wait(5.0), "warming resumes once the live work is over"
+        assert rendered == ["Door open."]
+    finally:
+        warmer.stop()
