@@ -24,8 +24,8 @@ Choices, and why:
   and `iii` (`zhi`); `嗯` (`n`/`ng`) as `^ en`.
 - **Tone sandhi**, within a stretch between punctuation marks (pypinyin's own sandhi works
   inside one dictionary word only): `不` is bu2 before a fourth tone, bu5 between a reduplicated
-  verb (`是不是`), else bu4; `一` is yi1 as a number (after `第` or a digit, before a digit, `月`
-  or `号`, or last), yi5 in `看一看`, yi2 before a fourth or neutral tone, else yi4; a run of
+  verb (`是不是`), else bu4; `一` is yi1 as a number (after `第` or a digit unless 百, 千, 万 or
+  亿 follows, before a digit, `月` or `号`, or last), yi5 in `看一看`, yi2 before a fourth or neutral tone, else yi4; a run of
   third tones turns all but its last to second (`你好` ni2 hao3, `展览馆` zhan2 lan2 guan3),
   except a one-syllable word before a dictionary word of two (`老 + 保管`), which keeps its
   third tone.
@@ -148,7 +148,7 @@ def _pypinyin_version() -> str:
         return "none"
 
 
-G2P_VERSION: Final = f"1-pypinyin{_pypinyin_version()}"
+G2P_VERSION: Final = f"2-pypinyin{_pypinyin_version()}"
 """Bumped whenever the symbols for a text change (with pypinyin's version, whose dictionary
 decides polyphones), for phrase-cache keys."""
 
@@ -436,12 +436,12 @@ def _yi_tone(stretch: list[_Syllable], index: int, next_tone: int) -> int:
     ends_word = syllable.word_length > 1 and (
         index + 1 == len(stretch) or stretch[index + 1].word != syllable.word
     )
-    if before and before == after:
+    if before and before == after and before not in _NUMBER_HAN and before != "点":
         return 5
     if (
         not after
         or ends_word
-        or before == "第"
+        or (before == "第" and after not in "百千万亿")
         or before in _NUMBER_HAN
         or after in _DIGIT_HAN
         or after in "月号"

@@ -32,7 +32,11 @@ listener will notice, and why:
   公里每小时); a Latin word that is not a unit stays Latin.
 - `3/4` → 四分之三; `3-5天` and `9:00~18:00` → 三到五天, 九点到十八点.
 - A number with a leading zero (`007`) or more than 16 digits is read digit by digit.
-- A colon between numbers that make no time is `比` (`16:9`, a score `3:2`).
+- A colon between numbers that make no time is `比` (`16:9`, a score `3:2`); `*`, `×` or `x`
+  between numbers is `乘` (`7*24小时`, `1920x1080`).
+- `3.0.1` is a version (三点零点一), four dotted parts an IP address read by digits
+  (一九二点一六八点一点一); `+86 ` a country code by digits (加八六); a number of 3-5 digits
+  before `室` or `号房` a room, by digits (幺二零幺室).
 - `#` and `*` are 井号 and 星号 (IVR keys), `+` before a digit 加, `=` 等于.
 """
 
@@ -45,7 +49,7 @@ from typing import Final
 
 from utterd.models.text.rewrite import Rewriter, Rule, Span
 
-NORMALIZER_VERSION: Final = 1
+NORMALIZER_VERSION: Final = 2
 """Bumped whenever normalization changes what is said (for phrase-cache keys)."""
 
 DIGITS: Final = "零一二三四五六七八九"
@@ -342,6 +346,13 @@ def _number_rule(span: Span) -> str:
     return number(text)
 
 
+def _dotted(span: Span) -> str:
+    """An IP address (four parts) by digits, a version (`3.0.1`) by numbers, `点` between."""
+    parts = span.group().split(".")
+    read = (lambda p: digits(p)) if len(parts) == 4 else (lambda p: cardinal(str(int(p))))
+    return "点".join(read(p) for p in parts)
+
+
 def _fixed(words: str) -> Callable[[Span], str]:
     return lambda _span: words
 
@@ -363,6 +374,11 @@ RULES: Final = (
         r"(?<!\d)(?:\(0\d{2,3}\)\s?|0\d{2,3}-)\d{7,8}(?!\d)|(?<!\d)[48]00-?\d{3}-?\d{4}(?!\d)",
         lambda s: _phone_groups(s.group()),
     ),
+    Rule(
+        "country code", r"(?<![\d)])\+(\d{1,3})(?=[ -])", lambda s: "加" + digits(s.group(1), True)
+    ),
+    Rule("room", r"(?<!\d)\d{3,5}(?=室|号房)", lambda s: digits(s.group(), phone=True)),
+    Rule("dotted", r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){2,5}(?![\d.])", _dotted),
     Rule(
         "iso date",
         r"(?<!\d)(\d{4})[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])(?![\d.])",
@@ -387,12 +403,14 @@ RULES: Final = (
     Rule("fraction", r"(?<![\d/])(\d{1,6})/(\d{1,6})(?![\d/])", _fraction),
     Rule("range", r"(?<=[\d%])\s?[-~～—–]\s?(?=\d)", _fixed("到")),
     Rule("ratio", r"(?<=\d)[:：](?=\d)", _fixed("比")),
+    Rule("times", r"(?<=\d)\s?[*×xX]\s?(?=\d)|×", _fixed("乘")),
     # The rest of a digit run a bounded pattern stopped in (more than 24 or 12 digits).
     Rule("more digits", r"(?<=\d)\d{1,24}", lambda s: digits(s.group())),
     Rule("number", rf"(?<![A-Za-z\d.]){_SIGN}?{_NUM}|{_NUM}", _number_rule),
     Rule("plus", r"\+(?=\d)", _fixed("加")),
     Rule("hash", r"#", _fixed("井号")),
     Rule("star", r"\*", _fixed("星号")),
+    Rule("divided by", r"÷", _fixed("除以")),
     Rule("equals", r"=", _fixed("等于")),
 )
 """Every written form and how it is said, tried in this order at each position."""
