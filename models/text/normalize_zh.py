@@ -349,8 +349,9 @@ def _number_rule(span: Span) -> str:
 def _dotted(span: Span) -> str:
     """An IP address (four parts) by digits, a version (`3.0.1`) by numbers, `点` between."""
     parts = span.group().split(".")
-    read = (lambda p: digits(p)) if len(parts) == 4 else (lambda p: cardinal(str(int(p))))
-    return "点".join(read(p) for p in parts)
+    if len(parts) == 4:
+        return "点".join(digits(p) for p in parts)
+    return "点".join(cardinal(str(int(p))) for p in parts)
 
 
 def _fixed(words: str) -> Callable[[Span], str]:
