@@ -221,7 +221,10 @@ class SsmlRenderer:
         voice = self._voices.get(voice_id)
         segment_params = _with_prosody(params, segment, voice.supports_prosody)
         words = frontend.spoken_segment(segment, info.family, language, self._options)
-        if segment.phonemes is None and not guard.has_speech(guard.clean(words, info.language)):
+        reads_other = segment.phonemes is None and frontend.primary_language(
+            language
+        ) != frontend.primary_language(info.language)
+        if reads_other and not guard.has_speech(guard.clean(words, info.language)):
             # Another language's span with no voice of its own: nothing this voice can say.
             _LOGGER.info(
                 "event=language-span-skipped lang=%s voice=%s chars=%d",
