@@ -327,7 +327,7 @@ def _stretches(text: str, skipped: Counter[str]) -> Iterator[list[_Syllable]]:
     for match in _TOKENS.finditer(text):
         kind = match.lastgroup
         if kind == "han":
-            for syllable in _read(match.group(), words):
+            for syllable in _read(match.group(), words, skipped):
                 words = syllable.word + 1
                 syllable.space_before = space and bool(stretch)
                 space = False
@@ -347,8 +347,9 @@ def _stretches(text: str, skipped: Counter[str]) -> Iterator[list[_Syllable]]:
 _IGNORED: Final = re.compile(r"[\"'“”‘’«»()（）\[\]【】《》〈〉「」『』·・]")
 
 
-def _read(han: str, first_word: int) -> list[_Syllable]:
-    """A run of Han characters → syllables with pypinyin's readings (linear: windows)."""
+def _read(han: str, first_word: int, skipped: Counter[str]) -> list[_Syllable]:
+    """A run of Han characters → syllables with pypinyin's readings (linear: windows); a
+    character pypinyin has no reading for is counted in `skipped`."""
     pinyin = _pinyin()
     out: list[_Syllable] = []
     word_index = first_word
@@ -360,7 +361,9 @@ def _read(han: str, first_word: int) -> list[_Syllable]:
             words.pop()  # may be a phrase cut by the window's end; read it with what follows
         for word in words:
             for char, reading in zip(word, pinyin.read(word), strict=True):
-                if reading:
+                if not reading:
+                    skipped[char] += 1
+                else:
                     tone = int(reading[-1]) if reading[-1].isdigit() else 5
                     out.append(
                         _Syllable(char, reading.rstrip("12345"), tone, word_index, len(word))

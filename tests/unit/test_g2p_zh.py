@@ -174,6 +174,15 @@ def test_latin_letters_are_skipped_and_logged(caplog: pytest.LogCaptureFixture) 
     assert "zh-symbols-skipped" in caplog.text
 
 
+def test_a_character_without_a_reading_is_skipped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rare = "\U00030000"  # CJK Extension G: no reading in pypinyin's table
+    with caplog.at_level(logging.WARNING, logger="utterd.models.text.g2p_zh"):
+        assert syllables(f"你{rare}好") == ["ni2", "hao3"]
+    assert rare in caplog.text
+
+
 @pytest.mark.parametrize("text", ["", " ", "，。！？", "“”", "ABC"])
 def test_nothing_sayable_gives_no_symbols(text: str) -> None:
     assert phonemes_zh(text) == []
