@@ -8,12 +8,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+from timing import growth
 from utterd.daemon.cache.mode import CacheMode
 from utterd.daemon.cache.phrase_source import PhraseSource
 from utterd.daemon.cache.store import PhraseCache
@@ -333,3 +334,27 @@ def test_the_cache_key_names_the_chinese_front_end_version(tmp_path: Path) -> No
     first = _key(source, voice, "温度25°C")
     other = dataclasses.replace(voice.info, front_end_version="g2p2")
     assert _key(source, FakeVoice(other), "温度25°C") != first
+
+
+# --- cost -------------------------------------------------------------------------------------
+
+
+def test_mixed_text_costs_linear_time() -> None:
+    """One sentence of alternating spans (the worst case: a span per word) and many sentences,
+    from the front end's hand-over to the last chunk."""
+    voices = _voices()
+
+    def work(text: str) -> Callable[[], object]:
+        def run() -> object:
+            renderer = SsmlRenderer(FakeSource(voices), voices, DEFAULT_FRONT_END)  # type: ignore[arg-type]
+            document = frontend.plain_sentences(text, DEFAULT_FRONT_END)
+            assert document is not None
+            return sum(
+                1 for _ in renderer.render(document, "joe", SynthesisParams(), CancelToken())
+            )
+
+        return run
+
+    for unit in ("请连接 Wi-Fi ", "请连接Wi-Fi。"):
+        small_s, large_s = growth(work(unit * 100), work(unit * 1000), 20, runs=1)
+        assert large_s < 20 * small_s, (unit, small_s, large_s)  # 10x the text; quadratic: ~100x
