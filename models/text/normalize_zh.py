@@ -21,7 +21,8 @@ listener will notice, and why:
   shorter one is a count (`3年` → 三年). `2026-12-06` and `2026/12/6` are dates.
 - Times: `14:30` → 十四点三十分, `8:05` → 八点零五分, `14:00` → 十四点.
 - Money: `¥38.50` → 三十八元五角 (yuan, jiao, fen, as a till says it); `38.5元` is read as
-  written, 三十八点五元; `$12` → 十二美元 (also `€` 欧元, `£` 英镑, `HK$` 港元).
+  written, 三十八点五元 (`156.80元` without the trailing zero); `$12` → 十二美元 (also `€`
+  欧元, `£` 英镑, `HK$` 港元).
 - Phone numbers (a mobile number `1[3-9]` + 9 digits, a `0xx-` landline, `400-`/`800-`
   numbers, and any number after a code word such as `电话`, `验证码`, `订单号`, `航班`) are
   read digit by digit with `1` as `幺`, groups separated by a space (a short pause).
@@ -49,7 +50,7 @@ from typing import Final
 
 from utterd.models.text.rewrite import Rewriter, Rule, Span
 
-NORMALIZER_VERSION: Final = 2
+NORMALIZER_VERSION: Final = 3
 """Bumped whenever normalization changes what is said (for phrase-cache keys)."""
 
 DIGITS: Final = "零一二三四五六七八九"
@@ -288,6 +289,14 @@ def _foreign_money(span: Span) -> str:
     return f"{value}{scale}{_CURRENCIES[currency]}"
 
 
+def _amount(span: Span) -> str:
+    """A number before 元 or 块 as written, without a decimal's trailing zeros (`156.80元` →
+    一百五十六点八元)."""
+    integer, _, fraction = span.group(1).partition(".")
+    fraction = fraction.rstrip("0")
+    return _count(integer) + ("点" + digits(fraction) if fraction else "")
+
+
 def _percent(span: Span) -> str:
     sign = "负" if span.group(1) else ""
     return f"{sign}百分之{number(span.group(2))}"
@@ -399,6 +408,7 @@ RULES: Final = (
         _temperature_range,
     ),
     Rule("temperature", rf"({_SIGN}?{_NUM})\s?{_TEMPERATURE_UNIT}", _temperature),
+    Rule("amount in yuan", rf"({_NUM})(?=\s?[元块])", _amount),
     Rule("below zero", rf"{_SIGN}({_NUM})(?=度)", lambda s: "零下" + number(s.group(1))),
     Rule("unit", rf"({_SIGN}?{_NUM})\s?({_UNIT})(?![A-Za-z])", _unit),
     Rule("fraction", r"(?<![\d/])(\d{1,6})/(\d{1,6})(?![\d/])", _fraction),
