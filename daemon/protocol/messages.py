@@ -88,7 +88,7 @@ class _SpeechRequest:
     pitch: float = field(default=1.0, metadata={RANGE: (MIN_PROSODY_RATIO, MAX_PROSODY_RATIO)})
     """Pitch ratio: 1.0 is the voice's own, 2.0 an octave up; 0.5..2.0. Only for a voice whose
     `describe` entry lists `pitch` under `prosody`; another voice refuses a value other than 1.0
-    (`invalid-parameter`)."""
+    (`invalid-value`)."""
 
     energy: float = field(default=1.0, metadata={RANGE: (MIN_PROSODY_RATIO, MAX_PROSODY_RATIO)})
     """Energy ratio the model applies (louder, more emphatic speech; `volume` is a gain on the
@@ -152,7 +152,7 @@ class SpeakStart:
     pitch: float = field(default=1.0, metadata={RANGE: (MIN_PROSODY_RATIO, MAX_PROSODY_RATIO)})
     """Pitch ratio: 1.0 is the voice's own, 2.0 an octave up; 0.5..2.0. Only for a voice whose
     `describe` entry lists `pitch` under `prosody`; another voice refuses a value other than 1.0
-    (`invalid-parameter`)."""
+    (`invalid-value`)."""
 
     energy: float = field(default=1.0, metadata={RANGE: (MIN_PROSODY_RATIO, MAX_PROSODY_RATIO)})
     """Energy ratio the model applies (louder, more emphatic speech; `volume` is a gain on the
