@@ -20,6 +20,7 @@ speech thread, the player's events thread, the fault poller) publishes it throug
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import struct
@@ -47,6 +48,7 @@ from utterd.daemon.outbox import (
     Outbox,
     ReplyBacklog,
     decode,
+    is_wake,
 )
 from utterd.daemon.protocol import replies
 from utterd.daemon.protocol.messages import (
@@ -74,8 +76,8 @@ from utterd.daemon.speech.text_stream import TextFormat, TextStream
 from utterd.daemon.watchdog import Heartbeat
 from utterd.models.engine.backend import intra_op_threads
 from utterd.models.engine.cpu_features import cpu_features
-from utterd.models.errors import Cancelled, UtterdError
-from utterd.models.text import guard, ssml
+from utterd.models.errors import Cancelled, NothingToSay, UtterdError
+from utterd.models.text import frontend, guard, ssml
 from utterd.models.text.segments import Break, Sentence, TextSegment
 from utterd.models.text.ssml import SsmlLimits
 from utterd.models.voice import (
@@ -327,6 +329,7 @@ class Server:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self.outbox.wake()  # the loop sleeps in poll until it has work: wake it to see the stop
 
     def run(self) -> None:
         """The socket loop; returns after `request_stop()`."""
@@ -338,7 +341,11 @@ class Server:
         while not self._stop.is_set():
             self.heartbeat.beat()
             self._flush_backlog()
-            for sock, _ in poller.poll(_BACKLOG_POLL_MS if self._backlog else 100):
+            timeout_ms = _BACKLOG_POLL_MS if self._backlog else -1
+            self.heartbeat.beat(wait_s=timeout_ms / 1000 if timeout_ms >= 0 else math.inf)
+            ready = poller.poll(timeout_ms)
+            self.heartbeat.beat()
+            for sock, _ in ready:
                 if sock is self._router:
                     self._drain_router()
                 else:
@@ -378,6 +385,8 @@ class Server:
                 frames = self._pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if is_wake(frames):
+                continue
             out = decode(frames)
             if out.job is not None:
                 synth = self._synths.get(out.job)
@@ -524,7 +533,10 @@ class Server:
         voice_id = msg.voice or self.settings.voices.default
         info = self.voices.info(voice_id)
         info.speaker_id(msg.speaker)
-        return info, msg.synthesis_params().validated()
+        params = msg.synthesis_params().validated()
+        # Declared by the family at discovery: checked without loading the voice here.
+        info.check_prosody(params)
+        return info, params
 
     def _on_ping(self, envelope: list[bytes], request: protocol.Request, msg: Ping) -> None:
         self._reply(envelope, request.id, replies.Pong(self.version))
@@ -555,6 +567,8 @@ class Server:
                     "backend": self.settings.voices.backend_for(info.voice_id),
                     "runtime": {k: v for k, v in runtime.items() if k not in _CPU_KEYS},
                     "ssml": ssml_support(info, self.voices.get(info.voice_id) if loaded else None),
+                    "prosody": sorted(info.prosody),
+                    "licence": info.licence,
                 }
             )
         return replies.Info(
@@ -782,7 +796,7 @@ class Server:
                 for s in sentence.segments
             )
             if not pauses:
-                guard.check_speakable(" ".join(said), info.language)
+                self._check_speakable(" ".join(said), info)
             return document.sentences
         if slots is not None:
             template = parse_template(text)
@@ -793,10 +807,26 @@ class Server:
                     f"the filled-in template has {len(text)} characters; the limit is "
                     f"{self.settings.limits.max_text_chars}"
                 )
-        guard.check_speakable(text, info.language)
+        self._check_speakable(text, info)
         if slots is None and self.ssml is not None:
             return self.ssml.lexicon_sentences(text)  # a word said as phonemes: the SSML path
         return None
+
+    def _check_speakable(self, text: str, info: VoiceInfo) -> None:
+        """NothingToSay unless the request's voice, or for Han characters an installed Chinese
+        voice (the renderer gives those spans to it), can say something of `text`."""
+        try:
+            guard.check_speakable(text, info.language)
+        except NothingToSay:
+            if frontend.primary_language(info.language) == "zh" or not frontend.has_han(text):
+                raise
+            chinese = next(
+                (i for i in self.voices.infos() if frontend.primary_language(i.language) == "zh"),
+                None,
+            )
+            if chinese is None:
+                raise
+            guard.check_speakable(text, chinese.language)
 
     def _on_synthesize(
         self, envelope: list[bytes], request: protocol.Request, msg: Synthesize

@@ -44,6 +44,7 @@ from utterd.daemon.cache.prewarm import PrewarmSpec, load_prewarm_list
 from utterd.daemon.cache.store import PhraseCache
 from utterd.daemon.config import ConfigError, find_config_file
 from utterd.daemon.faults import DEVICE_UNAVAILABLE, VOICE_FILE_MISSING, FaultRegistry
+from utterd.daemon.profile import fault_poll_interval_s, status_period_s
 from utterd.daemon.protocol.events import ConfigRejectedEvent, ConfigReloadedEvent, DeviceEvent
 from utterd.daemon.publisher import EventPublisher
 from utterd.daemon.sdnotify import Notifier
@@ -194,7 +195,7 @@ class Daemon:
         self.settings = settings
         self.version = version
         self.state = State.STARTING
-        self.faults = FaultRegistry()
+        self.faults = FaultRegistry(poll_interval_s=fault_poll_interval_s(settings.profile))
         """Active faults (device, cache, voice files): `describe` and the fault events."""
         self._reload_settings = reload_settings
         self._notifier = notifier if notifier is not None else Notifier(None)
@@ -327,7 +328,7 @@ class Daemon:
         front_end = front_end_options(cfg.text)
         frontend.warm_up(front_end)
         source = PhraseSource(store, cache, cfg.cache, store.engine_for, front_end)
-        ssml = SsmlRenderer(source, store, front_end)
+        ssml = SsmlRenderer(source, store, front_end, by_language=cfg.voices.by_language)
         player = Player(
             cfg.audio, default_rate_hz=default.sample_rate_hz, on_event=self._on_player_event
         )
@@ -381,7 +382,13 @@ class Daemon:
                 Job(text=cfg.greeting, voice_id=default.voice_id, params=SynthesisParams())
             )
         server.start_warming(prewarm)
-        watchdog = Watchdog(self._notifier, server.heartbeat, player.health, self.status_line)
+        watchdog = Watchdog(
+            self._notifier,
+            server.heartbeat,
+            player.health,
+            self.status_line,
+            status_period_s=status_period_s(cfg.profile),
+        )
         self._watchdog = watchdog
         server.describe_sections["watchdog"] = lambda: {
             "enabled": watchdog.enabled,

@@ -76,6 +76,20 @@ class VoiceInfo:
     and the training data's terms (`MIT package; Baker corpus: non-commercial use only`).
     Empty: unknown, see where the voice came from (`source`)."""
 
+    prosody: frozenset[str] = frozenset()
+    """Which of `PROSODY_FIELDS` (`pitch`, `energy`) the voice honours, declared by its family
+    at discovery, so a request can be checked without loading the voice; empty: neither."""
+
+    def check_prosody(self, params: SynthesisParams) -> None:
+        """Raise InvalidParameter naming the voice and the fields when `params` asks for pitch
+        or energy this voice cannot give (`prosody`); for the daemon, before a job is queued."""
+        unsupported = params.prosody_requested() - self.prosody
+        if unsupported:
+            raise InvalidParameter(
+                f"voice {self.voice_id!r} cannot change {', '.join(sorted(unsupported))}"
+                f" (it honours: {', '.join(sorted(self.prosody)) or 'neither'})"
+            )
+
     def __post_init__(self) -> None:
         if not self.model_files and self.model_path is not None:
             object.__setattr__(self, "model_files", (self.model_path,))
