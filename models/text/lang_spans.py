@@ -56,10 +56,12 @@ class LanguageSpan:
 
 
 _HAN: Final = r"[\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
-_LATIN: Final = r"[A-Za-z\u00c0-\u024f]"
+# Latin letters, with their full-width forms (`Ｗｉ－Ｆｉ`, typed with a Chinese input method).
+_LATIN: Final = r"[A-Za-z\u00c0-\u024f\uff21-\uff3a\uff41-\uff5a]"
+_WORD_CHAR: Final = r"[A-Za-z\u00c0-\u024f\uff21-\uff3a\uff41-\uff5a0-9\uff10-\uff19]"
 _RUNS: Final = re.compile(
     rf"(?P<zh>{_HAN}+)"
-    rf"|(?P<en>{_LATIN}[A-Za-z\u00c0-\u024f0-9]*(?:[-'’./][A-Za-z\u00c0-\u024f0-9]+)*)"
+    rf"|(?P<en>{_LATIN}{_WORD_CHAR}*(?:[-'’./－．]{_WORD_CHAR}+)*)"
     rf"|(?P<other>(?:(?!{_HAN}|{_LATIN}).)+)",
     re.DOTALL,
 )

@@ -19,6 +19,7 @@ def spans(text: str) -> list[tuple[str, str]]:
     ("text", "expected"),
     [
         ("请连接Wi-Fi", [("zh", "请连接"), ("en", "Wi-Fi")]),
+        ("请连接Ｗｉ－Ｆｉ", [("zh", "请连接"), ("en", "Ｗｉ－Ｆｉ")]),
         ("温度25°C", [("zh", "温度25°C")]),
         ("速度100km/h很快", [("zh", "速度100km/h很快")]),
         ("打开 Bluetooth 设置", [("zh", "打开 "), ("en", "Bluetooth "), ("zh", "设置")]),
