@@ -132,7 +132,8 @@ class VoiceSettings:
     """Voice per language tag (`zh`, `en`, `zh-CN`), for spans of plain text in another language
     than the request's voice and for SSML `xml:lang`: the exact tag wins over its primary
     language; the voice loads on first use. An id that is not installed is logged at start-up,
-    not refused. Empty: the first loaded voice of that language (by id). Read-only."""
+    not refused. Empty: the first loaded voice of that language, else the first installed one
+    (by id; it loads on first use). Read-only."""
 
     threads: int = 0
     """Intra-op threads per inference; 0 means one per physical core."""

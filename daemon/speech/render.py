@@ -9,11 +9,13 @@ The SSML parser (models/text/ssml.py) gives sentences of segments; this walks th
   - `xml:lang` of another language than the voice's, and a span of plain text in another
     language (`frontend.plain_sentences` tags each span with its language), switches to the
     voice of that language (`language_voice`): the one config `voices.by_language` names for
-    the tag, else for its primary language (loaded on first use, like any voice); else a
-    loaded voice of that language (the same tag first, then the same primary language; the
-    first by id): a voice nobody named is not loaded in the middle of a job. With none, the
-    request's voice reads the span and the characters it cannot say are skipped (its text
-    guard drops letters of another script), logged as `event=language-unavailable`;
+    the tag, else for its primary language; else a loaded voice of that language, else an
+    installed one that has not failed to load (the same tag first, then the same primary
+    language; the first by id). A voice not loaded yet loads on first use, like any voice: a
+    one-time wait, where skipping the span would lose it (the server accepts Han text for an
+    English voice when a Chinese voice is installed). With none, the request's voice reads the
+    span and the characters it cannot say are skipped (its text guard drops letters of another
+    script), logged as `event=language-unavailable`;
   - `<prosody rate>` and `volume` multiply the request's rate and volume (held within the
     protocol's ranges); `pitch` (labels, `%`, `st`) multiplies the request's `pitch` ratio by
     2^(semitones/12), held within 0.5..2, for a voice whose `supports_prosody` names `pitch`
@@ -269,8 +271,8 @@ class SsmlRenderer:
         """The voice that says text in language `lang` in a request for `request_voice`: that
         voice itself when it speaks the same primary language; else the one `by_language`
         names for the tag, then for its primary language (if installed); else a loaded voice
-        of that language (the same tag first, then the same primary language; the first by
-        id). None: no voice speaks it."""
+        of that language, then an installed one that has not failed to load (the same tag
+        first, then the same primary language; the first by id). None: no voice speaks it."""
         wanted = _tag(lang)
         primary = frontend.primary_language(wanted)
         if frontend.primary_language(self._voices.info(request_voice).language) == primary:
@@ -282,13 +284,15 @@ class SsmlRenderer:
             if named is not None and named in ids:
                 return named
         loaded = [info for info in installed if self._voices.is_loaded(info.voice_id)]
-        for same in (
-            lambda tag: tag == wanted,
-            lambda tag: frontend.primary_language(tag) == primary,
-        ):
-            for info in loaded:
-                if same(_tag(info.language)):
-                    return info.voice_id
+        loadable = [info for info in installed if self._voices.load_error(info.voice_id) is None]
+        for candidates in (loaded, loadable):
+            for same in (
+                lambda tag: tag == wanted,
+                lambda tag: frontend.primary_language(tag) == primary,
+            ):
+                for info in candidates:
+                    if same(_tag(info.language)):
+                        return info.voice_id
         return None
 
 

@@ -58,6 +58,7 @@ class FakeVoices:
 
     voices: dict[str, FakeVoice]
     loaded: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
 
     def info(self, voice_id: str) -> VoiceInfo:
         return self.voices[voice_id].info
@@ -70,6 +71,9 @@ class FakeVoices:
 
     def get(self, voice_id: str) -> Voice:
         return self.voices[voice_id]
+
+    def load_error(self, voice_id: str) -> Exception | None:
+        return RuntimeError("broken") if voice_id in self.failed else None
 
 
 class FakeSource:
@@ -228,13 +232,17 @@ def test_by_language_names_the_voice_exact_tag_first_and_loads_it() -> None:
     assert renderer.language_voice("fr", "joe") is None
 
 
-def test_without_by_language_the_first_loaded_voice_of_the_language_speaks() -> None:
+def test_without_by_language_a_loaded_voice_of_the_language_speaks_else_an_installed_one() -> None:
     voices = _voices(loaded=("joe", "zh-b"))
     renderer = SsmlRenderer(FakeSource(voices), voices, DEFAULT_FRONT_END)  # type: ignore[arg-type]
     assert renderer.language_voice("zh-CN", "joe") == "zh-b"  # zh-a is installed, not loaded
     voices.loaded.add("zh-a")
     assert renderer.language_voice("zh-CN", "joe") == "zh-a"
     assert renderer.language_voice("zh-TW", "joe") == "zh-b"
+    voices.loaded = {"joe"}
+    assert renderer.language_voice("zh-TW", "joe") == "zh-b"  # loads on first use
+    voices.failed.add("zh-b")
+    assert renderer.language_voice("zh-TW", "joe") == "zh-a"  # a failed load is passed over
 
 
 def test_by_language_naming_a_voice_that_is_not_installed_warns_and_is_passed_over(

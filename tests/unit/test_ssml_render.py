@@ -93,6 +93,9 @@ class FakeVoices:
     def get(self, voice_id: str) -> Voice:
         return self.voices[voice_id]
 
+    def load_error(self, voice_id: str) -> Exception | None:
+        return None
+
 
 class FakeSource:
     """The phrase source: a text's audio as lead silence, a tone, tail silence, in 3 chunks."""
@@ -234,7 +237,7 @@ def test_say_as_and_sub_reach_the_voice_as_words(voices: FakeVoices) -> None:
     assert "October" in said
 
 
-def test_a_span_in_another_language_goes_to_a_loaded_voice_of_it_at_the_job_rate(
+def test_a_span_in_another_language_goes_to_a_voice_of_it_at_the_job_rate(
     voices: FakeVoices,
 ) -> None:
     doc = '<speak>Hello <lang xml:lang="fr-FR">bonjour</lang> <lang xml:lang="de">hallo</lang></speak>'
@@ -242,7 +245,7 @@ def test_a_span_in_another_language_goes_to_a_loaded_voice_of_it_at_the_job_rate
     assert [(t, v) for t, v, _ in source.calls] == [
         ("Hello", "joe"),
         ("bonjour", "fr"),  # loaded French voice, resampled from 16 kHz
-        ("hallo", "joe"),  # the German voice is not loaded: the request's voice reads it
+        ("hallo", "de"),  # installed, not loaded: it loads on first use
     ]
     assert {c.sample_rate_hz for c in chunks} == {22050}
     expected_s = 3 * (LEAD_S + TAIL_S) + TONE_S_PER_CHAR * len("Hellobonjourhallo")
