@@ -18,8 +18,8 @@ The SSML parser (models/text/ssml.py) gives sentences of segments; this walks th
     script), logged as `event=language-unavailable`;
   - `<prosody rate>` and `volume` multiply the request's rate and volume (held within the
     protocol's ranges); `pitch` (labels, `%`, `st`) multiplies the request's `pitch` ratio by
-    2^(semitones/12), held within 0.5..2, for a voice whose `supports_prosody` names `pitch`
-    (`describe` lists them); a voice that cannot is handed pitch and energy 1.0, so the
+    2^(semitones/12), held within 0.5..2, for a voice whose `VoiceInfo.prosody` names `pitch`
+    (`describe` lists them; the server checks a request's own fields against the same); a voice that cannot is handed pitch and energy 1.0, so the
     element is ignored there, as is a request's pitch or energy for a span another voice says.
     A change in Hz (`+20Hz`) is ignored: it needs the voice's mean F0, which no voice declares;
   - `<emphasis>`: `strong` is 15 % slower and +3 dB, `moderate` 8 % slower and +1.5 dB,
@@ -220,8 +220,7 @@ class SsmlRenderer:
         voice_id = self._voice_for(segment, request_voice)
         info = self._voices.info(voice_id)
         language = segment.lang or info.language
-        voice = self._voices.get(voice_id)
-        segment_params = _with_prosody(params, segment, voice.supports_prosody)
+        segment_params = _with_prosody(params, segment, info.prosody)
         words = frontend.spoken_segment(segment, info.family, language, self._options)
         reads_other = segment.phonemes is None and frontend.primary_language(
             language
@@ -240,6 +239,7 @@ class SsmlRenderer:
         )
         if segment.phonemes is None:
             return text
+        voice = self._voices.get(voice_id)
         if not voice.supports_phonemes:
             _LOGGER.info("event=ssml-phonemes-unsupported voice=%s", voice_id)
             return text

@@ -37,9 +37,8 @@ SECONDS_PER_CHAR = 0.05
 
 
 class FakeVoice(Voice):
-    def __init__(self, info: VoiceInfo, prosody: frozenset[str] = frozenset()) -> None:
+    def __init__(self, info: VoiceInfo) -> None:
         self.info = info
-        self.supports_prosody = prosody
 
     def stream(
         self,
@@ -107,16 +106,12 @@ def _voices(*, zh: bool = True, loaded: tuple[str, ...] | None = None) -> FakeVo
         VoiceInfo("heart", "hibari", "en-US", 44100),
     ]
     if zh:
+        prosody = frozenset({"pitch", "energy"})
         infos += [
-            VoiceInfo("zh-a", "zh", "zh-CN", 24000),
-            VoiceInfo("zh-b", "zh", "zh-TW", 24000),
+            VoiceInfo("zh-a", "zh", "zh-CN", 24000, prosody=prosody),
+            VoiceInfo("zh-b", "zh", "zh-TW", 24000, prosody=prosody),
         ]
-    voices = {
-        info.voice_id: FakeVoice(
-            info, frozenset({"pitch", "energy"}) if info.family == "zh" else frozenset()
-        )
-        for info in infos
-    }
+    voices = {info.voice_id: FakeVoice(info) for info in infos}
     return FakeVoices(voices, set(voices) if loaded is None else set(loaded))
 
 
@@ -312,7 +307,7 @@ def _key_source(tmp_path: Path) -> tuple[PhraseSource, FakeVoice]:
     source = PhraseSource(
         VoiceStore([], [], engine), PhraseCache(None, 1 << 20, 0), CacheSettings(), lambda _: engine
     )
-    return source, FakeVoice(info, frozenset({"pitch", "energy"}))
+    return source, FakeVoice(dataclasses.replace(info, prosody=frozenset({"pitch", "energy"})))
 
 
 def _key(source: PhraseSource, voice: Voice, text: str, **params: float) -> str:
