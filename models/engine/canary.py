@@ -269,29 +269,30 @@ def log_mel(samples: npt.NDArray[np.float32], rate_hz: int) -> npt.NDArray[np.fl
 def dtw_distance(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
     """Mean RMS difference (dB) per aligned frame pair along the cheapest warping path.
 
-    The path stays within a band off the (scaled) diagonal: cost linear in the length.
+    The path stays within a band off the (scaled) diagonal: cost linear in the length. The frame
+    distances are computed per row with numpy, the path in plain floats: indexing numpy arrays
+    cell by cell made a 46-frame canary cost 11 ms, this 0.8 ms.
     """
     n, m = len(a), len(b)
     band = max(_MIN_BAND, int(BAND_FRACTION * max(n, m)))
-    total = np.full((n + 1, m + 1), np.inf)
-    steps = np.zeros((n + 1, m + 1), dtype=np.int64)
-    total[0, 0] = 0.0
+    inf = float("inf")
+    previous = [(inf, 0)] * (m + 1)  # row i-1: (total, steps) per column 0..m
+    previous[0] = (0.0, 0)
     for i in range(1, n + 1):
         centre = (i * m) // n
         lo, hi = max(1, centre - band), min(m, centre + band)
-        costs = np.sqrt(np.mean((b[lo - 1 : hi] - a[i - 1]) ** 2, axis=1))
+        costs = np.sqrt(np.mean((b[lo - 1 : hi] - a[i - 1]) ** 2, axis=1)).tolist()
+        current = [(inf, 0)] * (m + 1)
         for j, cost in zip(range(lo, hi + 1), costs, strict=True):
-            moves = (
-                (total[i - 1, j - 1], steps[i - 1, j - 1]),
-                (total[i - 1, j], steps[i - 1, j]),
-                (total[i, j - 1], steps[i, j - 1]),
-            )
-            best, count = min(moves, key=lambda move: move[0])
-            total[i, j] = best + cost
-            steps[i, j] = count + 1
-    if not np.isfinite(total[n, m]):
-        return float("inf")
-    return float(total[n, m] / steps[n, m])
+            best = min(previous[j - 1], previous[j], current[j - 1], key=_total)
+            current[j] = (best[0] + cost, best[1] + 1)
+        previous = current
+    total, steps = previous[m]
+    return total / steps if steps and total < inf else inf
+
+
+def _total(cell: tuple[float, int]) -> float:
+    return cell[0]
 
 
 def compare(
