@@ -21,6 +21,7 @@ import pytest
 import soxr
 from audio_sinks import file_sink_env, read_s16, strip_start_silences
 from daemon_harness import RunningDaemon, clean_env, next_event, rms
+from utterd.daemon.client import RequestFailed
 
 pytestmark = pytest.mark.e2e
 
@@ -228,3 +229,34 @@ def _f0_hz(pcm: npt.NDArray[np.int16]) -> tuple[float, float, float]:
     assert f0s, "no loud frame"
     low, median, top = np.percentile(f0s, [10, 50, 90])
     return float(low), float(median), float(top)
+
+
+def test_streamed_mixed_text_is_spoken_sentence_by_sentence(daemon: RunningDaemon) -> None:
+    events = daemon.subscribe()
+    with daemon.client() as c:
+        header, _ = c.request("speak-start", {"voice": JOE, "cache": "off"})
+        job = header["data"]["job"]
+        for piece in ("请连接Wi-", "Fi。然后打开 Blue", "tooth 设置。"):
+            c.request("speak-chunk", {"job": job, "text": piece})
+        c.request("speak-stop", {"job": job})
+    sentences = []
+    while (event := next_event(events, {"sentence", "end", "failed", "stopped"}, job, 120))[
+        "type"
+    ] == "sentence":
+        sentences.append(event["data"]["sentence"])
+    assert event["type"] == "end", event
+    assert sentences == [0, 1]
+
+
+def test_describe_shows_licence_and_prosody_and_other_voices_refuse_pitch(
+    daemon: RunningDaemon,
+) -> None:
+    with daemon.client() as c:
+        voices = {v["id"]: v for v in c.request("describe")[0]["data"]["voices"]}
+        with pytest.raises(RequestFailed) as refused:
+            c.request("synthesize", {"text": "Hello.", "voice": JOE, "pitch": 1.5})
+    assert "non-commercial" in voices[ZH]["licence"]
+    assert voices[ZH]["prosody"] == ["energy", "pitch"]
+    assert voices[JOE]["prosody"] == [] and voices[JOE]["licence"]
+    assert refused.value.code == "invalid-value"
+    assert "pitch" in str(refused.value) and JOE in str(refused.value)
