@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -260,3 +261,19 @@ def test_describe_shows_licence_and_prosody_and_other_voices_refuse_pitch(
     assert voices[JOE]["prosody"] == [] and voices[JOE]["licence"]
     assert refused.value.code == "invalid-value"
     assert "pitch" in str(refused.value) and JOE in str(refused.value)
+
+
+def test_voices_by_language_chooses_and_loads_the_voice_and_warns_of_unknown_ids(
+    tmp_path: Path,
+) -> None:
+    env, _ = file_sink_env(tmp_path)
+    config = {"voices": {"by_language": {"zh": ZH, "fr": "fr_FR-missing"}}}
+    with RunningDaemon(tmp_path, clean_env(env), config, start_timeout_s=300) as d:
+        with d.client() as c:
+            voices = {v["id"]: v for v in c.request("describe")[0]["data"]["voices"]}
+        assert not voices[ZH]["loaded"]
+        mixed, _ = _pcm(d, "请连接Wi-Fi", JOE)
+        english, _ = _pcm(d, "Wi-Fi", JOE)
+        log = d.log()
+    assert (len(mixed) - len(english)) / JOE_RATE_HZ > 0.5  # the Chinese voice said 请连接
+    assert "event=by-language-unknown-voice lang=fr voice=fr_FR-missing" in log
