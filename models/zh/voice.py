@@ -190,7 +190,13 @@ class ZhVoice(Voice):
         pieces = (_Piece(n, list(s), True) for n, s in enumerate(ids) if len(s) >= _MIN_IDS)
         yield from self._synthesize(pieces, params, cancel, low_latency)
 
-    def _sessions(self) -> tuple[Session, Session]:
+    def clause_ids(self, text: str) -> list[list[int]]:
+        """The symbol ids of each FastSpeech2 call `stream` would make for `text` (quantizer
+        calibration and gates, benchmarks)."""
+        return [piece.ids for piece in self._pieces(text, CancelToken())]
+
+    def sessions(self) -> tuple[Session, Session]:
+        """The open (FastSpeech2, MB-MelGAN) sessions; VoiceLoadError once closed."""
         acoustic, vocoder = self._acoustic, self._vocoder
         if acoustic is None or vocoder is None:
             raise VoiceLoadError(f"voice {self.info.voice_id!r} was closed")
@@ -204,7 +210,7 @@ class ZhVoice(Voice):
         low_latency: bool,
     ) -> Iterator[AudioChunk]:
         """Pieces of symbol ids → audio chunks (see `Voice.stream`)."""
-        acoustic, vocoder = self._sessions()
+        acoustic, vocoder = self.sessions()
         native = min(params.rate, NATIVE_MAX_RATE)
         tsm_speed = params.rate / native
         prosody = Prosody(

