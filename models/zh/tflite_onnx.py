@@ -69,6 +69,11 @@ class OnnxBuilder:
     value_types: dict[str, int] = field(default_factory=dict)
     """ONNX element type of every value made so far (to know when a cast is needed)."""
 
+    emulate_hybrid: bool = False
+    """Round the activations entering int8-weight FULLY_CONNECTED / CONV_2D to int8 as TFLite's
+    hybrid kernels do (symmetric, one scale per row or per batch item): only for the conversion
+    check, to show that what remains between ONNX and TFLite is that rounding."""
+
     _counter: int = 0
 
     def fresh(self, hint: str) -> str:
@@ -189,6 +194,22 @@ def _activation(b: OnnxBuilder, value: str, code: int) -> str:
 
 def _fused(op: Operator) -> int:
     return int(op.options.FusedActivationFunction()) if op.options is not None else 0
+
+
+def _hybrid_input(b: OnnxBuilder, op: Operator, value: str, axes: list[int]) -> str:
+    """`value` rounded to int8 steps like TFLite's BatchQuantizeFloats, when emulating hybrids."""
+    if not b.emulate_hybrid or _t(b.graph, op, 1).quantization is None:
+        return value
+    magnitude = b.node("Abs", [value], TensorProto.FLOAT)
+    peak = b.node("ReduceMax", [magnitude], TensorProto.FLOAT, axes=axes, keepdims=1)
+    floor = b.const(np.array(1e-30, np.float32))
+    step = b.node(
+        "Div",
+        [b.node("Max", [peak, floor], TensorProto.FLOAT), b.const(np.array(127, np.float32))],
+        TensorProto.FLOAT,
+    )
+    levels = b.node("Round", [b.node("Div", [value, step], TensorProto.FLOAT)], TensorProto.FLOAT)
+    return b.node("Mul", [levels, step], TensorProto.FLOAT)
 
 
 # --- element-wise ----------------------------------------------------------------------------
@@ -441,7 +462,7 @@ def _mirror_pad(b: OnnxBuilder, op: Operator) -> str:
 
 def _fully_connected(b: OnnxBuilder, op: Operator) -> str:
     weights = _const(b.graph, op, 1)  # [units, inputs], int8 already dequantized
-    value = b.tensor(op.inputs[0])
+    value = _hybrid_input(b, op, b.tensor(op.inputs[0]), [-1])
     result = b.node("MatMul", [value, b.const(weights.T.copy(), "fc_weight")], TensorProto.FLOAT)
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
         result = b.node("Add", [result, b.tensor(op.inputs[2])], TensorProto.FLOAT)
@@ -486,7 +507,12 @@ def _conv_2d(b: OnnxBuilder, op: Operator) -> str:
                 total[1] - total[1] // 2,
             ]
     inputs = [
-        b.node("Transpose", [b.tensor(op.inputs[0])], TensorProto.FLOAT, perm=[0, 3, 1, 2]),
+        b.node(
+            "Transpose",
+            [_hybrid_input(b, op, b.tensor(op.inputs[0]), [1, 2, 3])],
+            TensorProto.FLOAT,
+            perm=[0, 3, 1, 2],
+        ),
         b.const(weights.transpose(0, 3, 1, 2).copy(), "conv_weight"),
     ]
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
