@@ -30,6 +30,20 @@ scales at 0: SNR of the streamed sentence against the stock one-shot sentence,
 10·log10(Σref² / Σ(ref − streamed)²), its worst and median over lines, the first window's
 decode time and the decoder's total time relative to one whole-sentence decoder call.
 
+``--api`` measures instead what streaming costs through the voice API, as the daemon runs it:
+both voices loaded by `VoiceStore`, each line of the text set said with ``voice.stream`` on the
+streaming path (``low_latency=True``: ``speak``) and on the throughput path
+(``low_latency=False``: whole sentences, as ``synthesize`` makes a file), alternated line by
+line (the order reversed on odd repeats). Figures per voice and path: CPU RTF (the process's CPU
+seconds, every thread, per second of audio) and wall RTF, the streamed/whole ratios; for the
+streamed path the first audio (ms to the first chunk), gaps (chunks made back to back against
+real-time playback from the first chunk, as above) and the stop latency of synthesis: a second
+streamed run of the line is cancelled from another thread at a random moment after its first
+chunk, and the figure is the time from ``cancel()`` to the stream raising ``Cancelled`` (runs
+that end before the cancel lands are not counted). The device's own stop is the player's, not
+measured here (bench/bench_stop.py). Runs against older code put first on PYTHONPATH, for a
+baseline in the same run.
+
 Writes JSON to ``bench/results/`` and prints the tables.
 """
 
@@ -38,8 +52,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import resource
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -500,6 +517,145 @@ def print_tables(summary: dict[str, Any], settings: list[dict[str, Any]] | None)
             )
 
 
+API_VOICES: Final = (eng.JOE_VOICE_ID, eng.HIBARI_VOICE_ID)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class _Counted:
+    """One request's chunks through `Voice.stream`, counting the samples handed out."""
+
+    def __init__(self, voice: Any, text: str, *, low_latency: bool) -> None:
+        self._voice, self._text, self._low_latency = voice, text, low_latency
+        self.samples = 0
+        """Samples of the chunks so far."""
+
+    def __iter__(self) -> Iterator[npt.NDArray[Any]]:
+        from utterd.models.voice import CancelToken, SynthesisParams
+
+        chunks = self._voice.stream(
+            self._text, SynthesisParams(), CancelToken(), low_latency=self._low_latency
+        )
+        for chunk in chunks:
+            self.samples += chunk.samples.size
+            yield chunk.samples
+
+
+def _stop_latency_ms(voice: Any, text: str, delay_s: float) -> float | None:
+    """Cancel a streamed run `delay_s` after its first chunk; ms from the cancel to the stream
+    raising `Cancelled`, or None when the run ended before the cancel landed."""
+    from utterd.models.voice import Cancelled, CancelToken, SynthesisParams
+
+    cancel = CancelToken()
+    cancelled_at: list[float] = []
+
+    def stop() -> None:
+        cancelled_at.append(time.perf_counter())
+        cancel.cancel("bench stop")
+
+    timer: threading.Timer | None = None
+    try:
+        for _ in voice.stream(text, SynthesisParams(), cancel, low_latency=True):
+            if timer is None:
+                timer = threading.Timer(delay_s, stop)
+                timer.start()
+    except Cancelled:
+        return (time.perf_counter() - cancelled_at[0]) * 1e3
+    finally:
+        if timer is not None:
+            timer.cancel()
+            timer.join()
+    return None
+
+
+def run_api(texts: list[str], threads: int, repeats: int, seed: int) -> dict[str, Any]:
+    """Streamed against whole-sentence synthesis through `Voice.stream`, per voice (see --api)."""
+    rng = random.Random(seed)
+    voices = {}
+    for voice_id in API_VOICES:
+        spec = next(s for s in eng.ENGINES if s.role == "utterd" and s.voice_id == voice_id)
+        engine = eng.make_engine(spec.name)
+        engine.import_modules()
+        engine.load(threads)  # as the daemon loads it, warm-up included
+        voices[voice_id] = engine
+    paths = {"stream": True, "whole": False}
+    # Per voice and path: [cpu s, wall s, audio s]; per voice, streamed: first ms, gaps, stops.
+    totals = {v: {p: [0.0, 0.0, 0.0] for p in paths} for v in voices}
+    first_ms: dict[str, list[float]] = {v: [] for v in voices}
+    gaps: dict[str, list[int]] = {v: [] for v in voices}
+    worst_late_ms: dict[str, float] = {v: 0.0 for v in voices}
+    stops: dict[str, list[float]] = {v: [] for v in voices}
+    for repeat in range(repeats):
+        for text in texts:
+            for voice_id, engine in voices.items():
+                voice = engine._voice
+                rate_hz = int(voice.info.sample_rate_hz)
+                order = list(paths) if repeat % 2 == 0 else list(reversed(paths))
+                for path in order:
+                    cpu0, started = _cpu_s(), time.perf_counter()
+                    chunks = _Counted(voice, text, low_latency=paths[path])
+                    if paths[path]:
+                        first, worst, late = _first_and_gaps(started, iter(chunks), rate_hz)
+                        first_ms[voice_id].append(first)
+                        gaps[voice_id].append(late)
+                        worst_late_ms[voice_id] = max(worst_late_ms[voice_id], worst)
+                    else:
+                        for _ in chunks:
+                            pass
+                    wall = time.perf_counter() - started
+                    row = totals[voice_id][path]
+                    row[0] += _cpu_s() - cpu0
+                    row[1] += wall
+                    row[2] += chunks.samples / rate_hz
+                    if paths[path]:
+                        # Cancel at a random moment of this line's synthesis after first audio.
+                        delay_s = rng.uniform(0.0, max(0.0, wall - first / 1e3))
+                        stop_ms = _stop_latency_ms(voice, text, delay_s)
+                        if stop_ms is not None:
+                            stops[voice_id].append(stop_ms)
+        print(f"  api repeat {repeat + 1}/{repeats} done", file=sys.stderr)
+    summary: dict[str, Any] = {}
+    for voice_id in voices:
+        row: dict[str, Any] = {}
+        for path, (cpu, wall, audio_s) in totals[voice_id].items():
+            row[f"{path}_cpu_rtf"] = cpu / audio_s
+            row[f"{path}_wall_rtf"] = wall / audio_s
+            row[f"{path}_audio_s"] = audio_s
+        row["cpu_ratio"] = row["stream_cpu_rtf"] / row["whole_cpu_rtf"]
+        row["wall_ratio"] = row["stream_wall_rtf"] / row["whole_wall_rtf"]
+        row["first_audio_ms_p50"] = statistics.median(first_ms[voice_id])
+        row["first_audio_ms_p90"] = _percentile(first_ms[voice_id], 0.9)
+        row["gaps"] = sum(gaps[voice_id])
+        row["worst_lateness_ms"] = worst_late_ms[voice_id]
+        row["stops"] = len(stops[voice_id])
+        if stops[voice_id]:
+            row["stop_ms_p50"] = statistics.median(stops[voice_id])
+            row["stop_ms_p90"] = _percentile(stops[voice_id], 0.9)
+            row["stop_ms_max"] = max(stops[voice_id])
+        summary[voice_id] = row
+    for engine in voices.values():
+        engine.close()
+    return {"summary": summary, "first_audio_ms": first_ms, "gaps": gaps, "stop_ms": stops}
+
+
+def print_api_table(summary: dict[str, Any]) -> None:
+    print("\nStreamed (speak) against whole sentences (synthesize), through Voice.stream")
+    print(
+        f"{'voice':<18}{'CPU RTF str':>12}{'whole':>9}{'ratio':>7}{'wall RTF str':>13}"
+        f"{'whole':>9}{'ratio':>7}{'1st p50':>9}{'gaps':>6}{'stop p50':>10}{'p90':>7}"
+    )
+    for voice_id, row in summary.items():
+        print(
+            f"{voice_id:<18}{row['stream_cpu_rtf']:>12.4f}{row['whole_cpu_rtf']:>9.4f}"
+            f"{row['cpu_ratio']:>7.2f}{row['stream_wall_rtf']:>13.4f}{row['whole_wall_rtf']:>9.4f}"
+            f"{row['wall_ratio']:>7.2f}{row['first_audio_ms_p50']:>9.1f}{row['gaps']:>6}"
+            f"{row.get('stop_ms_p50', float('nan')):>10.1f}{row.get('stop_ms_p90', float('nan')):>7.1f}"
+        )
+
+
 def _register_no_spin_backend() -> str:
     """backend.py's ONNX Runtime settings, plus no spinning of idle intra-op threads.
 
@@ -554,11 +710,20 @@ def main(argv: list[str] | None = None) -> int:
         "a variant backend with session.intra_op.allow_spinning=0 (a proposed change); both = "
         "backend.py, plus the streamed engines again without spinning, in the same run",
     )
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="only the streamed/whole cost table through Voice.stream (see the docstring)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the --api stop moments")
+    parser.add_argument("--label", default="", help="a name for this run in the JSON (--api)")
     args = parser.parse_args(argv)
 
     limit = QUICK_LINES if args.quick else None
     texts = eng.read_text_set(args.text, limit)
     repeats = 1 if args.quick else args.repeats
+    if args.api:
+        return main_api(args, texts, repeats)
     cache_dir = (
         args.cache_dir
         or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "utterd" / "derived"
@@ -627,6 +792,40 @@ def main(argv: list[str] | None = None) -> int:
         "raw_stream_lines": raw["lines"],
     }
     out = args.out or RESULTS_DIR / f"bench_streaming-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(f"\nwrote {out}")
+    return 0
+
+
+def main_api(args: argparse.Namespace, texts: list[str], repeats: int) -> int:
+    import utterd.models
+
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    raw = run_api(texts, args.threads, repeats, args.seed)
+    load_after = os.getloadavg()
+    print_api_table(raw["summary"])
+    result = {
+        "benchmark": "bench_streaming --api",
+        "label": args.label,
+        "created": eng.utc_now_iso(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "code": str(Path(utterd.models.__file__).resolve().parent),
+        "commit": eng.git_commit(),
+        "threads": args.threads,
+        "repeats": repeats,
+        "lines": len(texts),
+        "text_set": str(args.text),
+        "cpu": eng.cpu_model(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "wall_s": time.perf_counter() - started,
+        "versions": eng.package_versions(),
+        **raw,
+    }
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out = args.out or RESULTS_DIR / f"bench_streaming-api-{args.label or 'run'}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"\nwrote {out}")

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 from utterd.models import CancelToken, EngineSettings, Session, VoiceLoadError
 from utterd.models.engine.backend import open_session
-from utterd.models.engine.stream_windows import window_plan
+from utterd.models.engine.stream_windows import StreamPace, window_plan
 from utterd.models.hibari.split import SplitSession, cut_model, find_cut, open_split
 from utterd.models.hibari.stream import HOP, MODEL_OUTPUTS, stream_ids
 from utterd.models.hibari.voice import open_decoder_windows, session_options
@@ -169,6 +169,36 @@ def test_only_the_first_window_differs_from_the_whole_model(
             assert snr_db(one_shot, streamed) >= SEAM_SNR_DB
         checked += 1
     assert checked >= 2
+
+
+def test_windows_grow_only_after_the_whole_piece_is_decoded(
+    split: SplitSession, prompt_ids: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second window's call decodes the whole piece, which the pace's cost figure cannot
+    know: the first two windows keep the plan's sizes however large the lead, later ones grow.
+    """
+    counting = DecodeCalls(split, monkeypatch)
+    ids = max(prompt_ids, key=len)
+    pace = StreamPace(clock=lambda: 0.0)  # playback far behind: as large as allowed
+    pieces = list(
+        stream_ids(
+            split,
+            ids,
+            1.0,
+            np.random.default_rng(3),
+            CancelToken(),
+            decoder_windows=True,
+            exact_noise=False,
+            pace=pace,
+        )
+    )
+    frames = counting.calls[0][2]
+    plan = window_plan(frames, 4, 32)
+    assert len(plan) > 3
+    assert [(p.start_frame, p.end_frame) for p in pieces[:2]] == plan[:2]
+    assert counting.calls == [(0, plan[1][1] + 2, frames), (0, frames, frames)]
+    assert len(pieces) < len(plan) and pieces[-1].end_frame == frames and pieces[-1].last
+    assert max(p.end_frame - p.start_frame for p in pieces) > 32
 
 
 def test_a_piece_shorter_than_two_windows_decodes_once(

@@ -14,8 +14,10 @@ import numpy.typing as npt
 import pytest
 from utterd.models import Cancelled, CancelToken, EngineSettings, Session
 from utterd.models.engine.backend import open_session
+from utterd.models.engine.stream_windows import StreamPace
 from utterd.models.hibari.stream import (
     HOP,
+    LARGEST_WINDOW_FRAMES,
     MODEL_OUTPUTS,
     HibariFrames,
     HibariPiece,
@@ -89,6 +91,20 @@ def test_windows_equal_the_whole_sentence_bit_for_bit(
     assert pieces[0].samples.size == first * HOP
     assert [p.last for p in pieces] == [False] * (len(pieces) - 1) + [True]
     assert pieces[-1].end_frame == long_frames.frames
+
+
+def test_windows_grown_by_the_lead_equal_the_whole_sentence(long_frames: HibariFrames) -> None:
+    """With playback far behind (a clock that stands still), windows after the first grow to
+    LARGEST_WINDOW_FRAMES; the audio is still hibari's own, bit for bit."""
+    pace = StreamPace(clock=lambda: 0.0)
+    pieces = list(
+        synthesize_windows(long_frames, np.random.default_rng(5), CancelToken(), pace=pace)
+    )
+    assert np.array_equal(joined(pieces), one_shot(long_frames, 5))
+    sizes = [p.end_frame - p.start_frame for p in pieces]
+    assert sizes[0] == 4 and long_frames.frames > 4 + LARGEST_WINDOW_FRAMES
+    assert sizes[1] == LARGEST_WINDOW_FRAMES
+    assert pace.lead_s() == pytest.approx(long_frames.frames * HOP / 24000)
 
 
 def test_streamed_text_equals_hibari_itself(

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pytest
 from utterd.models import Cancelled, CancelToken, EngineSettings, Session, VoiceLoadError
 from utterd.models.engine.backend import open_session
-from utterd.models.engine.stream_windows import window_plan
+from utterd.models.engine.stream_windows import StreamPace
 from utterd.models.errors import InvalidParameter
 from utterd.models.piper.vits_stream import (
     StreamingVitsRunner,
@@ -224,14 +224,30 @@ def test_noise_is_drawn_once_per_sentence(
     assert snr_db(reference, np.concatenate([p.samples for p in pieces])) >= DEFAULT_MIN_SNR_DB
 
 
-def test_window_plan_starts_small_doubles_and_merges_slivers() -> None:
-    assert window_plan(300, 8, 64) == [
-        (0, 8), (8, 24), (24, 56), (56, 120), (120, 184), (184, 248), (248, 300)
-    ]  # fmt: skip
-    assert window_plan(5, 8, 64) == [(0, 5)]
-    # a 2-frame remainder (< half the first window) rides with the window before it
-    assert window_plan(26, 8, 64) == [(0, 8), (8, 26)]
-    assert window_plan(0, 8, 64) == []
+def test_windows_grow_with_the_lead_and_still_match_one_shot(
+    runner: StreamingVitsRunner,
+    sentence_ids: dict[str, list[int]],
+    one_shot: dict[str, npt.NDArray[Any]],
+) -> None:
+    """A clock that stands still: playback never catches up, so after the first window every
+    window is as large as allowed, and the seams still match the one-shot sentence."""
+    grown = runner.with_settings(StreamSettings(largest_window_frames=96))
+    ids = sentence_ids["long"]
+    planned = streamed(grown, ids)  # no pace: the plan, doubling up to 64
+    # A pace, but no playing time handed out (frame_s 0): no lead, the same windows.
+    idle = list(grown.stream(ids, DETERMINISTIC, CancelToken(), pace=StreamPace(lambda: 0.0)))
+    assert [p.end_frame for p in idle] == [p.end_frame for p in planned]
+    pace = StreamPace(clock=lambda: 0.0)
+    hop_s = runner.hop_length / 22050
+    pieces = list(grown.stream(ids, DETERMINISTIC, CancelToken(), pace=pace, frame_s=hop_s))
+    sizes = [p.end_frame - p.start_frame for p in pieces]
+    assert sizes[0] == grown.settings.first_window_frames  # first audio as before
+    assert all(size == 96 for size in sizes[1:-1]) and sizes[-1] <= 96 + 4
+    assert len(pieces) < len(planned)
+    assert pace.lead_s() == pytest.approx(sum(sizes) * hop_s)
+    audio = np.concatenate([p.samples for p in pieces])
+    assert audio.shape == one_shot["long"].shape
+    assert snr_db(one_shot["long"], audio) >= DEFAULT_MIN_SNR_DB
 
 
 @pytest.mark.parametrize(
@@ -241,6 +257,7 @@ def test_window_plan_starts_small_doubles_and_merges_slivers() -> None:
         StreamSettings(first_window_frames=16, window_frames=8),
         StreamSettings(context_frames=-1),
         StreamSettings(flow_context_frames=-2),
+        StreamSettings(largest_window_frames=0),
     ],
 )
 def test_bad_settings_are_rejected(settings: StreamSettings) -> None:
