@@ -19,20 +19,21 @@ percentages, phone numbers and units) is said by each engine:
   interpreter (`ai-edge-litert`, via models/zh/reference.py; its FastSpeech2 copy patched only
   to run the dropout's random draw as a builtin op, so it says what the wheel's own TensorFlow
   run would), fed the same phoneme ids (utterd's `normalize_zh`, the voice's clause cuts and
-  `g2p_zh`): the gap between the two is what the conversion costs in intelligibility.
+  `g2p_zh`): the gap between the two is what utterd's path (text guard, converted models, the
+  fixed dropout mask) costs in intelligibility.
 
-The audio is resampled to 16 kHz (soxr) and transcribed (int8 on the CPU, beam 5, temperature 0, language `zh`, a
-simplified-Chinese prompt). Reference and transcript are compared as characters after the same
-normalization (`normalize`): the transcript mapped to simplified characters (`zhconv`, since
-Whisper often writes Mandarin in traditional ones), both read by utterd's Chinese normalizer
-(`normalize_zh`: Whisper writes `38.5元` where the voice said 三十八点五元), `〇` as `零`,
-punctuation and spaces dropped. CER = (substitutions + deletions + insertions) / reference
-characters, over the whole set.
+The audio is resampled to 16 kHz (soxr) and transcribed (int8 on the CPU, beam 5, temperature
+0, language `zh`, a simplified-Chinese prompt). Reference and transcript are compared as
+characters after the same normalization (`normalize`): the transcript mapped to simplified
+characters (`zhconv`, since Whisper often writes Mandarin in traditional ones), both read by
+utterd's Chinese normalizer (`normalize_zh`: Whisper writes `38.5元` where the voice said
+三十八点五元), `〇` as `零`, punctuation and spaces dropped. CER = (substitutions + deletions +
+insertions) / reference characters, over the whole set.
 
-What the figure means: Whisper base is a small recognizer (its published Mandarin CER on clean
-read speech is in the tens of percent), so the figure bounds the voice's intelligibility from
-above, and mostly compares runs of this bench with each other (a broken front end or model
-shows as a jump), not with published TTS figures.
+What the figure means: Whisper base is a small recognizer that mishears homophones, so the
+figure bounds the voice's intelligibility from above, and compares engines and runs of this
+bench with each other (a broken front end or model shows as a jump), not with published TTS
+figures.
 """
 
 from __future__ import annotations

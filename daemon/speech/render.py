@@ -6,9 +6,11 @@ The SSML parser (models/text/ssml.py) gives sentences of segments; this walks th
   by the request's voice or the one the segment switches to, with the prosody in force:
   - `<voice name>` switches to that voice when it is loaded (else the request's voice speaks
     it, logged as `event=ssml-voice-unavailable`);
-  - `xml:lang` of another language than the voice's, and a span of plain text in another
-    language (`frontend.plain_sentences` tags each span with its language), switches to the
-    voice of that language (`language_voice`): the one config `voices.by_language` names for
+  - `xml:lang` of another language than the voice's, and a span of text in another script
+    than the voice's language is written in (`_language_parts` cuts a segment with
+    `split_language_spans`: Han text for an English voice, Latin words for a Chinese one, in
+    SSML and in plain text that `frontend.plain_sentences` handed on), switches to the voice
+    of that language (`language_voice`): the one config `voices.by_language` names for
     the tag, else for its primary language; else a loaded voice of that language, else an
     installed one that has not failed to load (the same tag first, then the same primary
     language; the first by id). A voice not loaded yet loads on first use, like any voice: a
@@ -19,8 +21,9 @@ The SSML parser (models/text/ssml.py) gives sentences of segments; this walks th
   - `<prosody rate>` and `volume` multiply the request's rate and volume (held within the
     protocol's ranges); `pitch` (labels, `%`, `st`) multiplies the request's `pitch` ratio by
     2^(semitones/12), held within 0.5..2, for a voice whose `VoiceInfo.prosody` names `pitch`
-    (`describe` lists them; the server checks a request's own fields against the same); a voice that cannot is handed pitch and energy 1.0, so the
-    element is ignored there, as is a request's pitch or energy for a span another voice says.
+    (`describe` lists them; the server checks a request's own fields against the same); a
+    voice that cannot is handed pitch and energy 1.0, so the element is ignored there, as is a
+    request's pitch or energy for a span another voice says.
     A change in Hz (`+20Hz`) is ignored: it needs the voice's mean F0, which no voice declares;
   - `<emphasis>`: `strong` is 15 % slower and +3 dB, `moderate` 8 % slower and +1.5 dB,
     `reduced` 8 % faster and -2 dB (SSML leaves the rendering to the processor);
