@@ -242,8 +242,11 @@ def _squared_difference(b: OnnxBuilder, op: Operator) -> str:
 
 
 def _rsqrt(b: OnnxBuilder, op: Operator) -> str:
-    root = b.node("Sqrt", [b.tensor(op.inputs[0])], _out_type(b, op))
-    return b.node("Reciprocal", [root], _out_type(b, op))
+    # Pow, not Reciprocal(Sqrt): OpenVINO 2026.4's CPU plugin fuses ReduceMean -> Add -> Sqrt ->
+    # Reciprocal into one Reduce node that, in this graph, yields wrong values (then a negative
+    # duration and "overflow while converting elements to byte size"); with Pow it matches ORT.
+    exponent = b.const(np.array(-0.5, np.float32))
+    return b.node("Pow", [b.tensor(op.inputs[0]), exponent], _out_type(b, op))
 
 
 def _floor_mod(b: OnnxBuilder, op: Operator) -> str:
