@@ -422,7 +422,8 @@ SSML_ELEMENTS: Final = (
     "lang",
     "voice",
 )
-"""Elements every voice honours (`prosody`: rate and volume)."""
+"""Elements every voice honours (`prosody`: rate and volume, and pitch for a voice whose
+`VoiceInfo.prosody` names it: `describe` lists that apart, as `prosody`)."""
 
 
 def ssml_support(info: VoiceInfo, voice: Voice | None) -> list[str]:
