@@ -658,8 +658,9 @@ class _StoredVoice(Voice):
             voice.close()
 
     def __getattr__(self, name: str) -> Any:
-        # A family's own attributes (a Piper voice's `variant`, ...) for benchmarks and tests.
-        if name.startswith("_"):
+        # A family's own attributes (a Piper voice's `variant`, `sentence_ids`, ...) for
+        # benchmarks and tests. Never the handle's own (not yet set while it is being made).
+        if name in ("_store", "_slot"):
             raise AttributeError(name)
         with self._slot.lock:
             voice = self._store._loaded(self._slot)
