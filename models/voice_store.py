@@ -394,6 +394,7 @@ class VoiceStore:
                 raise
             ran = str(voice.runtime_info().get("backend", engine.backend))
             if result.passed:
+                earlier = (slot.canary or {}).get("fallback")
                 slot.engine = engine
                 slot.canary = {"checked": True, **result.as_dict(), "backend": ran}
                 if failures:
@@ -409,17 +410,22 @@ class VoiceStore:
                         result.distance_db,
                         failures,
                     )
+                    return voice, checked_s
+                if engine != configured and earlier is not None:
+                    # A reload on the fallback an earlier load chose: the configured path was
+                    # not tried again, and its fault stands.
+                    slot.canary["fallback"] = earlier
                 else:
                     slot.numerics_fault = None
-                    _LOGGER.info(
-                        "event=canary-passed voice=%s backend=%s distance_db=%.2f "
-                        "duration_s=%.3f reference_s=%.3f",
-                        info.voice_id,
-                        ran,
-                        result.distance_db,
-                        result.duration_s,
-                        result.reference_duration_s,
-                    )
+                _LOGGER.info(
+                    "event=canary-passed voice=%s backend=%s distance_db=%.2f "
+                    "duration_s=%.3f reference_s=%.3f",
+                    info.voice_id,
+                    ran,
+                    result.distance_db,
+                    result.duration_s,
+                    result.reference_duration_s,
+                )
                 return voice, checked_s
             voice.close()
             failures.append(f"{ran}: {result.reason}")

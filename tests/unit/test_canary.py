@@ -244,9 +244,14 @@ def test_a_failing_engine_falls_back_to_one_that_passes(
     try:
         voice = store.get(HEART_ID)
         runtime = voice.runtime_info()
+        store.close()  # unloaded (as by an idle unload): the next use loads it again
+        reloaded = voice.runtime_info()
     finally:
         store.close()
-    assert family.backends == ["onnxruntime", fallback]
+    # The reload goes straight to the engine that passed, and the fault stands.
+    assert family.backends == ["onnxruntime", fallback, fallback]
+    assert reloaded["canary"]["fallback"] == runtime["canary"]["fallback"]
+    assert reloaded["reloads"] == 1
     result = runtime["canary"]
     assert result["passed"] and result["backend"] == fallback
     assert result["fallback"]["from"] == "onnxruntime"
