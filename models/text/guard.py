@@ -15,7 +15,8 @@ audio grows linearly with its length whatever it holds:
 - combining marks are kept at most `MAX_COMBINING_MARKS` per base character (no "Zalgo");
 - a run of one punctuation or symbol character is cut to `MAX_SYMBOL_RUN`;
 - a word longer than `MAX_WORD_CHARS` is cut into shorter ones, at a `-`, `/`, `.` or `_`
-  inside it where there is one, and a number of more than `MAX_NUMBER_DIGITS` digits into
+  inside it where there is one (an ideograph or kana is a word of its own: those scripts put no
+  spaces between words), and a number of more than `MAX_NUMBER_DIGITS` digits into
   shorter numbers.
 
 Each step is one pass over the text; cutting only at a point in the second half of a window
@@ -35,8 +36,9 @@ from typing import Final
 from utterd.models.errors import NothingToSay
 from utterd.models.voice import CancelToken
 
-GUARD_VERSION: Final = 1
-"""Bumped whenever the guard changes what reaches a voice (it is part of phrase-cache keys)."""
+GUARD_VERSION: Final = 2
+"""Bumped whenever the guard changes what reaches a voice (it is part of phrase-cache keys).
+2: a Han ideograph or kana ends a word, so a Chinese sentence is no overlong word."""
 
 MAX_PIECE_CHARS: Final = 400
 """Longest piece handed to a voice family at once (a long sentence is cut at a clause mark or
@@ -185,9 +187,22 @@ def clean(text: str, language: str) -> str:
             out.append(" ")  # cut an overlong word after a natural break inside it
             word = digits = 0
         out.append(char)
-        word += 1
+        # An ideograph or kana is a word of its own: Chinese and Japanese put no spaces between
+        # words, so a sentence of them must not count as one overlong word (cut mid-number).
+        word = 0 if _is_spaceless_script(code) else word + 1
         digits += is_digit
     return "".join(out).strip()
+
+
+def _is_spaceless_script(code: int) -> bool:
+    """Han ideographs (with extensions and compatibility forms) and Japanese kana."""
+    return (
+        0x4E00 <= code <= 0x9FFF
+        or 0x3400 <= code <= 0x4DBF
+        or 0x3040 <= code <= 0x30FF
+        or 0xF900 <= code <= 0xFAFF
+        or 0x20000 <= code <= 0x3FFFF
+    )
 
 
 def has_speech(cleaned: str) -> bool:

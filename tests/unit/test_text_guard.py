@@ -55,6 +55,16 @@ def test_long_words_and_numbers_are_cut() -> None:
     assert url.split()[0].endswith("/")  # cut after a natural break
 
 
+def test_a_chinese_sentence_is_no_overlong_word() -> None:
+    # Chinese puts no spaces between words: fifty-four characters with a time in them reach the
+    # voice whole (cut as one 54-character "word", 10:00 was split at its colon).
+    text = "尊敬的旅客您好本次列车将于明天上午10:00准时从北京南站出发请您提前三十分钟到达车站检票口排队候车谢谢合作"
+    assert len(text) > guard.MAX_WORD_CHARS
+    assert guard.clean(text, "zh-CN") == text
+    # An overlong Latin run inside Chinese text is still cut.
+    assert max(len(w) for w in guard.clean("请输入" + "x" * 100, "zh-CN").split()) <= 43
+
+
 @pytest.mark.parametrize(
     "text", ["مرحبا بالعالم", "你好世界", "😀" * 50, "," * 5000, "★" * 2000, "...!?", " \n\t"]
 )
