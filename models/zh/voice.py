@@ -220,18 +220,21 @@ class ZhVoice(Voice):
         first = -(
             -input_needed(DEFAULT_FIRST_WINDOW_FRAMES * HOP, tsm_speed, SAMPLE_RATE_HZ) // HOP
         )
-        for piece in pieces:
+        largest = max(first, DEFAULT_WINDOW_FRAMES)
+        for number, piece in enumerate(pieces):
             started = time.perf_counter()
             mel = acoustic_mel(acoustic, ACOUSTIC_OUTPUTS, piece.ids, prosody, cancel)
             cancel.raise_if_cancelled()
             windows: Iterable[tuple[FloatArray, bool]]
             if low_latency:
+                # Only the request's first piece starts small: by the next one the audio is
+                # ahead of playback, and each window pays the 40 frames of context again.
                 windows = vocode_windows(
                     vocoder,
                     mel,
                     cancel,
-                    first_window_frames=first,
-                    window_frames=max(first, DEFAULT_WINDOW_FRAMES),
+                    first_window_frames=first if number == 0 else largest,
+                    window_frames=largest,
                 )
             else:
                 windows = ((vocode(vocoder, mel, cancel), True),)
