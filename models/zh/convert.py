@@ -91,7 +91,7 @@ from utterd.models.zh.tflite_onnx import OnnxBuilder, translate
 
 _LOGGER = logging.getLogger(__name__)
 
-CONVERTER_VERSION: Final = "utterd-zh-tflite2onnx/2"
+CONVERTER_VERSION: Final = "utterd-zh-tflite2onnx/3"
 """Changes whenever the converter's output for the same sources could change."""
 MANIFEST_FORMAT: Final = 1
 MANIFEST_NAME: Final = "manifest.json"
@@ -274,6 +274,9 @@ class DropoutSite:
     rate: float
     """Drop probability (the GreaterEqual threshold)."""
 
+    threshold_tensor: int
+    """Constant tensor holding the rate, compared with the uniform numbers."""
+
     scale_tensor: int
     """Constant tensor holding 1 / (1 - rate), multiplied into the kept units."""
 
@@ -313,7 +316,7 @@ def find_dropout_sites(graph: Graph) -> list[DropoutSite]:
         if not np.isclose(float(scale), 1.0 / (1.0 - rate)):
             raise VoiceLoadError(f"{graph.path}: dropout #{op.index} scale {scale} for rate {rate}")
         masked = graph.tensors[next(t for t in scaled.inputs if t != scale_index)].name
-        sites.append(DropoutSite(op.index, rate, scale_index, masked))
+        sites.append(DropoutSite(op.index, rate, compare.inputs[1], scale_index, masked))
     return sites
 
 

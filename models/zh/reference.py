@@ -24,16 +24,22 @@ Two checks, on `VALIDATION_PINYIN` (4 sentences, 20-38 phonemes, 113-221 frames)
    `DROPOUT_EXPECTATION`, against the patched copy on TFLite's builtin kernels. Comparing every
    intermediate tensor, the first differences are TFLite's approximate EXP / LOG / TANH (Mish,
    ~1e-3 relative), after which an occasional int8 rounding step flips; measured: durations equal
-   on every phoneme, mel mean |diff| 0.00003-0.024, log-mel distance 0.06-1.25 dB, vocoder SNR on
+   on every phoneme, mel mean |diff| 0.001-0.024, log-mel distance 0.38-1.22 dB, vocoder SNR on
    the same mel 63-144 dB (ties in MB-MelGAN's one QUANTIZE rounding the other way). Limits:
-   durations equal, mel mean <= 0.05, log-mel <= 1.5 dB, vocoder SNR >= 50 dB.
+   durations equal, mel mean <= 0.05, log-mel <= 1.5 dB, vocoder SNR >= 50 dB. Deliberate small
+   translation errors all break them: ROUND as Floor (9-21 durations differ), EXP of 1.01 x
+   (1-7 durations), MIRROR_PAD as edge padding (vocoder SNR 20-45 dB), LeakyReLU slope x 1.5
+   (log-mel 12 dB, SNR -10 dB). (The hybrid emulation is an ONNX Runtime check only: on
+   OpenVINO the same rounding steps flip elsewhere.)
 2. The shipped fp32 model is as close to TFLite as TFLite is to itself (`SHIPPED`): the same
    TFLite graph run on TFLite's default XNNPACK kernels instead of its builtin ones differs from
    the builtin run by 1 frame on 1-4 phonemes per sentence, mel mean |diff| 0.06-0.125 and log-mel
    1.6-1.75 dB; the fp32 ONNX model (weights dequantized, activations not rounded) differs from
    the builtin run by 1 frame on 0-3 phonemes, mel 0.036-0.068, log-mel 1.5-1.7 dB. Limits:
    no phoneme off by more than 1 frame, at most 10% of phonemes off, and the sentence-averaged
-   mel and log-mel distances at most 1.25 x those of XNNPACK-vs-builtin in the same run.
+   mel and log-mel distances at most 1.25 x those of XNNPACK-vs-builtin in the same run; per
+   sentence, mel mean <= 0.15 and log-mel <= 2.5 dB (above XNNPACK's worst, 0.125 / 1.75 dB).
+   OpenVINO (f32) runs the shipped model like ONNX Runtime: same durations, mel within 1e-5.
 
 Mels are compared frame pair by frame pair within each phoneme (`aligned_frames`), so a phoneme
 one frame shorter does not shift the rest of the sentence; log-mel spectra of the waves (80
@@ -64,7 +70,7 @@ from utterd.models.zh.convert import (
     DropoutSite,
     find_dropout_sites,
 )
-from utterd.models.zh.tflite_graph import Graph, read_graph
+from utterd.models.zh.tflite_graph import read_graph
 
 VALIDATION_PINYIN: Final[tuple[tuple[str, str], ...]] = (
     (
@@ -141,14 +147,11 @@ def aligned_frames(
 class Limits:
     """Bounds of one check (the module docstring says where each comes from)."""
 
-    durations_equal: bool
-    """Every phoneme's frame count must match exactly."""
-
     duration_max_diff: int
     """Largest per-phoneme frame-count difference allowed."""
 
     duration_mismatch_share: float
-    """Largest share of phonemes allowed to differ at all."""
+    """Largest share of phonemes allowed to differ at all (0: every duration must match)."""
 
     mel_mean_abs: float
     """Largest mean |mel difference| of any sentence."""
@@ -164,9 +167,9 @@ class Limits:
     XNNPACK-vs-builtin spread (0 = not compared)."""
 
 
-EXACT: Final = Limits(True, 0, 0.0, 0.05, 1.5, 50.0, 0.0)
+EXACT: Final = Limits(0, 0.0, 0.05, 1.5, 50.0, 0.0)
 """Converted with emulate_hybrid, against TFLite's builtin kernels."""
-SHIPPED: Final = Limits(False, 1, 0.10, 0.15, 2.5, 50.0, 1.25)
+SHIPPED: Final = Limits(1, 0.10, 0.15, 2.5, 50.0, 1.25)
 """The fp32 model utterd ships, against TFLite's builtin kernels."""
 
 
@@ -177,8 +180,6 @@ def failures(
     bad = []
     for f in figures:
         name = f.text
-        if limits.durations_equal and f.duration_mismatches:
-            bad.append(f"{name}: {f.duration_mismatches} durations differ")
         if f.duration_max_diff > limits.duration_max_diff:
             bad.append(f"{name}: a duration differs by {f.duration_max_diff} frames")
         if f.duration_mismatches > limits.duration_mismatch_share * f.phonemes:
@@ -226,8 +227,7 @@ def pinyin_to_ids(pinyin: str, mapper: dict[str, Any]) -> list[int]:
 def patched_fastspeech2(path: Path, expectation: bool) -> bytes:
     """The FastSpeech2 flatbuffer with builtin RANDOM_UNIFORM (see the module docstring)."""
     data = bytearray(path.read_bytes())
-    graph = read_graph(path)
-    sites = find_dropout_sites(graph)
+    sites = find_dropout_sites(read_graph(path))
     model = tflite.Model.GetRootAsModel(data, 0)
     flex_codes = {
         i
@@ -250,30 +250,18 @@ def patched_fastspeech2(path: Path, expectation: bool) -> bytes:
         slot = codes_at + 4 * i
         struct.pack_into("<I", data, slot, table_at - slot)
     if expectation:
-        _patch_scalar(data, model, graph, sites, threshold=-1.0, scale=1.0)
+        _patch_scalars(data, model, sites)
     return bytes(data)
 
 
-def _patch_scalar(
-    data: bytearray,
-    model: Any,
-    graph: Graph,
-    sites: Sequence[DropoutSite],
-    threshold: float,
-    scale: float,
-) -> None:
+def _patch_scalars(data: bytearray, model: Any, sites: Sequence[DropoutSite]) -> None:
+    """Threshold -1 (every unit kept) and scale 1 in the constants' buffers, in place."""
     subgraph = model.Subgraphs(0)
     for site in sites:
-        compare = next(op for op in graph.operators if _reads(op, graph, site))
-        for tensor_index, value in ((compare.inputs[1], threshold), (site.scale_tensor, scale)):
+        for tensor_index, value in ((site.threshold_tensor, -1.0), (site.scale_tensor, 1.0)):
             buffer = model.Buffers(subgraph.Tensors(tensor_index).Buffer())
             at = buffer._tab.Vector(buffer._tab.Offset(4))
             struct.pack_into("<f", data, at, value)
-
-
-def _reads(op: Any, graph: Graph, site: DropoutSite) -> bool:
-    random_out = graph.operators[site.random_op].outputs[0]
-    return op.name == "GREATER_EQUAL" and random_out in op.inputs
 
 
 class TfliteFastSpeech2:

@@ -79,7 +79,7 @@ class OnnxBuilder:
     def fresh(self, hint: str) -> str:
         """A new unique value name."""
         self._counter += 1
-        return f"{hint}_{self._counter}"
+        return f"_{hint}_{self._counter}"
 
     def node(
         self,
@@ -154,9 +154,18 @@ def translate(graph: Graph, builder: OnnxBuilder, random_uniform: RandomTranslat
                 f"{graph.path}: cannot convert operator {op.name} (#{op.index}, output "
                 f"{graph.tensors[op.outputs[0]].name}): {exc}"
             ) from exc
+        if len(op.outputs) != 1:
+            raise VoiceLoadError(
+                f"{graph.path}: operator {op.name} #{op.index} has several outputs"
+            )
         out = f"t{op.outputs[0]}"
-        builder.nodes.append(helper.make_node("Identity", [result], [out], name=f"n_{out}"))
         builder.value_types[out] = builder.value_types[result]
+        last = builder.nodes[-1] if builder.nodes else None
+        if last is not None and list(last.output) == [result] and result.startswith("_"):
+            last.output[0] = out  # the op's own last node: name its output after the tensor
+            last.name = f"n_{out}"
+        else:  # the op passed a value through (an already real DEQUANTIZE input, ...)
+            builder.nodes.append(helper.make_node("Identity", [result], [out], name=f"n_{out}"))
 
 
 # --- helpers ---------------------------------------------------------------------------------
