@@ -140,7 +140,9 @@ def open_onnxruntime(
     # p50 83 ms with spinning and 34 ms without, and whole-graph runs were no slower.
     ort_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     ort_options.enable_mem_reuse = options.memory_reuse
-    if _share_cpu_arena(ort):
+    if not options.memory_arena:
+        ort_options.enable_cpu_mem_arena = False
+    elif _share_cpu_arena(ort):
         ort_options.add_session_config_entry("session.use_env_allocators", "1")
     if options.cpu_pinning:
         _pin_onnxruntime_threads(ort_options, ort_options.intra_op_num_threads)

@@ -87,6 +87,12 @@ class SessionOptions:
     of the session's opening time (joe's encoder: 1.0-1.5 s with it, 0.3 s without) and its
     runs were no slower, nor larger (measured in docs/benchmarks.md)."""
 
+    memory_arena: bool = True
+    """ONNX Runtime: take the run's buffers from the process-wide CPU arena (ort_session.py),
+    which keeps what it grew to. Off, each buffer comes from malloc and goes back at once:
+    for a model whose runs vary a lot in size and which allocates few, large buffers (hibari),
+    that lowered the daemon's peak RSS while speaking at the same speed (bench_memory.py)."""
+
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Further OpenVINO compile properties, passed through as given (for experiments)."""
 

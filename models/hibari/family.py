@@ -1,8 +1,9 @@
 """hibari voices: small English models (24 kHz) from the hibari-tts package.
 
 Discovery only reads hibari's voice registry (`hibari/voices.py` and its `voices.json`), without
-importing the `hibari` package, whose DSP pulls in scipy (about 0.2 s): a daemon that speaks only
-Piper voices never pays for it. `load` imports `hibari_voice.py`, which runs the voice. Only
+importing the `hibari` package: a daemon that speaks only Piper voices never pays for it. `load`
+imports hibari with its DSP's FFT loaded alone (`fft.py`: all of scipy.fft cost 25 MiB and
+0.25-0.4 s), then `voice.py`, which runs the voice. Only
 voices whose model file is already on disk are offered: hibari would download the others, and
 utterd never downloads at run time.
 """
@@ -121,6 +122,9 @@ class HibariFamily(VoiceFamily):
         registry = _registry()
         if registry is None or name not in registry.VOICES:
             raise VoiceLoadError(f"voice {info.voice_id!r} is not in hibari's voice registry")
+        from utterd.models.hibari.fft import import_hibari
+
+        import_hibari()  # before voice.py imports hibari: its DSP without all of scipy.fft
         from utterd.models.hibari.voice import load_voice
 
         optimized = self._optimized_dir or default_model_store_dir() / OPTIMIZED_DIR_NAME

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 from utterd.models.engine.backend import Session, SessionOptions, open_session
 from utterd.models.errors import SynthesisError, VoiceLoadError
+from utterd.models.hibari.g2p_tables import packed_g2p
 from utterd.models.hibari.ipa import misaki_sentences
 from utterd.models.hibari.split import SplitSession, open_split
 from utterd.models.hibari.stream import (
@@ -399,12 +400,15 @@ def session_options(optimized_dir: Path | None = None) -> SessionOptions:
     """How the acoustic model's sessions are opened (benchmarks open them the same way).
 
     Kept optimized in `optimized_dir` (a restart skips the optimizer: 0.20 -> 0.03 s to open,
-    measured), and without the buffer-reuse planner, which cost opening time and no run time.
+    measured), without the buffer-reuse planner, which cost opening time and no run time, and
+    without ONNX Runtime's arena: its few large buffers go back to malloc after each run
+    instead of the arena keeping its largest run's worth (daemon peak RSS while speaking,
+    bench_memory.py, docs/benchmarks.md "Memory and ready time").
     Its threads do not spin (backend.py): spinning made the model 8 % faster alone, but in the
     daemon live first audio came later (12.7 -> 13.9-14.5 ms p50) and pre-warming slowed live
     requests (docs/benchmarks.md).
     """
-    return SessionOptions(optimized_cache_dir=optimized_dir, memory_reuse=False)
+    return SessionOptions(optimized_cache_dir=optimized_dir, memory_reuse=False, memory_arena=False)
 
 
 def open_decoder_windows(
@@ -430,7 +434,8 @@ def load_voice(
 ) -> HibariVoice:
     """Open hibari voice `name` (a registry entry) from `info.model_path` with `engine`.
 
-    `optimized_dir`: where the acoustic model's graph, as optimized for this CPU, is kept.
+    `optimized_dir`: where the acoustic model's graph, as optimized for this CPU, and the G2P's
+    packed tables (g2p_tables.py) are kept.
     """
     if info.model_path is None:
         raise VoiceLoadError(f"voice {info.voice_id!r} has no model file")
@@ -459,10 +464,12 @@ def load_voice(
             f"and outputs {list(session.output_names)}"
         )
     try:
-        from hibari.g2p import G2P
-
         british = bool(hibari.voices.VOICES[name]["british"])
-        g2p = G2P(oov=_LazyOovNet(name, engine, info.voice_id), british=british)
+        # hibari's G2P with its lexicons and tagger packed and mapped from the model store
+        # (g2p_tables.py): as dicts they held 101 MiB and took 0.3 s to parse at every start.
+        g2p = packed_g2p(
+            _LazyOovNet(name, engine, info.voice_id), british=british, folder=optimized_dir
+        )
         frontend = HibariFrontend(name, g2p)
     except VoiceLoadError:
         session.close()
