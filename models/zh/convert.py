@@ -33,7 +33,8 @@ format of its own (`MANIFEST_FORMAT` below, one JSON object):
 
 A second `convert` with the same sources and converter version reuses the files after checking
 their hashes; otherwise it converts again (the conversion is deterministic: converting twice
-gives byte-identical ONNX files, so the names do not change).
+gives byte-identical ONNX files, so the names do not change). A conversion that writes new
+files deletes the `fastspeech2.*.onnx` / `mb_melgan.*.onnx` of earlier ones from the folder.
 
 The dropout left in FastSpeech2's inference graph
 -------------------------------------------------
@@ -77,6 +78,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -124,6 +126,7 @@ FASTSPEECH2_OUTPUTS: Final = ("mel_before", "mel_after", "durations", "f0", "ene
 MB_MELGAN_INPUTS: Final = ("mels",)
 MB_MELGAN_OUTPUTS: Final = ("wave",)
 
+_HASHED_NAME: Final = re.compile(r"(fastspeech2|mb_melgan)\.[0-9a-f]{12}\.onnx")
 _MASK_SEED: Final = 0x7A687474  # "zhtt": any constant works, it only has to stay the same
 
 
@@ -219,8 +222,18 @@ def convert(assets: ZhttsAssets, out_dir: Path, dropout: str = DROPOUT_FIXED_MAS
     }
     manifest_path = out_dir / MANIFEST_NAME
     write_atomic(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    _remove_stale(out_dir, {record["file"] for record in outputs.values()})
     _LOGGER.info("zh_convert_done", extra={"manifest": str(manifest_path)})
     return _converted(out_dir, outputs, reused=False)
+
+
+def _remove_stale(out_dir: Path, keep: set[str]) -> None:
+    """Delete converted models of earlier conversions (64 MB each) that the manifest no longer
+    names; a process still running one keeps its open copy until it closes it."""
+    for path in out_dir.glob("*.onnx"):
+        if path.name not in keep and _HASHED_NAME.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+            _LOGGER.info("zh_convert_removed_stale", extra={"file": str(path)})
 
 
 def convert_mb_melgan(path: Path) -> onnx.ModelProto:

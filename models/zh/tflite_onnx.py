@@ -75,6 +75,7 @@ class OnnxBuilder:
     check, to show that what remains between ONNX and TFLite is that rounding."""
 
     _counter: int = 0
+    """Last number used in a made-up value name."""
 
     def fresh(self, hint: str) -> str:
         """A new unique value name."""
@@ -86,11 +87,10 @@ class OnnxBuilder:
         op_type: str,
         inputs: Sequence[str],
         out_type: int,
-        output: str | None = None,
         **attrs: Any,
     ) -> str:
         """Append a node with one output of element type `out_type`; return the output name."""
-        name = output or self.fresh(op_type.lower())
+        name = self.fresh(op_type.lower())
         self.nodes.append(
             helper.make_node(op_type, list(inputs), [name], name=f"n_{name}", **attrs)
         )
@@ -141,6 +141,10 @@ RandomTranslator = Callable[[OnnxBuilder, Operator], str]
 def translate(graph: Graph, builder: OnnxBuilder, random_uniform: RandomTranslator) -> None:
     """Append the ONNX nodes of every operator of `graph` to `builder`, in order."""
     for op in graph.operators:
+        if len(op.outputs) != 1:
+            raise VoiceLoadError(
+                f"{graph.path}: operator {op.name} #{op.index} has several outputs"
+            )
         try:
             if op.name == "FlexRandomUniform":
                 result = random_uniform(builder, op)
@@ -154,10 +158,6 @@ def translate(graph: Graph, builder: OnnxBuilder, random_uniform: RandomTranslat
                 f"{graph.path}: cannot convert operator {op.name} (#{op.index}, output "
                 f"{graph.tensors[op.outputs[0]].name}): {exc}"
             ) from exc
-        if len(op.outputs) != 1:
-            raise VoiceLoadError(
-                f"{graph.path}: operator {op.name} #{op.index} has several outputs"
-            )
         out = f"t{op.outputs[0]}"
         builder.value_types[out] = builder.value_types[result]
         last = builder.nodes[-1] if builder.nodes else None
@@ -463,6 +463,10 @@ def _pad(b: OnnxBuilder, op: Operator, mode: str) -> str:
     return b.node("Pad", [b.tensor(op.inputs[0]), pads], _out_type_of_input(b, op), mode=mode)
 
 
+def _constant_pad(b: OnnxBuilder, op: Operator) -> str:
+    return _pad(b, op, "constant")
+
+
 def _mirror_pad(b: OnnxBuilder, op: Operator) -> str:
     if op.options.Mode() != tflite.MirrorPadMode.REFLECT:
         raise Unsupported("MIRROR_PAD SYMMETRIC has no ONNX equivalent")
@@ -672,7 +676,7 @@ _TRANSLATORS: Final[dict[str, Callable[[OnnxBuilder, Operator], str]]] = {
     "SUM": _reduce("ReduceSum"),
     "REDUCE_MAX": _reduce("ReduceMax"),
     "REDUCE_PROD": _reduce("ReduceProd"),
-    "PAD": lambda b, op: _pad(b, op, "constant"),
+    "PAD": _constant_pad,
     "MIRROR_PAD": _mirror_pad,
     "FULLY_CONNECTED": _fully_connected,
     "BATCH_MATMUL": _batch_matmul,

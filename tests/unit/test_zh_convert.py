@@ -106,6 +106,18 @@ def test_damaged_output_is_converted_again(assets: ZhttsAssets, tmp_path: Path) 
     assert file_sha256(second.mb_melgan).startswith(second.mb_melgan.name.split(".")[1])
 
 
+def test_models_of_an_earlier_conversion_are_removed(assets: ZhttsAssets, tmp_path: Path) -> None:
+    stale = tmp_path / "fastspeech2.0123456789ab.onnx"
+    stale.write_bytes(b"an earlier converter's output")
+    unrelated = tmp_path / "notes.onnx"
+    unrelated.write_bytes(b"not ours")
+    converted = convert(assets, tmp_path)
+    assert not stale.exists() and unrelated.exists()
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == sorted(
+        [converted.fastspeech2.name, converted.mb_melgan.name, unrelated.name]
+    )
+
+
 def test_corrupt_tflite_names_the_file(assets: ZhttsAssets, tmp_path: Path) -> None:
     broken = tmp_path / "mb_melgan.tflite"
     data = assets.mb_melgan.read_bytes()
