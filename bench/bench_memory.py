@@ -20,6 +20,9 @@ tests/audio_sinks.py as the sound device, which plays faster than real time), th
   (`speak`, one `message` job per line, all queued, waited for until done; with two voices the lines
   alternate between them), i.e. the highest RSS of the process's life; ``after_rss_mib``: VmRSS
   then;
+- ``speak_cpu_s``: the daemon's CPU seconds (all threads) from the idle reading to the end, i.e.
+  what speaking the text cost (a memory setting that saves RSS by returning memory to the
+  kernel at once may cost CPU in page faults: this shows it);
 - ``children_rss_mib``: the RSS of the daemon's child processes at the end (the espeak-ng
   phonemizer that Piper voices run in its own process), which is memory the board pays too.
 
@@ -82,6 +85,7 @@ METRICS: Final = (
     "peak_rss_mib",
     "after_rss_mib",
     "children_rss_mib",
+    "speak_cpu_s",
 )
 
 
@@ -93,6 +97,12 @@ def read_status_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
             out[key] = int(value.split()[0])
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_rss_kib(pid: int) -> int:
@@ -218,7 +228,9 @@ def run_once(
             time.sleep(IDLE_SETTLE_S)
             idle = read_status_kib(proc.pid)
             idle_maps = smaps_by_mapping(proc.pid) if smaps else []
+            cpu_before = cpu_seconds(proc.pid)
             speak_all(sock, lines, VOICES_SPOKEN[name])
+            speak_cpu_s = cpu_seconds(proc.pid) - cpu_before
             end = read_status_kib(proc.pid)
             end_maps = smaps_by_mapping(proc.pid) if smaps else []
             children = children_rss_kib(proc.pid)
@@ -237,6 +249,7 @@ def run_once(
         "peak_rss_mib": end["VmHWM"] / 1024,
         "after_rss_mib": end["VmRSS"] / 1024,
         "children_rss_mib": children / 1024,
+        "speak_cpu_s": speak_cpu_s,
         "idle_anon_mib": idle["RssAnon"] / 1024,
         "idle_file_mib": idle["RssFile"] / 1024,
         "idle_threads": idle["Threads"],

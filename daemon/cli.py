@@ -149,7 +149,7 @@ def _synth_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from utterd.daemon.memory import limit_arenas
+    from utterd.daemon.memory import fix_mmap_threshold, limit_arenas
     from utterd.daemon.sdnotify import Notifier
     from utterd.daemon.service import Daemon
 
@@ -158,6 +158,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Found once: SIGHUP re-reads this same file, with the same command-line overrides.
     path = _config_path(args)
     settings = _settings(args, path)
+    if settings.memory.mmap_threshold_bytes is not None:
+        fix_mmap_threshold(settings.memory.mmap_threshold_bytes)
     logging.basicConfig(
         level=settings.log_level,
         stream=sys.stderr,
@@ -556,7 +558,10 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, quantize_arguments: bool = True) -> argparse.ArgumentParser:
+    """The command line. `quantize_arguments` False leaves `quantize`'s own arguments out
+    (it is still listed): they import the quantizer (40-100 ms), which `serve` and the client
+    commands never use; `main` asks for them only when the command line names quantize."""
     parser = argparse.ArgumentParser(
         prog="utterd",
         description="Offline voice daemon: `utterd serve` runs it; the other commands talk to it.",
@@ -650,12 +655,13 @@ def build_parser() -> argparse.ArgumentParser:
     voices = sub.add_parser("voices", help="list the voices")
     voices.add_argument("--json", action="store_true", help="as JSON")
 
-    from utterd.quantize.cli import add_arguments as add_quantize_arguments
-
     quantize = sub.add_parser(
         "quantize", help="make and gate INT8 variants of a Piper voice on this machine"
     )
-    add_quantize_arguments(quantize)
+    if quantize_arguments:
+        from utterd.quantize.cli import add_arguments as add_quantize_arguments
+
+        add_quantize_arguments(quantize)
 
     cache = sub.add_parser("cache", help="the phrase cache")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
@@ -742,7 +748,8 @@ def _run_client_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure is one line on standard error and a non-zero status."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(quantize_arguments="quantize" in words).parse_args(argv)
     try:
         if args.command == "serve":
             return cmd_serve(args)

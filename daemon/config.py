@@ -151,6 +151,7 @@ _CHECKS: Final[Mapping[str, _Check]] = types.MappingProxyType(
         "text.date_order": _OneOf(DATE_ORDERS),
         "text.emoji": _OneOf(EMOJI_POLICIES),
         "wyoming.max_clients": _Range(1, 1024),
+        "memory.mmap_threshold_bytes": _Range(4096, 32 * 1024 * 1024, note="glibc's limits"),
         "log_level": _OneOf(LOG_LEVELS),
         "profile": _OneOf(PROFILES),
     }

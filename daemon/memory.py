@@ -6,8 +6,11 @@ speech and synthesis workers, player supervisor, ONNX Runtime pools) that loads 
 voice instances and decodes windows of many sizes sees its RSS drift up for hours: the soak
 benchmark measured +11 % in ten minutes after warm-up, and a pre-warm instance's memory
 staying resident after it was closed. Two arenas are enough for two or four cores' worth of
-contention; `malloc_trim` hands freed pages back after big releases. Both are no-ops where the
-C library is not glibc (musl has neither call).
+contention; `malloc_trim` hands freed pages back after big releases (and after start-up, whose
+model loading frees what it parsed). On request (config `memory.mmap_threshold_bytes`), large blocks
+get their own mappings, so a synthesis's big arrays go back to the kernel when freed instead of
+staying in the heap (less RSS, more page faults).
+All are no-ops where the C library is not glibc (musl has none of these calls).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ _LOGGER = logging.getLogger(__name__)
 
 _M_ARENA_MAX: Final = -8
 """mallopt parameter number of M_ARENA_MAX in glibc's malloc.h."""
+
+_M_MMAP_THRESHOLD: Final = -3
+"""mallopt parameter number of M_MMAP_THRESHOLD in glibc's malloc.h."""
+
 
 DEFAULT_ARENAS: Final = 2
 
@@ -47,6 +54,19 @@ def limit_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
         return False
     applied = bool(libc.mallopt(ctypes.c_int(_M_ARENA_MAX), ctypes.c_int(arenas)))
     _LOGGER.debug("event=malloc-arenas max=%d applied=%s", arenas, applied)
+    return applied
+
+
+def fix_mmap_threshold(size_bytes: int) -> bool:
+    """Fix glibc's mmap threshold at `size_bytes` (config `memory.mmap_threshold_bytes`): blocks
+    from that size up are mapped on their own and go back to the kernel when freed, where
+    glibc's own threshold rises after each large free (up to 32 MiB) and keeps them in the heap.
+    Call at start, before the worker threads. True if applied."""
+    libc = _libc()
+    if libc is None:
+        return False
+    applied = bool(libc.mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(size_bytes)))
+    _LOGGER.debug("event=malloc-mmap-threshold size_bytes=%d applied=%s", size_bytes, applied)
     return applied
 
 

@@ -35,10 +35,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from utterd.daemon import memory
 from utterd.daemon.audio.player import Player, PlayerEvent
-from utterd.daemon.bridges.wyoming import DaemonSynthesizer, WyomingBridge
 from utterd.daemon.cache.phrase_source import PhraseSource
 from utterd.daemon.cache.prewarm import PrewarmSpec, load_prewarm_list
 from utterd.daemon.cache.store import PhraseCache
@@ -60,6 +60,9 @@ from utterd.models.text.frontend import FrontEndOptions
 from utterd.models.text.normalize_en import DateOrder, EmojiPolicy, EnglishOptions
 from utterd.models.voice import EngineSettings, SynthesisParams
 from utterd.models.voice_store import VoiceStore, default_families
+
+if TYPE_CHECKING:
+    from utterd.daemon.bridges.wyoming import WyomingBridge
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -376,6 +379,8 @@ class Daemon:
                 )
             except UtterdError as exc:  # the daemon still serves the other voices
                 _LOGGER.error("event=voice-load-failed voice=%s error=%r", voice_id, exc.message)
+        # Loading parsed and optimized graphs and freed the scratch: give those pages back.
+        memory.trim()
         scheduler.start()
         if cfg.greeting:
             scheduler.submit(
@@ -438,6 +443,10 @@ class Daemon:
         """The Wyoming server on the daemon's own parts, when `wyoming.uri` is set."""
         if self.settings.wyoming.uri is None:
             return None
+        # Imported only here: the bridge's asyncio and wyoming cost every start 1 MiB and
+        # 60 ms (bench_memory.py), and most daemons serve no Wyoming.
+        from utterd.daemon.bridges.wyoming import DaemonSynthesizer, WyomingBridge
+
         synth = DaemonSynthesizer(
             store, source, ssml, lambda: server.settings, server.submit_synthesis
         )

@@ -341,6 +341,18 @@ class WyomingSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    """How the daemon's heap hands memory back to the system (daemon/memory.py)."""
+
+    mmap_threshold_bytes: int | None = None
+    """Heap blocks from this size up get a mapping of their own, returned to the system as soon
+    as they are freed; None keeps the C library's sliding threshold (glibc: up to 32 MiB after
+    big frees, so a synthesis's large arrays stay resident between requests). 1048576 on a
+    512 MB board: the default voice's peak RSS while speaking fell 15 MiB, for about a quarter
+    more CPU per sentence in page faults (docs/benchmarks.md, "Memory and ready time")."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the daemon reads from config.yaml."""
 
@@ -351,6 +363,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     text: TextSettings = field(default_factory=TextSettings)
     wyoming: WyomingSettings = field(default_factory=WyomingSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
 
     profile: str = "default"
     """`default`, or `eco` for battery- or thermally-limited boards: one inference thread where

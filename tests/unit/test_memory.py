@@ -61,9 +61,61 @@ def test_trim_gives_freed_heap_pages_back() -> None:
     assert freed_kib - after_kib > 32 * 1024, (freed_kib, after_kib)
 
 
+_LARGE_BLOCKS_CHILD = textwrap.dedent(
+    """
+    import ctypes, ctypes.util, sys
+    from utterd.daemon import memory
+
+    def rss_kib():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+    if sys.argv[1] == "fixed":
+        assert memory.fix_mmap_threshold(1 << 20)
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    first = libc.malloc(8 << 20)  # freed: glibc's own threshold rises to 8 MiB
+    ctypes.memset(first, 1, 8 << 20)
+    libc.free(first)
+    blocks = []
+    for _ in range(24):  # 48 MiB in 2 MiB blocks, as a long sentence's arrays
+        p = libc.malloc(2 << 20)
+        ctypes.memset(p, 1, 2 << 20)
+        blocks.append(p)
+        keep = libc.malloc(1000)  # small blocks between them pin the heap
+    before = rss_kib()
+    for p in blocks:
+        libc.free(p)
+    print(before - rss_kib())
+    """
+)
+
+
+@glibc
+@pytest.mark.parametrize("mode", ["fixed", "glibc"])
+def test_a_fixed_mmap_threshold_returns_large_blocks_when_freed(mode: str) -> None:
+    """With the threshold fixed at 1 MiB, 2 MiB blocks have their own mappings and go back to
+    the kernel when freed; with glibc's sliding threshold they stay in the heap."""
+    out = subprocess.run(
+        [sys.executable, "-c", _LARGE_BLOCKS_CHILD, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    returned_kib = int(out)
+    if mode == "fixed":
+        assert returned_kib > 40 * 1024, returned_kib
+    else:
+        assert returned_kib < 8 * 1024, returned_kib
+
+
 def test_calls_are_harmless_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory, "_libc", lambda: None)
     assert memory.limit_arenas() is False
+    assert memory.fix_mmap_threshold(1 << 20) is False
     assert memory.trim() is False
 
 
