@@ -26,11 +26,13 @@ Two checks, on `VALIDATION_PINYIN` (4 sentences, 20-38 phonemes, 113-221 frames)
    ~1e-3 relative), after which an occasional int8 rounding step flips; measured: durations equal
    on every phoneme, mel mean |diff| 0.001-0.024, log-mel distance 0.38-1.22 dB, vocoder SNR on
    the same mel 63-144 dB (ties in MB-MelGAN's one QUANTIZE rounding the other way). Limits:
-   durations equal, mel mean <= 0.05, log-mel <= 1.5 dB, vocoder SNR >= 50 dB. Deliberate small
-   translation errors all break them: ROUND as Floor (9-21 durations differ), EXP of 1.01 x
-   (1-7 durations), MIRROR_PAD as edge padding (vocoder SNR 20-45 dB), LeakyReLU slope x 1.5
-   (log-mel 12 dB, SNR -10 dB). (The hybrid emulation is an ONNX Runtime check only: on
-   OpenVINO the same rounding steps flip elsewhere.)
+   no duration off by more than 1 frame and at most 12% of them off at all, mel mean <= 0.06,
+   log-mel <= 1.5 dB, vocoder SNR >= 50 dB. The duration allowance is for other CPUs: a rounding
+   step flipped early can carry a duration across .5, as OpenVINO's run of the same emulated
+   model shows (4 of 35 phonemes by 1 frame, mel 0.050). Deliberate small translation errors
+   all break the limits: ROUND as Floor (31-55% of durations differ), EXP of 1.01 x (up to 18%,
+   mel up to 0.091), MIRROR_PAD as edge padding (vocoder SNR 20-45 dB), LeakyReLU slope x 1.5
+   (log-mel 12 dB, SNR -10 dB).
 2. The shipped fp32 model is as close to TFLite as TFLite is to itself (`SHIPPED`): the same
    TFLite graph run on TFLite's default XNNPACK kernels instead of its builtin ones differs from
    the builtin run by 1 frame on 1-4 phonemes per sentence, mel mean |diff| 0.06-0.125 and log-mel
@@ -167,7 +169,7 @@ class Limits:
     XNNPACK-vs-builtin spread (0 = not compared)."""
 
 
-EXACT: Final = Limits(0, 0.0, 0.05, 1.5, 50.0, 0.0)
+EXACT: Final = Limits(1, 0.12, 0.06, 1.5, 50.0, 0.0)
 """Converted with emulate_hybrid, against TFLite's builtin kernels."""
 SHIPPED: Final = Limits(1, 0.10, 0.15, 2.5, 50.0, 1.25)
 """The fp32 model utterd ships, against TFLite's builtin kernels."""
