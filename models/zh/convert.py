@@ -68,7 +68,10 @@ Converter design: tflite_graph reads the flatbuffer with the `tflite` package's 
 (pure Python, no TensorFlow), tflite_onnx translates op by op with onnx.helper (ai.onnx opset
 17), convert.py names inputs and outputs, checks the model and writes it. tflite2onnx 0.4.1 was
 tried first and stops at the first operator of each graph (EXPAND_DIMS, NOT_EQUAL unsupported),
-before it would meet the hybrid weights, the Flex ops or the dynamic lengths.
+before it would meet the hybrid weights, the Flex ops or the dynamic lengths. Converting takes
+about a second (FastSpeech2 0.86 s, MB-MelGAN 0.14 s on a shared 2-vCPU EPYC, plus hashing); the
+FP32 FastSpeech2 is 64 MB (its int8 weights dequantized; utterd's quantizer makes the INT8
+variant), MB-MelGAN 7.5 MB. Both run on ONNX Runtime and on OpenVINO (see tflite_onnx._rsqrt).
 """
 
 from __future__ import annotations
