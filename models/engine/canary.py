@@ -411,8 +411,9 @@ def fallback_engines(engine: EngineSettings) -> list[EngineSettings]:
 def _open_portable(
     model: Path | bytes, engine: EngineSettings, label: str, options: SessionOptions
 ) -> Session:
-    """ONNX Runtime as `ort_session.open_onnxruntime` opens it, without KleidiAI's kernels and
-    without its optimized-graph cache (a fallback path: the optimizer runs at each load)."""
+    """ONNX Runtime as `ort_session.open_onnxruntime` opens it, without KleidiAI's kernels, and
+    without its optimized-graph cache and shared arena (a fallback path: the optimizer runs at
+    each load, and the session keeps an arena of its own unless `memory_arena` is off)."""
     import onnxruntime as ort
 
     ort_options = ort.SessionOptions()
@@ -423,6 +424,7 @@ def _open_portable(
     ort_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     ort_options.add_session_config_entry("mlas.disable_kleidiai", "1")
     ort_options.enable_mem_reuse = options.memory_reuse
+    ort_options.enable_cpu_mem_arena = options.memory_arena
     source = str(model) if isinstance(model, Path) else model
     try:
         inner = ort.InferenceSession(source, ort_options, providers=["CPUExecutionProvider"])
