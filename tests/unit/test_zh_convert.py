@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,9 +47,7 @@ def converted(assets: ZhttsAssets, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
-def check_models(
-    assets: ZhttsAssets, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Path]]:
+def check_models(assets: ZhttsAssets, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """FastSpeech2 with the dropout at its expectation, plain fp32 and with hybrid rounding."""
     folder = tmp_path_factory.mktemp("zh-check")
     paths = {}
@@ -58,7 +55,7 @@ def check_models(
         model = convert_fastspeech2(assets.fastspeech2, DROPOUT_EXPECTATION, emulate_hybrid=emulate)
         paths[name] = folder / f"{name}.onnx"
         paths[name].write_bytes(model.SerializeToString(deterministic=True))
-    yield paths
+    return paths
 
 
 def test_manifest_records_source_and_output_hashes(
