@@ -16,8 +16,10 @@ through the backend layer like every other family:
 - OpenVINO: each model compiled with f32 inference precision (never the plugin's bf16 default:
   see engine/openvino_session.py) and its compiled form cached, behind the per-request fallback
   to ONNX Runtime. FastSpeech2 is first run once on a short sentence at load: if OpenVINO cannot
-  run it (2026.4 fails on the converted length regulator's `Range` with dynamic lengths) it is
-  opened on ONNX Runtime instead, and `runtime_info` says so and why.
+  run it (before the converter wrote RSQRT as Pow, 2026.4 failed on it) it is opened on ONNX
+  Runtime instead, and `runtime_info` says so and why. It runs FP32 only, and slower than ONNX
+  Runtime here: every clause is a new input length, for which the CPU plugin prepares kernels
+  (docs/benchmarks.md, "Chinese voice").
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from utterd.models.engine.backend import (
 from utterd.models.errors import SynthesisError, UtterdError, VoiceLoadError
 from utterd.models.model_store import ModelStore, best_variant, verify_files, verify_source
 from utterd.models.voice import (
+    PROSODY_FIELDS,
     EngineSettings,
     VoiceFamily,
     VoiceInfo,
@@ -124,6 +127,8 @@ class ZhFamily(VoiceFamily):
                 source=PACKAGE,
                 model_files=(assets.fastspeech2, assets.mb_melgan, assets.mapper),
                 front_end_version=front_end_version(),
+                licence="MIT code; Baker corpus: non-commercial use only",
+                prosody=PROSODY_FIELDS,
             )
         ]
 
