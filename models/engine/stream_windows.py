@@ -30,6 +30,12 @@ GROWTH_MARGIN: Final = 2.0
 least half the lead is left for what follows (the next sentence's encoder, its first window),
 and a prediction off by 2x, or a machine slowed 2x by other jobs, still leaves no gap."""
 
+GROWTH_STEP: Final = 4
+"""A window computes at most this many times the frames of the window before it, so that its
+cost is predicted from a window of nearby size: on a loaded machine a large window on two
+threads cost up to 2.7x per frame what a small one did (a thread descheduled holds up the
+other), and growing from 19 frames straight to 384 left gaps."""
+
 
 def _check(first_window_frames: int, window_frames: int) -> None:
     if first_window_frames < 1 or window_frames < first_window_frames:
@@ -61,6 +67,7 @@ class StreamPace:
         self._first_piece_at: float | None = None
         self._audio_s = 0.0
         self._frame_cost_s: float | None = None
+        self._last_computed_frames = 0
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -77,6 +84,7 @@ class StreamPace:
         """A window computed `computed_frames` frames (its context included) in `seconds`."""
         if computed_frames > 0:
             self._frame_cost_s = seconds / computed_frames
+            self._last_computed_frames = computed_frames
 
     def lead_s(self) -> float:
         """Seconds of audio handed out beyond what has played since the first piece (0 before)."""
@@ -86,14 +94,14 @@ class StreamPace:
 
     def affordable_frames(self) -> int:
         """Frames (context included) that fit in 1/GROWTH_MARGIN of the lead at the last
-        window's cost per frame; 0 before a first piece or a first measured window."""
+        window's cost per frame, and at most GROWTH_STEP times its frames; 0 before a first
+        piece or a first measured window."""
         cost = self._frame_cost_s
         lead = self.lead_s()
         if cost is None or lead <= 0.0:
             return 0
-        if cost <= 0.0:
-            return 1 << 30
-        return int(lead / GROWTH_MARGIN / cost)
+        step = GROWTH_STEP * self._last_computed_frames
+        return step if cost <= 0.0 else min(step, int(lead / GROWTH_MARGIN / cost))
 
 
 class GrowingWindows:

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 from utterd.models import Cancelled, CancelToken, EngineSettings, Session
 from utterd.models.engine.backend import open_session
-from utterd.models.engine.stream_windows import StreamPace
+from utterd.models.engine.stream_windows import GROWTH_STEP, StreamPace
 from utterd.models.hibari.stream import (
     HOP,
     LARGEST_WINDOW_FRAMES,
@@ -102,8 +102,9 @@ def test_windows_grown_by_the_lead_equal_the_whole_sentence(long_frames: HibariF
     )
     assert np.array_equal(joined(pieces), one_shot(long_frames, 5))
     sizes = [p.end_frame - p.start_frame for p in pieces]
-    assert sizes[0] == 4 and long_frames.frames > 4 + LARGEST_WINDOW_FRAMES
-    assert sizes[1] == LARGEST_WINDOW_FRAMES
+    assert long_frames.frames > 4 + 16 + 64 + LARGEST_WINDOW_FRAMES
+    # GROWTH_STEP times the window before (nothing is recomputed: no context), up to the largest
+    assert sizes[:4] == [4, 4 * GROWTH_STEP, 4 * GROWTH_STEP**2, LARGEST_WINDOW_FRAMES]
     assert pace.lead_s() == pytest.approx(long_frames.frames * HOP / 24000)
 
 

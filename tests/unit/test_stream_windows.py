@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from utterd.models.engine.stream_windows import (
     GROWTH_MARGIN,
+    GROWTH_STEP,
     GrowingWindows,
     StreamPace,
     window_plan,
@@ -44,13 +45,15 @@ def test_lead_is_audio_handed_out_less_the_time_since_the_first_piece() -> None:
 def test_affordable_frames_need_a_lead_and_a_measured_cost() -> None:
     clock = FakeClock()
     pace = StreamPace(clock)
-    pace.ran(10, 0.010)
+    pace.ran(100, 0.100)
     assert pace.affordable_frames() == 0  # no piece handed out: no lead yet
     pace.handed_out(0.4)
     # 0.4 s of lead, 1 ms a frame: 0.4 / GROWTH_MARGIN / 0.001 frames
     assert pace.affordable_frames() == int(0.4 / GROWTH_MARGIN / 0.001)
     pace.ran(100, 0.200)  # the last window's cost counts: 2 ms a frame
     assert pace.affordable_frames() == int(0.4 / GROWTH_MARGIN / 0.002)
+    pace.ran(10, 0.001)  # cheap, but small: at most GROWTH_STEP times its frames
+    assert pace.affordable_frames() == GROWTH_STEP * 10
     clock.now_s += 0.5  # playback overtook synthesis
     assert pace.affordable_frames() == 0
 
@@ -71,21 +74,33 @@ def test_windows_grow_to_what_the_lead_affords_less_context() -> None:
     pace.handed_out(0.1)
     # 0.1 s / 2 / 1 ms = 50 frames, of which 22 are context: 28 > the planned 16
     assert next(windows) == (8, 36)
-    pace.ran(50, 0.050)
+    pace.ran(60, 0.060)
     pace.handed_out(0.4)
     clock.now_s += 0.05
-    # lead 0.45 s: 225 frames, less 22
+    # lead 0.45 s: 225 frames (GROWTH_STEP allows 240), less 22
     assert next(windows) == (36, 239)
     pace.ran(225, 0.225)
     pace.handed_out(3.0)
     assert next(windows) == (239, 623)  # capped at the largest window
+    pace.ran(406, 0.406)
     clock.now_s += 10.0  # far behind: back to the plan's doubling (64 by now)
     assert next(windows) == (623, 687)
 
 
+def test_a_window_grows_at_most_growth_step_times_the_one_before() -> None:
+    pace = StreamPace(FakeClock())  # the clock stands still: the lead only grows
+    pace.handed_out(100.0)
+    windows = GrowingWindows(2000, 8, 64, 384, pace=pace, context_frames=22)
+    sizes = []
+    for start, end in windows:
+        sizes.append(end - start)
+        pace.ran(end - start + 22, 0.0)
+    assert sizes[:4] == [8, GROWTH_STEP * 30 - 22, 384, 384]
+
+
 def test_windows_before_grow_from_keep_the_plan() -> None:
     pace = StreamPace(FakeClock())
-    pace.ran(1, 1e-6)
+    pace.ran(1000, 1e-6)
     pace.handed_out(10.0)
     windows = list(GrowingWindows(200, 4, 32, 128, pace=pace, grow_from=12))
     assert windows[:2] == [(0, 4), (4, 12)]
@@ -94,7 +109,7 @@ def test_windows_before_grow_from_keep_the_plan() -> None:
 
 def test_a_sliver_rides_with_the_grown_window_before_it() -> None:
     pace = StreamPace(FakeClock())
-    pace.ran(1, 1e-6)
+    pace.ran(1000, 1e-6)
     pace.handed_out(10.0)
     assert list(GrowingWindows(131, 8, 64, 128, pace=pace)) == [(0, 131)]
 

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pytest
 from utterd.models import Cancelled, CancelToken, EngineSettings, Session, VoiceLoadError
 from utterd.models.engine.backend import open_session
-from utterd.models.engine.stream_windows import StreamPace
+from utterd.models.engine.stream_windows import GROWTH_STEP, StreamPace
 from utterd.models.errors import InvalidParameter
 from utterd.models.piper.vits_stream import (
     StreamingVitsRunner,
@@ -242,7 +242,14 @@ def test_windows_grow_with_the_lead_and_still_match_one_shot(
     pieces = list(grown.stream(ids, DETERMINISTIC, CancelToken(), pace=pace, frame_s=hop_s))
     sizes = [p.end_frame - p.start_frame for p in pieces]
     assert sizes[0] == grown.settings.first_window_frames  # first audio as before
-    assert all(size == 96 for size in sizes[1:-1]) and sizes[-1] <= 96 + 4
+    # Each window computes at most GROWTH_STEP times the generator frames of the one before
+    # (its context included, cut at the sentence's ends), up to 96.
+    context, frames = grown.context_frames, pieces[-1].end_frame
+    for before, piece in itertools.pairwise(pieces[:-1]):
+        computed = min(frames, before.end_frame + context) - max(0, before.start_frame - context)
+        size = piece.end_frame - piece.start_frame
+        assert size == min(96, GROWTH_STEP * computed - 2 * context)
+    assert 96 in sizes and sizes[-1] <= 96 + 4
     assert len(pieces) < len(planned)
     assert pace.lead_s() == pytest.approx(sum(sizes) * hop_s)
     audio = np.concatenate([p.samples for p in pieces])
