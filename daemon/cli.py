@@ -398,6 +398,8 @@ def _voice_summary(voice: dict[str, Any], is_default: bool) -> str:
         notes.append(f"FAILED: {voice['load_error']}")
     else:
         notes.append("not loaded yet")
+    if voice.get("licence"):
+        notes.append(f"licence: {voice['licence']}")
     return f"{voice.get('id')} ({'; '.join(notes)})"
 
 

@@ -19,10 +19,13 @@ speech thread, the player's events thread, the fault poller) publishes it throug
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
+import signal
+import socket
 import struct
 import threading
 import time
@@ -210,6 +213,40 @@ def wav_header(data_bytes: int, sample_rate_hz: int) -> bytes:
     )
 
 
+@contextlib.contextmanager
+def _signal_wakeup() -> Iterator[int | None]:
+    """A file descriptor that becomes readable when a signal arrives, for the socket loop to poll.
+
+    Python runs signal handlers in the main thread only, the socket loop, between bytecodes; the
+    kernel may hand a process's signal to any of its threads, and a loop asleep in a poll without
+    a timeout would then never run the handler (SIGTERM ignored). CPython's C-level handler
+    writes to `signal.set_wakeup_fd`'s descriptor from whichever thread took the signal, which
+    wakes the poll. None off the main thread (embedded: no signal handlers of ours).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        yield reader.fileno()
+    finally:
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
+
+
+def _drain_fd(fd: int | None) -> None:
+    """Read what the signal wake-up wrote, so that the next poll sleeps again."""
+    if fd is None:
+        return
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while os.read(fd, 512):
+            pass
+
+
 class Server:
     """Owns the ZeroMQ sockets; runs in the thread that calls `run()`."""
 
@@ -338,18 +375,23 @@ class Server:
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
         self.state = "started"
-        while not self._stop.is_set():
-            self.heartbeat.beat()
-            self._flush_backlog()
-            timeout_ms = _BACKLOG_POLL_MS if self._backlog else -1
-            self.heartbeat.beat(wait_s=timeout_ms / 1000 if timeout_ms >= 0 else math.inf)
-            ready = poller.poll(timeout_ms)
-            self.heartbeat.beat()
-            for sock, _ in ready:
-                if sock is self._router:
-                    self._drain_router()
-                else:
-                    self._drain_outbox()
+        with _signal_wakeup() as signal_fd:
+            if signal_fd is not None:
+                poller.register(signal_fd, zmq.POLLIN)
+            while not self._stop.is_set():
+                self.heartbeat.beat()
+                self._flush_backlog()
+                timeout_ms = _BACKLOG_POLL_MS if self._backlog else -1
+                self.heartbeat.beat(wait_s=timeout_ms / 1000 if timeout_ms >= 0 else math.inf)
+                ready = poller.poll(timeout_ms)
+                self.heartbeat.beat()
+                for sock, _ in ready:
+                    if sock is self._router:
+                        self._drain_router()
+                    elif sock is self._pull:
+                        self._drain_outbox()
+                    else:
+                        _drain_fd(signal_fd)  # the signal's Python handler has run by now
         self.state = "stopping"
 
     def close(self) -> None:

@@ -43,7 +43,12 @@ from utterd.daemon.cache.phrase_source import PhraseSource
 from utterd.daemon.cache.prewarm import PrewarmSpec, load_prewarm_list
 from utterd.daemon.cache.store import PhraseCache
 from utterd.daemon.config import ConfigError, find_config_file
-from utterd.daemon.faults import DEVICE_UNAVAILABLE, VOICE_FILE_MISSING, FaultRegistry
+from utterd.daemon.faults import (
+    DEVICE_UNAVAILABLE,
+    NUMERICS_MISMATCH,
+    VOICE_FILE_MISSING,
+    FaultRegistry,
+)
 from utterd.daemon.profile import fault_poll_interval_s, status_period_s
 from utterd.daemon.protocol.events import ConfigRejectedEvent, ConfigReloadedEvent, DeviceEvent
 from utterd.daemon.publisher import EventPublisher
@@ -308,6 +313,8 @@ class Daemon:
             [p.expanduser() for p in cfg.voices.folders],
             EngineSettings(backend=cfg.voices.backend, threads=cfg.voices.threads),
             backends=cfg.voices.backends,
+            idle_unload_s=cfg.voices.idle_unload_s,
+            keep_loaded=(cfg.voices.default,),
         )
         self._store = store
         default = store.info(cfg.voices.default)  # unknown default voice: fail at start, clearly
@@ -365,6 +372,7 @@ class Daemon:
         player.start()
         self.faults.watch(DEVICE_UNAVAILABLE, self._device_faults)
         self.faults.watch(VOICE_FILE_MISSING, self._voice_faults)
+        self.faults.watch(NUMERICS_MISMATCH, store.numerics_faults)
         self.faults.start(self._publisher.emit)
         for voice_id in (cfg.voices.default, *cfg.voices.preload):
             if self._stop_requested.is_set():

@@ -156,7 +156,9 @@ class CacheKeyParts:
             sorted(
                 (f.name, repr(getattr(params, f.name)))
                 for f in dataclasses.fields(params)
-                if f.name not in _NAMED_PARAM_FIELDS
+                # At its default a field is left out: a parameter added with a default that
+                # keeps the old audio (pitch, energy at 1.0) keeps every old key valid.
+                if f.name not in _NAMED_PARAM_FIELDS and getattr(params, f.name) != f.default
             )
         )
         return cls(

