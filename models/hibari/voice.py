@@ -35,6 +35,7 @@ import hibari.voices
 import numpy as np
 import numpy.typing as npt
 from utterd.models.engine.backend import Session, SessionOptions, open_session
+from utterd.models.engine.stream_windows import StreamPace
 from utterd.models.errors import SynthesisError, VoiceLoadError
 from utterd.models.hibari.g2p_tables import packed_g2p
 from utterd.models.hibari.ipa import misaki_sentences
@@ -277,6 +278,7 @@ class HibariVoice(Voice):
                 DEFAULT_FIRST_WINDOW_FRAMES * HOP, tsm_speed, SAMPLE_RATE_HZ
             )
             first = -(-first_samples // HOP)
+            pace = StreamPace()  # one clock of playback for the request: later pieces keep the lead
             for piece in pieces:
                 windows = stream_ids(
                     acoustic,
@@ -288,6 +290,8 @@ class HibariVoice(Voice):
                     window_frames=max(first, DEFAULT_WINDOW_FRAMES),
                     exact_noise=params.deterministic,
                     decoder_windows=not params.deterministic,
+                    pace=pace,
+                    frame_s=HOP / SAMPLE_RATE_HZ / tsm_speed,
                 )
                 scaled = time_scaled(
                     ((w.samples, w.last) for w in windows), tsm_speed, SAMPLE_RATE_HZ
