@@ -105,9 +105,6 @@ class Acoustic:
     mel: str
     """The mel after the post-net, [1, frames, 80]: what the vocoder takes."""
 
-    durations: str | None = None
-    """Frames per input id, [1, ids]; None when not needed."""
-
 
 def acoustic_mel(
     session: Session,

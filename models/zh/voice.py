@@ -66,7 +66,7 @@ from utterd.models.zh.stream import (
 
 _LOGGER = logging.getLogger(__name__)
 
-ACOUSTIC_OUTPUTS: Final = Acoustic(mel="mel_after", durations="durations")
+ACOUSTIC_OUTPUTS: Final = Acoustic(mel="mel_after")
 """The converted FastSpeech2's output names (`convert.py`)."""
 
 NATIVE_MAX_RATE: Final = 2.0
@@ -175,20 +175,6 @@ class ZhVoice(Voice):
         params = params.validated()
         self.info.speaker_id(params.speaker)  # one speaker: refuses anything but None/0
         yield from self._synthesize(self._pieces(text, cancel), params, cancel, low_latency)
-
-    def stream_ids(
-        self,
-        ids: Iterable[list[int]],
-        params: SynthesisParams,
-        cancel: CancelToken,
-        *,
-        low_latency: bool = True,
-    ) -> Iterator[AudioChunk]:
-        """Say sentences given as Baker symbol ids (`sil … sil eos`, as `g2p_zh` makes them),
-        one sentence per list: for tests and benchmarks that bypass the text front end."""
-        params = params.validated()
-        pieces = (_Piece(n, list(s), True) for n, s in enumerate(ids) if len(s) >= _MIN_IDS)
-        yield from self._synthesize(pieces, params, cancel, low_latency)
 
     def clause_ids(self, text: str) -> list[list[int]]:
         """The symbol ids of each FastSpeech2 call `stream` would make for `text` (quantizer
