@@ -114,6 +114,8 @@ def test_discovers_the_wheels_voice(info: VoiceInfo) -> None:
     assert info.model_files == (ASSETS.fastspeech2, ASSETS.mb_melgan, ASSETS.mapper)
     assert G2P_VERSION in info.front_end_version
     assert "pypinyin" in info.front_end_version
+    assert "non-commercial" in info.licence
+    assert info.prosody == frozenset({"pitch", "energy"})
 
 
 def test_nothing_without_the_wheel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
