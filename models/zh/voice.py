@@ -88,6 +88,15 @@ SENTENCE_ENDS: Final = "。！？!?；;…"
 """Marks after which a new sentence (a new FastSpeech2 call) starts."""
 _SENTENCE: Final = re.compile(rf"[^{SENTENCE_ENDS}]+[{SENTENCE_ENDS}]*|[{SENTENCE_ENDS}]+")
 
+NORMALIZE_CHARS: Final = 400
+"""Raw text normalized at once: cut after a sentence end (else a space, else anywhere), so the
+first audio waits for its own sentences only, whatever the text's length."""
+
+
+def _is_sentence_end(item: object) -> bool:
+    return isinstance(item, str) and len(item) == 1 and item in SENTENCE_ENDS
+
+
 _CLAUSE_MARKS: Final = "，,、：:"
 _CLAUSE: Final = re.compile(rf"[^{_CLAUSE_MARKS}]+[{_CLAUSE_MARKS}]*|[{_CLAUSE_MARKS}]+")
 _MIN_IDS: Final = 4
@@ -243,31 +252,42 @@ class ZhVoice(Voice):
     def _pieces(self, text: str, cancel: CancelToken) -> Iterator[_Piece]:
         """The text's pieces in order: Baker ids per clause (`clauses`).
 
-        The guard hands over bounded pieces of the text, each normalized and cut into sentences
-        here; every step is linear in the piece (pypinyin is fed bounded windows by g2p_zh).
+        The text is normalized in bounded chunks cut after sentence ends (`NORMALIZE_CHARS`),
+        *before* the guard: the guard counts a space-free Chinese run as one word and cuts its
+        digits apart (`上午10:00` → `10: 00`, which no longer reads as a time), while after
+        `normalize_zh` the numbers are Han words. The guard then hands over bounded pieces, cut
+        into sentences and clauses here; every step is linear in its input (pypinyin is fed
+        bounded windows by g2p_zh).
         """
         from utterd.models.text.g2p_zh import g2p_zh
         from utterd.models.text.normalize_zh import normalize_zh
 
         index = 0
-        for text_piece in guard.pieces(text, self.info.language, cancel):
+        chunks = list(budget.split(text, NORMALIZE_CHARS, _is_sentence_end, budget.is_space))
+        for chunk_number, chunk in enumerate(chunks):
+            cancel.raise_if_cancelled()
+            # A chunk cut inside a sentence (none ended in its second half) goes on in the next.
+            chunk_ends = chunk_number == len(chunks) - 1 or _is_sentence_end(chunk.rstrip()[-1:])
             with self._frontend_lock:
-                sentences = _SENTENCE.findall(normalize_zh(text_piece.text))
-            for number, sentence in enumerate(sentences):
-                cancel.raise_if_cancelled()
-                found: list[list[int]] = []
-                for part in clauses(sentence):
-                    with self._frontend_lock:
-                        ids = g2p_zh(part, self._symbols)
-                    if len(ids) >= _MIN_IDS:
-                        found.append(ids)
-                # A guard piece cut inside a sentence: its last sentence goes on in the next one.
-                ends = text_piece.sentence_end or number < len(sentences) - 1
-                for k, ids in enumerate(found):
+                normalized = normalize_zh(chunk)
+            for text_piece in guard.pieces(normalized, self.info.language, cancel):
+                sentences = _SENTENCE.findall(text_piece.text)
+                for number, sentence in enumerate(sentences):
                     cancel.raise_if_cancelled()
-                    yield _Piece(index, ids, sentence_end=ends and k == len(found) - 1)
-                if found and ends:
-                    index += 1
+                    found: list[list[int]] = []
+                    for part in clauses(sentence):
+                        with self._frontend_lock:
+                            ids = g2p_zh(part, self._symbols)
+                        if len(ids) >= _MIN_IDS:
+                            found.append(ids)
+                    # A piece cut inside a sentence: its last sentence goes on in the next one.
+                    last = number == len(sentences) - 1
+                    ends = not last or (text_piece.sentence_end and chunk_ends)
+                    for k, ids in enumerate(found):
+                        cancel.raise_if_cancelled()
+                        yield _Piece(index, ids, sentence_end=ends and k == len(found) - 1)
+                    if found and ends:
+                        index += 1
 
     def warm_up(self) -> None:
         """A short Chinese sentence through the front end (pypinyin's dictionaries load on the

@@ -23,7 +23,8 @@ from utterd.models.model_store import (
     SpeedFigures,
     Variant,
 )
-from utterd.models.text.g2p_zh import G2P_VERSION
+from utterd.models.text.g2p_zh import G2P_VERSION, g2p_zh
+from utterd.models.text.normalize_zh import normalize_zh
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -392,3 +393,21 @@ def test_a_manifest_from_another_conversion_runs_fp32(info: VoiceInfo, tmp_path:
         assert voice.runtime_info()["precision"] == "fp32"
     finally:
         voice.close()
+
+
+def test_numbers_are_normalized_before_the_guard(voice: ZhVoice) -> None:
+    # The guard alone would cut 10:00 in this space-free run to `10: 00`, no longer a time.
+    text = "会议安排在2027年1月15日上午10:00。"
+    symbols = json.loads((voice_converted_mapper(voice)).read_text())["symbol_to_id"]
+    assert voice.clause_ids(text) == [g2p_zh(normalize_zh(text), symbols)]
+    assert "十点" in normalize_zh(text)
+
+
+def test_a_long_text_keeps_its_sentences(voice: ZhVoice) -> None:
+    sentence = "请稍等，您的订单已经发货了。"
+    pieces = voice.clause_ids(sentence * 60)  # 840 characters: several normalization chunks
+    assert pieces == voice.clause_ids(sentence) * 60
+
+
+def voice_converted_mapper(voice: ZhVoice) -> Path:
+    return Path(voice.runtime_info()["vocoder_file"]).parent / "baker_mapper.json"
