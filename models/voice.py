@@ -371,6 +371,11 @@ class EngineSettings:
     threads: int = 0
     """Intra-op threads; 0 means one per physical core."""
 
+    variants: bool = True
+    """Run the fastest quantized variant that passed its gates (`utterd quantize`) when the
+    model store has one; False: the voice's own FP32 model (the numerics check's fallback when a
+    variant fails its canary, engine/canary.py)."""
+
 
 def distribution_version(name: str) -> str:
     """The installed version of distribution `name` (`piper-tts`); empty when it is absent."""
