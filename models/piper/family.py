@@ -807,7 +807,7 @@ class PiperFamily(VoiceFamily):
             raise VoiceLoadError(f"cannot read voice config {config_path}: {err}") from err
         settings = PiperSettings.from_config(config, config_path)
 
-        choice = variant or self.choose_variant(info, engine.backend)
+        choice = variant or self.choose_variant(info, engine.backend, variants=engine.variants)
         _LOGGER.info(
             "voice_variant id=%s variant=%s backend=%s precision=%s file=%s reason=%s",
             info.voice_id,
@@ -882,8 +882,11 @@ class PiperFamily(VoiceFamily):
             )
             return None
 
-    def choose_variant(self, info: VoiceInfo, backend: str) -> VariantChoice:
-        """The variant to run for `backend` (`auto`, `onnxruntime`, `openvino`).
+    def choose_variant(
+        self, info: VoiceInfo, backend: str, *, variants: bool = True
+    ) -> VariantChoice:
+        """The variant to run for `backend` (`auto`, `onnxruntime`, `openvino`); without
+        `variants` (`EngineSettings.variants` off) the voice's own FP32 model.
 
         Reads and checks the voice's manifest (VoiceLoadError naming the manifest or the file
         when it is malformed, made from another model, or a variant file is damaged).
@@ -905,6 +908,8 @@ class PiperFamily(VoiceFamily):
             fallback_path=source,
             reason="",
         )
+        if not variants:
+            return _replace_reason(fp32, "FP32 asked for (EngineSettings.variants off)")
         if manifest is None:
             _LOGGER.info(
                 "voice_fp32 id=%s reason=no quantized variants in %s; "
