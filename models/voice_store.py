@@ -6,8 +6,8 @@ the discovered voices, never to build paths; and an id that looks like a path (s
 
 At load a voice's first run is its canary (`engine/canary.py`): compared with the reference
 recorded on a trusted machine, and on a mismatch the voice is loaded again on another execution
-path (`fallback_engines`), or refused. The families know nothing of this: they are asked to
-load with other `EngineSettings`.
+path (`fallback_engines`: its FP32 model too, when a quantized variant failed), or refused. The
+families know nothing of this: they are asked to load with other `EngineSettings`.
 
 With `idle_unload_s`, a voice other than those kept loaded (the default) is unloaded after that
 long without use, so that a second voice does not stay resident on a small board. `get` hands
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from utterd.models.engine.canary import (
-    CANARY_TEXT,
     Canary,
     NumericsMismatch,
+    WarmsUpAfterCanary,
     canary_audio,
+    canary_text,
     compare,
     fallback_engines,
 )
@@ -321,9 +322,13 @@ class VoiceStore:
         try:
             voice, checked_s = self._load_checked(slot)
             warmed = time.perf_counter()
-            if not checked_s or type(voice).warm_up is not Voice.warm_up:
-                # The default warm-up is the canary's own run: only a family's own warm-up is
-                # left to do once the canary ran.
+            # The default warm-up is the canary's own run: once the canary ran, only what a
+            # family's own warm-up does beyond it is left.
+            if not checked_s:
+                voice.warm_up()
+            elif isinstance(voice, WarmsUpAfterCanary):
+                voice.warm_up_after_canary()
+            elif type(voice).warm_up is not Voice.warm_up:
                 voice.warm_up()
         except Exception as err:
             error = (
@@ -368,35 +373,46 @@ class VoiceStore:
         if reference is None:
             slot.canary = {"checked": False, "reason": why}
             return slot.family.load(info, slot.engine or configured), 0.0
-        engines = [configured, *fallback_engines(configured)]
-        if slot.engine is not None and slot.engine in engines:  # what passed last time first
-            engines.remove(slot.engine)
-            engines.insert(0, slot.engine)
+        # What passed last time first. The fallbacks are known once the configured engine failed:
+        # an FP32 step only if it ran a quantized variant of a voice whose reference is FP32
+        # (the reference is recorded from the voice's own model, so it has one).
+        engines = [configured] if slot.engine in (None, configured) else [slot.engine, configured]
+        tried: list[EngineSettings] = []
         failures: list[str] = []
         checked_s = 0.0
-        for engine in engines:
+        while engines:
+            engine = engines.pop(0)
+            if engine in tried:
+                continue
+            tried.append(engine)
             try:
                 voice = slot.family.load(info, engine)
             except VoiceLoadError as err:
                 if engine == configured:
                     raise
-                failures.append(f"{engine.backend}: cannot load: {err.message}")
+                asked = engine.backend if engine.variants else f"{engine.backend} (fp32)"
+                failures.append(f"{asked}: cannot load: {err.message}")
                 continue
             try:
                 started = time.perf_counter()
-                precision = voice.runtime_info().get("precision")
-                result = compare(
-                    reference, canary_audio(voice), str(precision) if precision else None
-                )
+                runtime = voice.runtime_info()
+                precision = str(runtime["precision"]) if runtime.get("precision") else None
+                result = compare(reference, canary_audio(voice), precision)
                 checked_s += time.perf_counter() - started
             except Exception:
                 voice.close()
                 raise
-            ran = str(voice.runtime_info().get("backend", engine.backend))
+            backend = str(runtime.get("backend", engine.backend))
+            ran = f"{backend} ({precision})" if precision else backend
             if result.passed:
                 earlier = (slot.canary or {}).get("fallback")
                 slot.engine = engine
-                slot.canary = {"checked": True, **result.as_dict(), "backend": ran}
+                slot.canary = {
+                    "checked": True,
+                    **result.as_dict(),
+                    "backend": backend,
+                    "precision": precision,
+                }
                 if failures:
                     slot.canary["fallback"] = {"from": configured.backend, "failures": failures}
                     slot.numerics_fault = (
@@ -429,6 +445,9 @@ class VoiceStore:
                 return voice, checked_s
             voice.close()
             failures.append(f"{ran}: {result.reason}")
+            if engine == configured:
+                fp32 = precision not in (None, "fp32") and reference.precision == "fp32"
+                engines.extend(fallback_engines(configured, fp32=fp32))
             _LOGGER.error(
                 "event=canary-failed voice=%s backend=%s distance_db=%.2f duration_s=%.3f "
                 "reference_s=%.3f reason=%r",
@@ -445,7 +464,7 @@ class VoiceStore:
         )
         raise NumericsMismatch(
             f"voice {info.voice_id!r} computes wrong on this machine: its canary "
-            f"({CANARY_TEXT!r}) differs from the reference on every execution path tried: "
+            f"({canary_text(info.language)!r}) differs from the reference on every execution path tried: "
             + "; ".join(failures)
         )
 
@@ -453,7 +472,8 @@ class VoiceStore:
         """A second, private instance of the voice with other engine settings, warmed up.
 
         The voice's own backend (`backends`) replaces the one in `engine`: an instance runs on
-        the backend its voice is configured for, or the one its canary passed on.
+        the backend (and variant or FP32 model) its voice is configured for, or the one its
+        canary passed on.
 
         For background work that must not compete with live requests for the shared sessions'
         threads (pre-warming renders on one thread at the lowest priority). Not cached, not
@@ -461,8 +481,8 @@ class VoiceStore:
         """
         slot = self._slot(voice_id)
         started = time.perf_counter()
-        backend = (slot.engine or self.engine_for(voice_id)).backend
-        engine = dataclasses.replace(engine, backend=backend)
+        chosen = slot.engine or self.engine_for(voice_id)
+        engine = dataclasses.replace(engine, backend=chosen.backend, variants=chosen.variants)
         voice = slot.family.load(slot.info, engine)
         try:
             voice.warm_up()

@@ -17,14 +17,18 @@ hence a check at load on every machine, not a rule for one CPU.
 
 How the check works:
 
-- **The canary.** `CANARY_TEXT`, the sentence every voice's warm-up says, synthesized
-  deterministically (`SynthesisParams(deterministic=True)`: noise off or seeded), so the same
-  model on correct kernels gives the same audio up to float rounding.
+- **The canary.** A short sentence in the voice's language (`canary_text`: "Ready." as
+  `Voice.warm_up` says it, 你好。 for Chinese, whose front end finds nothing to say in "Ready."),
+  synthesized deterministically (`SynthesisParams(deterministic=True)`: noise off or seeded), so
+  the same model on correct kernels gives the same audio up to float rounding. It is the
+  voice's warm-up run: a voice with the default warm-up needs nothing more, one whose family
+  warms up further says what is left once the canary ran (`WarmsUpAfterCanary`), so the check
+  adds no model run to the load.
 - **The reference** (`CanaryReference`): the canary's audible length in samples and its log-mel
   spectrogram (40 bands, 25 ms windows every 10 ms, in dB, floored 80 dB below the loudest
-  value), recorded on x86-64 with ONNX Runtime FP32 kernels (`python -m
-  utterd.models.engine.canary record`) and shipped in `canary_references.json` beside this
-  module, per voice id. A reference applies only to the model it was recorded from: same front
+  value), recorded on x86-64 with ONNX Runtime FP32 kernels from the voice's own model, never
+  a quantized variant (`python -m utterd.models.engine.canary record`), and shipped in
+  `canary_references.json` beside this module, per voice id. A reference applies only to the model it was recorded from: same front
   end version (a new G2P changes the audio as much as a new model) and the same model file size
   (a new model release). A corrupted file keeps its size, so it is checked, and fails. No
   reference is ever recorded at a first load or by `utterd quantize` on the machine itself:
@@ -37,12 +41,16 @@ How the check works:
 - **On failure** the voice store (`voice_store.py`) logs the figures, reports a numerics fault,
   closes the voice and loads it again on the next of `fallback_engines`: ONNX Runtime without
   KleidiAI (`ONNXRUNTIME_PORTABLE`, on arm64 only: elsewhere KleidiAI is never used), then the
-  other backend. When none passes, the voice refuses to load with the figures in the error.
+  voice's FP32 model on the configured backend when what failed was a quantized variant
+  (`EngineSettings.variants` off; int8 kernels are where the wrong sums were seen, and FP32 is
+  what the reference was recorded from), then the other backend. When none passes, the voice
+  refuses to load with the figures in the error.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -51,7 +59,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -71,13 +80,15 @@ from utterd.models.errors import VoiceLoadError
 from utterd.models.voice import CancelToken, EngineSettings, SynthesisParams, Voice, VoiceInfo
 
 __all__ = [
-    "CANARY_TEXT",
+    "CANARY_TEXTS",
     "ONNXRUNTIME_PORTABLE",
     "Canary",
     "CanaryReference",
     "CanaryResult",
     "NumericsMismatch",
+    "WarmsUpAfterCanary",
     "canary_audio",
+    "canary_text",
     "compare",
     "fallback_engines",
     "log_mel",
@@ -85,9 +96,14 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
-CANARY_TEXT: Final = "Ready."
+DEFAULT_CANARY_TEXT: Final = "Ready."
 """The sentence of `Voice.warm_up`: the canary is the warm-up's own first run, so that the check
 adds no model run a voice with the default warm-up would not make anyway."""
+
+CANARY_TEXTS: Final = MappingProxyType({"en": DEFAULT_CANARY_TEXT, "zh": "你好。"})
+"""Canary per language (BCP 47 primary subtag); any other language says `DEFAULT_CANARY_TEXT`,
+as its default warm-up does. Chinese: 你好 (ni3 hao3, said ni2 hao3: the tone-sandhi rule runs),
+the zh voice's warm-up sentence before the canary, so its load costs what it did."""
 
 REFERENCES_FILE: Final = Path(__file__).with_name("canary_references.json")
 """The references shipped with utterd, recorded on x86-64 (see the module docstring)."""
@@ -328,13 +344,28 @@ def compare(
     return CanaryResult(not problems, duration_s, ref_s, distance, limit, "; ".join(problems))
 
 
+def canary_text(language: str) -> str:
+    """The canary sentence for a voice of `language` (`zh-CN`, `en-US`): `CANARY_TEXTS`."""
+    primary = language.replace("_", "-").split("-", 1)[0].lower()
+    return CANARY_TEXTS.get(primary, DEFAULT_CANARY_TEXT)
+
+
 def canary_audio(voice: Voice) -> npt.NDArray[np.float32]:
-    """The voice's deterministic synthesis of `CANARY_TEXT`, as one array."""
-    chunks = [
-        chunk.samples
-        for chunk in voice.stream(CANARY_TEXT, SynthesisParams(deterministic=True), CancelToken())
-    ]
+    """The voice's deterministic synthesis of its `canary_text`, as one array."""
+    text = canary_text(voice.info.language)
+    params = SynthesisParams(deterministic=True)
+    chunks = [chunk.samples for chunk in voice.stream(text, params, CancelToken())]
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+@runtime_checkable
+class WarmsUpAfterCanary(Protocol):
+    """A voice whose warm-up starts with the canary's own run (`canary_audio`) and goes on:
+    once the voice store has run the canary it calls only `warm_up_after_canary`, so checking
+    the voice costs its load nothing beyond the comparison."""
+
+    def warm_up_after_canary(self) -> None:
+        """What `warm_up` does beyond saying the canary."""
 
 
 class NumericsMismatch(VoiceLoadError):
@@ -390,11 +421,13 @@ class Canary:
 _PORTABLE_LOCK = threading.Lock()
 
 
-def fallback_engines(engine: EngineSettings) -> list[EngineSettings]:
+def fallback_engines(engine: EngineSettings, *, fp32: bool = False) -> list[EngineSettings]:
     """Engines to try, in order, when `engine` fails the canary: other execution paths first.
 
-    ONNX Runtime without KleidiAI (arm64 only; registered as a backend on first use), then the
-    other backend. A family that cannot run one of them refuses it at load, and the next is tried.
+    ONNX Runtime without KleidiAI (arm64 only; registered as a backend on first use), then, with
+    `fp32` (what failed ran a quantized variant and the voice has an FP32 model), `engine` on
+    the voice's FP32 model (`variants` off), then the other backend. A family that cannot run
+    one of them refuses it at load, and the next is tried.
     """
     ort_like = engine.backend in (AUTO, ONNXRUNTIME)
     engines = []
@@ -402,9 +435,10 @@ def fallback_engines(engine: EngineSettings) -> list[EngineSettings]:
         with _PORTABLE_LOCK:
             if ONNXRUNTIME_PORTABLE not in available_backends():
                 register_backend(ONNXRUNTIME_PORTABLE, _open_portable)
-        engines.append(EngineSettings(backend=ONNXRUNTIME_PORTABLE, threads=engine.threads))
-    other = OPENVINO if ort_like else ONNXRUNTIME
-    engines.append(EngineSettings(backend=other, threads=engine.threads))
+        engines.append(dataclasses.replace(engine, backend=ONNXRUNTIME_PORTABLE))
+    if fp32 and engine.variants:
+        engines.append(dataclasses.replace(engine, variants=False))
+    engines.append(dataclasses.replace(engine, backend=OPENVINO if ort_like else ONNXRUNTIME))
     return engines
 
 
@@ -485,7 +519,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folder", action="append", default=[], type=Path)
     parser.add_argument("--references", type=Path, default=REFERENCES_FILE)
     args = parser.parse_args(argv)
-    engine = EngineSettings(backend=args.backend, threads=args.threads)
+    # A reference is of the voice's own model: never of a quantized variant in the store.
+    engine = EngineSettings(
+        backend=args.backend, threads=args.threads, variants=args.action != "record"
+    )
     families = default_families()
     infos = {info.voice_id: (info, f) for f in families for info in f.discover(args.folder)}
     canary = Canary.load(args.references)

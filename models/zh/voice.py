@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
+from utterd.models.engine.canary import CANARY_TEXTS
 from utterd.models.engine.session import Session
 from utterd.models.errors import VoiceLoadError
 from utterd.models.text import budget, guard
@@ -102,7 +103,9 @@ _CLAUSE: Final = re.compile(rf"[^{_CLAUSE_MARKS}]+[{_CLAUSE_MARKS}]*|[{_CLAUSE_M
 _MIN_IDS: Final = 4
 """`sil`, at least one symbol, `sil`, `eos`: fewer says nothing."""
 
-WARM_UP_TEXT: Final = "你好。"
+WARM_UP_TEXT: Final = CANARY_TEXTS["zh"]
+"""The Chinese canary (engine/canary.py): the voice store's canary at load is the warm-up's
+first run, so checking the voice adds no model run to its load."""
 
 
 def clauses(sentence: str) -> list[str]:
@@ -291,12 +294,16 @@ class ZhVoice(Voice):
 
     def warm_up(self) -> None:
         """A short Chinese sentence through the front end (pypinyin's dictionaries load on the
-        first Chinese text) and both models, windowed and whole."""
-        for low_latency in (True, False):
-            for _ in self.stream(
-                WARM_UP_TEXT, SynthesisParams(), CancelToken(), low_latency=low_latency
-            ):
-                pass
+        first Chinese text) and both models: windowed, as the canary says it, then whole."""
+        for _ in self.stream(WARM_UP_TEXT, SynthesisParams(deterministic=True), CancelToken()):
+            pass
+        self.warm_up_after_canary()
+
+    def warm_up_after_canary(self) -> None:
+        """The warm-up's rest once the voice store's canary said the sentence windowed
+        (`canary.WarmsUpAfterCanary`): the same sentence whole, the throughput path's call."""
+        for _ in self.stream(WARM_UP_TEXT, SynthesisParams(), CancelToken(), low_latency=False):
+            pass
 
     def close(self) -> None:
         for session in (self._acoustic, self._vocoder):
