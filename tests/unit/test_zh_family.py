@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -411,3 +412,11 @@ def test_a_long_text_keeps_its_sentences(voice: ZhVoice) -> None:
 
 def voice_converted_mapper(voice: ZhVoice) -> Path:
     return Path(voice.runtime_info()["vocoder_file"]).parent / "baker_mapper.json"
+
+
+def test_two_threads_at_once_get_the_same_audio(voice: ZhVoice) -> None:
+    alone = [say(voice, text)[0] for text in (TEXT, TWO_SENTENCES)]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda text: say(voice, text)[0], (TEXT, TWO_SENTENCES)))
+    for one, other in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(one, other)
