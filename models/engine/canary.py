@@ -518,12 +518,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--folder", action="append", default=[], type=Path)
     parser.add_argument("--references", type=Path, default=REFERENCES_FILE)
+    parser.add_argument(
+        "--model-store", type=Path, help="where variants are looked up (check); default: utterd's"
+    )
     args = parser.parse_args(argv)
     # A reference is of the voice's own model: never of a quantized variant in the store.
     engine = EngineSettings(
         backend=args.backend, threads=args.threads, variants=args.action != "record"
     )
-    families = default_families()
+    families = default_families(args.model_store)
     infos = {info.voice_id: (info, f) for f in families for info in f.discover(args.folder)}
     canary = Canary.load(args.references)
     recorded = []
