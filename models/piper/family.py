@@ -609,8 +609,10 @@ class PiperVitsVoice(Voice):
 
         index = 0  # the sentence (a sentence over the phoneme budget takes several calls)
         previous_ended = False
-        # The request's playback clock: windows grow once the audio handed out is ahead.
-        pace = StreamPace() if low_latency else None
+        # The request's playback clock: windows grow once the audio handed out is ahead. Not
+        # for a deterministic request: its windows, and so its last bits, must not depend on
+        # the machine's speed.
+        pace = StreamPace() if low_latency and not params.deterministic else None
         for call, (ids, ends) in enumerate(sentences):
             index += previous_ended
             previous_ended = ends
