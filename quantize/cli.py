@@ -1,6 +1,7 @@
 """`utterd quantize VOICE`: the command's logic, for the daemon's CLI to dispatch to.
 
     utterd quantize en_US-joe-medium [--calibration-sentences N] [--wer] [--backends ...]
+    utterd quantize zh_CN-baker-fastspeech2 [--threads N] [--speed-rounds N]
 
 Prints a progress bar while it works, then a table of the variants with their quality and
 speed figures, which one each backend setting will use, and why any variant was refused.
@@ -18,6 +19,7 @@ from typing import Final
 from utterd.models.errors import UtterdError
 from utterd.models.model_store import ModelStore, default_model_store_dir
 from utterd.models.piper.family import PiperFamily
+from utterd.models.zh.family import VOICE_ID as ZH_VOICE_ID
 from utterd.quantize.logs import setup_logging
 from utterd.quantize.pipeline import BACKENDS, QuantizeOptions, QuantizeReport, quantize_voice
 from utterd.quantize.progress import BarProgress
@@ -136,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the command for parsed arguments; prints the report. Returns the exit code."""
     folders = [Path(f).expanduser() for f in (args.voices_folder or DEFAULT_VOICE_FOLDERS)]
     store = ModelStore(args.model_store) if args.model_store is not None else ModelStore()
+    if args.voice == ZH_VOICE_ID:
+        return _run_zh(args, store)
     family = PiperFamily(model_store=store)
     voices = {info.voice_id: info for info in family.discover(folders)}
     info = voices.get(args.voice)
@@ -153,6 +157,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"utterd quantize: {err.message}", file=sys.stderr)
         return EXIT_ERROR
     print(format_report(report))
+    return EXIT_OK
+
+
+def _run_zh(args: argparse.Namespace, store: ModelStore) -> int:
+    """The Chinese voice: FastSpeech2's INT8 variant through the same quantizer and gates
+    (`utterd.quantize.zh`; its own calibration and validation texts, so the text options of
+    the Piper path do not apply)."""
+    from utterd.quantize.zh import quantize_zh
+
+    try:
+        report = quantize_zh(store, threads=args.threads, speed_rounds=args.speed_rounds)
+    except (ValueError, OSError) as err:
+        print(f"utterd quantize: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except UtterdError as err:
+        print(f"utterd quantize: {err.message}", file=sys.stderr)
+        return EXIT_ERROR
+    for variant in report.manifest.variants:
+        outcome = "passed" if variant.passed else "refused: " + "; ".join(variant.reasons)
+        print(f"{variant.name}: {outcome}")
+    print(f"manifest: {report.manifest_path} ({report.seconds:.1f} s)")
     return EXIT_OK
 
 
