@@ -1,6 +1,7 @@
 """Time to first audio with streaming below the sentence, against whole-sentence synthesis.
 
     python bench/bench_streaming.py [--threads 2] [--repeats 3] [--quick] [--out FILE]
+    python bench/bench_streaming.py --api [--text bench/text/heldout_en.txt] [--label before]
 
 Everything runs in one process, on the same sessions, alternating the engines line by line (the
 order reversed on odd repeats) so that the noise of a shared machine falls on all of them alike.
