@@ -33,6 +33,7 @@ from utterd.models.engine.canary import (
     NumericsMismatch,
     WarmsUpAfterCanary,
     canary_audio,
+    canary_cap,
     canary_text,
     compare,
     fallback_engines,
@@ -397,7 +398,7 @@ class VoiceStore:
                 started = time.perf_counter()
                 runtime = voice.runtime_info()
                 precision = str(runtime["precision"]) if runtime.get("precision") else None
-                result = compare(reference, canary_audio(voice), precision)
+                result = compare(reference, canary_audio(voice, canary_cap(reference)), precision)
                 checked_s += time.perf_counter() - started
             except Exception:
                 voice.close()

@@ -88,6 +88,7 @@ __all__ = [
     "NumericsMismatch",
     "WarmsUpAfterCanary",
     "canary_audio",
+    "canary_cap",
     "canary_text",
     "compare",
     "fallback_engines",
@@ -350,12 +351,26 @@ def canary_text(language: str) -> str:
     return CANARY_TEXTS.get(primary, DEFAULT_CANARY_TEXT)
 
 
-def canary_audio(voice: Voice) -> npt.NDArray[np.float32]:
-    """The voice's deterministic synthesis of its `canary_text`, as one array."""
+def canary_audio(voice: Voice, max_samples: int | None = None) -> npt.NDArray[np.float32]:
+    """The voice's deterministic synthesis of its `canary_text`, as one array; with
+    `max_samples`, cut short once it holds that many (`canary_cap`)."""
     text = canary_text(voice.info.language)
-    params = SynthesisParams(deterministic=True)
-    chunks = [chunk.samples for chunk in voice.stream(text, params, CancelToken())]
+    chunks: list[npt.NDArray[np.float32]] = []
+    total = 0
+    for chunk in voice.stream(text, SynthesisParams(deterministic=True), CancelToken()):
+        chunks.append(chunk.samples)
+        total += len(chunk.samples)
+        if max_samples is not None and total >= max_samples:
+            break  # the rest of the stream is dropped unsaid
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+def canary_cap(reference: CanaryReference) -> int:
+    """Samples after which a canary cannot pass any more: twice the reference's audible length
+    and a second for silence at the ends. Wrong kernels can make it far longer (joe's INT8 with
+    damaged weights said "Ready." in 8.6 s, costing the load 0.7-1.2 s), and its length alone
+    then fails it."""
+    return 2 * reference.audible_samples + reference.sample_rate_hz
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from utterd.models.engine.canary import (
     CanaryReference,
     NumericsMismatch,
     canary_audio,
+    canary_cap,
     canary_text,
     compare,
     fallback_engines,
@@ -39,7 +40,7 @@ from utterd.models.engine.canary import (
 )
 from utterd.models.hibari.family import HibariFamily
 from utterd.models.model_store import FileRecord, Manifest, ModelStore, SpeedFigures, Variant
-from utterd.models.voice import CancelToken, SynthesisParams
+from utterd.models.voice import AudioChunk, CancelToken, SynthesisParams
 
 HEART_ID = "hibari-heart"
 JOE_ID = "en_US-joe-medium"
@@ -513,3 +514,31 @@ def test_a_failing_zh_int8_variant_falls_back_to_fp32(tmp_path: Path) -> None:
     [failure] = result["fallback"]["failures"]
     assert failure.startswith("onnxruntime (int8): ")
     assert "running on onnxruntime (fp32)" in voices.numerics_faults()[f"voice:{ZH_ID}"]
+
+
+class _EndlessVoice(Voice):
+    """Says anything as 1,000 chunks of a loud tone, counting the chunks it made."""
+
+    def __init__(self, info: VoiceInfo) -> None:
+        self.info = info
+        self.chunks = 0
+
+    def stream(
+        self, text: str, params: SynthesisParams, cancel: CancelToken, *, low_latency: bool = True
+    ) -> Iterator[AudioChunk]:
+        tone = np.sin(np.arange(1000, dtype=np.float32)).astype(np.float32) * 0.5
+        for _ in range(1000):
+            self.chunks += 1
+            yield AudioChunk(tone, self.info.sample_rate_hz)
+
+
+def test_a_canary_far_too_long_is_cut_short_and_fails(
+    canary: Canary, heart_info: VoiceInfo
+) -> None:
+    reference, _ = canary.reference_for(heart_info)
+    assert reference is not None
+    voice = _EndlessVoice(heart_info)
+    cap = canary_cap(reference)
+    audio = canary_audio(voice, cap)
+    assert cap <= len(audio) < cap + 1000 and voice.chunks == -(-cap // 1000)
+    assert "duration" in compare(reference, audio).reason
