@@ -2,7 +2,7 @@
 
     python bench/bench_eco.py [--before REV] [--after worktree|REV] [--extra LABEL=DIR]
                               [--profiles default,eco] [--idle-s 30] [--settle-s 5]
-                              [--voice hibari-heart] [--lines N] [--out FILE]
+                              [--voice hibari-heart] [--lines N] [--config JSON] [--out FILE]
 
 One run starts a private PulseAudio server with a null sink paced in real time (a sound card;
 tests/audio_sinks.py) and, for each code version (`--before`, a git revision exported to a
@@ -256,7 +256,7 @@ def run_one(
         "cache": {"dir": str(tmp / "cache")},
         "log_level": "INFO",
     }
-    for key, value in profile_config(profile, has_key).items():
+    for key, value in [*profile_config(profile, has_key).items(), *args.config.items()]:
         if isinstance(value, dict):
             config.setdefault(key, {}).update(value)
         else:
@@ -322,6 +322,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--settle-s", type=float, default=5.0)
     p.add_argument("--voice", default="hibari-heart")
     p.add_argument("--lines", type=int, default=None, help="first N lines of the held-out text")
+    p.add_argument(
+        "--config",
+        type=json.loads,
+        default={},
+        help='config entries for every daemon, as JSON: \'{"audio": {"block_frames": 1024}}\'',
+    )
     p.add_argument("--no-systemd", action="store_true", help="no $NOTIFY_SOCKET, no watchdog")
     p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
