@@ -54,16 +54,16 @@ class StreamSettings:
     window_frames: int = DEFAULT_WINDOW_FRAMES
     """Windows double from the first one up to this size, whatever the lead."""
 
-    largest_window_frames: int | None = DEFAULT_LARGEST_WINDOW_FRAMES
-    """Largest window once playback has a lead (`decode`'s `pace`); None or a size below
-    `window_frames` means `window_frames`."""
-
     context_frames: int | None = None
     """Generator context each side of a window; None means its receptive field (exact)."""
 
     flow_context_frames: int | None = DEFAULT_FLOW_CONTEXT_FRAMES
     """Extra flow context each side (flow in the decoder only), at most its receptive field;
     None means the whole receptive field (exact; 2 · 16 more flow frames per window for joe)."""
+
+    largest_window_frames: int | None = DEFAULT_LARGEST_WINDOW_FRAMES
+    """Largest window once playback has a lead (`decode`'s `pace`); None or a size below
+    `window_frames` means `window_frames`."""
 
     def validated(self) -> StreamSettings:
         """Return self, or raise InvalidParameter naming the field that is out of range."""
