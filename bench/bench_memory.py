@@ -109,7 +109,10 @@ def children_rss_kib(pid: int) -> int:
     """Summed VmRSS of the direct children of `pid`."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # the thread ended meanwhile
+            continue
         for child in children:
             try:
                 total += read_status_kib(int(child)).get("VmRSS", 0)
