@@ -3,9 +3,10 @@
 Shared by the Piper VITS decoder (`piper/vits_stream.py`) and hibari's signal stage
 (`hibari/stream.py`). The first window is small so the first piece leaves early; later windows
 double up to `window_frames` (`window_plan`), so every window is computed well within the
-playing time of those before it. Each window costs a fixed part (a model call, the context
-recomputed at each seam: 11 generator and 16 flow frames a side for joe), which windows of 64
-frames paid so often that streaming cost 1.4-1.5x the CPU of whole sentences.
+playing time of those before it. Each seam costs the context recomputed on both sides of it
+(joe: 11 generator frames a side, at the same CPU per frame as any other; hibari: a model call
+and numpy's per-call overhead), and windows of 64 frames had so many seams that streaming cost
+1.4-1.5x the CPU of whole sentences (docs/benchmarks.md, "Windows that grow with the lead").
 
 So windows grow past that once synthesis is ahead of playback (`GrowingWindows`): a request's
 `StreamPace` knows the audio handed out since its first piece against the wall clock (the
@@ -28,7 +29,8 @@ from utterd.models.errors import InvalidParameter
 GROWTH_MARGIN: Final = 2.0
 """A grown window's predicted compute time is at most the lead divided by this: after it, at
 least half the lead is left for what follows (the next sentence's encoder, its first window),
-and a prediction off by 2x, or a machine slowed 2x by other jobs, still leaves no gap."""
+and a prediction off by up to 2x (other jobs slowing the machine) is absorbed. 1.5 saved 3 % of
+joe's streamed CPU on the tuning text and had more gaps under load (docs/benchmarks.md)."""
 
 GROWTH_STEP: Final = 4
 """A window computes at most this many times the frames of the window before it, so that its
