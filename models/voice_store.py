@@ -465,8 +465,8 @@ class VoiceStore:
         )
         raise NumericsMismatch(
             f"voice {info.voice_id!r} computes wrong on this machine: its canary "
-            f"({canary_text(info.language)!r}) differs from the reference on every execution path tried: "
-            + "; ".join(failures)
+            f"({canary_text(info.language)!r}) differs from the reference on every execution "
+            "path tried: " + "; ".join(failures)
         )
 
     def open_instance(self, voice_id: str, engine: EngineSettings) -> Voice:
