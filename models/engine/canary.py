@@ -18,9 +18,10 @@ hence a check at load on every machine, not a rule for one CPU.
 How the check works:
 
 - **The canary.** A short sentence in the voice's language (`canary_text`: "Ready." as
-  `Voice.warm_up` says it, 你好。 for Chinese, whose front end finds nothing to say in "Ready."),
-  synthesized deterministically (`SynthesisParams(deterministic=True)`: noise off or seeded), so
-  the same model on correct kernels gives the same audio up to float rounding. It is the
+  `Voice.warm_up` says it, 你好。 for Chinese: the zh voice says nothing for "Ready.", its
+  front end skips the Latin letters), synthesized deterministically
+  (`SynthesisParams(deterministic=True)`: noise off or seeded), so the same model on correct
+  kernels gives the same audio up to float rounding. It is the
   voice's warm-up run: a voice with the default warm-up needs nothing more, one whose family
   warms up further says what is left once the canary ran (`WarmsUpAfterCanary`), so the check
   adds no model run to the load.
@@ -28,10 +29,11 @@ How the check works:
   spectrogram (40 bands, 25 ms windows every 10 ms, in dB, floored 80 dB below the loudest
   value), recorded on x86-64 with ONNX Runtime FP32 kernels from the voice's own model, never
   a quantized variant (`python -m utterd.models.engine.canary record`), and shipped in
-  `canary_references.json` beside this module, per voice id. A reference applies only to the model it was recorded from: same front
-  end version (a new G2P changes the audio as much as a new model) and the same model file size
-  (a new model release). A corrupted file keeps its size, so it is checked, and fails. No
-  reference is ever recorded at a first load or by `utterd quantize` on the machine itself:
+  `canary_references.json` beside this module, per voice id. A reference applies only to the
+  model it was recorded from: same front end version (a new G2P changes the audio as much as a
+  new model; for the zh voice it names the converter's version too, so re-record it when that
+  changes) and the same model file size (a new model release). A corrupted file keeps its
+  size, so it is checked, and fails. No reference is ever recorded at a first load or by `utterd quantize` on the machine itself:
   under qemu `max` every step, installation included, runs on the wrong kernels, so a reference
   made there would vouch for wrong audio. A voice without a reference is loaded unchecked, and
   `describe` says so (`canary: {"checked": false, "reason": ...}`).
