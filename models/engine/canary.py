@@ -33,9 +33,9 @@ How the check works:
   model it was recorded from: same front end version (a new G2P changes the audio as much as a
   new model; for the zh voice it names the converter's version too, so re-record it when that
   changes) and the same model file size (a new model release). A corrupted file keeps its
-  size, so it is checked, and fails. No reference is ever recorded at a first load or by `utterd quantize` on the machine itself:
-  under qemu `max` every step, installation included, runs on the wrong kernels, so a reference
-  made there would vouch for wrong audio. A voice without a reference is loaded unchecked, and
+  size, so it is checked, and fails. No reference is ever recorded at a first load or by
+  `utterd quantize` on the machine itself: under qemu `max` every step, installation included,
+  runs on the wrong kernels, so a reference made there would vouch for wrong audio. A voice without a reference is loaded unchecked, and
   `describe` says so (`canary: {"checked": false, "reason": ...}`).
 - **The comparison** (`compare`): the audible length may differ by `DURATION_TOLERANCE`, and the
   log-mel spectrograms, aligned by dynamic time warping, by at most `MAX_DISTANCE_DB` (mean
