@@ -35,8 +35,9 @@ How the check works:
   changes) and the same model file size (a new model release). A corrupted file keeps its
   size, so it is checked, and fails. No reference is ever recorded at a first load or by
   `utterd quantize` on the machine itself: under qemu `max` every step, installation included,
-  runs on the wrong kernels, so a reference made there would vouch for wrong audio. A voice without a reference is loaded unchecked, and
-  `describe` says so (`canary: {"checked": false, "reason": ...}`).
+  runs on the wrong kernels, so a reference made there would vouch for wrong audio. A voice
+  without a reference is loaded unchecked, and `describe` says so (`canary: {"checked": false,
+  "reason": ...}`).
 - **The comparison** (`compare`): the audible length may differ by `DURATION_TOLERANCE`, and the
   log-mel spectrograms, aligned by dynamic time warping, by at most `MAX_DISTANCE_DB` (mean
   root-mean-square dB per aligned frame). The figures that set both are in their docstrings.
