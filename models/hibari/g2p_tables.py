@@ -10,8 +10,10 @@ Here each table is a sorted run of UTF-8 keys with their values, looked up by bi
 five live in one file in the model store's `optimized/` folder, written at the first load from
 hibari's own JSON and mapped read-only (mmap) at every later one. Only the pages a lookup
 touches are read in, and they are file pages the kernel may drop under pressure. A lookup
-costs about 20 key comparisons (a few microseconds; a sentence needs a few hundred). If the
-folder cannot be written, the packed tables are kept in memory instead (still compact).
+bisects every 64th key, held in memory, then compares at most 6 mapped keys: a few
+microseconds, a sentence needs a few hundred, and the G2P took 0.45 ms more per sentence than
+on dicts. If the folder cannot be written, the packed tables are kept in memory instead (still
+compact, but packed again at every start: 0.6 s).
 
 The answers are those of hibari's dicts exactly: the same values, the tagger's weights as the
 same floats (tests/unit/test_hibari_g2p_tables.py compares every entry and whole texts).
@@ -57,8 +59,9 @@ SPARSE_STEP: Final = 64
 """One key in this many is kept in memory to start each search near its key (see PackedTable)."""
 
 WEIGHTS_CACHED: Final = 1024
-"""Decoded tagger features kept (least recently used dropped): about 1 MiB at most, and the
-features every word has (bias, position, previous tags) are then found without a search."""
+"""Decoded tagger features kept (least recently used dropped; 3.7 tags per feature on average,
+so well under 1 MiB): the features every word has (bias, position, previous tags) are then
+found without a search."""
 
 TABLE_NAMES: Final = ("gold", "silver", "tagdict", "vocab", "weights")
 
