@@ -27,15 +27,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import zmq
 from utterd.daemon.settings import LimitsSettings, ServerSettings
 from utterd.daemon.speech.scheduler import Busy
 from utterd.models.errors import UtterdError
 from zmq.auth import load_certificate
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
+
+# zmq.auth.thread (the ZAP handler) brings asyncio and ssl (+6.5 MiB RSS, docs/benchmarks.md
+# "Memory and ready time"): it is imported in start_curve, so only a daemon with server.curve
+# on pays for it.
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -611,6 +617,8 @@ class AccessControl:
                 f"in {server.resolved_curve_clients_dir()} (`utterd keys client NAME` makes a "
                 f"pair) or list keys in server.curve_clients"
             )
+        from zmq.auth.thread import ThreadAuthenticator
+
         auth = ThreadAuthenticator(context, log=logging.getLogger(__name__ + ".zap"))
         auth.start()
         auth.configure_curve_callback(CURVE_DOMAIN, credentials_provider=self.allow_list)
