@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -67,14 +67,8 @@ from utterd.models.model_store import (
 from utterd.models.piper import espeak_process
 from utterd.models.piper import ipa as ipa_reader
 from utterd.models.piper.espeak_process import espeak_safe_text, group_sentences
-from utterd.models.piper.vits_stream import (
-    EncodedSentence,
-    StreamingVitsRunner,
-    open_streaming_runner,
-)
 from utterd.models.text import budget, guard
 from utterd.models.text.ipa import report_reading
-from utterd.models.tsm import input_needed, time_scaled
 from utterd.models.voice import (
     AudioChunk,
     CancelToken,
@@ -85,6 +79,13 @@ from utterd.models.voice import (
     VoiceInfo,
     distribution_version,
 )
+
+if TYPE_CHECKING:
+    from utterd.models.piper.vits_stream import EncodedSentence, StreamingVitsRunner
+
+# The streaming runner (vits_stream and the graph cutting under it) and WSOLA (tsm) are imported
+# where a voice is loaded or speaks: discovery needs neither, and a daemon whose voices are all
+# hibari then never imports them (docs/benchmarks.md, "Memory and ready time").
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -431,6 +432,8 @@ def retimed(encoded: EncodedSentence, rate: float) -> EncodedSentence:
     owner = np.repeat(np.arange(len(durations)), counts)
     step = np.arange(len(owner)) - np.repeat(ends - counts, counts)
     source = starts[owner] + (step * durations[owner]) // counts[owner]
+    from utterd.models.piper.vits_stream import EncodedSentence
+
     return EncodedSentence(encoded.latent[:, :, source], counts, encoded.speaker_id)
 
 
@@ -581,6 +584,8 @@ class PiperVitsVoice(Voice):
         low_latency: bool,
     ) -> Iterator[AudioChunk]:
         """(phoneme ids, ends a sentence) per model call → audio chunks (see `Voice.stream`)."""
+        from utterd.models.tsm import input_needed, time_scaled
+
         params = params.validated()
         speaker_id = self.info.speaker_id(params.speaker)
         if self._multi_speaker and speaker_id is None:
@@ -866,6 +871,8 @@ class PiperFamily(VoiceFamily):
                 "OpenVINO runs whole sentences (length buckets, fallback to ONNX Runtime)",
             )
             return None
+        from utterd.models.piper.vits_stream import open_streaming_runner
+
         split_dir = self.model_store.root / "split"
         try:
             return open_streaming_runner(
