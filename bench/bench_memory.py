@@ -32,7 +32,9 @@ commit's files with one's own changes on top, away from other work in progress i
 `git archive <commit> daemon models quantize | tar -x -C TREE/utterd`) and is put first on the
 daemon's PYTHONPATH. The two trees alternate in every repeat (order reversed on odd repeats),
 after one unmeasured start of each (bytecode written, page cache warm), so the machine's load
-falls on both alike. `--set KEY=VALUE` overrides a config key in every run (what-if runs, e.g. a smaller cache RAM tier).
+falls on both alike. `--tree LABEL=TREE` (repeatable, instead of --before/--after) measures
+any number of trees the same way, e.g. one per step of a change, each against the first.
+`--set KEY=VALUE` overrides a config key in every run (what-if runs, e.g. a smaller cache RAM tier).
 `--smaps` adds, per run, the largest mappings of /proc/PID/smaps at idle
 and at the end, summed by file (shared objects) and anonymous memory.
 
@@ -283,6 +285,13 @@ def main() -> int:
     parser.add_argument(
         "--after", type=Path, default=None, help="code tree to measure (default: this checkout)"
     )
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="LABEL=TREE",
+        help="a code tree to measure under LABEL (repeatable; ratios against the first)",
+    )
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT)
     parser.add_argument("--lines", type=int, default=None, help="only the first N lines")
     parser.add_argument("--smaps", action="store_true")
@@ -306,6 +315,12 @@ def main() -> int:
     trees: dict[str, Path | None] = {"after": after}
     if args.before is not None:
         trees = {"before": args.before.resolve(), "after": after}
+    if args.tree:
+        if args.before is not None or args.after is not None:
+            parser.error("--tree replaces --before and --after")
+        trees = {
+            label: Path(tree).resolve() for label, _, tree in (t.partition("=") for t in args.tree)
+        }
     load_at_start = os.getloadavg()
     for label, tree in trees.items():  # unmeasured: bytecode written, page cache warm
         for name in configs:
@@ -344,6 +359,7 @@ def main() -> int:
         "overrides": overrides,
         "before_tree": str(args.before) if args.before else None,
         "after_tree": str(args.after) if args.after else None,
+        "trees": {label: str(tree) if tree else None for label, tree in trees.items()},
         "runs": runs,
         "summary": {
             label: {name: summary(r) for name, r in per.items()} for label, per in runs.items()
@@ -360,8 +376,9 @@ def main() -> int:
 def print_table(result: dict[str, Any], configs: list[str], labels: list[str]) -> None:
     summ = result["summary"]
     print(f"load {result['load_start'][0]:.2f} -> {result['load_end'][0]:.2f}")
+    base = labels[0]
     header = "| config | figure | " + " | ".join(labels)
-    header += " | after/before |" if len(labels) == 2 else " |"
+    header += "".join(f" | {label}/{base}" for label in labels[1:]) + " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name in configs:
@@ -371,9 +388,9 @@ def print_table(result: dict[str, Any], configs: list[str], labels: list[str]) -
                 s = summ[label][name][metric]
                 cells.append(f"{s['median']:.3g} ({s['min']:.3g}-{s['max']:.3g})")
             row = f"| {name} | {metric} | " + " | ".join(cells)
-            if len(labels) == 2:
-                before = summ["before"][name][metric]["median"]
-                ratio = summ["after"][name][metric]["median"] / before if before else float("nan")
+            first = summ[base][name][metric]["median"]
+            for label in labels[1:]:
+                ratio = summ[label][name][metric]["median"] / first if first else float("nan")
                 row += f" | {ratio:.2f}"
             print(row + " |")
 
