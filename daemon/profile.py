@@ -17,8 +17,8 @@ node), where each busy core and each wake-up of an idle CPU costs charge and hea
 - **No spinning.** ONNX Runtime's idle pool threads never spin in either profile (the session
   option `session.intra_op.allow_spinning` is "0", models/engine/ort_session.py); with one
   thread there is no pool at all. OpenVINO compiles with the LATENCY hint and one stream.
-- **No periodic wake-up without a reason.** The player's supervisor sleeps until woken while
-  idle (both profiles). In eco the watchdog thread refreshes STATUS only as often as systemd's
+- **No periodic wake-up without a reason.** The socket loop and the player's supervisor sleep
+  until they have work (both profiles). In eco the watchdog thread refreshes STATUS only as often as systemd's
   watchdog needs a ping, and at most every `ECO_STATUS_PERIOD_S` without one; the fault poll
   (a few stat calls on the voice files) runs every `ECO_FAULT_POLL_S`.
 
