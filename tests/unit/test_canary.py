@@ -248,9 +248,14 @@ def test_a_failing_engine_falls_back_to_one_that_passes(
     fallback engine runs the right one: the voice loads on the fallback, and says so."""
     assert heart_info.model_path is not None
     damaged = damaged_copy(heart_info.model_path, tmp_path, 0.01)
-    fallback = "openvino" if platform.machine() == "x86_64" else ONNXRUNTIME_PORTABLE
-    family = FixedHibari(heart_info, damaged, {fallback: heart_info.model_path})
-    store = VoiceStore([family], [], EngineSettings(), canary=canary)
+    if platform.machine() == "x86_64":
+        # OpenVINO computes hibari wrong in some processes here (docs/benchmarks.md, "Canary"),
+        # so it runs the damaged model and ONNX Runtime, right in every process, the good one.
+        configured, fallback = "openvino", "onnxruntime"
+    else:
+        configured, fallback = "onnxruntime", ONNXRUNTIME_PORTABLE
+    family = FixedHibari(heart_info, heart_info.model_path, {configured: damaged})
+    store = VoiceStore([family], [], EngineSettings(backend=configured), canary=canary)
     try:
         voice = store.get(HEART_ID)
         runtime = voice.runtime_info()
@@ -259,12 +264,12 @@ def test_a_failing_engine_falls_back_to_one_that_passes(
     finally:
         store.close()
     # The reload goes straight to the engine that passed, and the fault stands.
-    assert family.backends == ["onnxruntime", fallback, fallback]
+    assert family.backends == [configured, fallback, fallback]
     assert reloaded["canary"]["fallback"] == runtime["canary"]["fallback"]
     assert reloaded["reloads"] == 1
     result = runtime["canary"]
     assert result["passed"] and result["backend"] == fallback
-    assert result["fallback"]["from"] == "onnxruntime"
+    assert result["fallback"]["from"] == configured
     assert "spectral distance" in result["fallback"]["failures"][0]
     fault = store.numerics_faults()[f"voice:{HEART_ID}"]
     assert f"running on {fallback}" in fault
