@@ -851,7 +851,7 @@ class Server:
                 )
         self._check_speakable(text, info)
         if slots is None and self.ssml is not None:
-            return self.ssml.lexicon_sentences(text)  # a word said as phonemes: the SSML path
+            return self.ssml.lexicon_sentences(text, info.voice_id)  # phonemes, languages
         return None
 
     def _check_speakable(self, text: str, info: VoiceInfo) -> None:

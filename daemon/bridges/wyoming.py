@@ -180,7 +180,7 @@ class DaemonSynthesizer:
             return Speech(text, True, document.sentences)
         guard.check_speakable(text, info.language)
         # A word said as phonemes (text.lexicon) makes a plain text SSML sentences.
-        return Speech(text, False, self._renderer.lexicon_sentences(text))
+        return Speech(text, False, self._renderer.lexicon_sentences(text, info.voice_id))
 
     def pcm(
         self, speech: Speech, info: VoiceInfo, params: SynthesisParams, cancel: CancelToken

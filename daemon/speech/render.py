@@ -122,11 +122,12 @@ class SsmlRenderer:
             if voice_id not in installed:  # not an error: the voice may be installed later
                 _LOGGER.warning("event=by-language-unknown-voice lang=%s voice=%s", lang, voice_id)
 
-    def lexicon_sentences(self, text: str) -> tuple[Sentence, ...] | None:
+    def lexicon_sentences(self, text: str, voice_id: str = "") -> tuple[Sentence, ...] | None:
         """A plain text as sentences when it holds a word of the phoneme lexicon or a span in
-        another language (`frontend.plain_sentences`), else None: such a text is rendered like
-        SSML, each span by the voice of its language."""
-        return frontend.plain_sentences(text, self._options)
+        another language than voice `voice_id`'s (`frontend.plain_sentences`), else None: such
+        a text is rendered like SSML, each span by the voice of its language."""
+        language = self._voices.info(voice_id).language if voice_id else ""
+        return frontend.plain_sentences(text, self._options, language)
 
     def render(
         self,

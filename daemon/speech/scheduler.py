@@ -545,7 +545,7 @@ class Scheduler:
             if isinstance(sentence, Sentence):
                 document = (sentence,)
             elif self._ssml is not None:
-                document = self._ssml.lexicon_sentences(sentence)  # a word said as phonemes
+                document = self._ssml.lexicon_sentences(sentence, job.voice_id)
             if document is not None:
                 yield from self._renderer().render(
                     document,

@@ -116,6 +116,10 @@ def spoken(text: str, family: str, language: str, options: FrontEndOptions) -> s
     return text
 
 
+_LATIN_LETTER: Final = re.compile(r"[A-Za-z]")
+"""A letter a Chinese voice hands to an English one."""
+
+
 def has_han(text: str) -> bool:
     """Whether `text` holds a Han character (one scan)."""
     return _HAN.search(text) is not None
@@ -168,14 +172,22 @@ def spoken_segment(
     return spoken(segment.text, family, language, options)
 
 
-def plain_sentences(text: str, options: FrontEndOptions) -> tuple[Sentence, ...] | None:
+def plain_sentences(
+    text: str, options: FrontEndOptions, language: str = ""
+) -> tuple[Sentence, ...] | None:
     """A plain text as sentences of segments when it must be rendered like SSML: when it holds
-    a word of the phoneme lexicon (`lexicon_sentences`) or a Han character (each sentence one
-    segment, which the renderer splits into language spans); None otherwise, for the plain
-    path. Linear: a regex scan, and for such a text one sentence pass."""
+    a word of the phoneme lexicon (`lexicon_sentences`), a Han character, or, for a voice of
+    `language` Chinese, a Latin letter (each sentence one segment, which the renderer splits
+    into language spans); None otherwise, for the plain path. Linear: a regex scan, and for
+    such a text one sentence pass."""
     document = lexicon_sentences(text, options)
-    if document is not None or not has_han(text):
+    if document is not None:
         return document
+    foreign = has_han(text) or (
+        primary_language(language) == CHINESE and _LATIN_LETTER.search(text) is not None
+    )
+    if not foreign:
+        return None
     cuts, _ = sentences.sentence_cuts(text, at_end=False)
     out: list[Sentence] = []
     for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):

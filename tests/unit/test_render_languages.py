@@ -158,6 +158,21 @@ def test_plain_english_stays_on_the_plain_path_and_chinese_text_becomes_sentence
     ] == [["请连接Wi-Fi。"], ["然后打开 Bluetooth！"]]
 
 
+def test_a_latin_only_text_for_a_chinese_voice_becomes_sentences_for_the_renderer() -> None:
+    # No Han character: for an English voice it stays on the plain path; for a Chinese one
+    # (whose G2P would drop every Latin letter) it goes to the renderer, which hands it on.
+    text = "Wi-Fi connected. Press OK."
+    assert frontend.plain_sentences(text, DEFAULT_FRONT_END, "en-US") is None
+    document = frontend.plain_sentences(text, DEFAULT_FRONT_END, "zh-CN")
+    assert document is not None
+    voices = _voices(loaded=("zh-a", "joe"))
+    chunks, source = _render(voices, document, "zh-a")
+    assert _said(source) == [("Wi-Fi connected.", "joe"), ("Press okay.", "joe")]  # normalized
+    assert {c.sample_rate_hz for c in chunks} == {24000}
+    # Digits and punctuation alone are the Chinese voice's own (read in Chinese).
+    assert frontend.plain_sentences("2026-12-06", DEFAULT_FRONT_END, "zh-CN") is None
+
+
 # --- each span by a voice of its language, one stream at the request voice's rate ---------------
 
 
