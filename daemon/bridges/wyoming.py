@@ -38,7 +38,7 @@ import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -119,6 +119,10 @@ class Synthesizer(Protocol):
     def default_voice(self) -> str:
         """`voices.default`."""
 
+    def by_language(self) -> Mapping[str, str]:
+        """`voices.by_language` (language tag → voice id); empty for a relay, which does not
+        know the daemon's config."""
+
     def limits(self) -> tuple[int, float]:
         """(`limits.max_text_chars`, `limits.stream_idle_s`), read per request (SIGHUP)."""
 
@@ -164,6 +168,9 @@ class DaemonSynthesizer:
 
     def default_voice(self) -> str:
         return self._settings().voices.default
+
+    def by_language(self) -> Mapping[str, str]:
+        return self._settings().voices.by_language
 
     def limits(self) -> tuple[int, float]:
         limits = self._settings().limits
@@ -344,7 +351,9 @@ class _Connection:
             self._close_text(stream)
 
     def _voice(self, choice: wev.VoiceChoice) -> tuple[VoiceInfo, str | None]:
-        return wev.resolve_voice(choice, self._synth.voices(), self._synth.default_voice())
+        return wev.resolve_voice(
+            choice, self._synth.voices(), self._synth.default_voice(), self._synth.by_language()
+        )
 
     def _open_stream(self) -> _Session | None:
         """The stream still taking text, if any (only the last request can be one)."""

@@ -309,22 +309,40 @@ def _kind(value: object) -> str:
 
 # -- voices ----------------------------------------------------------------------------------------
 def resolve_voice(
-    choice: VoiceChoice, voices: Sequence[VoiceInfo], default_id: str
+    choice: VoiceChoice,
+    voices: Sequence[VoiceInfo],
+    default_id: str,
+    by_language: Mapping[str, str] | None = None,
 ) -> tuple[VoiceInfo, str | None]:
-    """(the voice to speak with, its speaker or None); UnknownVoice / UnknownSpeaker."""
+    """(the voice to speak with, its speaker or None); UnknownVoice / UnknownSpeaker.
+    `by_language`: config `voices.by_language`, which names the voice for a language tag or
+    its primary language before any other rule (an id not installed is passed over)."""
     by_id = {info.voice_id: info for info in voices}
     if choice.name is not None:
         info = by_id.get(choice.name)
         if info is None:
             raise UnknownVoice(f"no voice {choice.name!r}; `describe` lists the voices")
     elif choice.language is not None:
-        info = _voice_for_language(choice.language, voices, by_id.get(default_id))
+        named = _named_for_language(choice.language, by_language or {}, by_id)
+        info = named or _voice_for_language(choice.language, voices, by_id.get(default_id))
     else:
         info = by_id.get(default_id)
         if info is None:
             raise UnknownVoice(f"the default voice {default_id!r} is not installed")
     info.speaker_id(choice.speaker)  # UnknownSpeaker, before any work
     return info, choice.speaker
+
+
+def _named_for_language(
+    language: str, by_language: Mapping[str, str], by_id: Mapping[str, VoiceInfo]
+) -> VoiceInfo | None:
+    wanted = _tag(language)
+    named = {_tag(tag): voice_id for tag, voice_id in by_language.items()}
+    for tag in (wanted, frontend.primary_language(wanted)):
+        info = by_id.get(named.get(tag, ""))
+        if info is not None:
+            return info
+    return None
 
 
 def _voice_for_language(

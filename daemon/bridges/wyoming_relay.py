@@ -141,6 +141,9 @@ class RelaySynthesizer:
     def default_voice(self) -> str:
         return self._default
 
+    def by_language(self) -> Mapping[str, str]:
+        return {}  # the daemon's config is not known here: describe's voices by language
+
     def limits(self) -> tuple[int, float]:
         return self._limits.max_text_chars, self._limits.stream_idle_s
 

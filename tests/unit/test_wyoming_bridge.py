@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -72,6 +72,9 @@ class FakeSynth:
 
     def default_voice(self) -> str:
         return "alpha"
+
+    def by_language(self) -> Mapping[str, str]:
+        return {}
 
     def limits(self) -> tuple[int, float]:
         return 200, self.idle_s

@@ -219,6 +219,24 @@ def test_voice_by_name_then_language_then_default(choice: wev.VoiceChoice, expec
     assert info.voice_id == expected
 
 
+def test_voices_by_language_names_the_voice_for_a_language_before_the_default() -> None:
+    by_language = {"en-GB": "multi", "en": "en_US-joe-medium", "de": "not-installed"}
+    choose = lambda language: (
+        wev.resolve_voice(wev.VoiceChoice(language=language), VOICES, "hibari-heart", by_language)[
+            0
+        ].voice_id
+    )
+    assert choose("en_GB") == "multi"  # the exact tag first
+    assert choose("en-US") == "en_US-joe-medium"  # then the primary language, over the default
+    assert choose("de") == "multi"  # a voice not installed is passed over
+    assert (
+        wev.resolve_voice(wev.VoiceChoice(name="hibari-heart"), VOICES, "x", by_language)[
+            0
+        ].voice_id
+        == "hibari-heart"
+    )  # a name still wins
+
+
 def test_an_unknown_voice_or_speaker_is_refused() -> None:
     with pytest.raises(UnknownVoice):
         wev.resolve_voice(wev.VoiceChoice(name="../etc/passwd"), VOICES, "hibari-heart")
