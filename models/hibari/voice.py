@@ -388,6 +388,11 @@ class HibariVoice(Voice):
     def warm_up(self) -> None:
         """A deterministic run (all frames at once) and a normal one (decoder windows first)."""
         super().warm_up()
+        self.warm_up_after_canary()
+
+    def warm_up_after_canary(self) -> None:
+        """The normal run alone (`canary.WarmsUpAfterCanary`): the voice store's load-time
+        canary is the deterministic run, so a checked load does not say it twice."""
         for _ in self.stream("Ready.", SynthesisParams(), CancelToken()):
             pass
 

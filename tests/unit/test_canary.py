@@ -547,3 +547,37 @@ def test_a_canary_far_too_long_is_cut_short_and_fails(
     audio = canary_audio(voice, cap)
     assert cap <= len(audio) < cap + 1000 and voice.chunks == -(-cap // 1000)
     assert "duration" in compare(reference, audio).reason
+
+
+class CountingHibari(HibariFamily):
+    """hibari, recording what each loaded voice is asked to say (text, deterministic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[tuple[str, bool]] = []
+
+    def load(self, info: VoiceInfo, engine: EngineSettings) -> Voice:
+        voice = super().load(info, engine)
+        stream = voice.stream
+
+        def counted(text: str, params: SynthesisParams, cancel: CancelToken, **kw: Any) -> Any:
+            self.runs.append((text, params.deterministic))
+            return stream(text, params, cancel, **kw)
+
+        voice.stream = counted  # type: ignore[method-assign]
+        return voice
+
+
+def test_hibari_says_its_canary_once_a_checked_load_is_its_warm_up() -> None:
+    """A checked load says "Ready." as often as an unchecked one: the canary is the warm-up's
+    deterministic run (`warm_up_after_canary` does only the normal one)."""
+    runs = {}
+    for check in (False, True):
+        family = CountingHibari()
+        store = VoiceStore([family], [], EngineSettings(threads=2), check_numerics=check)
+        try:
+            store.get(HEART_ID)
+        finally:
+            store.close()
+        runs[check] = family.runs
+    assert runs[True] == runs[False] == [("Ready.", True), ("Ready.", False)]
