@@ -34,7 +34,7 @@ MIN_PROSODY_RATIO: Final = 0.5
 MAX_PROSODY_RATIO: Final = 2.0
 """Highest `pitch` and `energy` a request may ask for."""
 PROSODY_FIELDS: Final = frozenset({"pitch", "energy"})
-"""The `SynthesisParams` fields a voice honours only if it says so (`Voice.supports_prosody`)."""
+"""The `SynthesisParams` fields a voice honours only if its family says so (`VoiceInfo.prosody`)."""
 
 
 @dataclass(frozen=True)
@@ -138,12 +138,12 @@ class SynthesisParams:
 
     pitch: float = 1.0
     """Pitch ratio: 1.0 is the voice's own intonation, above raises it, below lowers it (a
-    FastSpeech2 voice scales its predicted F0). Only a voice whose `supports_prosody` names
+    FastSpeech2 voice scales its predicted F0). Only a voice whose `VoiceInfo.prosody` names
     `pitch` honours a value other than 1.0."""
 
     energy: float = 1.0
     """Loudness/emphasis ratio the model itself applies (a FastSpeech2 voice scales its predicted
-    energy), unlike `volume`'s gain on the audio. Only a voice whose `supports_prosody` names
+    energy), unlike `volume`'s gain on the audio. Only a voice whose `VoiceInfo.prosody` names
     `energy` honours a value other than 1.0."""
 
     def validated(self) -> SynthesisParams:
@@ -261,20 +261,6 @@ class Voice(ABC):
     supports_phonemes: bool = False
     """Whether `stream_phonemes` works: the voice says IPA given in the request (SSML
     `<phoneme alphabet="ipa">`). False: the front end says the phoneme element's text instead."""
-
-    supports_prosody: frozenset[str] = frozenset()
-    """Which of `PROSODY_FIELDS` (`pitch`, `energy`) the voice honours; empty: neither, and
-    `check_prosody` refuses a request that sets one."""
-
-    def check_prosody(self, params: SynthesisParams) -> None:
-        """Raise InvalidParameter naming the voice and the fields when `params` asks for pitch
-        or energy this voice cannot give (`supports_prosody`); for the daemon, before a job."""
-        unsupported = params.prosody_requested() - self.supports_prosody
-        if unsupported:
-            raise InvalidParameter(
-                f"voice {self.info.voice_id!r} cannot change {', '.join(sorted(unsupported))}"
-                f" (it honours: {', '.join(sorted(self.supports_prosody)) or 'neither'})"
-            )
 
     def stream_phonemes(
         self,

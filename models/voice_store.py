@@ -634,7 +634,6 @@ class _StoredVoice(Voice):
     def adopt(self, voice: Voice) -> None:
         """Take the loaded voice's declared abilities (the same at every load of a voice)."""
         self.supports_phonemes = voice.supports_phonemes
-        self.supports_prosody = voice.supports_prosody
 
     def stream(
         self,

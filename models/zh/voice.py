@@ -15,7 +15,7 @@ between clauses; here the `sil` the voice says at each end is the pause.
 
 Per request: `rate` is FastSpeech2's speed ratio (every duration × 1/rate) up to
 `NATIVE_MAX_RATE`, beyond it the audio at that rate is made faster by WSOLA (`tsm.py`), window by
-window; `pitch` and `energy` are its F0 and energy ratios (`supports_prosody`). FastSpeech2
+window; `pitch` and `energy` are its F0 and energy ratios (`VoiceInfo.prosody`). FastSpeech2
 predicts both contours *normalized* (zero mean, unit variance over the Baker speaker), so the
 ratio scales how far the contour swings around the speaker's mean. Measured on a kiosk sentence
 (tests/unit/test_zh_family.py's tracker): pitch 1.6 raised the median F0 259 → 289 Hz and the
@@ -45,7 +45,6 @@ from utterd.models.errors import VoiceLoadError
 from utterd.models.text import budget, guard
 from utterd.models.tsm import input_needed, time_scaled
 from utterd.models.voice import (
-    PROSODY_FIELDS,
     AudioChunk,
     CancelToken,
     SynthesisParams,
@@ -139,9 +138,6 @@ class _Piece:
 
 class ZhVoice(Voice):
     """The Baker Mandarin voice on our sessions: FastSpeech2 per clause, the vocoder in windows."""
-
-    supports_prosody = PROSODY_FIELDS
-    """FastSpeech2 takes F0 and energy ratios."""
 
     def __init__(
         self,

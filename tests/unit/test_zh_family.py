@@ -223,8 +223,8 @@ def test_energy_changes_loudness(voice: ZhVoice) -> None:
 
 
 def test_prosody_is_declared_and_checked(voice: ZhVoice) -> None:
-    assert voice.supports_prosody == frozenset({"pitch", "energy"})
-    voice.check_prosody(SynthesisParams(pitch=1.2, energy=0.8))
+    assert voice.info.prosody == frozenset({"pitch", "energy"})
+    voice.info.check_prosody(SynthesisParams(pitch=1.2, energy=0.8))
     with pytest.raises(InvalidParameter, match="pitch"):
         list(voice.stream(TEXT, SynthesisParams(pitch=3.0), CancelToken()))
 
