@@ -604,8 +604,11 @@ class Scheduler:
             if job.state is JobState.QUEUED:
                 self._begin(job)
             self._player.end_job(job.job_id)
-            while not played.wait(0.1):
-                job.cancel.raise_if_cancelled()
+            # Sleep until the player reports the job's last sample played, or a stop wakes
+            # us: no periodic wake-up while a job plays (the eco profile counts them).
+            with job.cancel.interrupting(played.set):
+                played.wait()
+            job.cancel.raise_if_cancelled()
             if named:  # marks after the last sound fall at the end of the audio
                 self.on_mark(job.job_id, ChunkMarks(None, tuple(named), offset_samples, rate_hz))
             with self._cond:

@@ -480,3 +480,32 @@ def test_a_stopped_job_can_be_followed_by_the_next_with_the_voice_still_there(ri
     second = rig.submit("B", "message")
     assert rig.ends(second) == [SAID]
     assert rig.source.texts == ["A", "B"]
+
+
+class _SilentEndPlayer(FakePlayer):
+    """A player that never reports a job played, even when flushed (a device that hung)."""
+
+    def end_job(self, job_id: str) -> None:
+        self.hook("end_job")
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def test_a_stop_ends_a_job_whose_last_sample_never_plays() -> None:
+    # The scheduler sleeps until the player reports the job played; a stop must wake it
+    # without a periodic poll.
+    rig = Rig()
+    rig.player = _SilentEndPlayer()
+    rig.scheduler = Scheduler(rig.source, rig.player, rig.events, max_queue=16)
+    rig.player.scheduler = rig.scheduler
+    try:
+        job = rig.submit("A", "message")
+        rig.start()
+        rig.events.wait(job.job_id, "sentence")
+        assert job.state is JobState.SPEAKING  # its audio is queued; `played` never comes
+        assert rig.scheduler.stop(Target(job=job.job_id)) == [job.job_id]
+        assert rig.ends(job) == [CUT]
+        assert job.state is JobState.STOPPED
+    finally:
+        rig.close()
