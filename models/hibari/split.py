@@ -30,6 +30,15 @@ constant weights); the single tensor where that region starts is the cut. Anythi
 (an attention, a reshape of the time axis, a reduction) makes the cut fail with VoiceLoadError,
 and the voice runs the whole graph instead.
 
+The decoder's head is one projection to all five outputs' channels (3005 = 5 × 601), a
+transpose of the whole [frames, 3005] result and a split into the outputs: for a 768-frame piece
+three 9.2 MB tensors, of which two are alive at once. The cut decoder instead projects and
+transposes once per output, from the same quantized input (`separate_heads`): the same integer
+products, scales and biases per element, so the outputs are bit for bit the same (tested),
+and a long piece's decoder call peaks at about half the memory (768 frames: 27.9 -> 15.6 MiB
+in use; 1200 frames: 43.6 -> 24.3 MiB), no slower (docs/benchmarks.md, "Memory and ready
+time").
+
 The parts are kept as files beside the optimized graphs (`optimized_dir`), keyed by the source
 file's path, size and modification time, so ONNX Runtime can keep their optimized graphs too
 and a restart neither cuts nor optimizes again.
@@ -40,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,7 +60,7 @@ import numpy as np
 import numpy.typing as npt
 from utterd.models.engine.backend import Feeds, Session, SessionOptions, open_session
 from utterd.models.engine.cache_folder import publish_folder
-from utterd.models.engine.graph import GraphIndex, attr_ints
+from utterd.models.engine.graph import GraphIndex, attr_int, attr_ints
 from utterd.models.errors import SynthesisError, VoiceLoadError
 from utterd.models.voice import CancelToken, EngineSettings
 
@@ -59,7 +69,7 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-SPLIT_FORMAT_VERSION: Final = 1
+SPLIT_FORMAT_VERSION: Final = 2
 """Bumped whenever the cut changes, so that parts cut by older code are cut again."""
 
 _FRONT_FILE: Final = "front.onnx"
@@ -80,6 +90,9 @@ _FRAME_LOCAL_OPS: Final = frozenset(
 # Dynamic quantization of the projections' activations: local except for its one scale per
 # tensor (see the module docstring).
 _PER_CALL_SCALE_OPS: Final = frozenset({"DynamicQuantizeLinear"})
+# What may lie between the head's projection and its transpose: the quantized product's cast,
+# scale and bias (or a float projection's bias).
+_HEAD_OPS: Final = frozenset({"MatMul", "MatMulInteger", "Cast", "Mul", "Add"})
 
 
 @dataclass(frozen=True)
@@ -215,7 +228,163 @@ def cut_model(source: bytes, label: str) -> tuple[bytes, bytes, HibariCut]:
         decoder = extractor.extract_model([cut.feature], list(cut.decoder_outputs))
     except Exception as err:  # shape inference or extraction refused the graph
         raise VoiceLoadError(f"cannot split {label}: {err}") from err
+    if not separate_heads(decoder):
+        _LOGGER.info("hibari_split_heads_kept label=%s (the head is not one projection)", label)
     return front.SerializeToString(), decoder.SerializeToString(), cut
+
+
+def _scalar_operand(index: GraphIndex, name: str) -> bool:
+    """Whether `name` is one value for every channel: a one-element constant, the scale of a
+    DynamicQuantizeLinear (a scalar by the operator's definition), or a product of such."""
+    tensor = index.initializers.get(name)
+    if tensor is not None:
+        return bool(math.prod(tensor.dims) == 1)
+    producer = index.producer.get(name)
+    if producer is None:
+        return False
+    node = index.nodes[producer]
+    if node.op_type == "DynamicQuantizeLinear":
+        return bool(name == node.output[1])
+    if node.op_type == "Constant":
+        values = index.const_ints(name)
+        return values is not None and len(values) == 1
+    return node.op_type == "Mul" and all(_scalar_operand(index, i) for i in node.input)
+
+
+def separate_heads(model: onnx.ModelProto) -> bool:
+    """Rewrite the decoder's tail `projection → transpose → split into the outputs` as one
+    projection and transpose per output (see the module docstring); False, graph untouched,
+    when the tail is not that.
+
+    The projection is a MatMul or MatMulInteger by a constant [channels in, channels out]
+    weight, followed only by Cast, Mul and Add whose other operand is per channel (a constant
+    [channels out], sliced per output) or one value for all (a scalar, shared). Each output gets
+    the weight's and the per-channel constants' columns of its channels: every output element is
+    the same sum of the same products as before.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    index = GraphIndex(graph)
+    outputs = [o.name for o in graph.output]
+    split_at = index.producer.get(outputs[0]) if outputs else None
+    if split_at is None:
+        return False
+    split = index.nodes[split_at]
+    if split.op_type != "Split" or list(split.output) != outputs:
+        return False
+    transpose_at = index.producer.get(split.input[0])
+    if transpose_at is None or index.consumers.get(split.input[0]) != [split_at]:
+        return False
+    transpose = index.nodes[transpose_at]
+    perm = attr_ints(transpose, "perm")
+    axis = attr_int(split, "axis", 0)
+    if transpose.op_type != "Transpose" or not perm or perm[axis % len(perm)] != len(perm) - 1:
+        return False
+    # The chain from the transpose back to the projection; every link feeds only the next.
+    chain: list[int] = []
+    name = transpose.input[0]
+    weight: npt.NDArray[Any] | None = None
+    while weight is None:
+        at = index.producer.get(name)
+        if at is None or len(index.consumers.get(name, [])) != 1:
+            return False
+        node = index.nodes[at]
+        if node.op_type not in _HEAD_OPS:
+            return False
+        chain.append(at)
+        if node.op_type in ("MatMul", "MatMulInteger"):
+            tensor = index.initializers.get(node.input[1])
+            zero_points = node.input[3:] if node.op_type == "MatMulInteger" else []
+            if tensor is None or len(tensor.dims) != 2:
+                return False
+            if any(z and not _scalar_operand(index, z) for z in zero_points):
+                return False
+            weight = numpy_helper.to_array(tensor)
+        elif node.op_type == "Cast":
+            name = node.input[0]
+        else:
+            inner = [i for i in node.input if index.producer.get(i) is not None and i != ""]
+            links = [i for i in inner if not _scalar_operand(index, i)]
+            if len(links) != 1:
+                return False
+            name = links[0]
+    channels = int(weight.shape[1])
+    sizes = index.const_ints(split.input[1]) if len(split.input) > 1 else None
+    if sizes is None:
+        if attr_ints(split, "split") or channels % len(outputs):
+            return False
+        sizes = [channels // len(outputs)] * len(outputs)
+    if sum(sizes) != channels:
+        return False
+    # Per-channel operands are constants [channels]; anything else must be one shared value.
+    per_channel: dict[str, npt.NDArray[Any]] = {}
+    for at in chain[:-1]:
+        node = index.nodes[at]
+        for operand in node.input:
+            tensor = index.initializers.get(operand)
+            if tensor is None or _scalar_operand(index, operand):
+                continue
+            if list(tensor.dims) != [channels]:
+                return False
+            per_channel[operand] = numpy_helper.to_array(tensor)
+    projection = index.nodes[chain[-1]]
+    new_nodes: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    low = 0
+    for output, size in zip(outputs, sizes, strict=True):
+        high = low + size
+
+        def renamed(tensor: str, output: str = output) -> str:
+            return f"{tensor}/{output}"
+
+        weight_name = renamed(projection.input[1])
+        new_inits.append(
+            numpy_helper.from_array(np.ascontiguousarray(weight[:, low:high]), weight_name)
+        )
+        for operand, values in per_channel.items():
+            new_inits.append(
+                numpy_helper.from_array(np.ascontiguousarray(values[low:high]), renamed(operand))
+            )
+        previous = ""
+        for at in reversed(chain):
+            node = index.nodes[at]
+            inputs = []
+            for i in node.input:
+                if at == chain[-1] and i == projection.input[1]:
+                    inputs.append(weight_name)
+                elif i in per_channel or i == previous:
+                    inputs.append(renamed(i))
+                else:
+                    inputs.append(i)
+            copy = helper.make_node(
+                node.op_type,
+                inputs,
+                [renamed(node.output[0])],
+                name=renamed(node.name or node.output[0]),
+                domain=node.domain,
+            )
+            copy.attribute.extend(node.attribute)
+            new_nodes.append(copy)
+            previous = node.output[0]
+        last = helper.make_node(
+            "Transpose", [renamed(previous)], [output], name=renamed(transpose.name or "head")
+        )
+        last.attribute.extend(transpose.attribute)
+        new_nodes.append(last)
+        low = high
+    dropped = {*chain, transpose_at, split_at}
+    kept = [node for at, node in enumerate(index.nodes) if at not in dropped]
+    used = {i for node in [*kept, *new_nodes] for i in node.input}
+    del graph.node[:]
+    graph.node.extend([*kept, *new_nodes])  # every input of the new nodes is made before
+    inits = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend([*inits, *new_inits])
+    kept_info = [v for v in graph.value_info if v.name in used]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
+    return True
 
 
 def _cache_folder(model: Path, folder: Path) -> Path | None:

@@ -17,7 +17,13 @@ from onnx import TensorProto, helper
 from utterd.models import CancelToken, EngineSettings, Session, VoiceLoadError
 from utterd.models.engine.backend import open_session
 from utterd.models.engine.stream_windows import StreamPace, window_plan
-from utterd.models.hibari.split import SplitSession, cut_model, find_cut, open_split
+from utterd.models.hibari.split import (
+    SplitSession,
+    cut_model,
+    find_cut,
+    open_split,
+    separate_heads,
+)
 from utterd.models.hibari.stream import HOP, MODEL_OUTPUTS, stream_ids
 from utterd.models.hibari.voice import open_decoder_windows, session_options
 
@@ -82,6 +88,74 @@ def test_the_cut_is_the_decoder_input() -> None:
     assert cut.front_outputs[1:] == ("f0",)
     # dec_in (kernel 7) and eight ConvNeXt blocks (depthwise kernel 7): 3 + 8 * 3 frames.
     assert cut.context_frames == 27
+
+
+def test_the_cut_decoder_projects_each_output_on_its_own() -> None:
+    _front, decoder, _cut = cut_model(HEART_MODEL.read_bytes(), "heart")
+    graph = onnx.load_from_string(decoder).graph
+    ops = [node.op_type for node in graph.node]
+    assert "Split" not in ops
+    assert ops.count("MatMulInteger") == 8 * 2 + len(MODEL_OUTPUTS[:-1])  # blocks, then heads
+    produced = {out: node.op_type for node in graph.node for out in node.output}
+    assert [produced[o.name] for o in graph.output] == ["Transpose"] * 5
+
+
+def head_model(between: str | None = None) -> onnx.ModelProto:
+    """x [1, frames, 3] → MatMul by [3, 6] → Add bias → (optional `between` op) → Transpose →
+    Split into two outputs of 2 and 4 channels: a float head like hibari's quantized one."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "frames", 3])
+    outputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, size, "frames"])
+        for name, size in (("a", 2), ("b", 4))
+    ]
+    rng = np.random.default_rng(5)
+    inits = [
+        onnx.numpy_helper.from_array(rng.standard_normal((3, 6)).astype(np.float32), "w"),
+        onnx.numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "bias"),
+        onnx.numpy_helper.from_array(np.array([2, 4], np.int64), "sizes"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        helper.make_node("Add", ["p", "bias"], ["q"]),
+    ]
+    last = "q"
+    if between is not None:
+        nodes.append(helper.make_node(between, ["q"], ["r"]))
+        last = "r"
+    nodes += [
+        helper.make_node("Transpose", [last], ["t"], perm=[0, 2, 1]),
+        helper.make_node("Split", ["t", "sizes"], ["a", "b"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "head", [x], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def run_model(model: onnx.ModelProto, x: npt.NDArray[np.float32]) -> list[npt.NDArray[Any]]:
+    session = open_session(model.SerializeToString(), EngineSettings(threads=1), label="head")
+    try:
+        return session.run(None, {"x": x})
+    finally:
+        session.close()
+
+
+def test_separate_heads_gives_the_same_outputs_from_one_projection_each() -> None:
+    x = np.random.default_rng(6).standard_normal((1, 9, 3)).astype(np.float32)
+    model = head_model()
+    expected = run_model(model, x)
+    assert separate_heads(model)
+    assert [n.op_type for n in model.graph.node].count("MatMul") == 2
+    assert "Split" not in [n.op_type for n in model.graph.node]
+    got = run_model(model, x)
+    assert [o.shape for o in got] == [(1, 2, 9), (1, 4, 9)]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert np.array_equal(mine, theirs)
+
+
+def test_separate_heads_leaves_another_tail_alone() -> None:
+    model = head_model(between="Relu")  # not a projection's cast, scale or bias
+    before = model.SerializeToString()
+    assert not separate_heads(model)
+    assert model.SerializeToString() == before
 
 
 def test_front_and_decoder_on_all_frames_are_the_whole_graph_bit_for_bit(
