@@ -397,20 +397,21 @@ class DiskTier:
             _LOGGER.debug("event=cache-evict tier=disk entries=%d", len(doomed))
         return doomed
 
-    def write(self, key: str, entry: CacheEntry, current: Callable[[], bool]) -> None:
-        """Write the entry's file (fsync included; lock not held), making room first.
+    def write(self, key: str, entry: CacheEntry, current: Callable[[], bool]) -> bool:
+        """Write the entry's file (fsync included; lock not held), making room first; True when
+        the entry is on disk (indexed) afterwards.
 
         `current()` (called with the lock held) says whether the entry may still be stored:
         False once the cache was cleared since the entry was made; the write is then dropped.
         """
         with self._lock:
             if not self._writable_locked() or not current():
-                return
+                return False
         try:
             data = encode_entry(key, entry)
         except (ValueError, TypeError) as exc:  # e.g. metadata too large: RAM only, no crash
             _LOGGER.warning("event=cache-skip key=%s reason=%r", key, str(exc))
-            return
+            return False
         cost = disk_cost(len(data))
         if cost > self.budget_bytes:
             _LOGGER.info(
@@ -418,10 +419,10 @@ class DiskTier:
                 key,
                 cost,
             )
-            return
+            return False
         with self._lock:
             if not current() or self._evict_locked(cost) is None:
-                return
+                return False
             self._reserved_bytes += cost
         final = self._path(key)
         temp = final.with_name(f".{key}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
@@ -442,7 +443,7 @@ class DiskTier:
                     temp.unlink(missing_ok=True)
                     self._reserved_bytes -= cost
                     reserved = False
-                    return
+                    return False
                 os.replace(temp, final)
                 self._reserved_bytes -= cost
                 reserved = False
@@ -473,6 +474,8 @@ class DiskTier:
                 with self._lock:
                     self._reserved_bytes -= cost
             self._degrade(exc)
+            return not reserved  # not reserved: renamed and indexed, the folder's fsync failed
+        return True
 
     def _fsync_dir(self) -> None:
         assert self._dir is not None

@@ -199,15 +199,27 @@ class PhraseCache:
 
     # -- storing --------------------------------------------------------------------------------
     def put(self, key: str, entry: CacheEntry) -> None:
-        """Store an entry in both tiers (the disk write is synchronous: fsync included)."""
+        """Store a new entry: on disk (the write is synchronous: fsync included), in RAM only
+        when the disk does not take it (`_store`)."""
         check_key(key)
         with self._lock:
             generation = self._generation
-            self._ram.insert(key, entry)
-        self._write_disk(key, entry, generation)
+        self._store(key, entry, generation)
 
-    def _write_disk(self, key: str, entry: CacheEntry, generation: int) -> None:
-        self._disk.write(key, entry, lambda: generation == self._generation)
+    def _store(self, key: str, entry: CacheEntry, generation: int) -> None:
+        """A new entry goes to disk; the RAM tier takes it when it is read back from there (a
+        phrase asked for again), or at once when the disk does not take it (no folder, read
+        only, full, larger than the disk budget).
+
+        Every new phrase in RAM as well held the audio of everything said lately, heard again
+        or not: 8 MiB for the 40 lines of bench/text/heldout_en.txt, of a daemon that peaks at
+        150-190 MiB (docs/benchmarks.md, "Memory and ready time"). A phrase's first repeat now
+        reads its file (page cache, checksum), later ones come from RAM."""
+        if self._disk.write(key, entry, lambda: generation == self._generation):
+            return
+        with self._lock:
+            if generation == self._generation:
+                self._ram.insert(key, entry)
 
     # -- clearing -------------------------------------------------------------------------------
     def clear(self, voice_id: str | None = None) -> int:
@@ -401,17 +413,12 @@ class PhraseCache:
         flight.fail(exc)
 
     def _finish(self, flight: Flight, entry: CacheEntry | None) -> None:
-        """RAM first and listeners released, then the (slower) disk write, then unlisted."""
-        with self._lock:
-            store = entry is not None and flight.generation == self._generation
-            if store:
-                assert entry is not None
-                self._ram.insert(flight.key, entry)
+        """Listeners released, then the entry stored (`_store`), then unlisted: until then a
+        newcomer follows the flight and gets its entry."""
         flight.finish(entry)
         try:
-            if store:
-                assert entry is not None
-                self._write_disk(flight.key, entry, flight.generation)
+            if entry is not None:
+                self._store(flight.key, entry, flight.generation)
         finally:
             with self._lock:
                 self._flights.unlist(flight)

@@ -710,15 +710,45 @@ def test_clear_during_synthesis_does_not_store_the_old_audio(cache_dir: Path) ->
 def test_stats_hit_rates(cache_dir: Path) -> None:
     cache = PhraseCache(cache_dir, MiB, MiB)
     cache.put(key_of("a"), make_entry(1))
+    cache.get(key_of("a"))  # disk hit, now in RAM too
     cache.get(key_of("a"))  # RAM hit
     cache.get(key_of("zz"))  # miss in both tiers
     stats = cache.stats()
-    assert (stats.ram.hits, stats.ram.misses, stats.disk.hits, stats.disk.misses) == (1, 1, 0, 1)
-    assert stats.hit_rate == 0.5
+    assert (stats.ram.hits, stats.ram.misses, stats.disk.hits, stats.disk.misses) == (1, 2, 1, 1)
+    assert stats.hit_rate == 2 / 3
     as_dict = stats.as_dict()
     assert as_dict["disk_state"] == "ok" and as_dict["ram"]["entries"] == 1
     json.dumps(as_dict)  # describe sends it as JSON
     cache.close()
+
+
+def test_a_new_phrase_is_held_in_ram_only_once_asked_for_again(cache_dir: Path) -> None:
+    cache = PhraseCache(cache_dir, MiB, MiB)
+    cache.put(key_of("a"), make_entry(1))
+    produce = Producer(seed=2)
+    first = list(cache.stream(key_of("b"), "v", produce))
+    assert cache.wait_idle(5)
+    stats = cache.stats()
+    assert (stats.ram.entries, stats.ram.size_bytes, stats.disk.entries) == (0, 0, 2)
+    again = list(cache.stream(key_of("b"), "v", produce))  # read back from disk...
+    assert produce.calls == 1 and np.array_equal(pcm_of(again), pcm_of(first))
+    stats = cache.stats()
+    assert (stats.disk.hits, stats.ram.entries) == (1, 1)  # ...and kept in RAM from then on
+    assert cache.get(key_of("b")) is not None
+    assert cache.stats().ram.hits == 1
+    cache.close()
+
+
+def test_without_a_disk_tier_new_phrases_are_held_in_ram(tmp_path: Path) -> None:
+    no_disk = PhraseCache(None, MiB, MiB)
+    no_disk.put(key_of("a"), make_entry(1))
+    assert no_disk.stats().ram.entries == 1
+    too_small = PhraseCache(tmp_path / "cache", MiB, 1024)  # no entry fits the disk budget
+    too_small.put(key_of("a"), make_entry(1))
+    stats = too_small.stats()
+    assert (stats.ram.entries, stats.disk.entries) == (1, 0)
+    assert too_small.get(key_of("a")) == make_entry(1)
+    too_small.close()
 
 
 # --- crashes and degraded folders, in real subprocesses ------------------------------------------
