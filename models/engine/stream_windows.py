@@ -70,6 +70,7 @@ class StreamPace:
         self._audio_s = 0.0
         self._frame_cost_s: float | None = None
         self._last_computed_frames = 0
+        self._part_cost_s: dict[str, float] = {}
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -87,6 +88,19 @@ class StreamPace:
         if computed_frames > 0:
             self._frame_cost_s = seconds / computed_frames
             self._last_computed_frames = computed_frames
+
+    def timed(self, part: str, computed_frames: int, seconds: float) -> None:
+        """Work other than the windows (hibari's decoder on a whole piece) computed
+        `computed_frames` frames in `seconds`: its cost per frame, for `affords`."""
+        if computed_frames > 0:
+            self._part_cost_s[part] = seconds / computed_frames
+
+    def affords(self, part: str, frames: int) -> bool:
+        """Whether `frames` frames of `part`, at its last measured cost, fit in 1/GROWTH_MARGIN
+        of the lead; False before a piece is handed out or before `part` was timed."""
+        cost = self._part_cost_s.get(part)
+        lead = self.lead_s()
+        return cost is not None and lead > 0.0 and cost * frames <= lead / GROWTH_MARGIN
 
     def lead_s(self) -> float:
         """Seconds of audio handed out beyond what has played since the first piece (0 before)."""

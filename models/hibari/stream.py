@@ -220,7 +220,9 @@ class _WindowedSynth:
         self, frames: HibariFrames, rng: np.random.Generator, *, exact_noise: bool = True
     ) -> None:
         self.f = frames
-        n = frames.frames
+        # f0 always covers the piece; the decoder's arrays may cover only its first frames yet
+        # (`_DecodedFrames`), and are only read up to where they have been decoded.
+        self.n = n = len(frames.f0)
         self.pulses = _PulseTrain(frames.f0)
         self.rng = rng
         # The one noise draw `dsp.synth` makes, same shape and order (see the module docstring);
@@ -241,7 +243,7 @@ class _WindowedSynth:
 
         Without the exact noise draw, the frames' noise comes from `rng` (default: the piece's
         generator); reads the pulse train only up to where it has been extended."""
-        f, n = self.f, self.f.frames
+        f, n = self.f, self.n
         self.pulses.extend_to(stop + 1)  # frame k reads pulse frames up to k + 1
         positions = _reflect_indices(start * HOP, (stop - 1) * HOP + N_FFT, n * HOP)
         padded = self.pulses.samples[positions]
@@ -275,7 +277,7 @@ class _WindowedSynth:
 
     def window(self, start: int, stop: int) -> FloatArray:
         """Audio of output frames [start, stop); windows must come in order."""
-        n = self.f.frames
+        n = self.n
         # Output frame m is overlap-add block m + 2, made of STFT frames m − 1 … m + 2.
         need = min(n, stop + 2)
         if need > self.spec_done:
@@ -445,7 +447,8 @@ def stream_ids(
     model's decoder runs first on the frames the first two signal windows need, then on the rest
     (see `hibari/split.py`): the first audio waits for the front and a few decoder frames instead of
     the whole model, and the audio differs from the whole model's only by the decoder's
-    per-call activation scale.
+    per-call activation scale (and FIRST_CALL_CONTEXT). A piece whose request is far enough
+    ahead of playback (`pace`) is decoded in one call instead: the whole model's frames.
     """
     cancel.raise_if_cancelled()
     if decoder_windows and isinstance(session, SplitSession):
@@ -475,17 +478,42 @@ def stream_ids(
     )
 
 
+FIRST_CALL_CONTEXT: Final = 0.5
+"""Share of the decoder's context (27 frames) its first call on a piece sees after the frames
+it decodes. Those frames already differ from the whole model's by the call's own activation
+scale (`hibari/split.py`), and what the far context adds is below that: over the 57 pieces of
+bench/text/prompts_en.txt, the first 14 frames' lh against the whole model's, min / median
+39.7 / 45.0 dB with all 27 frames, 36.3 / 45.2 dB with 13; the piece's audio 109.5 / 142.1 and
+109.2 / 142.2 dB (same noise both ways; 8 frames: 101.7 / 139.4, none: 87.2 / 131.6). The
+first call then runs on 27 frames instead of 41: it is the decoder's only extra work for a
+request's first piece (docs/benchmarks.md, "Streaming below the sentence")."""
+
+DECODER_PART: Final = "hibari decoder"
+"""The part name under which a request's `StreamPace` keeps the decoder's cost per frame."""
+
+
 class _DecodedFrames:
     """A piece's spectral frames, filled by the decoder as the signal stage needs them: first
     the frames the first windows need (a short call), then the rest in one call on all the
     piece's frames, so that everything after the first call's frames is the whole model's
-    output bit for bit (the decoder's activation scale is per call; see `hibari/split.py`)."""
+    output bit for bit (the decoder's activation scale is per call; see `hibari/split.py`).
+
+    The whole-piece call's outputs become the frames as they are (no copy of the piece's five
+    [bins, frames] arrays; only the first call's few columns are written into them), and its
+    wall time goes to the pace as DECODER_PART, kept out of the windows' own cost."""
 
     def __init__(
-        self, session: SplitSession, ids: Sequence[int], speed: float, cancel: CancelToken
+        self,
+        session: SplitSession,
+        ids: Sequence[int],
+        speed: float,
+        cancel: CancelToken,
+        pace: StreamPace,
     ) -> None:
         self._session = session
         self._cancel = cancel
+        self._pace = pace
+        self._first_context = int(session.context_frames * FIRST_CALL_CONTEXT)
         self._feature, others = session.features(_feeds(ids, speed), cancel)
         if "f0" not in others:
             raise SynthesisError(f"{session.label}: the model's front gives no f0")
@@ -493,28 +521,41 @@ class _DecodedFrames:
         self._f0 = np.asarray(others["f0"][0], dtype=np.float32)
         self.frames: HibariFrames | None = None
         self.done = 0
+        self.decode_s = 0.0
+        """Wall seconds spent in decoder calls so far."""
 
     def ensure(self, upto: int) -> HibariFrames:
         """The frames with at least [0, upto) decoded."""
-        if upto > self.done or self.frames is None:
-            # The first call: the frames asked for; the second: all the piece's frames, of
-            # which those not decoded yet are kept.
-            stop = max(1, min(self.count, upto)) if self.done == 0 else self.count
-            outputs = self._session.decode(self._feature, 0, stop, self._cancel)
-            decoded = {
-                name: output[..., self.done :]
-                for name, output in zip(self._session.cut.decoder_outputs, outputs, strict=True)
-            }
-            if self.frames is None:
-                bins = int(decoded["lh"].shape[1])
-                lh, theta, ln, lr, phi = (
-                    np.empty((bins, self.count), np.float32) for _ in range(5)
-                )
-                self.frames = HibariFrames(lh, theta, ln, lr, phi, self._f0)
-            for name in MODEL_OUTPUTS[:-1]:
-                getattr(self.frames, name)[:, self.done : stop] = decoded[name][0]
-            self.done = stop
+        if self.frames is not None and upto <= self.done:
+            return self.frames
+        # The first call: the frames asked for; the second: all the piece's frames.
+        stop = max(1, min(self.count, upto)) if self.done == 0 else self.count
+        # The first call sees FIRST_CALL_CONTEXT of the decoder's context after its frames.
+        seen = self.count if stop == self.count else min(self.count, stop + self._first_context)
+        started = self._pace.clock()
+        outputs = self._session.decode(self._feature[..., :seen], 0, stop, self._cancel)
+        seconds = self._pace.clock() - started
+        self.decode_s += seconds
+        by_name = dict(zip(self._session.cut.decoder_outputs, outputs, strict=True))
+        lh, theta, ln, lr, phi = (
+            np.asarray(by_name[name][0], np.float32) for name in MODEL_OUTPUTS[:-1]
+        )
+        if stop == self.count:
+            self._pace.timed(DECODER_PART, self.count, seconds)
+            if self.frames is not None:
+                # Frames the signal stage has read stay the first call's.
+                for whole, first in zip((lh, theta, ln, lr, phi), self._arrays(), strict=True):
+                    whole[:, : self.done] = first
+        # The first call's arrays cover only its frames (`_WindowedSynth` reads f0 for the
+        # piece's length): no piece-sized allocation for a few frames.
+        self.frames = HibariFrames(lh, theta, ln, lr, phi, self._f0)
+        self.done = stop
         return self.frames
+
+    def _arrays(self) -> tuple[FloatArray, ...]:
+        frames = self.frames
+        assert frames is not None
+        return frames.lh, frames.theta, frames.ln, frames.lr, frames.phi
 
 
 def _stream_decoder_windows(
@@ -530,7 +571,7 @@ def _stream_decoder_windows(
     pace: StreamPace,
     frame_s: float,
 ) -> Iterator[HibariPiece]:
-    decoded = _DecodedFrames(session, ids, speed, cancel)
+    decoded = _DecodedFrames(session, ids, speed, cancel, pace)
     n = decoded.count
     plan = window_plan(n, first_window_frames, window_frames)
     if n < _MIN_WINDOWED_FRAMES or len(plan) == 1:
@@ -544,20 +585,29 @@ def _stream_decoder_windows(
             frame_s=frame_s,
         )
         return
-    # Output frame m needs spectral frames up to m + 2 (`_WindowedSynth.window`). The first call
-    # decodes the frames of the first two windows: the call on the whole piece then has the
-    # first two windows' playing time (150 ms by default) to finish in, not just the first's
-    # (50 ms: a long piece's whole decode came late under load, measured in bench_streaming).
-    early = plan[min(1, len(plan) - 1)][1]
-    state = _WindowedSynth(decoded.ensure(min(n, early + 2)), rng, exact_noise=exact_noise)
-    # The second window's call decodes the whole piece, which the lead's cost figure (the
-    # first window's) knows nothing of: windows grow only after it.
-    windows = _windows(n, first_window_frames, window_frames, pace, grow_from=early)
-    for start, stop in windows:
+    if pace.affords(DECODER_PART, n):
+        # A later piece of a request whose audio is far enough ahead of playback to cover the
+        # whole piece's decoder call (timed on an earlier piece): one call, the whole model's
+        # frames bit for bit, and windows that grow from the first.
+        early = 0
+        frames = decoded.ensure(n)
+    else:
+        # Output frame m needs spectral frames up to m + 2 (`_WindowedSynth.window`). The first
+        # call decodes the frames of the first two windows: the call on the whole piece then
+        # has the first two windows' playing time (150 ms by default) to finish in, not just
+        # the first's (50 ms: a long piece's whole decode came late under load, measured in
+        # bench_streaming). The second window's call decodes the whole piece, which the
+        # lead's cost figure (the first window's) knows nothing of: windows grow only after it.
+        early = plan[min(1, len(plan) - 1)][1]
+        frames = decoded.ensure(min(n, early + 2))
+    state = _WindowedSynth(frames, rng, exact_noise=exact_noise)
+    for start, stop in _windows(n, first_window_frames, window_frames, pace, grow_from=early):
         cancel.raise_if_cancelled()
-        started = pace.clock()
-        decoded.ensure(min(n, stop + 2))
+        started, decoding_s = pace.clock(), decoded.decode_s
+        # The whole piece's call hands over its own arrays (`_DecodedFrames.ensure`).
+        state.f = decoded.ensure(min(n, stop + 2))
         samples = state.window(start, stop)
-        pace.ran(stop - start, pace.clock() - started)
+        # The window's own cost, without the decoder call (timed as DECODER_PART).
+        pace.ran(stop - start, pace.clock() - started - (decoded.decode_s - decoding_s))
         pace.handed_out((stop - start) * frame_s)
         yield HibariPiece(samples, start, stop, last=stop == n)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import hibari
 import hibari.dsp
@@ -14,8 +15,10 @@ import numpy.typing as npt
 import pytest
 from utterd.models import Cancelled, CancelToken, EngineSettings, Session
 from utterd.models.engine.backend import open_session
-from utterd.models.engine.stream_windows import GROWTH_STEP, StreamPace
+from utterd.models.engine.stream_windows import GROWTH_STEP, StreamPace, window_plan
+from utterd.models.hibari.split import SplitSession, open_split
 from utterd.models.hibari.stream import (
+    DECODER_PART,
     HOP,
     LARGEST_WINDOW_FRAMES,
     MODEL_OUTPUTS,
@@ -25,6 +28,7 @@ from utterd.models.hibari.stream import (
     synthesize_piece,
     synthesize_windows,
 )
+from utterd.models.hibari.voice import session_options
 
 HEART_MODEL = Path(hibari.voices.voice_path("heart", download_missing=False))
 TEXT = (
@@ -232,3 +236,88 @@ def _first_frames(frames: HibariFrames, count: int) -> HibariFrames:
         np.ascontiguousarray(frames.phi[:, :count]),
         np.ascontiguousarray(frames.f0[:count]),
     )
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SplitSession]:
+    opened = open_split(
+        HEART_MODEL,
+        EngineSettings(threads=1),
+        label="hibari-split",
+        options=session_options(tmp_path_factory.mktemp("split-cache")),
+    )
+    yield opened
+    opened.close()
+
+
+def test_a_later_piece_ahead_of_playback_is_decoded_in_one_call(
+    split: SplitSession,
+    session: Session,
+    pieces_ids: list[list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request's first piece decodes a few frames first; once its audio is far enough ahead
+    of playback to cover a whole piece's decoder call (timed on the first piece), a later piece
+    is decoded in one call: the whole model's frames bit for bit, windows grown from the first.
+    """
+    calls: list[tuple[int, int, int]] = []
+    real = split.decode
+
+    def decode(feature: npt.NDArray[Any], start: int, stop: int, cancel: Any = None) -> Any:
+        calls.append((start, stop, int(feature.shape[-1])))
+        return real(feature, start, stop, cancel)
+
+    monkeypatch.setattr(split, "decode", decode)
+    first_ids, later_ids = pieces_ids[-1], pieces_ids[1]
+    pace = StreamPace(clock=lambda: 0.0)  # playback stands still: the lead is all handed out
+    first = list(
+        stream_ids(
+            split, first_ids, 1.0, np.random.default_rng(0), CancelToken(), decoder_windows=True,
+            exact_noise=False, pace=pace,
+        )
+    )  # fmt: skip
+    frames = first[-1].end_frame
+    assert len(calls) == 2 and calls[0][2] < frames and calls[1] == (0, frames, frames)
+    assert pace.affords(DECODER_PART, frames)
+    calls.clear()
+    later = list(
+        stream_ids(
+            split, later_ids, 1.0, np.random.default_rng(4), CancelToken(), decoder_windows=True,
+            pace=pace,
+        )
+    )  # fmt: skip
+    frames = later[-1].end_frame
+    assert calls == [(0, frames, frames)]
+    assert later[0].end_frame > window_plan(frames, 4, 32)[0][1]  # grown from the first window
+    whole = HibariFrames.from_outputs(
+        session.run(
+            MODEL_OUTPUTS,
+            {"ids": np.asarray([later_ids], np.int64), "speed": np.ones(1, np.float32)},
+        )
+    )
+    assert np.array_equal(joined(later), one_shot(whole, 4))
+
+
+def test_without_a_lead_every_piece_decodes_its_first_frames_first(
+    split: SplitSession, pieces_ids: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Playback that keeps up with synthesis (a clock that runs with the audio handed out)
+    leaves no lead: a later piece's first audio waits for a few decoder frames, as the first's."""
+    calls: list[int] = []
+    real = split.decode
+
+    def decode(feature: npt.NDArray[Any], start: int, stop: int, cancel: Any = None) -> Any:
+        calls.append(stop)
+        return real(feature, start, stop, cancel)
+
+    monkeypatch.setattr(split, "decode", decode)
+    played = [0.0]
+    pace = StreamPace(clock=lambda: played[0])
+    for ids in pieces_ids[:2]:
+        calls.clear()
+        for piece in stream_ids(
+            split, ids, 1.0, np.random.default_rng(0), CancelToken(), decoder_windows=True,
+            exact_noise=False, pace=pace,
+        ):  # fmt: skip
+            played[0] += (piece.end_frame - piece.start_frame) * HOP / 24000
+        assert len(calls) == 2 and calls[0] < calls[1] == piece.end_frame

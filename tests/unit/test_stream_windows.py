@@ -58,6 +58,22 @@ def test_affordable_frames_need_a_lead_and_a_measured_cost() -> None:
     assert pace.affordable_frames() == 0
 
 
+def test_a_timed_part_is_afforded_within_a_share_of_the_lead() -> None:
+    clock = FakeClock()
+    pace = StreamPace(clock)
+    pace.handed_out(0.4)
+    assert not pace.affords("decoder", 1)  # never timed: nothing known of its cost
+    pace.timed("decoder", 200, 0.010)  # 50 us per frame
+    # 0.4 s of lead, of which 1/GROWTH_MARGIN at 50 us a frame
+    fits = int(0.4 / GROWTH_MARGIN / 50e-6)
+    assert pace.affords("decoder", fits - 1) and not pace.affords("decoder", fits + 1)
+    assert not pace.affords("encoder", 1)  # each part its own figure
+    pace.ran(10, 1.0)  # the windows' cost is another figure
+    assert pace.affords("decoder", fits - 1)
+    clock.now_s += 0.5  # playback overtook synthesis
+    assert not pace.affords("decoder", 1)
+
+
 def test_without_a_pace_windows_follow_the_plan() -> None:
     assert list(GrowingWindows(300, 8, 64, 384)) == window_plan(300, 8, 64)
     assert window_plan(300, 8, 64) == [
