@@ -126,6 +126,10 @@ the same process):
 piper-tts on the same text: RTF 0.049, peak 585-653 MiB. FP32 gets 384 frames (4.5 s of audio,
 most sentences in one call: within 1 % of whole sentences, memory bounded); INT8 keeps 128, for
 the daemon's 250 MB target with an INT8 voice."""
+# With the stateful decoder (`vits_stateful.py`, the default where the split can make it) a
+# seam recomputes nothing, and both paths' windows stop at its cap
+# (`vits_stream.DEFAULT_STATEFUL_LARGEST_WINDOW_FRAMES`, 128 frames): the table above is the
+# windowed fallback's.
 DEFAULT_THROUGHPUT_WINDOW_FRAMES: Final = 128
 """For a precision not in THROUGHPUT_WINDOW_FRAMES: the smaller, memory-safe window."""
 
@@ -509,7 +513,11 @@ class PiperVitsVoice(Voice):
     def throughput_window_frames(self) -> int | None:
         """Largest decoder call of the throughput path, in latent frames (None: whole sentences,
         no split parts)."""
-        return None if self._bulk_runner is None else self._bulk_runner.settings.window_frames
+        if self._bulk_runner is None:
+            return None
+        settings = self._bulk_runner.settings
+        cap = settings.stateful_largest_window_frames if self._bulk_runner.stateful else None
+        return min(settings.window_frames, cap) if cap else settings.window_frames
 
     @property
     def backend(self) -> str:

@@ -20,11 +20,11 @@ from utterd.models.errors import VoiceLoadError
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["NotConvolutional", "Reach", "reach"]
+__all__ = ["ELEMENTWISE_OPS", "NotConvolutional", "Reach", "reach"]
 
 # Ops through which a value at time t depends only on values at time t (elementwise); every
 # input that depends on the latent must have the same frame rate.
-_ELEMENTWISE_OPS: Final = frozenset(
+ELEMENTWISE_OPS: Final = frozenset(
     {
         "Abs", "Add", "Cast", "Clip", "Div", "Dropout", "Erf", "Exp", "Identity", "LeakyRelu",
         "Log", "Max", "Min", "Mul", "Neg", "Pow", "Relu", "Sigmoid", "Softplus", "Sqrt", "Sub",
@@ -112,7 +112,7 @@ def _propagate(
         max(d.right for d in deps),
         max(d.rank for d in deps),
     )
-    if op in _ELEMENTWISE_OPS:
+    if op in ELEMENTWISE_OPS:
         return merged
     if op in ("QuantizeLinear", "DequantizeLinear"):
         # A quantized (QDQ) graph's activations: elementwise with a per-tensor scale; a

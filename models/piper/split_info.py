@@ -16,9 +16,10 @@ __all__ = [
     "SplitInfo",
 ]
 
-SPLIT_FORMAT_VERSION: Final = 3
+SPLIT_FORMAT_VERSION: Final = 4
 """Bumped whenever the cut changes, so that cached split models from older code are redone
-(2: the encoder's relative attention is banded, `vits_attention.py`; 3: float encoders only)."""
+(2: the encoder's relative attention is banded, `vits_attention.py`; 3: float encoders only;
+4: a stateful decoder beside the windowed one, `vits_stateful.py`)."""
 
 LATENT: Final = "latent"
 DURATIONS: Final = "durations"
@@ -89,6 +90,14 @@ class SplitInfo:
     edge can move a value across a rounding step there, so such a graph is streamed with the
     flow's whole receptive field as context (exact), not a part of it."""
 
+    stateful_lag_samples: int | None = None
+    """Audio samples the stateful decoder's output lags its input (`vits_stateful.py`); None
+    when the generator could not be made stateful (only the windowed decoder exists)."""
+
+    stateful_states: tuple[tuple[str, int, int, int], ...] = ()
+    """The stateful decoder's state inputs as (name, channels, samples, samples of the zeros
+    given on a sentence's first call); each has an output named `state_out_` for `state_in_`."""
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -96,4 +105,8 @@ class SplitInfo:
     def from_json(data: Mapping[str, Any]) -> SplitInfo:
         fields = dict(data)
         fields["encoder_inputs"] = tuple(fields["encoder_inputs"])
+        fields["stateful_states"] = tuple(
+            (str(name), int(channels), int(samples), int(first))
+            for name, channels, samples, first in fields.get("stateful_states", ())
+        )
         return SplitInfo(**fields)

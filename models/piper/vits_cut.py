@@ -22,6 +22,7 @@ from utterd.models.piper.split_info import (
     SplitInfo,
 )
 from utterd.models.piper.vits_attention import band_relative_attention
+from utterd.models.piper.vits_stateful import NotStreamable, StatefulDecoder, make_stateful
 from utterd.models.piper.vits_surgery import (
     add_trim,
     extract,
@@ -46,7 +47,8 @@ _QUANTIZED_OPS: Final = frozenset(
 
 def cut_vits(
     source: bytes, label: str, sha256: str, flow_in_decoder: bool
-) -> tuple[bytes, bytes, SplitInfo]:
+) -> tuple[bytes, bytes, bytes | None, SplitInfo]:
+    """(encoder, windowed decoder, stateful decoder or None, info) cut from a stock graph."""
     try:
         import onnx
     except ImportError as err:
@@ -109,11 +111,23 @@ def cut_vits(
     rename(encoder.graph, {cut_at: LATENT, **({durations: DURATIONS} if durations else {})})
     if y_mask is not None:
         mask_from_latent(decoder.graph, prior_name=cut_at, mask_name=y_mask)
+    # The stateful decoder streams flow and generator alike: no trim, no context.
+    whole_decoder = onnx.ModelProto()
+    whole_decoder.CopyFrom(decoder)
+    if y_mask is not None:
         add_trim(decoder.graph, generator_input)
-    rename(decoder.graph, {cut_at: LATENT, audio_out: AUDIO})
+    for part_model in (decoder, whole_decoder):
+        rename(part_model.graph, {cut_at: LATENT, audio_out: AUDIO})
+        set_float_type(part_model.graph.input, LATENT, ["batch", latent_channels, "frames"])
     set_float_type(encoder.graph.output, LATENT, ["batch", latent_channels, "frames"])
     set_float_type(encoder.graph.output, DURATIONS, ["batch", 1, "phonemes"])
-    set_float_type(decoder.graph.input, LATENT, ["batch", latent_channels, "frames"])
+    stateful: onnx.ModelProto | None = None
+    stateful_info: StatefulDecoder | None = None
+    try:
+        stateful, stateful_info = make_stateful(whole_decoder, LATENT, AUDIO)
+    except NotStreamable as err:  # the windowed decoder still streams, at a seam's cost
+        _LOGGER.info("vits_split_not_stateful model=%s reason=%s", label, err)
+    del whole_decoder
 
     info = SplitInfo(
         source_sha256=sha256,
@@ -130,8 +144,15 @@ def cut_vits(
         stock_generator_input=generator_input,
         banded_attention=banded,
         quantized=quantized,
+        stateful_lag_samples=None if stateful_info is None else stateful_info.lag_samples,
+        stateful_states=()
+        if stateful_info is None
+        else tuple((s.name, s.channels, s.samples, s.first_samples) for s in stateful_info.states),
     )
-    for part, part_model in (("encoder", encoder), ("decoder", decoder)):
+    parts = [("encoder", encoder), ("decoder", decoder)]
+    if stateful is not None:
+        parts.append(("stateful decoder", stateful))
+    for part, part_model in parts:
         try:
             onnx.checker.check_model(part_model)
         except onnx.checker.ValidationError as err:
@@ -140,7 +161,8 @@ def cut_vits(
             ) from err
     _LOGGER.info(
         "vits_split model=%s flow_in_decoder=%s latent_channels=%d hop=%d decoder_context=%d "
-        "flow_context=%d banded_attention=%d encoder_nodes=%d decoder_nodes=%d",
+        "flow_context=%d banded_attention=%d encoder_nodes=%d decoder_nodes=%d "
+        "stateful_lag_samples=%s",
         label,
         flow_in_decoder,
         latent_channels,
@@ -150,8 +172,14 @@ def cut_vits(
         banded,
         len(encoder.graph.node),
         len(decoder.graph.node),
+        info.stateful_lag_samples,
     )
-    return encoder.SerializeToString(), decoder.SerializeToString(), info
+    return (
+        encoder.SerializeToString(),
+        decoder.SerializeToString(),
+        None if stateful is None else stateful.SerializeToString(),
+        info,
+    )
 
 
 def _find_generator_input(index: GraphIndex, label: str) -> tuple[str, int]:

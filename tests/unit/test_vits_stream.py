@@ -2,9 +2,10 @@
 
 The measure: SNR = 10·log10(Σ ref² / Σ (ref − streamed)²) over the whole sentence, where ref is
 the stock `en_US-joe-medium.onnx` run on the whole sentence with the noise scales at 0. The
-threshold is 30 dB. The defaults (generator context = its receptive field, flow context 16 of
-its 32 frames) give 85 dB or more on the benchmark set; with both contexts at their receptive
-fields the two agree to float rounding.
+threshold is 30 dB. The default, stateful decoder (`vits_stateful.py`) agrees with it to float
+rounding whatever the windows. The windowed decoder's defaults (generator context = its
+receptive field, flow context 16 of its 32 frames) give 85 dB or more on the benchmark set; with
+both contexts at their receptive fields the two agree to float rounding.
 """
 
 from __future__ import annotations
@@ -71,6 +72,21 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamingVitsRu
 
 
 @pytest.fixture(scope="module")
+def windowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamingVitsRunner]:
+    """The windowed decoder (context recomputed at each seam), the fallback of the stateful."""
+    opened = open_streaming_runner(
+        JOE_MODEL,
+        ENGINE,
+        label="joe",
+        cache_dir=tmp_path_factory.mktemp("derived-windowed"),
+        stateful=False,
+    )
+    assert not opened.stateful
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
 def stock() -> Iterator[Session]:
     session = open_session(JOE_MODEL, ENGINE, label="joe-stock")
     yield session
@@ -130,42 +146,42 @@ def test_streamed_matches_one_shot(
 
 
 def test_receptive_field_contexts_are_exact(
-    runner: StreamingVitsRunner,
+    windowed: StreamingVitsRunner,
     sentence_ids: dict[str, list[int]],
     one_shot: dict[str, npt.NDArray[Any]],
 ) -> None:
-    exact = runner.with_settings(StreamSettings(flow_context_frames=None))
+    exact = windowed.with_settings(StreamSettings(flow_context_frames=None))
     assert exact.flow_context_frames == exact.info.flow_context_frames
     audio = np.concatenate([p.samples for p in streamed(exact, sentence_ids["long"])])
     assert snr_db(one_shot["long"], audio) >= EXACT_MIN_SNR_DB
 
 
-def test_contexts_are_capped_at_the_receptive_fields(runner: StreamingVitsRunner) -> None:
-    wide = runner.with_settings(StreamSettings(context_frames=11, flow_context_frames=500))
-    assert wide.flow_context_frames == runner.info.flow_context_frames
-    assert runner.context_frames == runner.info.decoder_context_frames
-    assert runner.flow_context_frames == 16
+def test_contexts_are_capped_at_the_receptive_fields(windowed: StreamingVitsRunner) -> None:
+    wide = windowed.with_settings(StreamSettings(context_frames=11, flow_context_frames=500))
+    assert wide.flow_context_frames == windowed.info.flow_context_frames
+    assert windowed.context_frames == windowed.info.decoder_context_frames
+    assert windowed.flow_context_frames == 16
 
 
 def test_smaller_contexts_stay_above_threshold(
-    runner: StreamingVitsRunner,
+    windowed: StreamingVitsRunner,
     sentence_ids: dict[str, list[int]],
     one_shot: dict[str, npt.NDArray[Any]],
 ) -> None:
     """The cheaper setting docs/benchmarks.md lists (generator 8, flow 16 frames) keeps 30 dB."""
-    cheap = runner.with_settings(StreamSettings(4, 32, context_frames=8, flow_context_frames=16))
+    cheap = windowed.with_settings(StreamSettings(4, 32, context_frames=8, flow_context_frames=16))
     for name, ids in sentence_ids.items():
         audio = np.concatenate([p.samples for p in streamed(cheap, ids)])
         assert snr_db(one_shot[name], audio) >= MIN_SNR_DB, name
 
 
 def test_no_context_is_audibly_wrong(
-    runner: StreamingVitsRunner,
+    windowed: StreamingVitsRunner,
     sentence_ids: dict[str, list[int]],
     one_shot: dict[str, npt.NDArray[Any]],
 ) -> None:
     """Guards the measure itself: cutting without context must fail the threshold."""
-    naive = runner.with_settings(StreamSettings(8, 16, context_frames=0, flow_context_frames=0))
+    naive = windowed.with_settings(StreamSettings(8, 16, context_frames=0, flow_context_frames=0))
     audio = np.concatenate([p.samples for p in streamed(naive, sentence_ids["long"])])
     assert snr_db(one_shot["long"], audio) < MIN_SNR_DB
 
@@ -219,26 +235,29 @@ def test_noise_is_drawn_once_per_sentence(
     scales = np.array([0.667, 1.0, 0.8], dtype=np.float32)
     encoded = runner.encode(sentence_ids["medium"], scales)
     pieces = list(runner.decode(encoded, CancelToken()))
-    whole = runner.with_settings(StreamSettings(10_000, 10_000))
-    reference = next(whole.decode(encoded, CancelToken())).samples
+    whole = runner.with_settings(
+        StreamSettings(10_000, 10_000, stateful_largest_window_frames=None)
+    )
+    (one_call,) = whole.decode(encoded, CancelToken())
+    reference = one_call.samples
     assert snr_db(reference, np.concatenate([p.samples for p in pieces])) >= DEFAULT_MIN_SNR_DB
 
 
 def test_windows_grow_with_the_lead_and_still_match_one_shot(
-    runner: StreamingVitsRunner,
+    windowed: StreamingVitsRunner,
     sentence_ids: dict[str, list[int]],
     one_shot: dict[str, npt.NDArray[Any]],
 ) -> None:
     """A clock that stands still: playback never catches up, so after the first window every
     window is as large as allowed, and the seams still match the one-shot sentence."""
-    grown = runner.with_settings(StreamSettings(largest_window_frames=96))
+    grown = windowed.with_settings(StreamSettings(largest_window_frames=96))
     ids = sentence_ids["long"]
     planned = streamed(grown, ids)  # no pace: the plan, doubling up to 64
     # A pace, but no playing time handed out (frame_s 0): no lead, the same windows.
     idle = list(grown.stream(ids, DETERMINISTIC, CancelToken(), pace=StreamPace(lambda: 0.0)))
     assert [p.end_frame for p in idle] == [p.end_frame for p in planned]
     pace = StreamPace(clock=lambda: 0.0)
-    hop_s = runner.hop_length / 22050
+    hop_s = windowed.hop_length / 22050
     pieces = list(grown.stream(ids, DETERMINISTIC, CancelToken(), pace=pace, frame_s=hop_s))
     sizes = [p.end_frame - p.start_frame for p in pieces]
     assert sizes[0] == grown.settings.first_window_frames  # first audio as before
@@ -257,6 +276,54 @@ def test_windows_grow_with_the_lead_and_still_match_one_shot(
     assert snr_db(one_shot["long"], audio) >= DEFAULT_MIN_SNR_DB
 
 
+def test_stateful_decoder_is_the_default_and_exact_at_any_seam(
+    runner: StreamingVitsRunner,
+    sentence_ids: dict[str, list[int]],
+    one_shot: dict[str, npt.NDArray[Any]],
+) -> None:
+    """Small windows (4, then 8 frames: many seams), no context: float rounding only."""
+    assert runner.stateful and runner.info.stateful_lag_samples
+    small = runner.with_settings(StreamSettings(4, 8))
+    for name, ids in sentence_ids.items():
+        pieces = streamed(small, ids)
+        audio = np.concatenate([p.samples for p in pieces])
+        assert audio.shape == one_shot[name].shape, name
+        assert snr_db(one_shot[name], audio) >= EXACT_MIN_SNR_DB, name
+        sizes = [p.end_frame - p.start_frame for p in pieces]
+        assert sizes[0] == 4 and max(sizes) <= 8 + -(-runner.info.stateful_lag_samples // 256)
+
+
+def test_stateful_sentence_in_one_call_is_the_stock_output(
+    runner: StreamingVitsRunner,
+    sentence_ids: dict[str, list[int]],
+    one_shot: dict[str, npt.NDArray[Any]],
+) -> None:
+    for name, ids in sentence_ids.items():
+        np.testing.assert_allclose(
+            runner.synthesize(ids, DETERMINISTIC), one_shot[name], rtol=0, atol=1e-6
+        )
+
+
+def test_stateful_windows_grow_to_their_cap(
+    runner: StreamingVitsRunner,
+    sentence_ids: dict[str, list[int]],
+    one_shot: dict[str, npt.NDArray[Any]],
+) -> None:
+    """A clock that stands still: the lead only grows, windows grow to the stateful cap (not
+    to `largest_window_frames`), and the first window keeps its size."""
+    capped = runner.with_settings(
+        StreamSettings(largest_window_frames=384, stateful_largest_window_frames=48)
+    )
+    pace = StreamPace(clock=lambda: 0.0)
+    ids = sentence_ids["long"]
+    pieces = list(capped.stream(ids, DETERMINISTIC, CancelToken(), pace=pace, frame_s=256 / 22050))
+    sizes = [p.end_frame - p.start_frame for p in pieces]
+    assert sizes[0] == capped.settings.first_window_frames
+    assert 48 in sizes and max(sizes[:-1]) == 48
+    audio = np.concatenate([p.samples for p in pieces])
+    assert snr_db(one_shot["long"], audio) >= EXACT_MIN_SNR_DB
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -265,6 +332,7 @@ def test_windows_grow_with_the_lead_and_still_match_one_shot(
         StreamSettings(context_frames=-1),
         StreamSettings(flow_context_frames=-2),
         StreamSettings(largest_window_frames=0),
+        StreamSettings(stateful_largest_window_frames=0),
     ],
 )
 def test_bad_settings_are_rejected(settings: StreamSettings) -> None:
