@@ -37,7 +37,7 @@ import numpy.typing as npt
 from utterd.models.engine.backend import Session, SessionOptions, open_session
 from utterd.models.engine.stream_windows import StreamPace
 from utterd.models.errors import SynthesisError, VoiceLoadError
-from utterd.models.hibari.g2p_tables import packed_g2p
+from utterd.models.hibari.g2p_tables import G2pTables, packed_g2p
 from utterd.models.hibari.ipa import misaki_sentences
 from utterd.models.hibari.split import SplitSession, open_split
 from utterd.models.hibari.stream import (
@@ -111,26 +111,32 @@ class HibariFrontend(hibari.Hibari):  # type: ignore[misc]  # hibari ships no ty
     and set just the attributes the text methods read, because our session comes from backend.py.
     """
 
-    def __init__(self, voice: str, g2p: Any) -> None:
+    def __init__(self, voice: str, g2p: Any, tables: G2pTables | None = None) -> None:
         self.voice = voice
         self.model_path = None
         with open(os.path.join(hibari.tts.ASSETS, "vocab.json"), encoding="utf-8") as vocab_file:
             self.vocab = json.load(vocab_file)
         self._g2p = g2p
+        self.tables = tables
+        """The G2P's packed tables, whose mapped pages each sentence's lookups leave resident."""
 
 
 def _open_oov_net(name: str, engine: EngineSettings, label: str) -> Any:
     """hibari's out-of-vocabulary word net, run through our backend.
 
     One ONNX call per unknown word on a 0.65M-parameter net: extra threads only add overhead,
-    so it gets one thread whatever the voice uses.
+    so it gets one thread whatever the voice uses; and no memory arena (with one, its runs
+    grow ONNX Runtime's shared CPU arena, which keeps what it grew to: 1 MiB more in use).
     """
     from hibari.g2p.oov import ASSETS, OOV
 
     british = bool(hibari.voices.VOICES[name]["british"])
     oov_path = Path(ASSETS) / ("oov_gb.onnx" if british else "oov.onnx")
     session = open_session(
-        oov_path, EngineSettings(backend=engine.backend, threads=1), label=f"{label}:oov"
+        oov_path,
+        EngineSettings(backend=engine.backend, threads=1),
+        label=f"{label}:oov",
+        options=SessionOptions(memory_arena=False),
     )
     if set(session.input_names) != _OOV_INPUTS:
         raise VoiceLoadError(
@@ -331,6 +337,8 @@ class HibariVoice(Voice):
                     try:
                         # Long sentences come back as several clause-sized phoneme strings.
                         phonemes = self._frontend.phonemize(sentence)
+                        if self._frontend.tables is not None:
+                            self._frontend.tables.drop_pages()
                     except (ArithmeticError, LookupError, ValueError, RecursionError) as err:
                         raise SynthesisError(
                             f"hibari's G2P failed on {sentence[:60]!r}: {type(err).__name__}: {err}"
@@ -476,10 +484,10 @@ def load_voice(
         british = bool(hibari.voices.VOICES[name]["british"])
         # hibari's G2P with its lexicons and tagger packed and mapped from the model store
         # (g2p_tables.py): as dicts they held 101 MiB and took 0.3 s to parse at every start.
-        g2p = packed_g2p(
+        g2p, tables = packed_g2p(
             _LazyOovNet(name, engine, info.voice_id), british=british, folder=optimized_dir
         )
-        frontend = HibariFrontend(name, g2p)
+        frontend = HibariFrontend(name, g2p, tables)
     except VoiceLoadError:
         session.close()
         raise

@@ -79,9 +79,34 @@ def test_whole_texts_read_as_hibari_reads_them(tmp_path: Path, british: bool) ->
     def no_oov(word: str) -> str:
         return ""  # the same for both: unknown words compare equal without the OOV net
 
-    ours = packed_g2p(no_oov, british=british, folder=tmp_path)
+    ours, tables = packed_g2p(no_oov, british=british, folder=tmp_path)
     reference = hibari.g2p.G2P(oov=no_oov, british=british)
-    assert [ours(line) for line in lines] == [reference(line) for line in lines]
+    read = []
+    for line in lines:
+        read.append(ours(line))
+        tables.drop_pages()  # as the voice does after each sentence: the same answers after
+    assert read == [reference(line) for line in lines]
+
+
+def resident_kib(path: Path) -> int:
+    """Rss of this process's mappings of `path` (/proc/self/smaps), in KiB."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            inside = head[-1] == str(path)
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1])
+    return total
+
+
+def test_dropped_pages_leave_the_process(tmp_path: Path) -> None:
+    g2p, tables = packed_g2p(lambda word: "", british=False, folder=tmp_path)
+    assert tables.path is not None
+    g2p("Before you leave the building tonight, please make sure every window is closed.")
+    assert resident_kib(tables.path) > 0
+    tables.drop_pages()
+    assert resident_kib(tables.path) == 0
 
 
 def test_packed_once_then_mapped(
