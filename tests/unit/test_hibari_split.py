@@ -24,7 +24,7 @@ from utterd.models.hibari.split import (
     open_split,
     separate_heads,
 )
-from utterd.models.hibari.stream import HOP, MODEL_OUTPUTS, stream_ids
+from utterd.models.hibari.stream import FIRST_CALL_CONTEXT, HOP, MODEL_OUTPUTS, stream_ids
 from utterd.models.hibari.voice import open_decoder_windows, session_options
 
 HEART_MODEL = Path(hibari.voices.voice_path("heart", download_missing=False))
@@ -219,7 +219,7 @@ def test_only_the_first_window_differs_from_the_whole_model(
             decoder_windows=True,
         )
         first = next(pieces)
-        frames = counting.calls[0][2]
+        frames = one_shot.size // HOP
         # The first audio waited for a few windows' frames (plus 2 for the overlap-add), not
         # for the piece's ...
         plan = window_plan(frames, first_window, 64)
@@ -231,9 +231,11 @@ def test_only_the_first_window_differs_from_the_whole_model(
         if first_decoded == frames:
             assert counting.calls == [(0, frames, frames)]
             continue
-        assert counting.calls == [(0, first_decoded, frames)]
+        # The first call sees a share of the decoder's context after its frames.
+        seen = min(frames, first_decoded + int(split.context_frames * FIRST_CALL_CONTEXT))
+        assert counting.calls == [(0, first_decoded, seen)]
         streamed = np.concatenate([first.samples, *(p.samples for p in pieces)])
-        assert counting.calls == [(0, first_decoded, frames), (0, frames, frames)]
+        assert counting.calls == [(0, first_decoded, seen), (0, frames, frames)]
         assert streamed.size == one_shot.size == frames * HOP
         # Output frame m overlap-adds spectral frames m - 1 ... m + 2.
         exact_from = (first_decoded + 1) * HOP
@@ -266,11 +268,12 @@ def test_windows_grow_only_after_the_whole_piece_is_decoded(
             pace=pace,
         )
     )
-    frames = counting.calls[0][2]
+    frames = pieces[-1].end_frame
     plan = window_plan(frames, 4, 32)
     assert len(plan) > 3
     assert [(p.start_frame, p.end_frame) for p in pieces[:2]] == plan[:2]
-    assert counting.calls == [(0, plan[1][1] + 2, frames), (0, frames, frames)]
+    seen = plan[1][1] + 2 + int(split.context_frames * FIRST_CALL_CONTEXT)
+    assert counting.calls == [(0, plan[1][1] + 2, seen), (0, frames, frames)]
     assert len(pieces) < len(plan) and pieces[-1].end_frame == frames and pieces[-1].last
     assert max(p.end_frame - p.start_frame for p in pieces) > 32
 
