@@ -5,9 +5,14 @@ frees inside an arena rarely go back to the kernel. A daemon with a dozen thread
 speech and synthesis workers, player supervisor, ONNX Runtime pools) that loads and closes
 voice instances and decodes windows of many sizes sees its RSS drift up for hours: the soak
 benchmark measured +11 % in ten minutes after warm-up, and a pre-warm instance's memory
-staying resident after it was closed. Two arenas are enough for two or four cores' worth of
-contention; `malloc_trim` hands freed pages back after big releases (and after start-up, whose
-model loading frees what it parsed). On request (config `memory.mmap_threshold_bytes`), large blocks
+staying resident after it was closed. One arena: the threads that allocate large blocks take
+turns (a phrase's synthesis runs on a thread of its own, and the speech worker, the player and
+ONNX Runtime's pool hand its audio on), so with two arenas each came to hold a long sentence's
+working set and its free space: the default voice's peak RSS while speaking was 177 MiB with
+two and 157 with one, at the same CPU (bench_memory.py, docs/benchmarks.md "Memory and ready
+time"); the Python code holds the GIL around most allocations anyway. `malloc_trim` hands
+freed pages back after big releases (and after start-up, whose model loading frees what it
+parsed). On request (config `memory.mmap_threshold_bytes`), large blocks
 get their own mappings, so a synthesis's big arrays go back to the kernel when freed instead of
 staying in the heap (less RSS, more page faults).
 All are no-ops where the C library is not glibc (musl has none of these calls).
@@ -30,7 +35,7 @@ _M_MMAP_THRESHOLD: Final = -3
 """mallopt parameter number of M_MMAP_THRESHOLD in glibc's malloc.h."""
 
 
-DEFAULT_ARENAS: Final = 2
+DEFAULT_ARENAS: Final = 1
 
 
 @functools.cache
