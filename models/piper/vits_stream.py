@@ -410,7 +410,10 @@ class StreamingVitsRunner:
                 decode_s * 1e3,
             )
             if pace is not None:
-                pace.ran(target - fed, decode_s)
+                # The window's own frames, not the frames fed: a first call is fed the lag's
+                # frames more, which cost the flow only, and counting them as generator frames
+                # sized the next window 2.5x what the lead afforded (gaps).
+                pace.ran(end - start, decode_s)
                 pace.handed_out((end - start) * frame_s)
             fed = target
             yield VitsPiece(samples, start, end, last=end == frames)
