@@ -1,7 +1,8 @@
 """hibari voices: small English models (24 kHz) from the hibari-tts package.
 
 Discovery only reads hibari's voice registry (`hibari/voices.py` and its `voices.json`), without
-importing the `hibari` package: a daemon that speaks only Piper voices never pays for it. `load`
+importing the `hibari` package: a daemon that speaks only Piper voices never pays for it; and
+without the `urllib.request` that module imports for downloads (`_DownloadsOnly`). `load`
 imports hibari with its DSP's FFT loaded alone (`fft.py`: all of scipy.fft cost 25 MiB and
 0.25-0.4 s), then `voice.py`, which runs the voice. Only
 voices whose model file is already on disk are offered: hibari would download the others, and
@@ -10,14 +11,16 @@ utterd never downloads at run time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import importlib.util
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Final
+from typing import Any, Final
 
 from utterd.models.errors import VoiceLoadError
 from utterd.models.model_store import OPTIMIZED_DIR_NAME, default_model_store_dir
@@ -39,6 +42,44 @@ SAMPLE_RATE_HZ: Final[int] = 24_000
 """hibari's output rate (`hibari.SAMPLE_RATE`); `hibari_voice.load_voice` checks they agree."""
 
 
+class _DownloadsOnly(ModuleType):
+    """`urllib.request` as hibari's `voices.py` gets it at import: a stand-in that imports the
+    real module at the first attribute read.
+
+    `voices.py` (the registry, read at discovery, and imported again with the package at load)
+    imports `urllib.request` for its downloads, which utterd never asks for (only models already
+    on disk are offered). The real import brings http.client, ssl and email: 3.9 MiB of every
+    daemon's RSS and a few ms of its start, for nothing (docs/benchmarks.md, "Memory and ready
+    time")."""
+
+    def __getattr__(self, name: str) -> Any:
+        if sys.modules.get("urllib.request") is self:
+            del sys.modules["urllib.request"]
+        return getattr(importlib.import_module("urllib.request"), name)
+
+
+@contextlib.contextmanager
+def _downloads_deferred() -> Iterator[None]:
+    """Run an import of hibari's `voices.py` with `_DownloadsOnly` as `urllib.request`.
+
+    The stand-in leaves `sys.modules` afterwards, so anything importing `urllib.request` later
+    gets the real module (which also replaces the stand-in as the `urllib` package's attribute,
+    through which hibari reaches it)."""
+    if "urllib.request" in sys.modules:
+        yield
+        return
+    import urllib
+
+    stand_in = _DownloadsOnly("urllib.request")
+    sys.modules["urllib.request"] = stand_in
+    vars(urllib)["request"] = stand_in  # what `urllib.request.x` in voices.py reads
+    try:
+        yield
+    finally:
+        if sys.modules.get("urllib.request") is stand_in:
+            del sys.modules["urllib.request"]
+
+
 @functools.cache
 def _registry() -> ModuleType | None:
     """hibari's `voices` module (registry + where each model lives), or None if hibari is absent.
@@ -58,7 +99,8 @@ def _registry() -> ModuleType | None:
         return None
     module = importlib.util.module_from_spec(file_spec)
     try:
-        file_spec.loader.exec_module(module)
+        with _downloads_deferred():
+            file_spec.loader.exec_module(module)
     except (OSError, ValueError) as err:
         _LOGGER.warning("hibari_registry_unreadable path=%s reason=%r", path, err)
         return None
@@ -124,8 +166,9 @@ class HibariFamily(VoiceFamily):
             raise VoiceLoadError(f"voice {info.voice_id!r} is not in hibari's voice registry")
         from utterd.models.hibari.fft import import_hibari
 
-        import_hibari()  # before voice.py imports hibari: its DSP without all of scipy.fft
-        from utterd.models.hibari.voice import load_voice
+        with _downloads_deferred():
+            import_hibari()  # before voice.py imports hibari: its DSP without all of scipy.fft
+            from utterd.models.hibari.voice import load_voice
 
         optimized = self._optimized_dir or default_model_store_dir() / OPTIMIZED_DIR_NAME
         return load_voice(info, name, engine, optimized_dir=optimized)

@@ -80,8 +80,30 @@ voice = family.load(info, EngineSettings(backend="onnxruntime", threads=1))
 voice.warm_up()
 """
     heavy = ["scipy.fft", "scipy.special", "openvino", "onnx", "unittest", "numpy.f2py"]
+    # hibari's voices.py imports urllib.request for downloads utterd never asks for.
+    heavy += ["urllib.request", "http.client", "ssl"]
     _imported_after(code, [], tmp_path)  # the first start: parts cut and kept
     assert _imported_after(code, heavy + ["hibari.dsp"], tmp_path) == ["hibari.dsp"]
+
+
+def test_hibari_still_reaches_urllib_request_when_it_downloads() -> None:
+    """The stand-in `urllib.request` hibari's voices.py got at load imports the real module
+    when hibari uses it (a download), and leaves the real one to later importers."""
+    code = """
+import sys
+from utterd.models.hibari.family import HibariFamily
+assert HibariFamily().discover([])
+from utterd.models.hibari import family
+registry = family._registry()
+assert "urllib.request" not in sys.modules
+assert registry.urllib.request.urlopen.__module__ == "urllib.request"
+import urllib.request
+assert registry.urllib.request is urllib.request and sys.modules["urllib.request"] is urllib.request
+"""
+    assert _imported_after(code, ["urllib.request", "http.client"]) == [
+        "urllib.request",
+        "http.client",
+    ]
 
 
 def test_piper_and_hibari_discovery_import_no_runtime() -> None:
