@@ -16,8 +16,16 @@ first audio as soon as the first chunk exists, not after the whole phrase; and b
 consumer drives the synthesis, a slow consumer (the player, paced by the sound card) never holds
 back the entry for a fast one (a `synthesize` client). When the last listener leaves (its job was
 stopped) before synthesis finished, the flight is cancelled and nothing is stored. When it
-finishes, the entry goes to RAM at once and to disk right after. `get_or_create()` is the
-blocking form around a producer that returns a whole entry; it joins the same flights.
+finishes, the entry goes to disk (to RAM when it is read back, see `PhraseCache._store`).
+`get_or_create()` is the blocking form around a producer that returns a whole entry; it joins
+the same flights.
+
+After each sentence a flight has synthesized, the heap's free pages go back to the system
+(`memory.trim`): a sentence's arrays are freed between threads that take turns on the heap, and
+what they leave free in its middle stayed resident, so the daemon's peak RSS depended on how
+the sentences' allocations happened to interleave (default voice, held-out text: 152-164 MiB;
+trimmed, 148-152 MiB, for about a tenth more CPU while speaking, page faults of the pages
+used again: docs/benchmarks.md, "Memory and ready time").
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from utterd.daemon import memory
 from utterd.daemon.cache.disk import RETRY_WRITE_S, DiskTier
 from utterd.daemon.cache.entry import (
     DEFAULT_HIT_CHUNK_SAMPLES,
@@ -379,6 +388,8 @@ class PhraseCache:
             for chunk in produce(flight.token):
                 builder.add(chunk)
                 flight.add_chunk(chunk)
+                if chunk.sentence_end:
+                    memory.trim()
             # A producer that stopped early without raising must not leave a truncated entry.
             flight.token.raise_if_cancelled()
         except Exception as exc:  # noqa: BLE001  # handed to every listener, and logged

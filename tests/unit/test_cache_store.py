@@ -739,6 +739,31 @@ def test_a_new_phrase_is_held_in_ram_only_once_asked_for_again(cache_dir: Path) 
     cache.close()
 
 
+def test_a_flight_gives_freed_heap_pages_back_after_each_sentence(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each sentence's last chunk is followed by `memory.trim` before the next is made."""
+    from utterd.daemon import memory
+
+    made: list[str] = []
+    monkeypatch.setattr(memory, "trim", lambda: made.append("trim") is None)
+    chunks = [
+        AudioChunk(np.zeros(100, np.float32), RATE_HZ, index // 2, sentence_end=index % 2 == 1)
+        for index in range(6)
+    ]
+
+    def produce(_token: CancelToken) -> Iterator[AudioChunk]:
+        for chunk in chunks:
+            made.append(f"s{chunk.sentence_index}")
+            yield chunk
+
+    cache = PhraseCache(cache_dir, MiB, MiB)
+    assert len(list(cache.stream(key_of("t"), "v", produce))) == 6
+    assert cache.wait_idle(5)
+    assert made == ["s0", "s0", "trim", "s1", "s1", "trim", "s2", "s2", "trim"]
+    cache.close()
+
+
 def test_without_a_disk_tier_new_phrases_are_held_in_ram(tmp_path: Path) -> None:
     no_disk = PhraseCache(None, MiB, MiB)
     no_disk.put(key_of("a"), make_entry(1))
