@@ -143,9 +143,11 @@ def _interpolation_weights() -> tuple[FloatArray, FloatArray]:
     return u, (1.0 - u).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=8)
 def _ola_norm(frames: int) -> FloatArray:
-    """`hibari.dsp._ola_norm`: 1 / summed squared window per output block of the whole sentence."""
+    """`hibari.dsp._ola_norm`: 1 / summed squared window per output block of the whole sentence.
+
+    Computed per piece, not cached: a piece's norm serves that piece only, costs a few adds
+    over [frames + 3, 300], and a cache of the last 8 lengths kept up to ~7 MiB resident."""
     window_sq = (dsp.WIN * dsp.WIN).reshape(_HOPS_PER_FFT, HOP)
     wsum = np.zeros((frames + _HOPS_PER_FFT - 1, HOP), np.float32)
     for k in range(_HOPS_PER_FFT):
@@ -398,7 +400,7 @@ def synthesize_piece(
     out = np.zeros((n + _HOPS_PER_FFT - 1, HOP), np.float32)
     for slot in range(_HOPS_PER_FFT):
         out[slot : slot + n] += blocks[:, slot]
-    out *= _ola_norm(n)
+    out *= state.norm
     return out.reshape(-1)[_HALF : _HALF + n * HOP]
 
 
