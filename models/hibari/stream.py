@@ -483,7 +483,7 @@ def stream_ids(
 FIRST_CALL_CONTEXT: Final = 0.5
 """Share of the decoder's context (27 frames) its first call on a piece sees after the frames
 it decodes. Those frames already differ from the whole model's by the call's own activation
-scale (`hibari/split.py`), and what the far context adds is below that: over the 57 pieces of
+scale (`hibari/split.py`), and what the far context adds is below that: over the 55 pieces of
 bench/text/prompts_en.txt, the first 14 frames' lh against the whole model's, min / median
 39.7 / 45.0 dB with all 27 frames, 36.3 / 45.2 dB with 13; the piece's audio 109.5 / 142.1 and
 109.2 / 142.2 dB (same noise both ways; 8 frames: 101.7 / 139.4, none: 87.2 / 131.6). The
