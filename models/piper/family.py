@@ -126,11 +126,16 @@ the same process):
 piper-tts on the same text: RTF 0.049, peak 585-653 MiB. FP32 gets 384 frames (4.5 s of audio,
 most sentences in one call: within 1 % of whole sentences, memory bounded); INT8 keeps 128, for
 the daemon's 250 MB target with an INT8 voice."""
-# With the stateful decoder (`vits_stateful.py`, the default where the split can make it) a
-# seam recomputes nothing, and both paths' windows stop at its cap
-# (`vits_stream.DEFAULT_STATEFUL_LARGEST_WINDOW_FRAMES`, 128 frames): the table above is the
-# windowed fallback's.
 DEFAULT_THROUGHPUT_WINDOW_FRAMES: Final = 128
+STATEFUL_WINDOW_FRAMES: Final[Mapping[str, int]] = MappingProxyType({"fp32": 128, "int8": 32})
+"""Largest decoder window of both paths with the stateful decoder (`vits_stateful.py`, the
+default where the split can make it), by precision; THROUGHPUT_WINDOW_FRAMES is then only the
+windowed fallback's. A stateful seam recomputes nothing, so small windows cost only a call's
+overhead; the state copies make its transient memory per frame higher than the windowed
+decoder's. joe INT8 as the daemon's only voice (bench_memory, held-out text, peak RSS while
+speaking): windowed decoder 181 MiB; stateful, largest window 128 or 64 frames: 210 MiB, 32
+frames: 199 MiB, speaking CPU 0.92x (docs/benchmarks.md, "Memory and ready time"). A precision
+not listed gets the smallest."""
 """For a precision not in THROUGHPUT_WINDOW_FRAMES: the smaller, memory-safe window."""
 
 LENGTH_BUCKETS: Final = (32, 64, 128, 256, 512)
@@ -489,6 +494,13 @@ class PiperVitsVoice(Voice):
         bulk_frames = THROUGHPUT_WINDOW_FRAMES.get(
             self.variant.precision, DEFAULT_THROUGHPUT_WINDOW_FRAMES
         )
+        stateful_frames = STATEFUL_WINDOW_FRAMES.get(
+            self.variant.precision, min(STATEFUL_WINDOW_FRAMES.values())
+        )
+        if runner is not None:
+            runner = runner.with_settings(
+                dataclasses.replace(runner.settings, stateful_largest_window_frames=stateful_frames)
+            )
         self._bulk_runner = (
             runner.with_settings(
                 dataclasses.replace(

