@@ -12,7 +12,7 @@ working set and its free space: the default voice's peak RSS while speaking was 
 two and 157 with one, at the same CPU (bench_memory.py, docs/benchmarks.md "Memory and ready
 time"); the Python code holds the GIL around most allocations anyway. `malloc_trim` hands
 freed pages back after big releases (and after start-up, whose model loading frees what it
-parsed). On request (config `memory.mmap_threshold_bytes`), large blocks
+parsed), and `TrimOnGrowth` after a sentence once the heap has grown since the last time. On request (config `memory.mmap_threshold_bytes`), large blocks
 get their own mappings, so a synthesis's big arrays go back to the kernel when freed instead of
 staying in the heap (less RSS, more page faults).
 All are no-ops where the C library is not glibc (musl has none of these calls).
@@ -24,6 +24,8 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
+import threading
 from typing import Final
 
 _LOGGER = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ _M_MMAP_THRESHOLD: Final = -3
 
 
 DEFAULT_ARENAS: Final = 1
+
+DEFAULT_TRIM_GROWTH_BYTES: Final = 8 * 1024 * 1024
+"""RSS growth since the last trim from which `TrimOnGrowth` trims again (see there)."""
 
 
 @functools.cache
@@ -81,3 +86,45 @@ def trim() -> bool:
     if libc is None:
         return False
     return bool(libc.malloc_trim(ctypes.c_size_t(0)))
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident set size (Linux /proc), or None where there is none."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class TrimOnGrowth:
+    """`trim` at a pause in the work (after a sentence), once the process's RSS has grown by
+    `growth_bytes` since the pause that trimmed last. Thread-safe.
+
+    A sentence's arrays are freed by threads that take turns on the heap, and what they leave
+    free in its middle stays resident: the default voice's peak RSS while speaking the held-out
+    text was 151-162 MiB untrimmed (bench_memory.py). Trimming after every sentence held it at
+    145-158 MiB but cost 10-16 % more CPU while speaking (each sentence faulted its working set
+    in again); trimming only after 8 MiB of growth gave 146-161 MiB at the CPU of not trimming
+    (docs/benchmarks.md, "Memory and ready time").
+    """
+
+    def __init__(self, growth_bytes: int = DEFAULT_TRIM_GROWTH_BYTES) -> None:
+        self.growth_bytes = growth_bytes
+        """RSS growth since the last trim from which the next pause trims."""
+        self._trimmed_at_bytes: int | None = None
+        self._lock = threading.Lock()
+
+    def pause(self) -> bool:
+        """A pause in the work: trim if RSS grew by `growth_bytes` since the last trim (or
+        none was made yet). True if this call trimmed."""
+        with self._lock:
+            rss = _rss_bytes()
+            if rss is None:
+                return False
+            last = self._trimmed_at_bytes
+            if last is not None and rss - last < self.growth_bytes:
+                return False
+            trim()
+            self._trimmed_at_bytes = _rss_bytes()
+            return True

@@ -20,12 +20,10 @@ finishes, the entry goes to disk (to RAM when it is read back, see `PhraseCache.
 `get_or_create()` is the blocking form around a producer that returns a whole entry; it joins
 the same flights.
 
-After each sentence a flight has synthesized, the heap's free pages go back to the system
-(`memory.trim`): a sentence's arrays are freed between threads that take turns on the heap, and
-what they leave free in its middle stayed resident, so the daemon's peak RSS depended on how
-the sentences' allocations happened to interleave (default voice, held-out text: 152-164 MiB;
-trimmed, 148-152 MiB, for about a tenth more CPU while speaking, page faults of the pages
-used again: docs/benchmarks.md, "Memory and ready time").
+After each sentence a flight has synthesized, the heap's free pages go back to the system once
+the process has grown by a few MiB since they last did (`memory.TrimOnGrowth`): a sentence's
+arrays are freed between threads that take turns on the heap, and what they leave free in its
+middle stayed resident.
 """
 
 from __future__ import annotations
@@ -145,6 +143,8 @@ class PhraseCache:
         self._generation = 0
         """Bumped by `clear`: an entry made under an older generation is not stored."""
         self._closing = False
+        self._trimmer = memory.TrimOnGrowth()
+        """Gives the heap's free pages back after a flight's sentences (module doc)."""
         self._disk = DiskTier(
             cache_dir,
             disk_budget_bytes,
@@ -389,7 +389,7 @@ class PhraseCache:
                 builder.add(chunk)
                 flight.add_chunk(chunk)
                 if chunk.sentence_end:
-                    memory.trim()
+                    self._trimmer.pause()
             # A producer that stopped early without raising must not leave a truncated entry.
             flight.token.raise_if_cancelled()
         except Exception as exc:  # noqa: BLE001  # handed to every listener, and logged

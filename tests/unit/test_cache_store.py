@@ -739,14 +739,15 @@ def test_a_new_phrase_is_held_in_ram_only_once_asked_for_again(cache_dir: Path) 
     cache.close()
 
 
-def test_a_flight_gives_freed_heap_pages_back_after_each_sentence(
+def test_a_flight_pauses_for_heap_trimming_after_each_sentence(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each sentence's last chunk is followed by `memory.trim` before the next is made."""
+    """Each sentence's last chunk is followed by a pause of the cache's `TrimOnGrowth` before
+    the next is made (which trims when the process has grown: tests/unit/test_memory.py)."""
     from utterd.daemon import memory
 
     made: list[str] = []
-    monkeypatch.setattr(memory, "trim", lambda: made.append("trim") is None)
+    monkeypatch.setattr(memory.TrimOnGrowth, "pause", lambda self: made.append("trim") is None)
     chunks = [
         AudioChunk(np.zeros(100, np.float32), RATE_HZ, index // 2, sentence_end=index % 2 == 1)
         for index in range(6)

@@ -121,3 +121,25 @@ def test_calls_are_harmless_without_glibc(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_the_c_library_is_found_here() -> None:
     assert ctypes.util.find_library("c") is not None
+
+
+def test_trim_on_growth_trims_again_only_once_rss_has_grown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rss = [100 << 20]
+    trims: list[int] = []
+    monkeypatch.setattr(memory, "_rss_bytes", lambda: rss[0])
+    monkeypatch.setattr(memory, "trim", lambda: trims.append(rss[0]) is None)
+    trimmer = memory.TrimOnGrowth(growth_bytes=8 << 20)
+    assert trimmer.pause()  # the first pause trims: nothing to compare with yet
+    rss[0] += 7 << 20
+    assert not trimmer.pause()  # 7 MiB more: not yet
+    rss[0] += 1 << 20
+    assert trimmer.pause()  # 8 MiB since the last trim
+    assert not trimmer.pause()
+    assert trims == [100 << 20, 108 << 20]
+
+
+def test_trim_on_growth_reads_this_process_rss() -> None:
+    rss = memory._rss_bytes()
+    assert rss is not None and 1 << 20 < rss < 1 << 40
