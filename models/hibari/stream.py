@@ -15,7 +15,7 @@ except three, handled here so that the windowed output is *identical* to `hibari
   window; the generator is then left where `synth` would leave it, so the next sentence's noise
   lines up too. That draw is the whole piece's noise before its first audio (about 2 ms for a
   short prompt, 601 bins × 2 per frame); without `exact_noise` each window draws only its own
-  columns, the same distribution (independent standard normals per bin and frame) from a
+  columns (_STEP_FRAMES at a time), the same distribution (independent standard normals per bin and frame) from a
   generator that is random per request anyway.
 - **Edges**: the STFT reflect-pads the whole pulse train and the inverse STFT's normalization is
   tapered at both ends of the sentence; we reflect at the sentence's ends (not the window's) and
@@ -60,8 +60,9 @@ MODEL_OUTPUTS: Final = ("lh", "theta", "ln", "lr", "phi", "f0")
 DEFAULT_FIRST_WINDOW_FRAMES: Final = 4
 DEFAULT_WINDOW_FRAMES: Final = 32
 LARGEST_WINDOW_FRAMES: Final = 128
-"""Windows grown by the lead stop here (1.6 s of audio): the signal stage's temporaries stay
-small (~0.6 MB per array, as `synthesize_piece`'s steps), and a call per 1.6 s costs nothing."""
+"""Windows grown by the lead stop here (1.6 s of audio): a call per 1.6 s costs nothing, and the
+buffer of frames waiting for their overlap-add is made for this size (the spectra themselves
+are computed _STEP_FRAMES at a time whatever the window)."""
 
 N_FFT: Final[int] = int(dsp.N_FFT)
 HOP: Final[int] = int(dsp.HOP)
@@ -76,8 +77,14 @@ _MAX_HARMONIC_HZ: Final = 11000.0
 _MIN_WINDOWED_FRAMES: Final = _HOPS_PER_FFT + 1
 # Below this, a piece's signal stage is too short (~2 ms) to gain from a second thread.
 _MIN_PARALLEL_FRAMES: Final = 64
-# Frames per step of `synthesize_piece`'s halves: small temporaries (~0.6 MB per array).
-_PARALLEL_CHUNK_FRAMES: Final = 128
+_STEP_FRAMES: Final = 32
+"""Spectral frames computed per step, whatever the window (4 … LARGEST_WINDOW_FRAMES frames) or
+`synthesize_piece`'s half: the steps' arrays are views of buffers made once per piece
+(`_Scratch`), and what numpy still allocates per step (the FFTs' outputs, 150 KB each) has one
+size, so the heap reuses its holes. Windows growing 4 → 128 frames used to allocate each
+size's temporaries anew (about 6 MB at 128 frames), landing where the smaller ones' did not
+fit; that raised the daemon's peak RSS (docs/benchmarks.md, "Memory and ready time"). Numpy's
+per-step overhead is about 0.1 ms, a few percent of a step's FFTs."""
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -143,18 +150,21 @@ def _interpolation_weights() -> tuple[FloatArray, FloatArray]:
     return u, (1.0 - u).astype(np.float32)
 
 
-def _ola_norm(frames: int) -> FloatArray:
-    """`hibari.dsp._ola_norm`: 1 / summed squared window per output block of the whole sentence.
+def _ola_norm(first: int, stop: int, frames: int) -> FloatArray:
+    """`hibari.dsp._ola_norm` of a sentence of `frames` frames, its blocks [first, stop) only:
+    1 / summed squared window per output block, the same additions in the same order.
 
-    Computed per piece, not cached: a piece's norm serves that piece only, costs a few adds
-    over [frames + 3, 300], and a cache of the last 8 lengths kept up to ~7 MiB resident."""
+    Computed per window, not for the whole piece (0.9 MB for a 768-frame piece) nor cached (a
+    cache of the last 8 lengths kept up to ~7 MiB resident): a few adds over [blocks, 300]."""
     window_sq = (dsp.WIN * dsp.WIN).reshape(_HOPS_PER_FFT, HOP)
-    wsum = np.zeros((frames + _HOPS_PER_FFT - 1, HOP), np.float32)
+    wsum = np.zeros((stop - first, HOP), np.float32)
     for k in range(_HOPS_PER_FFT):
-        wsum[k : k + frames] += window_sq[k]
-    norm = np.empty_like(wsum)
-    np.divide(1.0, np.maximum(wsum, 1e-11), out=norm)
-    return norm
+        lo, hi = max(first, k), min(stop, k + frames)
+        if hi > lo:
+            wsum[lo - first : hi - first] += window_sq[k]
+    np.maximum(wsum, 1e-11, out=wsum)
+    np.divide(1.0, wsum, out=wsum)
+    return wsum
 
 
 class _PulseTrain:
@@ -215,6 +225,45 @@ def _reflect_indices(first: int, stop: int, length: int) -> npt.NDArray[np.intp]
     return np.where(j >= length, 2 * (length - 1) - j, j)
 
 
+class _Scratch:
+    """Buffers for one step of `_WindowedSynth._spectra` (up to _STEP_FRAMES frames), made once
+    per piece and thread: every step's arrays are views of these, so a piece's steps reuse the
+    same memory instead of allocating temporaries of each window's size (see _STEP_FRAMES)."""
+
+    def __init__(self, bins: int) -> None:
+        size = bins * _STEP_FRAMES
+        self.bins = bins
+        """Spectral bins per frame."""
+        self.padded = np.empty((_STEP_FRAMES - 1) * HOP + N_FFT, np.float32)
+        """The pulse train's samples a step reads, where they are reflected at the piece's ends."""
+        self.windowed = np.empty((_STEP_FRAMES, N_FFT), np.float32)
+        """The step's STFT frames of the pulse train, windowed: the forward FFT's input."""
+        self.spec = np.empty(size, np.complex64)
+        """The step's spectrum, [bins, frames]."""
+        self.rot = np.empty(size, np.complex64)
+        """A branch's filter (harmonic, then free-phase), [bins, frames]."""
+        self.noise = np.empty(size, np.complex64)
+        """The step's noise, [bins, frames]."""
+        self.first = np.empty(size, np.float32)
+        """A real input (phase or clipped log magnitude) copied contiguous, [bins, frames]."""
+        self.second = np.empty(size, np.float32)
+        """What a transcendental function made of `first`, [bins, frames]."""
+
+    def view(self, flat: npt.NDArray[Any], frames: int) -> npt.NDArray[Any]:
+        """The first `frames` columns' worth of a flat buffer, as a contiguous [bins, frames]."""
+        return flat[: self.bins * frames].reshape(self.bins, frames)
+
+
+def _clipped_exp(log: FloatArray, scratch: _Scratch, frames: int) -> FloatArray:
+    """`hibari.dsp.ex(log)` (exp of log clipped at 7) into `scratch.second`, through
+    `scratch.first`: the same float32 minimum and exp, on a contiguous copy as `ex` gets it."""
+    clipped = scratch.view(scratch.first, frames)
+    np.minimum(log, 7.0, out=clipped)
+    out: FloatArray = scratch.view(scratch.second, frames)
+    np.exp(clipped, out=out)
+    return out
+
+
 class _WindowedSynth:
     """State of one sentence piece's windowed synthesis."""
 
@@ -228,80 +277,125 @@ class _WindowedSynth:
         self.pulses = _PulseTrain(frames.f0)
         self.rng = rng
         # The one noise draw `dsp.synth` makes, same shape and order (see the module docstring);
-        # None: each window draws its own columns.
+        # None: each step draws its own columns.
         self.noise: npt.NDArray[np.complex64] | None = (
             rng.standard_normal((frames.bins, 2 * n), dtype=np.float32).view(np.complex64)
             if exact_noise
             else None
         )
-        self.norm = _ola_norm(n)
+        self.scratch = _Scratch(frames.bins)
+        """The window path's step buffers (`synthesize_piece`'s second thread has its own)."""
         self.spec_done = 0
-        # Inverse-FFT'd, windowed frames not yet fully overlap-added: [frame, hop slot, sample].
-        self.pending = np.zeros((0, _HOPS_PER_FFT, HOP), np.float32)
+        # Inverse-FFT'd, windowed frames not yet fully overlap-added, [frame, hop slot, sample]:
+        # frames [pending_start, spec_done) at the buffer's start. Made for the largest window
+        # (its frames and the 3 kept from the window before), larger only for a larger window.
+        self._pending = np.empty(
+            (min(n, LARGEST_WINDOW_FRAMES + _HOPS_PER_FFT), _HOPS_PER_FFT, HOP), np.float32
+        )
         self.pending_start = 0
 
-    def _spectra(self, start: int, stop: int, rng: np.random.Generator | None = None) -> FloatArray:
-        """Time-domain windowed frames [start, stop) — `synth` then `ola`'s irfft and window.
+    def _spectra(
+        self,
+        start: int,
+        stop: int,
+        out: FloatArray,
+        scratch: _Scratch,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        """Time-domain windowed frames [start, stop) — `synth` then `ola`'s irfft and window —
+        into `out` ([stop − start, N_FFT]), _STEP_FRAMES at a time through `scratch`.
 
-        Without the exact noise draw, the frames' noise comes from `rng` (default: the piece's
+        Without the exact noise draw, each step's noise comes from `rng` (default: the piece's
         generator); reads the pulse train only up to where it has been extended."""
-        f, n = self.f, self.n
+        for first in range(start, stop, _STEP_FRAMES):
+            last = min(stop, first + _STEP_FRAMES)
+            self._step(first, last, out[first - start : last - start], scratch, rng)
+
+    def _step(
+        self,
+        start: int,
+        stop: int,
+        out: FloatArray,
+        s: _Scratch,
+        rng: np.random.Generator | None,
+    ) -> None:
+        f, k = self.f, stop - start
         self.pulses.extend_to(stop + 1)  # frame k reads pulse frames up to k + 1
-        positions = _reflect_indices(start * HOP, (stop - 1) * HOP + N_FFT, n * HOP)
-        padded = self.pulses.samples[positions]
-        windows = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP] * dsp.WIN_SRC
-        spec = np.ascontiguousarray(dsp.rfft(windows, 1).T)
+        samples = self.pulses.samples
+        # STFT frame k reads padded samples [k·HOP, k·HOP + N_FFT): the piece's own samples
+        # [k·HOP − N_FFT/2, …), reflected only at the piece's ends.
+        lo, hi = start * HOP - _HALF, (stop - 1) * HOP + _HALF
+        if lo >= 0 and hi <= len(samples):
+            padded = samples[lo:hi]
+        else:
+            padded = s.padded[: hi - lo]
+            positions = _reflect_indices(start * HOP, (stop - 1) * HOP + N_FFT, len(samples))
+            np.take(samples, positions, out=padded)
+        windowed = s.windowed[:k]
+        frames_view = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
+        np.multiply(frames_view, dsp.WIN_SRC, out=windowed)
+        spec = s.view(s.spec, k)
+        np.copyto(spec, dsp.rfft(windowed, 1).T)
         cols = slice(start, stop)
-        rot = np.empty(spec.shape, np.complex64)
-        c = np.tanh(np.ascontiguousarray(f.theta[:, cols]))
+        rot = s.view(s.rot, k)
+        phase = s.view(s.first, k)
+        np.copyto(phase, f.theta[:, cols])
+        c = s.view(s.second, k)
+        np.tanh(phase, out=c)
         c *= np.pi
         np.cos(c, out=rot.real)
         np.sin(c, out=rot.imag)
-        rot *= dsp.ex(np.ascontiguousarray(f.lh[:, cols]))
+        rot *= _clipped_exp(f.lh[:, cols], s, k)
         spec *= rot
-        z = (
-            np.ascontiguousarray(self.noise[:, cols])
-            if self.noise is not None
-            else (rng if rng is not None else self.rng)
-            .standard_normal((f.bins, 2 * (stop - start)), dtype=np.float32)
-            .view(np.complex64)
-        )
-        z *= dsp.ex(np.ascontiguousarray(f.ln[:, cols]))
+        z = s.view(s.noise, k)
+        if self.noise is not None:
+            np.copyto(z, self.noise[:, cols])
+        else:
+            # The same (bins, 2·frames) draw, written where `z` views it.
+            noise = s.view(s.noise.view(np.float32), 2 * k)
+            (rng if rng is not None else self.rng).standard_normal(
+                noise.shape, dtype=np.float32, out=noise
+            )
+        z *= _clipped_exp(f.ln[:, cols], s, k)
         spec += z
-        phi = np.ascontiguousarray(f.phi[:, cols])
-        np.cos(phi, out=rot.real)
-        np.sin(phi, out=rot.imag)
-        rot *= dsp.ex(np.ascontiguousarray(f.lr[:, cols]))
+        np.copyto(phase, f.phi[:, cols])
+        np.cos(phase, out=rot.real)
+        np.sin(phase, out=rot.imag)
+        rot *= _clipped_exp(f.lr[:, cols], s, k)
         spec += rot
-        time_frames: FloatArray = dsp.irfft(spec.T, N_FFT, 1)
-        time_frames *= dsp.WIN
-        return time_frames
+        np.multiply(dsp.irfft(spec.T, N_FFT, 1), dsp.WIN, out=out)
 
     def window(self, start: int, stop: int) -> FloatArray:
         """Audio of output frames [start, stop); windows must come in order."""
         n = self.n
         # Output frame m is overlap-add block m + 2, made of STFT frames m − 1 … m + 2.
         need = min(n, stop + 2)
+        kept = self.spec_done - self.pending_start
         if need > self.spec_done:
-            new = self._spectra(self.spec_done, need).reshape(-1, _HOPS_PER_FFT, HOP)
-            self.pending = np.concatenate((self.pending, new))
+            total = kept + need - self.spec_done
+            if total > len(self._pending):
+                larger = np.empty((total, _HOPS_PER_FFT, HOP), np.float32)
+                larger[:kept] = self._pending[:kept]
+                self._pending = larger
+            new = self._pending[kept:total].reshape(-1, N_FFT)
+            self._spectra(self.spec_done, need, new, self.scratch)
             self.spec_done = need
+        pending = self._pending[: self.spec_done - self.pending_start]
         first_block, stop_block = start + 2, stop + 2
         out = np.zeros((stop_block - first_block, HOP), np.float32)
         # Same order of additions as `ola`: hop slot 0 (frame b), then slot 1 (frame b − 1), …
         for slot in range(_HOPS_PER_FFT):
             lo = max(first_block, self.pending_start + slot)
-            hi = min(stop_block, self.pending_start + len(self.pending) + slot)
+            hi = min(stop_block, self.pending_start + len(pending) + slot)
             if hi > lo:
-                frames = self.pending[
-                    lo - slot - self.pending_start : hi - slot - self.pending_start
-                ]
+                frames = pending[lo - slot - self.pending_start : hi - slot - self.pending_start]
                 out[lo - first_block : hi - first_block] += frames[:, slot]
-        out *= self.norm[first_block:stop_block]
-        # Frames older than stop − 1 feed no later block.
-        drop = max(0, min(len(self.pending), stop - 1 - self.pending_start))
-        self.pending = self.pending[drop:]
-        self.pending_start += drop
+        out *= _ola_norm(first_block, stop_block, n)
+        # Frames older than stop − 1 feed no later block: the rest moves to the buffer's start.
+        drop = max(0, min(len(pending), stop - 1 - self.pending_start))
+        if drop:
+            self._pending[: len(pending) - drop] = pending[drop:]
+            self.pending_start += drop
         return out.reshape(-1)
 
 
@@ -320,7 +414,7 @@ def synthesize_windows(
 
     With `exact_noise`, concatenated, the pieces equal `hibari.dsp.synth(..., rng)` with the
     generator in the same state, and leave the generator in the same state after it. Without
-    it, each window draws its own noise (the first audio does not wait for the whole piece's
+    it, each window draws its own noise, a step at a time (the first audio does not wait for the whole piece's
     draw): the same signal with other, equally distributed noise. Windows grow with `pace`'s
     lead (`_windows`).
     """
@@ -380,27 +474,28 @@ def synthesize_piece(
             np.float32,
         )
     state = _WindowedSynth(frames, rng, exact_noise=exact_noise)
-    state.pulses.extend_to(n + 1)  # sequential (a running phase); the halves only read it
+    # Sequential (a running phase; the halves only read it), in steps: small temporaries.
+    for first in range(0, n, _STEP_FRAMES):
+        state.pulses.extend_to(first + _STEP_FRAMES)
     time_frames = np.empty((n, N_FFT), np.float32)
 
-    def fill(start: int, stop: int, noise_rng: np.random.Generator | None) -> None:
-        # A few frames at a time: the temporaries stay small whatever the piece's length.
-        for first in range(start, stop, _PARALLEL_CHUNK_FRAMES):
-            last = min(stop, first + _PARALLEL_CHUNK_FRAMES)
-            time_frames[first:last] = state._spectra(first, last, noise_rng)
+    def fill(
+        start: int, stop: int, scratch: _Scratch, noise_rng: np.random.Generator | None
+    ) -> None:
+        state._spectra(start, stop, time_frames[start:stop], scratch, noise_rng)
 
     middle = n // 2
     second_rng = None if exact_noise else np.random.default_rng(int(rng.integers(1 << 62)))
-    second = helper.submit(fill, middle, n, second_rng)
+    second = helper.submit(fill, middle, n, _Scratch(frames.bins), second_rng)
     try:
-        fill(0, middle, None)
+        fill(0, middle, state.scratch, None)
     finally:
         second.result()  # never leaves the helper's half running behind this call
     blocks = time_frames.reshape(n, _HOPS_PER_FFT, HOP)
     out = np.zeros((n + _HOPS_PER_FFT - 1, HOP), np.float32)
     for slot in range(_HOPS_PER_FFT):
         out[slot : slot + n] += blocks[:, slot]
-    out *= state.norm
+    out *= _ola_norm(0, n + _HOPS_PER_FFT - 1, n)
     return out.reshape(-1)[_HALF : _HALF + n * HOP]
 
 
