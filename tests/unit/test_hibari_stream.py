@@ -78,7 +78,7 @@ def joined(pieces: list[HibariPiece]) -> npt.NDArray[np.float32]:
     return np.concatenate([p.samples for p in pieces])
 
 
-@pytest.mark.parametrize(("first", "largest"), [(4, 32), (1, 1), (3, 7), (16, 64), (4, 200)])
+@pytest.mark.parametrize(("first", "largest"), [(4, 32), (1, 1), (3, 7), (16, 64), (150, 200)])
 def test_windows_equal_the_whole_sentence_bit_for_bit(
     long_frames: HibariFrames, first: int, largest: int
 ) -> None:
