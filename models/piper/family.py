@@ -133,9 +133,9 @@ default where the split can make it), by precision; THROUGHPUT_WINDOW_FRAMES is 
 windowed fallback's. A stateful seam recomputes nothing, so small windows cost only a call's
 overhead; the state copies make its transient memory per frame higher than the windowed
 decoder's. joe INT8 as the daemon's only voice (bench_memory, held-out text, peak RSS while
-speaking): windowed decoder 181 MiB; stateful, largest window 128 or 64 frames: 210 MiB, 32
-frames: 199 MiB, speaking CPU 0.92x (docs/benchmarks.md, "Memory and ready time"). A precision
-not listed gets the smallest."""
+speaking): windowed decoder 181-182 MiB; stateful (split format 5), largest window 64 frames:
+210 MiB, 32 frames: 191 MiB at 0.74x the speaking CPU (docs/benchmarks.md, "Memory and ready
+time"). A precision not listed gets the smallest."""
 """For a precision not in THROUGHPUT_WINDOW_FRAMES: the smaller, memory-safe window."""
 
 LENGTH_BUCKETS: Final = (32, 64, 128, 256, 512)

@@ -16,10 +16,11 @@ __all__ = [
     "SplitInfo",
 ]
 
-SPLIT_FORMAT_VERSION: Final = 4
+SPLIT_FORMAT_VERSION: Final = 5
 """Bumped whenever the cut changes, so that cached split models from older code are redone
 (2: the encoder's relative attention is banded, `vits_attention.py`; 3: float encoders only;
-4: a stateful decoder beside the windowed one, `vits_stateful.py`)."""
+4: a stateful decoder beside the windowed one, `vits_stateful.py`; 5: its state Slices feed
+the main path, so ONNX Runtime runs them early)."""
 
 LATENT: Final = "latent"
 DURATIONS: Final = "durations"
