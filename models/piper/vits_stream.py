@@ -9,16 +9,16 @@ playback) grow further, up to `largest_window_frames`, as far as the lead afford
 (`engine/stream_windows.py`): the per-call overhead and the context recomputed at every seam
 were what made streaming cost 1.4x the CPU of whole sentences.
 
-With a stateful decoder (`vits_stateful.py`, made by the split when the generator is a plain
-stack of 1-D convolutions, and opened by default) the generator recomputes nothing at a seam: it
-carries each convolution's past input from one window to the next, the windows are fed back to
-back, and a sentence costs its own frames plus the generator's lag (11 frames for joe, fed as
-zeros at its end), whatever the number of windows. A window's output then lags its input: the
-first window is fed `lag` more frames so that its audio comes out whole (the 19 frames the
-windowed first call also computed), and audio computed beyond a window waits for the next one.
-The flow stays windowed (16 frames of context a side), since it costs little per frame.
+With a stateful decoder (`vits_stateful.py`, made by the split when flow and generator are
+plain stacks of 1-D convolutions, and opened by default) nothing is recomputed at a seam: every
+convolution carries its past input from one window to the next, the latent frames are fed once,
+windows back to back, and a sentence costs its own frames whatever the number of windows. A
+call's audio lags its input by the decoder's lag (42 frames for joe, 32 of them the flow's, which
+cost little): the first call is fed its window plus the lag so that the window's audio comes out
+whole, and audio computed beyond a window waits for the next one. The context settings below
+are the windowed decoder's (the fallback); the stateful one is exact.
 
-Defaults, measured on the joe voice over the benchmark text set (noise scales 0, SNR of the
+Windowed defaults, measured on the joe voice over the benchmark text set (noise scales 0, SNR of the
 streamed sentence against the stock graph's whole-sentence output): the generator gets its full
 receptive field (11 frames: its output is then exact), the flow 16 of its 32 frames, because the
 flow's influence decays fast: 16 frames give at least 85 dB on every sentence (p50 108 dB),
