@@ -25,9 +25,9 @@ prior sample is the sum fed by the graph's last `RandomNormalLike`, and the dura
 stages are computed from the convolution attributes; an op that could mix frames from afar (an
 attention, a reshape of the time axis, a reduction) makes the split fail with `VoiceLoadError`.
 
-Beside the windowed decoder, the split makes a stateful one (`vits_stateful.py`: the generator
-keeps each convolution's past input between calls instead of recomputing context at every seam),
-when the generator is a plain stack of 1-D convolutions; `stateful=True` asks for it.
+Beside the windowed decoder, the split makes a stateful one (`vits_stateful.py`: flow and
+generator keep each convolution's past input between calls instead of recomputing context at
+every seam), when both are plain stacks of 1-D convolutions; `stateful=True` asks for it.
 
 Split models are cached in a folder, keyed by the source file's sha256, so the cut (about a
 second of protobuf work for a 60 MB model, and the `onnx` package) happens once per model, not at

@@ -460,8 +460,8 @@ class StreamingVitsRunner:
                     stateful_largest_window_frames=one_call,
                 )
             )
-            pieces = whole.decode(encoded, CancelToken())
-            return np.concatenate([p.samples for p in pieces])
+            samples = [p.samples for p in whole.decode(encoded, CancelToken())]
+            return np.concatenate(samples) if samples else np.zeros(0, dtype=np.float32)
         decoder = self._session(self._decoder)
         feeds: dict[str, npt.NDArray[Any]] = {self.info.decoder_latent: encoded.latent}
         if self.info.decoder_trim:
