@@ -26,8 +26,9 @@ line with the longest first sentence and its whole/stream ratio; for the streame
 real-time check: the pieces of every line are made back to back, and a piece that is ready later
 than the audio before it would have finished playing (played from the first piece on) is a gap.
 
-A second table (``--settings``) measures the window settings on the joe voice with the noise
-scales at 0: SNR of the streamed sentence against the stock one-shot sentence,
+A second table (``--settings``) measures the window settings of the windowed decoder (the
+stateful decoder's fallback; the stateful one has no context to set) on the joe voice with the
+noise scales at 0: SNR of the streamed sentence against the stock one-shot sentence,
 10·log10(Σref² / Σ(ref − streamed)²), its worst and median over lines, the first window's
 decode time and the decoder's total time relative to one whole-sentence decoder call.
 
@@ -164,6 +165,22 @@ class Joe:
         self.runner = open_streaming_runner(model, engine, label="joe", cache_dir=cache_dir)
         self._model, self._engine, self._cache_dir = model, engine, cache_dir
         self._flow_in_encoder: Any = None
+        self._windowed: Any = None
+
+    def windowed(self) -> Any:
+        """The windowed decoder (context at every seam), whose settings the settings table
+        measures; the default runner's stateful decoder has no context to set."""
+        from utterd.models.piper.vits_stream import open_streaming_runner
+
+        if self._windowed is None:
+            self._windowed = open_streaming_runner(
+                self._model,
+                self._engine,
+                label="joe-windowed",
+                cache_dir=self._cache_dir,
+                stateful=False,
+            )
+        return self._windowed
 
     def runner_flow_in_encoder(self) -> Any:
         from utterd.models.piper.vits_stream import open_streaming_runner
@@ -175,6 +192,7 @@ class Joe:
                 label="joe-flow-in-encoder",
                 cache_dir=self._cache_dir,
                 flow_in_decoder=False,
+                stateful=False,
             )
         return self._flow_in_encoder
 
@@ -416,7 +434,7 @@ def run_settings(texts: list[str], joe: Joe, repeats: int) -> list[dict[str, Any
     references = [joe.whole(ids, joe.deterministic) for ids in sentences]
     runners = {}
     for setting in SETTINGS:
-        base = joe.runner if setting.flow_in_decoder else joe.runner_flow_in_encoder()
+        base = joe.windowed() if setting.flow_in_decoder else joe.runner_flow_in_encoder()
         runners[setting.name] = base.with_settings(
             StreamSettings(
                 setting.first_window_frames,
@@ -426,7 +444,7 @@ def run_settings(texts: list[str], joe: Joe, repeats: int) -> list[dict[str, Any
             )
         )
     encoded = {
-        flow: [(joe.runner if flow else joe.runner_flow_in_encoder()).encode(ids, joe.deterministic)
+        flow: [(joe.windowed() if flow else joe.runner_flow_in_encoder()).encode(ids, joe.deterministic)
                for ids in sentences]
         for flow in (True, False)
     }  # fmt: skip
@@ -435,7 +453,7 @@ def run_settings(texts: list[str], joe: Joe, repeats: int) -> list[dict[str, Any
     decode_ratio: dict[str, list[float]] = {s.name: [] for s in SETTINGS}
     for repeat in range(repeats):
         for line, reference in enumerate(references):
-            whole_runner = joe.runner.with_settings(StreamSettings(1 << 20, 1 << 20))
+            whole_runner = joe.windowed().with_settings(StreamSettings(1 << 20, 1 << 20))
             started = time.perf_counter()
             for _ in whole_runner.decode(encoded[True][line], CancelToken()):
                 pass
