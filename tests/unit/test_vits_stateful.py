@@ -147,6 +147,57 @@ def test_streamed_chunks_give_the_whole_run(cuts: list[int]) -> None:
     np.testing.assert_allclose(audio, whole, rtol=0, atol=1e-5)
 
 
+def _quantized_stack() -> onnx.ModelProto:
+    """The stack with conv b as a QDQ graph has it: its input activation quantized
+    (QuantizeLinear → DequantizeLinear) and its weight an int8 initializer dequantized."""
+    model = _stack()
+    graph = model.graph
+    weight = next(i for i in graph.initializer if i.name == "b.w")
+    values = numpy_helper.to_array(weight)
+    scale = float(np.abs(values).max() / 127)
+    graph.initializer.remove(weight)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.round(values / scale).astype(np.int8), "b.w_int8"),
+            numpy_helper.from_array(np.array(scale, np.float32), "b.w_scale"),
+            numpy_helper.from_array(np.array(0.02, np.float32), "act_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "act_zero"),
+        ]
+    )
+    conv = next(n for n in graph.node if n.name == "b")
+    conv.input[0], conv.input[1] = "a_act_dq", "b.w_dq"
+    at = list(graph.node).index(conv)
+    for offset, node in enumerate(
+        [
+            helper.make_node("QuantizeLinear", ["a_act", "act_scale", "act_zero"], ["a_act_q"]),
+            helper.make_node(
+                "DequantizeLinear", ["a_act_q", "act_scale", "act_zero"], ["a_act_dq"]
+            ),
+            helper.make_node("DequantizeLinear", ["b.w_int8", "b.w_scale"], ["b.w_dq"]),
+        ]
+    ):
+        graph.node.insert(at + offset, node)
+    return model
+
+
+def test_a_quantized_activation_keeps_its_state_before_quantizing() -> None:
+    """The state joins the float tensor ahead of QuantizeLinear (so that DQ → Conv stays a
+    pattern ONNX Runtime fuses), and the streamed chunks still give the whole run."""
+    model = _quantized_stack()
+    latent = np.random.default_rng(2).normal(size=(1, CHANNELS, 40)).astype(np.float32)
+    whole = _session(model).run(["audio"], {"latent": latent})[0].reshape(-1)
+    stateful, info = make_stateful(model, "latent", "audio")
+    onnx.checker.check_model(stateful)
+    producers = {o: n for n in stateful.graph.node for o in n.output}
+    conv = next(n for n in stateful.graph.node if n.name == "b")
+    dequantize = producers[conv.input[0]]
+    quantize = producers[dequantize.input[0]]
+    assert (dequantize.op_type, quantize.op_type) == ("DequantizeLinear", "QuantizeLinear")
+    assert producers[quantize.input[0]].op_type == "Concat"
+    audio = _streamed(_session(stateful), info, latent, [5, 9, 20, 33])
+    np.testing.assert_allclose(audio, whole, rtol=0, atol=1e-5)
+
+
 def test_an_op_along_time_is_not_streamable() -> None:
     model = _stack()
     node = next(n for n in model.graph.node if n.op_type == "LeakyRelu")
