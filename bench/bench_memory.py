@@ -36,7 +36,10 @@ falls on both alike. `--tree LABEL=TREE` (repeatable, instead of --before/--afte
 any number of trees the same way, e.g. one per step of a change, each against the first.
 `--set KEY=VALUE` overrides a config key in every run (what-if runs, e.g. a smaller cache RAM tier).
 `--smaps` adds, per run, the largest mappings of /proc/PID/smaps at idle
-and at the end, summed by file (shared objects) and anonymous memory.
+and at the end, summed by file (shared objects) and anonymous memory. `--trace-hwm` samples
+VmRSS and VmHWM every 5 ms while the text is spoken and records, per run, every rise of the
+high-water mark by more than 1.5 MiB within one sample (seconds into the text, before, after):
+where a peak comes from, and whether two runs' peaks differ by one burst.
 
 Figures are the median over repeats with the range; ratios are after / before of the medians.
 Writes JSON to bench/results/ and prints a table.
@@ -51,10 +54,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import yaml
 
@@ -207,6 +211,40 @@ def speak_all(sock: Path, lines: list[str], voices: tuple[str, ...]) -> None:
                 time.sleep(0.05)
 
 
+HWM_SAMPLE_S: Final = 0.005
+HWM_JUMP_MIB: Final = 1.5
+"""`--trace-hwm`: the sampling period, and the smallest rise of VmHWM between two samples
+that is recorded."""
+
+
+class HwmTrace:
+    """Rises of a process's VmHWM while it works, sampled on a thread of the bench."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._stop = threading.Event()
+        self.jumps: list[tuple[float, float, float]] = []
+        """(seconds since start, VmHWM before, VmHWM after) in MiB, for each rise."""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        previous = read_status_kib(self._pid)["VmHWM"] / 1024
+        while not self._stop.wait(HWM_SAMPLE_S):
+            hwm = read_status_kib(self._pid)["VmHWM"] / 1024
+            if hwm - previous > HWM_JUMP_MIB:
+                self.jumps.append((round(time.perf_counter() - started, 3), previous, hwm))
+            previous = hwm
+
+
 def run_once(
     name: str,
     tree: Path | None,
@@ -214,6 +252,7 @@ def run_once(
     lines: list[str],
     smaps: bool,
     overrides: dict[str, Any] | None = None,
+    trace_hwm: bool = False,
 ) -> dict[str, Any]:
     """Start a daemon with configuration `name`, measure, stop it; the figures of one run."""
     with tempfile.TemporaryDirectory(prefix="utterd-bench-mem-") as tmp_name:
@@ -234,7 +273,11 @@ def run_once(
             idle = read_status_kib(proc.pid)
             idle_maps = smaps_by_mapping(proc.pid) if smaps else []
             cpu_before = cpu_seconds(proc.pid)
-            speak_all(sock, lines, VOICES_SPOKEN[name])
+            if trace_hwm:
+                with HwmTrace(proc.pid) as trace:
+                    speak_all(sock, lines, VOICES_SPOKEN[name])
+            else:
+                speak_all(sock, lines, VOICES_SPOKEN[name])
             speak_cpu_s = cpu_seconds(proc.pid) - cpu_before
             end = read_status_kib(proc.pid)
             end_maps = smaps_by_mapping(proc.pid) if smaps else []
@@ -259,6 +302,8 @@ def run_once(
         "idle_file_mib": idle["RssFile"] / 1024,
         "idle_threads": idle["Threads"],
     }
+    if trace_hwm:
+        figures["hwm_jumps_mib"] = trace.jumps
     if smaps:
         figures["idle_smaps_kib"] = idle_maps
         figures["end_smaps_kib"] = end_maps
@@ -295,6 +340,9 @@ def main() -> int:
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT)
     parser.add_argument("--lines", type=int, default=None, help="only the first N lines")
     parser.add_argument("--smaps", action="store_true")
+    parser.add_argument(
+        "--trace-hwm", action="store_true", help="record the rises of VmHWM while speaking"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -335,7 +383,9 @@ def main() -> int:
             order.reverse()
         for name in configs:
             for label, tree in order:
-                figures = run_once(name, tree, args.model_store, lines, args.smaps, overrides)
+                figures = run_once(
+                    name, tree, args.model_store, lines, args.smaps, overrides, args.trace_hwm
+                )
                 runs[label][name].append(figures)
                 print(
                     f"repeat {repeat} {label:6} {name:8} ready {figures['ready_s']:.3f} s  "
@@ -343,6 +393,11 @@ def main() -> int:
                     f"children {figures['children_rss_mib']:.1f} MiB  load {os.getloadavg()[0]:.2f}",
                     file=sys.stderr,
                 )
+                for at_s, before_mib, after_mib in figures.get("hwm_jumps_mib", []):
+                    print(
+                        f"  VmHWM {before_mib:.1f} -> {after_mib:.1f} MiB at {at_s:.2f} s",
+                        file=sys.stderr,
+                    )
     result: dict[str, Any] = {
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
