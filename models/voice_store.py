@@ -271,19 +271,48 @@ class VoiceStore:
         """The voice's metadata; UnknownVoice listing the available ids when there is none."""
         return self._slot(voice_id).info
 
-    def get(self, voice_id: str) -> Voice:
+    def get(self, voice_id: str, cancel: CancelToken | None = None) -> Voice:
         """The voice, loaded (checked and warmed up on first use, or again after an idle unload).
 
         Always the same object for a voice: it loads the model again by itself if it was
         unloaded meanwhile. Raises UnknownVoice, or VoiceLoadError (remembered in `load_error`;
         the next `get` tries again, since the file may have been fixed).
+
+        With `cancel` (a job's token), a voice that is not loaded yet loads on a thread of its
+        own while the caller waits on the token: a stop during the load (a second or more: a
+        Chinese span's voice, converted at its first use, or a voice unloaded while idle) ends
+        the job at once and raises `Cancelled`; the load goes on, for the next request.
         """
         slot = self._slot(voice_id)
+        if cancel is not None and slot.voice is None:
+            return self._get_cancellable(voice_id, cancel)
         with slot.lock:
             self._loaded(slot)
             slot.last_used_s = self._clock()
         assert slot.handle is not None
         return slot.handle
+
+    def _get_cancellable(self, voice_id: str, cancel: CancelToken) -> Voice:
+        cancel.raise_if_cancelled()
+        done = threading.Event()
+        outcome: list[Voice | Exception] = []
+
+        def load() -> None:
+            try:
+                outcome.append(self.get(voice_id))
+            except Exception as err:  # noqa: BLE001  # raised in the waiting job instead
+                outcome.append(err)
+            finally:
+                done.set()
+
+        threading.Thread(target=load, name=f"utterd-load-{voice_id}", daemon=True).start()
+        with cancel.interrupting(done.set):
+            done.wait()
+        cancel.raise_if_cancelled()
+        result = outcome[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def _loaded(self, slot: _Slot) -> Voice:
         """The slot's voice, loading it if needed; called with `slot.lock` held."""

@@ -148,7 +148,7 @@ class PhraseSource:
         if slots is not None:
             yield from self._template(text, slots, voice_id, params, cancel, mode, low_latency)
             return
-        voice = instance if instance is not None else self.voices.get(voice_id)
+        voice = instance if instance is not None else self.voices.get(voice_id, cancel)
         keyed = None if mode == "off" else self.key(text, voice, params, words=words)
         if keyed is None or self.cache is None:
             yield from self._synthesized(voice, text, params, cancel, low_latency, words)

@@ -243,7 +243,7 @@ class SsmlRenderer:
         )
         if segment.phonemes is None:
             return text
-        voice = self._voices.get(voice_id)
+        voice = self._voices.get(voice_id, cancel)
         if not voice.supports_phonemes:
             _LOGGER.info("event=ssml-phonemes-unsupported voice=%s", voice_id)
             return text

@@ -90,7 +90,7 @@ class FakeVoices:
     def is_loaded(self, voice_id: str) -> bool:
         return voice_id in self.loaded
 
-    def get(self, voice_id: str) -> Voice:
+    def get(self, voice_id: str, cancel: CancelToken | None = None) -> Voice:
         return self.voices[voice_id]
 
     def load_error(self, voice_id: str) -> Exception | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from utterd.models import (
+    Cancelled,
     CancelToken,
     EngineSettings,
     SynthesisParams,
@@ -187,6 +188,57 @@ def test_concurrent_first_gets_load_once() -> None:
         voices = [f.result(timeout=60) for f in [pool.submit(get) for _ in range(8)]]
     assert family.loads == 1
     assert all(v is voices[0] for v in voices)
+    store.close()
+
+
+class GatedHibari(CountingHibari):
+    """The real hibari family, whose load waits for `release` (a slow first load)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loading = threading.Event()
+        self.release = threading.Event()
+
+    def load(self, info: VoiceInfo, engine: EngineSettings) -> Voice:
+        self.loading.set()
+        assert self.release.wait(timeout=60)
+        return super().load(info, engine)
+
+
+def test_a_stop_during_a_load_ends_the_wait_and_the_load_goes_on() -> None:
+    family = GatedHibari()
+    store = VoiceStore([family], [], EngineSettings())
+    cancel = CancelToken()
+    failed: list[Exception] = []
+
+    def get() -> None:
+        try:
+            store.get(HEART_ID, cancel)
+        except Cancelled as err:
+            failed.append(err)
+
+    waiter = threading.Thread(target=get)
+    waiter.start()
+    assert family.loading.wait(timeout=30)
+    cancel.cancel("stopped")
+    waiter.join(timeout=30)  # the load is still held by `release`
+    assert not waiter.is_alive()
+    assert [type(err) for err in failed] == [Cancelled] and not store.is_loaded(HEART_ID)
+    family.release.set()
+    voice = store.get(HEART_ID, CancelToken())  # the load that went on is the one used
+    assert speaks(voice) and family.loads == 1
+    store.close()
+
+
+def test_a_cancellable_get_loads_and_hands_load_errors_to_the_caller(tmp_path: Path) -> None:
+    add_voice(tmp_path, "broken-joe", truncated=True)
+    store = VoiceStore([PiperFamily()], [tmp_path], EngineSettings())
+    with pytest.raises(VoiceLoadError, match="broken-joe"):
+        store.get("broken-joe", CancelToken())
+    cancelled = CancelToken()
+    cancelled.cancel()
+    with pytest.raises(Cancelled):
+        store.get("broken-joe", cancelled)
     store.close()
 
 
