@@ -135,7 +135,19 @@ def options_from_args(args: argparse.Namespace) -> QuantizeOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command for parsed arguments; prints the report. Returns the exit code."""
+    """Run the command for parsed arguments; prints the report. Returns the exit code: a bad
+    option or file is a usage error, a voice that cannot be quantized an error, one line each."""
+    try:
+        return _run(args)
+    except (ValueError, OSError) as err:
+        print(f"utterd quantize: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except UtterdError as err:
+        print(f"utterd quantize: {err.message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run(args: argparse.Namespace) -> int:
     folders = [Path(f).expanduser() for f in (args.voices_folder or DEFAULT_VOICE_FOLDERS)]
     store = ModelStore(args.model_store) if args.model_store is not None else ModelStore()
     if args.voice == ZH_VOICE_ID:
@@ -147,15 +159,7 @@ def run(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(voices)) or "none"
         print(f"utterd quantize: no Piper voice {args.voice!r}; known: {known}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        options = options_from_args(args)
-        report = quantize_voice(info, store, options, BarProgress())
-    except (ValueError, OSError) as err:
-        print(f"utterd quantize: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except UtterdError as err:
-        print(f"utterd quantize: {err.message}", file=sys.stderr)
-        return EXIT_ERROR
+    report = quantize_voice(info, store, options_from_args(args), BarProgress())
     print(format_report(report))
     return EXIT_OK
 
@@ -166,14 +170,7 @@ def _run_zh(args: argparse.Namespace, store: ModelStore) -> int:
     the Piper path do not apply)."""
     from utterd.quantize.zh import quantize_zh
 
-    try:
-        report = quantize_zh(store, threads=args.threads, speed_rounds=args.speed_rounds)
-    except (ValueError, OSError) as err:
-        print(f"utterd quantize: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except UtterdError as err:
-        print(f"utterd quantize: {err.message}", file=sys.stderr)
-        return EXIT_ERROR
+    report = quantize_zh(store, threads=args.threads, speed_rounds=args.speed_rounds)
     for variant in report.manifest.variants:
         outcome = "passed" if variant.passed else "refused: " + "; ".join(variant.reasons)
         print(f"{variant.name}: {outcome}")
