@@ -94,6 +94,13 @@ class Flights:
     def get(self, key: str) -> Flight | None:
         return self._by_key.get(key)
 
+    def done_entry(self, key: str) -> CacheEntry | None:
+        """The entry of a flight that is done but still listed (its entry is being stored)."""
+        flight = self._by_key.get(key)
+        if flight is None or flight.state is not FlightState.DONE:
+            return None
+        return flight.entry
+
     def all(self) -> list[Flight]:
         return list(self._by_key.values())
 

@@ -177,7 +177,11 @@ class PhraseCache:
         check_key(key)
         touch = False
         with self._lock:
+            # A phrase just made is held by its flight until the disk has it (`_finish`): a
+            # request in that window is a hit, as it was when new phrases went to RAM first.
             entry = self._ram.get(key)
+            if entry is None:
+                entry = self._flights.done_entry(key)
             record = self._disk.record(key)
             if entry is not None:
                 self._ram.hits += 1

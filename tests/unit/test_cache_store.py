@@ -739,6 +739,42 @@ def test_a_new_phrase_is_held_in_ram_only_once_asked_for_again(cache_dir: Path) 
     cache.close()
 
 
+def test_a_phrase_asked_for_again_while_its_file_is_written_is_a_hit(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk write (fsync included) follows the first requester's answer: a second request
+    in between is served the flight's entry and counted as a hit, never synthesized again."""
+    cache = PhraseCache(cache_dir, MiB, MiB)
+    writing, release = threading.Event(), threading.Event()
+    real_write = cache._disk.write
+
+    def slow_write(*args: Any, **kwargs: Any) -> bool:
+        writing.set()
+        assert release.wait(5)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(cache._disk, "write", slow_write)
+    calls: list[int] = []
+
+    def producer() -> CacheEntry:
+        calls.append(1)
+        return make_entry(3)
+
+    first = threading.Thread(target=cache.get_or_create, args=(key_of("p"), producer))
+    first.start()
+    try:
+        assert writing.wait(5)
+        assert cache.get(key_of("p")) == make_entry(3)
+        assert cache.get_or_create(key_of("p"), producer) == make_entry(3)
+        stats = cache.stats()
+        assert (stats.hits, stats.misses, len(calls)) == (2, 1, 1)  # the miss: the first request
+    finally:
+        release.set()
+        first.join(5)
+    assert cache.wait_idle(5) and cache.stats().disk.entries == 1
+    cache.close()
+
+
 def test_a_flight_pauses_for_heap_trimming_after_each_sentence(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
