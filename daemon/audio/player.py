@@ -48,6 +48,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 import soxr
+from utterd.daemon.audio.alsa import release_unused_plugins
 from utterd.daemon.audio.ring_buffer import RingBuffer
 from utterd.daemon.settings import AudioSettings
 from utterd.models.errors import UtterdError
@@ -817,6 +818,9 @@ class Player:
             raise
         except Exception as exc:
             raise _DeviceError(f"cannot open audio device {self._device_name!r}: {exc}") from exc
+        finally:
+            # The device listing loaded every ALSA plugin the configuration names (alsa.py).
+            release_unused_plugins()
         self._callback_stop = sd.CallbackStop
         self._callback_abort = sd.CallbackAbort
         self._portaudio_error = sd.PortAudioError

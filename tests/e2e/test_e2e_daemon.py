@@ -124,6 +124,25 @@ def test_speak_plays_exactly_the_synthesized_samples(
     assert not played[len(expected) :].any(), "only zero padding may follow the speech"
 
 
+def test_the_daemon_keeps_no_alsa_plugin_its_device_does_not_use(
+    sink_daemon: tuple[RunningDaemon, Path],
+) -> None:
+    """PortAudio's device listing loads every ALSA plugin the configuration names (a52 brings
+    libavcodec); the player closes them once its stream is open (daemon/audio/alsa.py). The file
+    sink is built into libasound, so none may stay, and the daemon still plays."""
+    d, sink = sink_daemon
+    assert d.proc is not None
+    before = sink.stat().st_size if sink.exists() else 0
+    with d.client() as c:
+        header, _ = c.request("speak", {"text": SHORT, "voice": HIBARI})
+    assert d.wait_job(header["data"]["job"])["state"] == "done"
+    assert rms(read_s16(sink)[before // 2 :]) > 300
+    maps = Path(f"/proc/{d.proc.pid}/maps").read_text()
+    assert "libasound.so" in maps, "the daemon plays through PortAudio's ALSA host API"
+    assert "libasound_module_pcm_" not in maps
+    assert "libavcodec" not in maps
+
+
 def test_speak_resamples_another_voice_to_the_device_rate(
     sink_daemon: tuple[RunningDaemon, Path],
 ) -> None:
