@@ -22,7 +22,10 @@ worse: against a float copy of the decoder (weights dequantized) a short call is
 the whole-piece call (lh, first 6 frames: 49.0 vs 47.3 dB; first 50: 45.7 vs 44.7 dB; medians
 over the 57 pieces of bench/text/prompts_en.txt). With the default windows (4 then 8 frames,
 mostly the leading pause) a piece's audio stays > 100 dB above its difference from the whole
-model's (min 109.8 dB over those pieces).
+model's (min 109.8 dB over those pieces). A piece longer than `stream.LONG_PIECE_FRAMES` is
+decoded in blocks with the whole context on both sides, in every path (`stream._BlockFrames`):
+each block's scale is its own, and the blocks are as close to the decoder's float arithmetic as
+one call on the whole piece (tests/unit/test_hibari_blocks.py).
 
 The cut is found by structure: the decoder is what produces the spectral outputs through
 frame-local operators (convolutions, elementwise maths, LayerNorm, transposes, projections by

@@ -32,13 +32,19 @@ per 32 frames.
 
 Per-element numpy math (sin, tanh, exp, complex products, per-row FFTs) does not depend on where
 an element sits in an array, so the result is bit-identical, with numpy's FFT and with scipy's; tests check it.
+
+A long piece (over LONG_PIECE_FRAMES, 6.4 s) is decoded BLOCK_FRAMES at a time, each block with
+its noise drawn when it is decoded (`_BlockFrames`), in every path, so that what a piece holds
+does not grow with it; its audio is then deterministic but not `hibari.dsp.synth`'s (see
+LONG_PIECE_FRAMES).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -69,6 +75,8 @@ HOP: Final[int] = int(dsp.HOP)
 SAMPLE_RATE_HZ: Final[int] = int(dsp.SR)
 _HOPS_PER_FFT: Final = N_FFT // HOP
 _HALF: Final = N_FFT // 2
+_BINS: Final = N_FFT // 2 + 1
+"""Spectral bins per frame of the model's outputs (rfft of N_FFT samples)."""
 # `hibari.dsp.pulses` defaults: voicing threshold and highest harmonic, in Hz.
 _VOICED_HZ: Final = 40.0
 _MAX_HARMONIC_HZ: Final = 11000.0
@@ -85,6 +93,23 @@ size, so the heap reuses its holes. Windows growing 4 → 128 frames used to all
 size's temporaries anew (about 6 MB at 128 frames), landing where the smaller ones' did not
 fit; that raised the daemon's peak RSS (docs/benchmarks.md, "Memory and ready time"). Numpy's
 per-step overhead is about 0.1 ms, a few percent of a step's FFTs."""
+
+LONG_PIECE_FRAMES: Final = 512
+"""A piece of more frames than this (6.4 s of audio at rate 1) is decoded BLOCK_FRAMES at a time
+(`_BlockFrames`) instead of in one decoder call on all of it, so that what a piece holds at
+once is bounded whatever its length: the decoder's five [bins, frames] outputs, the noise of
+those frames and the call's activations grow with the piece (a 1166-frame piece held 22 MiB,
+a 768-frame one 15 MiB more than the daemon at rest; bench_memory.py, docs/benchmarks.md,
+"Long pieces"), and a sentence of hibari's 400 phonemes can make 2000 frames. Shorter pieces
+are hibari's own audio bit for bit; a long piece's blocks each have their own activation scale
+(`hibari/split.py`), as the streaming path's first call already has, and their own noise draw:
+deterministic (a fixed grid of blocks, the request's seeded generator) but not
+`hibari.dsp.synth`'s samples."""
+
+BLOCK_FRAMES: Final = 256
+"""A long piece's frames per decoder call, each with the decoder's whole context (27 frames) on
+both sides: 21 % more decoder work on long pieces only, and at most two blocks held at once
+(a window that crosses a block's end)."""
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -110,6 +135,14 @@ class HibariFrames:
 
     f0: FloatArray
     """Fundamental frequency in Hz per frame, [frames]; below 40 Hz means unvoiced."""
+
+    start_frame: int = 0
+    """The piece's frame the five spectral arrays' first column is (f0 always covers the whole
+    piece): a long piece's frames come a block at a time (`_BlockFrames`)."""
+
+    noise: npt.NDArray[np.complex64] | None = None
+    """The noise of these columns, [bins, frames], when it was drawn with them (a long piece's
+    block); None: `_WindowedSynth` has it or draws it."""
 
     @property
     def frames(self) -> int:
@@ -293,6 +326,9 @@ class _WindowedSynth:
             (min(n, LARGEST_WINDOW_FRAMES + _HOPS_PER_FFT), _HOPS_PER_FFT, HOP), np.float32
         )
         self.pending_start = 0
+        self.columns: Callable[[int, int], HibariFrames] | None = None
+        """Where a step gets its frames, when not from `f`: the frames that hold columns
+        [start, stop) of the piece (`_BlockFrames.covering`)."""
 
     def _spectra(
         self,
@@ -319,7 +355,8 @@ class _WindowedSynth:
         s: _Scratch,
         rng: np.random.Generator | None,
     ) -> None:
-        f, k = self.f, stop - start
+        f = self.f if self.columns is None else self.columns(start, stop)
+        k = stop - start
         self.pulses.extend_to(stop + 1)  # frame k reads pulse frames up to k + 1
         samples = self.pulses.samples
         # STFT frame k reads padded samples [k·HOP, k·HOP + N_FFT): the piece's own samples
@@ -336,7 +373,7 @@ class _WindowedSynth:
         np.multiply(frames_view, dsp.WIN_SRC, out=windowed)
         spec = s.view(s.spec, k)
         np.copyto(spec, dsp.rfft(windowed, 1).T)
-        cols = slice(start, stop)
+        cols = slice(start - f.start_frame, stop - f.start_frame)
         rot = s.view(s.rot, k)
         phase = s.view(s.first, k)
         np.copyto(phase, f.theta[:, cols])
@@ -348,8 +385,10 @@ class _WindowedSynth:
         rot *= _clipped_exp(f.lh[:, cols], s, k)
         spec *= rot
         z = s.view(s.noise, k)
-        if self.noise is not None:
-            np.copyto(z, self.noise[:, cols])
+        if f.noise is not None:
+            np.copyto(z, f.noise[:, cols])
+        elif self.noise is not None:
+            np.copyto(z, self.noise[:, start:stop])
         else:
             # The same (bins, 2·frames) draw, written where `z` views it.
             noise = s.view(s.noise.view(np.float32), 2 * k)
@@ -548,21 +587,38 @@ def stream_ids(
     ahead of playback (`pace`) is decoded in one call instead: the whole model's frames.
     """
     cancel.raise_if_cancelled()
-    if decoder_windows and isinstance(session, SplitSession):
-        yield from _stream_decoder_windows(
-            session,
-            ids,
-            speed,
-            rng,
-            cancel,
-            first_window_frames=first_window_frames,
-            window_frames=window_frames,
-            exact_noise=exact_noise,
-            pace=pace if pace is not None else StreamPace(),
-            frame_s=frame_s,
-        )
-        return
-    frames = acoustic_frames(session, ids, speed, cancel)
+    if isinstance(session, SplitSession):
+        feature, f0 = _front(session, ids, speed, cancel)
+        pace = pace if pace is not None else StreamPace()
+        if feature.shape[-1] > LONG_PIECE_FRAMES:
+            yield from _stream_blocks(
+                session,
+                feature,
+                f0,
+                rng,
+                cancel,
+                first_window_frames=first_window_frames,
+                window_frames=window_frames,
+                first_call=decoder_windows,
+                pace=pace,
+                frame_s=frame_s,
+            )
+            return
+        if decoder_windows:
+            yield from _stream_decoder_windows(
+                _DecodedFrames(session, feature, f0, cancel, pace),
+                rng,
+                cancel,
+                first_window_frames=first_window_frames,
+                window_frames=window_frames,
+                exact_noise=exact_noise,
+                pace=pace,
+                frame_s=frame_s,
+            )
+            return
+        frames = _whole_frames(session, feature, f0, cancel)
+    else:
+        frames = acoustic_frames(session, ids, speed, cancel)
     yield from synthesize_windows(
         frames,
         rng,
@@ -602,8 +658,8 @@ class _DecodedFrames:
     def __init__(
         self,
         session: SplitSession,
-        ids: Sequence[int],
-        speed: float,
+        feature: npt.NDArray[Any],
+        f0: FloatArray,
         cancel: CancelToken,
         pace: StreamPace,
     ) -> None:
@@ -611,11 +667,9 @@ class _DecodedFrames:
         self._cancel = cancel
         self._pace = pace
         self._first_context = int(session.context_frames * FIRST_CALL_CONTEXT)
-        self._feature, others = session.features(_feeds(ids, speed), cancel)
-        if "f0" not in others:
-            raise SynthesisError(f"{session.label}: the model's front gives no f0")
-        self.count = int(self._feature.shape[-1])
-        self._f0 = np.asarray(others["f0"][0], dtype=np.float32)
+        self._feature = feature
+        self.count = int(feature.shape[-1])
+        self._f0 = f0
         self.frames: HibariFrames | None = None
         self.done = 0
         self.decode_s = 0.0
@@ -656,9 +710,7 @@ class _DecodedFrames:
 
 
 def _stream_decoder_windows(
-    session: SplitSession,
-    ids: Sequence[int],
-    speed: float,
+    decoded: _DecodedFrames,
     rng: np.random.Generator,
     cancel: CancelToken,
     *,
@@ -668,7 +720,6 @@ def _stream_decoder_windows(
     pace: StreamPace,
     frame_s: float,
 ) -> Iterator[HibariPiece]:
-    decoded = _DecodedFrames(session, ids, speed, cancel, pace)
     n = decoded.count
     plan = window_plan(n, first_window_frames, window_frames)
     if n < _MIN_WINDOWED_FRAMES or len(plan) == 1:
@@ -708,3 +759,232 @@ def _stream_decoder_windows(
         pace.ran(stop - start, pace.clock() - started - (decoded.decode_s - decoding_s))
         pace.handed_out((stop - start) * frame_s)
         yield HibariPiece(samples, start, stop, last=stop == n)
+
+
+def _front(
+    session: SplitSession, ids: Sequence[int], speed: float, cancel: CancelToken
+) -> tuple[npt.NDArray[Any], FloatArray]:
+    """The model's front on a piece: (the decoder's input [1, channels, frames], f0 [frames])."""
+    feature, others = session.features(_feeds(ids, speed), cancel)
+    if "f0" not in others:
+        raise SynthesisError(f"{session.label}: the model's front gives no f0")
+    return feature, np.asarray(others["f0"][0], dtype=np.float32)
+
+
+def _whole_frames(
+    session: SplitSession, feature: npt.NDArray[Any], f0: FloatArray, cancel: CancelToken
+) -> HibariFrames:
+    """The decoder on all of a piece's frames: with the front, `session.run`, bit for bit."""
+    outputs = session.decode(feature, 0, int(feature.shape[-1]), cancel)
+    by_name = dict(zip(session.cut.decoder_outputs, outputs, strict=True))
+    lh, theta, ln, lr, phi = (
+        np.asarray(by_name[name][0], np.float32) for name in MODEL_OUTPUTS[:-1]
+    )
+    return HibariFrames(lh, theta, ln, lr, phi, f0)
+
+
+class _BlockFrames:
+    """A long piece's spectral frames (LONG_PIECE_FRAMES), decoded BLOCK_FRAMES at a time as the
+    signal stage gets to them, each block with its noise drawn from the request's generator when
+    it is decoded: blocks come in order whatever the windows, so the audio does not depend on
+    them. A block is dropped once the signal stage is past it.
+
+    `first_call(frames)` (a request that is not deterministic, for its first audio): the first
+    frames decoded first, as `_DecodedFrames` does, with part of the context; their noise is
+    the first block's, drawn then."""
+
+    def __init__(
+        self,
+        session: SplitSession,
+        feature: npt.NDArray[Any],
+        f0: FloatArray,
+        rng: np.random.Generator,
+        cancel: CancelToken,
+        pace: StreamPace,
+        block_frames: int = BLOCK_FRAMES,
+    ) -> None:
+        self._session = session
+        self._feature = feature
+        self._f0 = f0
+        self._rng = rng
+        self._cancel = cancel
+        self._pace = pace
+        self._block_frames = block_frames
+        self.count = int(feature.shape[-1])
+        self._blocks: list[HibariFrames] = []
+        """Decoded blocks not yet passed, in order."""
+        self._decoded_to = 0
+        self._noise: dict[int, npt.NDArray[np.complex64]] = {}
+        """Noise drawn ahead of its block's decoding (the first call's), by block start."""
+        self._first: HibariFrames | None = None
+        self.decode_s = 0.0
+        """Wall seconds spent in decoder calls so far."""
+
+    def _draw_noise(self, start: int) -> npt.NDArray[np.complex64]:
+        drawn = self._noise.pop(start, None)
+        if drawn is not None:
+            return drawn
+        width = min(self.count, start + self._block_frames) - start
+        bins = _BINS
+        return self._rng.standard_normal((bins, 2 * width), dtype=np.float32).view(np.complex64)
+
+    def _decode(self, start: int, stop: int, seen: int | None = None) -> HibariFrames:
+        feature = self._feature if seen is None else self._feature[..., :seen]
+        began = self._pace.clock()
+        outputs = self._session.decode(feature, start, stop, self._cancel)
+        seconds = self._pace.clock() - began
+        self.decode_s += seconds
+        self._pace.timed(DECODER_PART, stop - start, seconds)
+        by_name = dict(zip(self._session.cut.decoder_outputs, outputs, strict=True))
+        lh, theta, ln, lr, phi = (
+            np.asarray(by_name[name][0], np.float32) for name in MODEL_OUTPUTS[:-1]
+        )
+        if lh.shape[0] != _BINS:
+            raise SynthesisError(
+                f"{self._session.label}: the decoder gave {lh.shape[0]} bins, expected {_BINS}"
+            )
+        return HibariFrames(lh, theta, ln, lr, phi, self._f0, start_frame=start)
+
+    def first_call(self, frames: int) -> None:
+        """Decode frames [0, frames) now, seeing FIRST_CALL_CONTEXT of the context after them."""
+        stop = max(1, min(self.count, frames))
+        seen = min(self.count, stop + int(self._session.context_frames * FIRST_CALL_CONTEXT))
+        noise = self._draw_noise(0)
+        self._noise[0] = noise
+        decoded = self._decode(0, stop, seen)
+        self._first = dataclasses.replace(decoded, noise=noise[:, :stop])
+
+    def covering(self, lo: int, hi: int) -> HibariFrames:
+        """Frames whose columns include [lo, hi) (lo: where the signal stage is; in order)."""
+        first = self._first
+        if first is not None and hi <= first.frames:
+            return first
+        self._first = None
+        self._blocks = [b for b in self._blocks if b.start_frame + b.frames > lo]
+        while self._decoded_to < hi:
+            # Before the next block is decoded, what is held shrinks to the columns from `lo`
+            # (a window's at most), so that two whole blocks are never held at once.
+            self._blocks = [_from_column(b, lo) for b in self._blocks]
+            start = self._decoded_to
+            stop = min(self.count, start + self._block_frames)
+            noise = self._draw_noise(start)
+            self._blocks.append(dataclasses.replace(self._decode(start, stop), noise=noise))
+            self._decoded_to = stop
+        inside = [b for b in self._blocks if b.start_frame < hi]
+        if len(inside) == 1:
+            return inside[0]
+
+        # A step across a block's end: its columns of both, copied (at most _STEP_FRAMES).
+        def columns(name: str) -> npt.NDArray[Any]:
+            return np.concatenate(
+                [
+                    getattr(b, name)[:, max(0, lo - b.start_frame) : hi - b.start_frame]
+                    for b in inside
+                ],
+                axis=1,
+            )
+
+        return HibariFrames(
+            columns("lh"),
+            columns("theta"),
+            columns("ln"),
+            columns("lr"),
+            columns("phi"),
+            self._f0,
+            start_frame=lo,
+            noise=columns("noise"),
+        )
+
+
+def _from_column(frames: HibariFrames, column: int) -> HibariFrames:
+    """`frames` without its columns before the piece's frame `column` (a copy, when it has
+    any): the rest of a block the signal stage has not passed yet."""
+    skip = column - frames.start_frame
+    if skip <= 0:
+        return frames
+    noise = None if frames.noise is None else np.array(frames.noise[:, skip:])
+    return HibariFrames(
+        np.array(frames.lh[:, skip:]),
+        np.array(frames.theta[:, skip:]),
+        np.array(frames.ln[:, skip:]),
+        np.array(frames.lr[:, skip:]),
+        np.array(frames.phi[:, skip:]),
+        frames.f0,
+        start_frame=column,
+        noise=noise,
+    )
+
+
+def _stream_blocks(
+    session: SplitSession,
+    feature: npt.NDArray[Any],
+    f0: FloatArray,
+    rng: np.random.Generator,
+    cancel: CancelToken,
+    *,
+    first_window_frames: int,
+    window_frames: int,
+    first_call: bool,
+    pace: StreamPace,
+    frame_s: float,
+) -> Iterator[HibariPiece]:
+    """A long piece's audio in windows, its frames decoded a block at a time (`_BlockFrames`).
+    `first_call`: decode the first two windows' frames first (first audio after a short call,
+    as `_stream_decoder_windows` does), unless the request's lead affords a whole block."""
+    blocks = _BlockFrames(session, feature, f0, rng, cancel, pace)
+    n = blocks.count
+    early = 0
+    if first_call and not pace.affords(DECODER_PART, BLOCK_FRAMES):
+        plan = window_plan(n, first_window_frames, window_frames)
+        early = plan[min(1, len(plan) - 1)][1]
+        blocks.first_call(min(n, early + 2))
+    empty = np.empty((_BINS, 0), np.float32)
+    state = _WindowedSynth(
+        HibariFrames(empty, empty, empty, empty, empty, f0), rng, exact_noise=False
+    )
+    # Each step of the signal stage (_STEP_FRAMES) takes its frames from the blocks: a step
+    # across a block's end copies its few columns of both, never a window's.
+    state.columns = blocks.covering
+    for start, stop in _windows(n, first_window_frames, window_frames, pace, grow_from=early):
+        cancel.raise_if_cancelled()
+        started, decoding_s = pace.clock(), blocks.decode_s
+        samples = state.window(start, stop)
+        pace.ran(stop - start, pace.clock() - started - (blocks.decode_s - decoding_s))
+        pace.handed_out((stop - start) * frame_s)
+        yield HibariPiece(samples, start, stop, last=stop == n)
+
+
+def piece_samples(
+    session: Session,
+    ids: Sequence[int],
+    speed: float,
+    rng: np.random.Generator,
+    cancel: CancelToken,
+    helper: Executor,
+    *,
+    exact_noise: bool = True,
+) -> FloatArray:
+    """One piece's whole audio for throughput (a file, `synthesize`): the acoustic model, then
+    `synthesize_piece`; a long piece (LONG_PIECE_FRAMES) a block at a time, the same samples
+    `stream_ids` gives it."""
+    if isinstance(session, SplitSession):
+        feature, f0 = _front(session, ids, speed, cancel)
+        if feature.shape[-1] > LONG_PIECE_FRAMES:
+            windows = _stream_blocks(
+                session,
+                feature,
+                f0,
+                rng,
+                cancel,
+                first_window_frames=LARGEST_WINDOW_FRAMES,
+                window_frames=LARGEST_WINDOW_FRAMES,
+                first_call=False,
+                pace=StreamPace(),
+                frame_s=HOP / SAMPLE_RATE_HZ,
+            )
+            return np.concatenate([window.samples for window in windows])
+        frames = _whole_frames(session, feature, f0, cancel)
+    else:
+        frames = acoustic_frames(session, ids, speed, cancel)
+    cancel.raise_if_cancelled()
+    return synthesize_piece(frames, rng, helper, exact_noise=exact_noise)

@@ -44,9 +44,8 @@ from utterd.models.hibari.stream import (
     DEFAULT_FIRST_WINDOW_FRAMES,
     DEFAULT_WINDOW_FRAMES,
     HOP,
-    acoustic_frames,
+    piece_samples,
     stream_ids,
-    synthesize_piece,
 )
 from utterd.models.text import budget, guard
 from utterd.models.text.ipa import report_reading
@@ -313,9 +312,15 @@ class HibariVoice(Voice):
         half = ThreadPoolExecutor(1, thread_name_prefix="utterd-hibari-dsp")
         try:
             for piece in pieces:
-                frames = acoustic_frames(session, piece.ids, float(speed[0]), cancel)
-                cancel.raise_if_cancelled()
-                samples = synthesize_piece(frames, rng, half, exact_noise=params.deterministic)
+                samples = piece_samples(
+                    session,
+                    piece.ids,
+                    float(speed[0]),
+                    rng,
+                    cancel,
+                    half,
+                    exact_noise=params.deterministic,
+                )
                 scaled = time_scaled(((samples, True),), tsm_speed, SAMPLE_RATE_HZ)
                 yield from self._chunks(piece, scaled, params)
         finally:

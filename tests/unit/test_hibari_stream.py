@@ -268,7 +268,7 @@ def test_a_later_piece_ahead_of_playback_is_decoded_in_one_call(
         return real(feature, start, stop, cancel)
 
     monkeypatch.setattr(split, "decode", decode)
-    first_ids, later_ids = pieces_ids[-1], pieces_ids[1]
+    first_ids, later_ids = pieces_ids[1], pieces_ids[0]  # both shorter than LONG_PIECE_FRAMES
     pace = StreamPace(clock=lambda: 0.0)  # playback stands still: the lead is all handed out
     first = list(
         stream_ids(
