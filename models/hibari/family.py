@@ -107,10 +107,17 @@ def _registry() -> ModuleType | None:
     return module
 
 
+SYNTHESIS_REVISION: Final = 2
+"""Bumped whenever utterd makes other audio from the same text and model, so that phrase-cache
+entries made before are not served for it: 2, a piece over 6.4 s is decoded in blocks
+(`stream.LONG_PIECE_FRAMES`)."""
+
+
 @functools.cache
 def front_end_version() -> str:
-    """The version of hibari-tts, whose G2P turns text into the model's phonemes."""
-    return distribution_version(PACKAGE)
+    """What turns text into this voice's audio, for phrase-cache keys: the version of hibari-tts,
+    whose G2P turns text into the model's phonemes, and utterd's SYNTHESIS_REVISION."""
+    return f"{distribution_version(PACKAGE)}+synth{SYNTHESIS_REVISION}"
 
 
 def _hibari_name(info: VoiceInfo) -> str:

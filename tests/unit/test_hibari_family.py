@@ -27,7 +27,7 @@ from utterd.models import (
     VoiceInfo,
     VoiceLoadError,
 )
-from utterd.models.hibari.family import HibariFamily
+from utterd.models.hibari.family import SYNTHESIS_REVISION, HibariFamily
 from utterd.models.hibari.stream import HOP, LONG_PIECE_FRAMES
 from utterd.models.hibari.voice import HibariVoice
 
@@ -93,7 +93,9 @@ def test_bundled_heart_voice_is_discovered(family: HibariFamily) -> None:
     assert heart.model_path == HEART_MODEL
     assert heart.source == "hibari-tts"
     assert heart.model_files == (HEART_MODEL,)
-    assert heart.front_end_version == importlib.metadata.version("hibari-tts")
+    assert heart.front_end_version == (
+        f"{importlib.metadata.version('hibari-tts')}+synth{SYNTHESIS_REVISION}"
+    )
 
 
 def test_cached_voice_is_discovered_without_downloading(
