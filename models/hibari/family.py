@@ -114,10 +114,16 @@ entries made before are not served for it: 2, a piece over 6.4 s is decoded in b
 
 
 @functools.cache
+def hibari_version() -> str:
+    """The installed hibari-tts's version: its G2P turns text into the model's phonemes."""
+    return distribution_version(PACKAGE)
+
+
+@functools.cache
 def front_end_version() -> str:
-    """What turns text into this voice's audio, for phrase-cache keys: the version of hibari-tts,
-    whose G2P turns text into the model's phonemes, and utterd's SYNTHESIS_REVISION."""
-    return f"{distribution_version(PACKAGE)}+synth{SYNTHESIS_REVISION}"
+    """What turns text into this voice's audio, for phrase-cache keys: hibari-tts's version and
+    utterd's SYNTHESIS_REVISION."""
+    return f"{hibari_version()}+synth{SYNTHESIS_REVISION}"
 
 
 def _hibari_name(info: VoiceInfo) -> str:

@@ -396,7 +396,10 @@ def packed_g2p(
     from hibari.g2p.lexicon import Lexicon
     from hibari.g2p.tagger import Tagger
     from hibari.g2p.tokenize import Tokenizer
-    from utterd.models.hibari.family import front_end_version
+
+    # The packed tables depend on hibari's lexicons, i.e. its version, not on how utterd
+    # synthesizes (front_end_version's revision): a new revision must not repack them.
+    from utterd.models.hibari.family import hibari_version
 
     assets = Path(hibari.g2p.ASSETS)
     accent = "gb" if british else "us"
@@ -409,7 +412,7 @@ def packed_g2p(
     def read_sources() -> tuple[Mapping[str, object], Mapping[str, object], Mapping[str, Any]]:
         return read_json(sources[0]), read_json(sources[1]), read_json(sources[2])
 
-    tables = load_tables(folder, f"hibari-g2p-{accent}", sources, front_end_version(), read_sources)
+    tables = load_tables(folder, f"hibari-g2p-{accent}", sources, hibari_version(), read_sources)
     tagger = Tagger.__new__(Tagger)
     tagger.tagdict = tables.tagdict
     tagger.tags = tables.tags

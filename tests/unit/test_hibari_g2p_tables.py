@@ -131,6 +131,30 @@ def test_packed_once_then_mapped(
         tables.close()
 
 
+def test_a_new_synthesis_revision_does_not_pack_the_tables_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The packed tables depend on hibari's lexicons (its version), not on utterd's synthesis
+    revision, which is in the voice's cache-key stamp: bumping it must not repack 10.6 MB at
+    the next start (the start that parses the lexicons peaks at about 240 MiB)."""
+    from utterd.models.hibari import family
+
+    _, tables = packed_g2p(lambda word: "", british=False, folder=tmp_path)
+    packed = tables.path
+    assert packed is not None
+    stamp = packed.stat().st_mtime_ns
+    tables.close()
+    monkeypatch.setattr(family, "SYNTHESIS_REVISION", family.SYNTHESIS_REVISION + 1)
+    family.front_end_version.cache_clear()
+    try:
+        assert family.front_end_version().endswith(f"+synth{family.SYNTHESIS_REVISION}")
+        _, again = packed_g2p(lambda word: "", british=False, folder=tmp_path)
+    finally:
+        family.front_end_version.cache_clear()
+    assert again.path == packed and packed.stat().st_mtime_ns == stamp
+    again.close()
+
+
 def test_a_damaged_file_is_packed_again(
     tmp_path: Path, us_sources: tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 ) -> None:
