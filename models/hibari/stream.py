@@ -600,6 +600,7 @@ def stream_ids(
                 first_window_frames=first_window_frames,
                 window_frames=window_frames,
                 first_call=decoder_windows,
+                exact_noise=exact_noise,
                 pace=pace,
                 frame_s=frame_s,
             )
@@ -802,8 +803,11 @@ class _BlockFrames:
         cancel: CancelToken,
         pace: StreamPace,
         block_frames: int = BLOCK_FRAMES,
+        *,
+        block_noise: bool = True,
     ) -> None:
         self._session = session
+        self._block_noise = block_noise
         self._feature = feature
         self._f0 = f0
         self._rng = rng
@@ -820,7 +824,9 @@ class _BlockFrames:
         self.decode_s = 0.0
         """Wall seconds spent in decoder calls so far."""
 
-    def _draw_noise(self, start: int) -> npt.NDArray[np.complex64]:
+    def _draw_noise(self, start: int) -> npt.NDArray[np.complex64] | None:
+        if not self._block_noise:
+            return None  # the signal stage draws each step's own (`_WindowedSynth`)
         drawn = self._noise.pop(start, None)
         if drawn is not None:
             return drawn
@@ -850,9 +856,11 @@ class _BlockFrames:
         stop = max(1, min(self.count, frames))
         seen = min(self.count, stop + int(self._session.context_frames * FIRST_CALL_CONTEXT))
         noise = self._draw_noise(0)
-        self._noise[0] = noise
         decoded = self._decode(0, stop, seen)
-        self._first = dataclasses.replace(decoded, noise=noise[:, :stop])
+        if noise is not None:
+            self._noise[0] = noise
+            decoded = dataclasses.replace(decoded, noise=noise[:, :stop])
+        self._first = decoded
 
     def covering(self, lo: int, hi: int) -> HibariFrames:
         """Frames whose columns include [lo, hi) (lo: where the signal stage is; in order)."""
@@ -892,7 +900,7 @@ class _BlockFrames:
             columns("phi"),
             self._f0,
             start_frame=lo,
-            noise=columns("noise"),
+            noise=None if inside[0].noise is None else columns("noise"),
         )
 
 
@@ -925,13 +933,17 @@ def _stream_blocks(
     first_window_frames: int,
     window_frames: int,
     first_call: bool,
+    exact_noise: bool,
     pace: StreamPace,
     frame_s: float,
 ) -> Iterator[HibariPiece]:
     """A long piece's audio in windows, its frames decoded a block at a time (`_BlockFrames`).
     `first_call`: decode the first two windows' frames first (first audio after a short call,
-    as `_stream_decoder_windows` does), unless the request's lead affords a whole block."""
-    blocks = _BlockFrames(session, feature, f0, rng, cancel, pace)
+    as `_stream_decoder_windows` does), unless the request's lead affords a whole block.
+    `exact_noise`: each block's noise drawn with it, so the audio does not depend on the windows
+    (a deterministic request); else each step draws its own (no block's draw before the first
+    audio)."""
+    blocks = _BlockFrames(session, feature, f0, rng, cancel, pace, block_noise=exact_noise)
     n = blocks.count
     early = 0
     if first_call and not pace.affords(DECODER_PART, BLOCK_FRAMES):
@@ -979,6 +991,7 @@ def piece_samples(
                 first_window_frames=LARGEST_WINDOW_FRAMES,
                 window_frames=LARGEST_WINDOW_FRAMES,
                 first_call=False,
+                exact_noise=exact_noise,
                 pace=StreamPace(),
                 frame_s=HOP / SAMPLE_RATE_HZ,
             )
