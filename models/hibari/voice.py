@@ -272,8 +272,10 @@ class HibariVoice(Voice):
             # The signal stage runs in windows, so the first audio leaves after one small window
             # instead of after the sentence. A deterministic request gets hibari.dsp.synth's
             # audio bit for bit (the model on all of a piece's frames at once, one noise draw
-            # per piece up front); any other draws its noise window by window (~2 ms less for a
-            # short prompt's first audio) and runs the cut model's decoder on the first two
+            # per piece up front) for pieces up to stream.LONG_PIECE_FRAMES, and a longer piece
+            # decoded in blocks (the same audio in both paths); any other draws its noise window
+            # by window (~2 ms less for a short prompt's first audio) and runs the cut model's
+            # decoder on the first two
             # windows' frames before the rest (hibari_split: about half the model's time; the
             # audio differs only by the decoder's per-call activation scale, far below the seam
             # threshold).
@@ -306,7 +308,8 @@ class HibariVoice(Voice):
         # Throughput (a file, the phrase cache): per piece, the acoustic model, then the signal
         # stage in two halves at once (synthesize_piece; the second half on a helper thread of
         # this call's own, so it inherits the caller's CPU priority). A deterministic request
-        # gets hibari.dsp.synth's audio bit for bit. Running the next piece's model during this
+        # gets hibari.dsp.synth's audio bit for bit, a piece over stream.LONG_PIECE_FRAMES the
+        # low-latency path's block audio (piece_samples). Running the next piece's model during this
         # piece's signal stage instead (a look-ahead) was slower on two cores: three busy threads
         # on two cores (docs/benchmarks.md).
         half = ThreadPoolExecutor(1, thread_name_prefix="utterd-hibari-dsp")
