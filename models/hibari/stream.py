@@ -99,8 +99,9 @@ LONG_PIECE_FRAMES: Final = 512
 (`_BlockFrames`) instead of in one decoder call on all of it, so that what a piece holds at
 once is bounded whatever its length: the decoder's five [bins, frames] outputs, the noise of
 those frames and the call's activations grow with the piece (a 1166-frame piece held 22 MiB,
-a 768-frame one 15 MiB more than the daemon at rest; bench_memory.py, docs/benchmarks.md,
-"Long pieces"), and a sentence of hibari's 400 phonemes can make 2000 frames. Shorter pieces
+a 768-frame one 15 MiB more than the voice at rest; docs/benchmarks.md, "ALSA's plugins given
+back, and long hibari pieces in blocks"), and a sentence of hibari's 400 phonemes can make 2000
+frames. Shorter pieces
 are hibari's own audio bit for bit; a long piece's blocks each have their own activation scale
 (`hibari/split.py`), as the streaming path's first call already has, and their own noise draw:
 deterministic (a fixed grid of blocks, the request's seeded generator) but not
@@ -108,8 +109,8 @@ deterministic (a fixed grid of blocks, the request's seeded generator) but not
 
 BLOCK_FRAMES: Final = 256
 """A long piece's frames per decoder call, each with the decoder's whole context (27 frames) on
-both sides: 21 % more decoder work on long pieces only, and at most two blocks held at once
-(a window that crosses a block's end)."""
+both sides: the decoder took 68 ms for a 1166-frame piece in blocks against 62 ms in one call
+(384 frames: 64 ms, for 1.5 times the memory held), about 5 % of the piece's time."""
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -777,11 +778,23 @@ def _whole_frames(
 ) -> HibariFrames:
     """The decoder on all of a piece's frames: with the front, `session.run`, bit for bit."""
     outputs = session.decode(feature, 0, int(feature.shape[-1]), cancel)
+    return _decoded_frames(session, outputs, f0)
+
+
+def _decoded_frames(
+    session: SplitSession,
+    outputs: Sequence[npt.NDArray[Any]],
+    f0: FloatArray,
+    start_frame: int = 0,
+) -> HibariFrames:
+    """The decoder's outputs (`SplitSession.decode`) as frames from `start_frame` on."""
     by_name = dict(zip(session.cut.decoder_outputs, outputs, strict=True))
     lh, theta, ln, lr, phi = (
         np.asarray(by_name[name][0], np.float32) for name in MODEL_OUTPUTS[:-1]
     )
-    return HibariFrames(lh, theta, ln, lr, phi, f0)
+    if lh.shape[0] != _BINS:
+        raise SynthesisError(f"{session.label}: the decoder gave {lh.shape[0]} bins, not {_BINS}")
+    return HibariFrames(lh, theta, ln, lr, phi, f0, start_frame=start_frame)
 
 
 class _BlockFrames:
@@ -791,8 +804,8 @@ class _BlockFrames:
     them. A block is dropped once the signal stage is past it.
 
     `first_call(frames)` (a request that is not deterministic, for its first audio): the first
-    frames decoded first, as `_DecodedFrames` does, with part of the context; their noise is
-    the first block's, drawn then."""
+    frames decoded first, as `_DecodedFrames` does, with part of the context; with
+    `block_noise`, their noise is the first block's, drawn then."""
 
     def __init__(
         self,
@@ -802,7 +815,6 @@ class _BlockFrames:
         rng: np.random.Generator,
         cancel: CancelToken,
         pace: StreamPace,
-        block_frames: int = BLOCK_FRAMES,
         *,
         block_noise: bool = True,
     ) -> None:
@@ -813,7 +825,6 @@ class _BlockFrames:
         self._rng = rng
         self._cancel = cancel
         self._pace = pace
-        self._block_frames = block_frames
         self.count = int(feature.shape[-1])
         self._blocks: list[HibariFrames] = []
         """Decoded blocks not yet passed, in order."""
@@ -830,9 +841,8 @@ class _BlockFrames:
         drawn = self._noise.pop(start, None)
         if drawn is not None:
             return drawn
-        width = min(self.count, start + self._block_frames) - start
-        bins = _BINS
-        return self._rng.standard_normal((bins, 2 * width), dtype=np.float32).view(np.complex64)
+        width = min(self.count, start + BLOCK_FRAMES) - start
+        return self._rng.standard_normal((_BINS, 2 * width), dtype=np.float32).view(np.complex64)
 
     def _decode(self, start: int, stop: int, seen: int | None = None) -> HibariFrames:
         feature = self._feature if seen is None else self._feature[..., :seen]
@@ -841,15 +851,7 @@ class _BlockFrames:
         seconds = self._pace.clock() - began
         self.decode_s += seconds
         self._pace.timed(DECODER_PART, stop - start, seconds)
-        by_name = dict(zip(self._session.cut.decoder_outputs, outputs, strict=True))
-        lh, theta, ln, lr, phi = (
-            np.asarray(by_name[name][0], np.float32) for name in MODEL_OUTPUTS[:-1]
-        )
-        if lh.shape[0] != _BINS:
-            raise SynthesisError(
-                f"{self._session.label}: the decoder gave {lh.shape[0]} bins, expected {_BINS}"
-            )
-        return HibariFrames(lh, theta, ln, lr, phi, self._f0, start_frame=start)
+        return _decoded_frames(self._session, outputs, self._f0, start)
 
     def first_call(self, frames: int) -> None:
         """Decode frames [0, frames) now, seeing FIRST_CALL_CONTEXT of the context after them."""
@@ -874,7 +876,7 @@ class _BlockFrames:
             # (a window's at most), so that two whole blocks are never held at once.
             self._blocks = [_from_column(b, lo) for b in self._blocks]
             start = self._decoded_to
-            stop = min(self.count, start + self._block_frames)
+            stop = min(self.count, start + BLOCK_FRAMES)
             noise = self._draw_noise(start)
             self._blocks.append(dataclasses.replace(self._decode(start, stop), noise=noise))
             self._decoded_to = stop
