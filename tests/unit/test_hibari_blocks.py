@@ -45,18 +45,6 @@ LONGER = (
 
 
 @pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SplitSession]:
-    opened = open_split(
-        HEART_MODEL,
-        EngineSettings(threads=1),
-        label="hibari-split",
-        options=session_options(tmp_path_factory.mktemp("split-cache")),
-    )
-    yield opened
-    opened.close()
-
-
-@pytest.fixture(scope="module")
 def reference() -> hibari.Hibari:
     return hibari.Hibari(voice="heart", threads=1)
 

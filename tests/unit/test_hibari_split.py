@@ -60,16 +60,6 @@ def whole() -> Iterator[Session]:
     opened.close()
 
 
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SplitSession]:
-    cache = tmp_path_factory.mktemp("split-cache")
-    opened = open_split(
-        HEART_MODEL, EngineSettings(threads=1), label="hibari-split", options=session_options(cache)
-    )
-    yield opened
-    opened.close()
-
-
 def feeds(ids: Sequence[int]) -> dict[str, npt.NDArray[Any]]:
     return {"ids": np.asarray([ids], np.int64), "speed": np.ones(1, np.float32)}
 

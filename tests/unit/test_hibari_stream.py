@@ -16,7 +16,7 @@ import pytest
 from utterd.models import Cancelled, CancelToken, EngineSettings, Session
 from utterd.models.engine.backend import open_session
 from utterd.models.engine.stream_windows import GROWTH_STEP, StreamPace, window_plan
-from utterd.models.hibari.split import SplitSession, open_split
+from utterd.models.hibari.split import SplitSession
 from utterd.models.hibari.stream import (
     DECODER_PART,
     HOP,
@@ -28,7 +28,6 @@ from utterd.models.hibari.stream import (
     synthesize_piece,
     synthesize_windows,
 )
-from utterd.models.hibari.voice import session_options
 
 HEART_MODEL = Path(hibari.voices.voice_path("heart", download_missing=False))
 TEXT = (
@@ -236,18 +235,6 @@ def _first_frames(frames: HibariFrames, count: int) -> HibariFrames:
         np.ascontiguousarray(frames.phi[:, :count]),
         np.ascontiguousarray(frames.f0[:count]),
     )
-
-
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SplitSession]:
-    opened = open_split(
-        HEART_MODEL,
-        EngineSettings(threads=1),
-        label="hibari-split",
-        options=session_options(tmp_path_factory.mktemp("split-cache")),
-    )
-    yield opened
-    opened.close()
 
 
 def test_a_later_piece_ahead_of_playback_is_decoded_in_one_call(
